@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The whole test suite: what CI runs (through .ci/run) and what a developer runs before a push.
+# It installs what it needs on a fresh machine (Rust targets, cargo-fuzz) and fails loudly when
+# something cannot be had; it never skips a check silently.
+#
+#   ci/test.sh            everything
+#   FUZZ_SECONDS=0 ci/test.sh    everything but the fuzzing runs
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+# A build cache outside the clone, so that CI's fresh clones reuse it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grenache-rs/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}"
+
+step() { printf '\n=== %s\n' "$*"; }
+fail() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+
+EMBEDDED_TARGETS=(thumbv7em-none-eabihf riscv32imc-unknown-none-elf)
+
+step "toolchain"
+cargo --version
+rustc --version
+
+step "formatting"
+cargo fmt --all -- --check || fail "cargo fmt reports unformatted code (run cargo fmt --all)"
+
+step "clippy (all targets, all features, warnings are errors)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "tests: workspace, default features"
+cargo test --workspace
+
+step "tests: grenache-core with every feature combination that runs on the host"
+cargo test -p grenache-core --features ed25519
+
+step "benchmarks compile and run once (criterion test mode)"
+cargo test -p grenache-core --benches
+
+step "core on embedded targets (no_std, no alloc, no read-modify-write atomics)"
+# riscv32imc has no atomic read-modify-write instructions: a fetch_add or compare_exchange
+# anywhere in the core fails this build, which is the check we want.
+build_embedded() {
+    local target=$1
+    shift
+    if rustup target list --installed 2>/dev/null | grep -qx "$target" \
+        || rustup target add "$target" >/dev/null 2>&1; then
+        cargo build -p grenache-core --release --target "$target" "$@"
+    elif cargo +nightly --version >/dev/null 2>&1 \
+        && { rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src' \
+             || rustup +nightly component add rust-src >/dev/null 2>&1; }; then
+        echo "(no prebuilt std for $target: building core with -Zbuild-std)"
+        cargo +nightly build -Zbuild-std=core -p grenache-core --release --target "$target" "$@"
+    else
+        fail "cannot build for $target: neither 'rustup target add $target' nor nightly -Zbuild-std=core (rust-src) is available"
+    fi
+}
+for target in "${EMBEDDED_TARGETS[@]}"; do
+    for features in "" "ed25519" "defmt" "ed25519,defmt"; do
+        echo "--- $target features=[${features}]"
+        build_embedded "$target" --no-default-features ${features:+--features "$features"}
+    done
+done
+if grep -rnE 'fetch_(add|sub|and|or|xor|max|min|update)|compare_exchange|\bswap\(' core/src \
+    | grep -v '^\s*//' | grep -i atomic; then
+    fail "read-modify-write atomics found in core/src"
+fi
+
+if [ "$FUZZ_SECONDS" != "0" ]; then
+    step "fuzzing every decoder for ${FUZZ_SECONDS}s each"
+    cargo +nightly --version >/dev/null 2>&1 || fail "fuzzing needs the nightly toolchain (rustup toolchain install nightly)"
+    command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+    targets=$(cd core/fuzz && cargo +nightly fuzz list)
+    [ -n "$targets" ] || fail "no fuzz targets found in core/fuzz"
+    for t in $targets; do
+        log="$CARGO_TARGET_DIR/fuzz-$t.log"
+        mkdir -p "$CARGO_TARGET_DIR"
+        if ! (cd core/fuzz && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz" \
+            cargo +nightly fuzz run "$t" -- -max_total_time="$FUZZ_SECONDS" >"$log" 2>&1); then
+            tail -n 40 "$log"
+            fail "fuzz target $t failed (artifacts in core/fuzz/artifacts/$t)"
+        fi
+        echo "fuzz $t: $(grep -E '^Done [0-9]+ runs' "$log" | tail -n 1)"
+    done
+fi
+
+step "all checks passed"
