@@ -24,6 +24,13 @@ step "toolchain"
 cargo --version
 rustc --version
 
+step "Node reference packages (tests/interop: the real grenache-grape, -link, -ws, -http)"
+command -v node >/dev/null 2>&1 || fail "node is not installed: the interop tests need Node.js 20 and npm"
+command -v npm >/dev/null 2>&1 || fail "npm is not installed: the interop tests need Node.js 20 and npm"
+node --version
+(cd tests/interop && npm ci --no-audit --no-fund --loglevel=error) \
+    || fail "npm ci in tests/interop failed (the npm registry must be reachable)"
+
 step "formatting"
 cargo fmt --all -- --check || fail "cargo fmt reports unformatted code (run cargo fmt --all)"
 
