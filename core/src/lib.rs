@@ -13,10 +13,12 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod base64;
 pub mod bencode;
 pub mod id;
 pub mod rng;
 pub mod time;
+pub mod ws;
 
 pub use rng::Rng;
 pub use time::{Duration, Instant};
