@@ -14,7 +14,9 @@
 extern crate std;
 
 pub mod bencode;
+pub mod frame;
 pub mod id;
+pub mod json;
 pub mod rng;
 pub mod time;
 
