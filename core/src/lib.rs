@@ -15,7 +15,9 @@ extern crate std;
 
 pub mod base64;
 pub mod bencode;
+pub mod frame;
 pub mod id;
+pub mod json;
 pub mod rng;
 pub mod time;
 pub mod ws;
