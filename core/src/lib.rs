@@ -13,8 +13,10 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod addr;
 pub mod bencode;
 pub mod id;
+pub mod krpc;
 pub mod rng;
 pub mod time;
 
