@@ -13,11 +13,13 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod addr;
 pub mod base64;
 pub mod bencode;
 pub mod frame;
 pub mod id;
 pub mod json;
+pub mod krpc;
 pub mod rng;
 pub mod time;
 pub mod ws;
