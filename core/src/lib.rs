@@ -14,6 +14,7 @@
 extern crate std;
 
 pub mod bencode;
+pub mod http;
 pub mod id;
 pub mod rng;
 pub mod time;
