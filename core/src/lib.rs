@@ -17,6 +17,7 @@ pub mod addr;
 pub mod base64;
 pub mod bencode;
 pub mod frame;
+pub mod http;
 pub mod id;
 pub mod json;
 pub mod krpc;
