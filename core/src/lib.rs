@@ -13,9 +13,12 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod addr;
 pub mod bencode;
 pub mod id;
+pub mod lookup;
 pub mod rng;
+pub mod table;
 pub mod time;
 
 pub use rng::Rng;

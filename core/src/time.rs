@@ -69,8 +69,14 @@ mod tests {
     #[test]
     fn arithmetic_saturates() {
         let far = Instant::from_millis(u64::MAX - 1);
-        assert_eq!(far + Duration::from_secs(10), Instant::from_millis(u64::MAX));
-        assert_eq!(Instant::ZERO.saturating_sub(Duration::from_secs(1)), Instant::ZERO);
+        assert_eq!(
+            far + Duration::from_secs(10),
+            Instant::from_millis(u64::MAX)
+        );
+        assert_eq!(
+            Instant::ZERO.saturating_sub(Duration::from_secs(1)),
+            Instant::ZERO
+        );
         assert_eq!(Instant::ZERO.saturating_duration_since(far), Duration::ZERO);
         assert_eq!(
             Instant::from_millis(2500).saturating_duration_since(Instant::from_millis(500)),
