@@ -21,7 +21,9 @@ pub mod http;
 pub mod id;
 pub mod json;
 pub mod krpc;
+pub mod lookup;
 pub mod rng;
+pub mod table;
 pub mod time;
 pub mod ws;
 
