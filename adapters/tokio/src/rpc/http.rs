@@ -1,0 +1,1 @@
+//! RPC over HTTP (in progress).
