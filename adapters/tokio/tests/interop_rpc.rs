@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{node_client, spawn_node, start_grapes, wait_visible};
-use grenache_tokio::rpc::ws;
+use grenache_tokio::rpc::{http, ws};
 use grenache_tokio::{Link, LinkConfig, Request, RpcError};
 use serde_json::{json, Value};
 
@@ -208,4 +208,129 @@ async fn ws_rust_client_times_out_on_a_silent_rust_worker() {
         )
         .await;
     assert_eq!(echo.unwrap()["from"], "rust");
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_node_client_calls_rust_worker_with_and_without_gzip() {
+    let grapes = start_grapes().await;
+    let server = http::PeerRpcServer::new(link(&grapes.a), silent_or_echo);
+    let port = server.listen(0).await.unwrap().port();
+    assert!(server.start_announcing("rust_http_worker"));
+    wait_visible(&grapes.b, "rust_http_worker", port, VISIBLE).await;
+
+    for compress in ["0", "1"] {
+        let base = [
+            ("GRAPE", grapes.b.as_str()),
+            ("TRANSPORT", "http"),
+            ("NAME", "rust_http_worker"),
+            ("COMPRESS", compress),
+        ];
+        let with = |payload: &'static str| env(&[&base[..], &[("PAYLOAD", payload)]].concat());
+        let echo = node_client(&with(r#"{"op":"echo","v":{"deep":[1,2]}}"#)).await;
+        assert_eq!(
+            echo,
+            json!({"err": null, "data": {"echo": {"deep": [1, 2]}, "from": "rust", "key": "rust_http_worker"}}),
+            "compress={compress}"
+        );
+        let boom = node_client(&with(r#"{"op":"boom"}"#)).await;
+        assert_eq!(
+            boom,
+            json!({"err": "boom", "data": null}),
+            "compress={compress}"
+        );
+        let fib10 = node_client(&with(r#"{"number":10}"#)).await;
+        assert_eq!(
+            fib10,
+            json!({"err": null, "data": 89}),
+            "compress={compress}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_rust_client_calls_node_worker_with_and_without_gzip() {
+    let grapes = start_grapes().await;
+    let port = common::free_tcp_port();
+    let _worker = spawn_node(
+        "worker.js",
+        &env(&[
+            ("GRAPE", &grapes.a),
+            ("TRANSPORT", "http"),
+            ("NAME", "node_http_worker"),
+            ("PORT", &port.to_string()),
+            ("TAG", "node"),
+        ]),
+    );
+    wait_visible(&grapes.b, "node_http_worker", port, VISIBLE).await;
+    let t = Duration::from_secs(5);
+    for compress in [false, true] {
+        let config = http::ClientConfig {
+            compress,
+            ..http::ClientConfig::default()
+        };
+        let client = http::PeerRpcClient::with_config(link(&grapes.b), config);
+        let echo = client
+            .request("node_http_worker", json!({"op": "echo", "v": "héllo"}), t)
+            .await;
+        assert_eq!(
+            echo,
+            Ok(json!({"echo": "héllo", "from": "node"})),
+            "compress={compress}"
+        );
+        let boom = client
+            .request("node_http_worker", json!({"op": "boom"}), t)
+            .await
+            .unwrap_err();
+        assert_eq!(boom, RpcError::new("boom"), "compress={compress}");
+        let partial = client
+            .request("node_http_worker", json!({"op": "boom_data"}), t)
+            .await
+            .unwrap_err();
+        assert_eq!(partial, RpcError::with_data("ERR_X", json!("partial")));
+        let fib10 = client
+            .request("node_http_worker", json!({"number": 10}), t)
+            .await;
+        assert_eq!(fib10, Ok(json!(89)));
+
+        let timeout = Duration::from_millis(800);
+        let started = Instant::now();
+        let silent = client
+            .request("node_http_worker", json!({"op": "silent"}), timeout)
+            .await;
+        assert_times_out(started, silent, timeout).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_rust_client_and_rust_worker_through_node_grapes() {
+    let grapes = start_grapes().await;
+    let server = http::PeerRpcServer::new(link(&grapes.a), silent_or_echo);
+    let port = server.listen(0).await.unwrap().port();
+    server.announce("rust_http_pair").await.unwrap();
+    wait_visible(&grapes.b, "rust_http_pair", port, VISIBLE).await;
+    for compress in [false, true] {
+        let config = http::ClientConfig {
+            compress,
+            ..http::ClientConfig::default()
+        };
+        let client = http::PeerRpcClient::with_config(link(&grapes.b), config);
+        let t = Duration::from_secs(5);
+        let echo = client
+            .request("rust_http_pair", json!({"op": "echo", "v": 1}), t)
+            .await;
+        assert_eq!(echo.unwrap()["echo"], 1);
+        let boom = client
+            .request("rust_http_pair", json!({"op": "boom"}), t)
+            .await;
+        assert_eq!(boom, Err(RpcError::new("boom")));
+        let timeout = Duration::from_millis(500);
+        let started = Instant::now();
+        let silent = client
+            .request("rust_http_pair", json!({"op": "silent"}), timeout)
+            .await;
+        assert_times_out(started, silent, timeout).await;
+    }
 }

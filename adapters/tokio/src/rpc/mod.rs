@@ -107,6 +107,8 @@ pub enum RpcError {
     ReplyEmpty,
     /// The answer of a compressed HTTP request was not gzip (`ERR_REPLY_ENCODING_COMPRESSION`).
     ReplyEncodingCompression,
+    /// Compressing an HTTP request body failed (`ERR_REQUEST_ENCODING_COMPRESSION`).
+    RequestEncodingCompression,
     /// The HTTP answer carried another request's rid (`ERR_REPLY_RID_MISMATCH`; Node ignores
     /// such an answer and times out).
     ReplyRidMismatch,
@@ -166,6 +168,7 @@ impl fmt::Display for RpcError {
             RpcError::ReplyEmpty => f.write_str("ERR_REPLY_EMPTY"),
             RpcError::ReplyEncodingCompression => f.write_str("ERR_REPLY_ENCODING_COMPRESSION"),
             RpcError::ReplyRidMismatch => f.write_str("ERR_REPLY_RID_MISMATCH"),
+            RpcError::RequestEncodingCompression => f.write_str("ERR_REQUEST_ENCODING_COMPRESSION"),
         }
     }
 }
