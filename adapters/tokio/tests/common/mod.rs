@@ -13,8 +13,13 @@ use grenache_tokio::{Link, LinkConfig};
 
 /// `tests/interop` of the repository, after checking that Node and the packages are there.
 pub fn interop_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop");
-    let dir = dir.canonicalize().unwrap_or(dir);
+    // Shared by crates at different depths: walk up to the repository's tests/interop.
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = manifest
+        .ancestors()
+        .map(|a| a.join("tests/interop"))
+        .find(|d| d.join("package.json").is_file())
+        .unwrap_or_else(|| panic!("no tests/interop/package.json above {}", manifest.display()));
     let node = Command::new("node").arg("--version").output();
     assert!(
         matches!(&node, Ok(out) if out.status.success()),
@@ -98,10 +103,47 @@ pub fn spawn_node(script: &str, env: &[(&str, String)]) -> Proc {
 /// Runs `node <script>` to completion (at most `limit`) and returns its stdout.
 pub async fn run_node(script: &str, env: &[(&str, String)], limit: Duration) -> String {
     let dir = interop_dir();
-    let mut command = tokio::process::Command::new("node");
+    run(
+        std::path::Path::new("node"),
+        &[dir.join(script).display().to_string()],
+        env,
+        limit,
+    )
+    .await
+}
+
+/// Starts `program args…` with `env`, killed when the guard drops.
+pub fn spawn(program: &std::path::Path, args: &[String], env: &[(&str, String)]) -> Proc {
+    let mut command = Command::new(program);
     command
-        .arg(dir.join(script))
-        .current_dir(&dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    Proc {
+        child,
+        what: format!("{} {args:?}", program.display()),
+    }
+}
+
+/// Runs `program args…` to completion (at most `limit`, killed past it) and returns its
+/// stdout; a failing exit status fails the test.
+pub async fn run(
+    program: &std::path::Path,
+    args: &[String],
+    env: &[(&str, String)],
+    limit: Duration,
+) -> String {
+    let script = format!("{} {args:?}", program.display());
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -111,15 +153,15 @@ pub async fn run_node(script: &str, env: &[(&str, String)], limit: Duration) -> 
     }
     let child = command
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start node {script}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot start {script}: {e}"));
     let output = tokio::time::timeout(limit, child.wait_with_output())
         .await
-        .unwrap_or_else(|_| panic!("node {script} {env:?} did not finish within {limit:?}"))
+        .unwrap_or_else(|_| panic!("{script} {env:?} did not finish within {limit:?}"))
         .expect("node output");
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(
         output.status.success(),
-        "node {script} {env:?} failed ({}): {stdout}",
+        "{script} {env:?} failed ({}): {stdout}",
         output.status
     );
     stdout
