@@ -347,3 +347,25 @@ async fn client_error_strings() {
     assert!(started.elapsed() < Duration::from_millis(700));
     drop(silent);
 }
+
+#[tokio::test]
+async fn silent_and_idle_connections_are_closed_after_the_read_timeout() {
+    let config = ServerConfig {
+        read_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let (_server, addr) = server(config).await;
+    // Connected, never sends a byte.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    // Sends one keep-alive request, then stays idle.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n[\"1\",\"k\",1]")
+        .await
+        .unwrap();
+    for socket in [&mut silent, &mut idle] {
+        let mut sink = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(3), socket.read_to_end(&mut sink)).await;
+        assert!(closed.is_ok(), "the server must close the connection");
+    }
+}
