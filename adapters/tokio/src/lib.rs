@@ -1,5 +1,104 @@
-//! The tokio adapter of Grenache (host servers and clients).
+//! The tokio adapter of Grenache: host-side peers that talk to grapes and to other services.
 //!
-//! Not implemented yet: the grape and the RPC peers land with the issues that build on the
-//! core. This crate exists so that the workspace layout is fixed from the start.
+//! * [`link`]: the client of a grape's HTTP API (`lookup`, `announce`, `put`, `get`), with the
+//!   lookup cache, request coalescing and retries of `grenache-nodejs-link`.
+//! * [`rpc::ws`] and [`rpc::http`]: RPC workers (`PeerRpcServer`) and clients
+//!   (`PeerRpcClient`) that speak the frames of `grenache-nodejs-ws` and `grenache-nodejs-http`
+//!   byte for byte, so Rust and Node services can call each other.
+//!
+//! Everything here needs a tokio runtime (multi-thread or current-thread) with time and IO
+//! enabled.
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod http_client;
+pub mod link;
+pub mod rpc;
+
+pub use link::{Link, LinkConfig, LinkError};
+pub use rpc::{Handler, Request, RpcError};
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks a mutex, ignoring poisoning: every critical section in this crate leaves its data
+/// consistent before anything that could panic, so a poisoned lock still guards valid data.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A fresh random (version 4) UUID in its hyphenated lowercase form, as `uuid.v4()` gives in
+/// Node: used for every request id (`rid`).
+pub(crate) fn new_rid() -> String {
+    uuid::Uuid::new_v4().hyphenated().to_string()
+}
+
+/// `String(value)` in JavaScript, for the JSON values Node peers put in error slots: Node
+/// builds `new Error(value)`, so a non-string error arrives as its JavaScript string form
+/// (`[object Object]` for objects, comma-joined elements for arrays).
+pub(crate) fn js_string(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "null".to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Object(_) => "[object Object]".to_string(),
+        // Only called on parsed JSON, whose depth serde_json bounds (128 levels).
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::Null => String::new(),
+                other => js_string(other),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+/// JavaScript truthiness of a JSON value: Node clients treat a falsy error slot (`null`,
+/// `false`, `0`, `""`) as success.
+pub(crate) fn js_truthy(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn js_string_matches_javascript() {
+        assert_eq!(js_string(&json!("boom")), "boom");
+        assert_eq!(js_string(&json!({"a": 1})), "[object Object]");
+        assert_eq!(js_string(&json!([1, null, "x"])), "1,,x");
+        assert_eq!(js_string(&json!(true)), "true");
+        assert_eq!(js_string(&json!(12)), "12");
+    }
+
+    #[test]
+    fn js_truthy_matches_javascript() {
+        for falsy in [json!(null), json!(false), json!(0), json!(""), json!(0.0)] {
+            assert!(!js_truthy(&falsy), "{falsy} should be falsy");
+        }
+        for truthy in [json!(true), json!(1), json!("x"), json!([]), json!({})] {
+            assert!(js_truthy(&truthy), "{truthy} should be truthy");
+        }
+    }
+
+    #[test]
+    fn rids_are_uuid_v4() {
+        let rid = new_rid();
+        assert_eq!(rid.len(), 36);
+        assert_eq!(rid.as_bytes().get(14), Some(&b'4'));
+        assert_ne!(rid, new_rid());
+    }
+}

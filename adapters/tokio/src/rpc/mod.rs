@@ -1,0 +1,625 @@
+//! RPC peers over WebSocket ([`ws`]) and HTTP ([`http`]), and what both share: the request a
+//! handler sees ([`Request`]), the [`Handler`] trait, [`RpcError`], the server settings and
+//! the `[rid, key, payload]` / `[rid, err, result]` JSON frames of grenache-nodejs-base.
+//!
+//! A worker:
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use grenache_tokio::{rpc::ws::PeerRpcServer, Link, LinkConfig, Request, RpcError};
+//! let link = Link::new(LinkConfig::new("http://127.0.0.1:30001"))?;
+//! let server = PeerRpcServer::new(link, |req: Request| async move {
+//!     match req.payload.get("number").and_then(|n| n.as_u64()) {
+//!         Some(n) => Ok(serde_json::json!(n * 2)),
+//!         None => Err(RpcError::new("ERR_NO_NUMBER")),
+//!     }
+//! });
+//! server.listen(1337).await?;
+//! server.start_announcing("double_worker");
+//! # Ok(()) }
+//! ```
+
+pub mod http;
+pub mod ws;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+
+use crate::link::{Link, LinkError};
+use crate::{js_string, js_truthy, lock};
+
+/// One request as a worker's handler sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// The request id, echoed verbatim (same JSON type) in the reply.
+    pub rid: Value,
+    /// The service name the client asked for (the `key` of `[rid, key, payload]`; a non-string
+    /// key is given in its JSON text form).
+    pub key: String,
+    /// The payload, any JSON value.
+    pub payload: Value,
+    /// HTTP only: the `_a` (action) header, as grenache-nodejs-http's `meta.action`.
+    pub action: Option<String>,
+    /// HTTP only: the `_ar` header parsed as JSON (`meta.args`), `{}` when absent or invalid.
+    pub args: Value,
+    /// The address of the connected client.
+    pub remote: SocketAddr,
+}
+
+/// The future a [`Handler`] returns.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send + 'static>>;
+
+/// What a worker does with a request: the equivalent of Node's
+/// `service.on('request', (rid, key, payload, handler) => handler.reply(err, result))`.
+///
+/// `Ok(value)` is sent as `[rid, null, value]`; `Err(e)` as `[rid, message, data]`, where
+/// `message` is `e`'s text (a Node client sees `Error: message`) and `data` the result slot of
+/// [`RpcError::Remote`] (`null` otherwise). Any `Fn(Request) -> impl Future<Output =
+/// Result<Value, RpcError>>` closure is a handler.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request. Many calls may run at once, on any thread.
+    fn handle(&self, request: Request) -> HandlerFuture;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, RpcError>> + Send + 'static,
+{
+    fn handle(&self, request: Request) -> HandlerFuture {
+        Box::pin(self(request))
+    }
+}
+
+/// An RPC failure. `Display` gives the exact message a Node peer would see or produce.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum RpcError {
+    /// The worker answered with an error (`[rid, message, data]`, i.e. Node
+    /// `handler.reply(new Error(message), data)`). Also what a handler returns to fail.
+    Remote {
+        /// The error text (Node `err.message`).
+        message: String,
+        /// The result slot sent along with the error (Node delivers it too); `null` if none.
+        data: Value,
+    },
+    /// No answer before the deadline (`ERR_TIMEOUT`).
+    Timeout,
+    /// The connection closed while the request was waiting for its answer
+    /// (`ERR_TRANSPORT_CLOSE`). Node only fails queued requests this way and lets in-flight
+    /// ones time out; here both fail at once.
+    TransportClose,
+    /// The lookup of the service failed (e.g. `ERR_GRAPE_LOOKUP_EMPTY`).
+    Lookup(LinkError),
+    /// Connecting or sending failed, or the HTTP status was not 2xx
+    /// (`ERR_REQUEST_GENERIC: <detail>`).
+    Request(String),
+    /// The answer was not a JSON `[rid, err, result]` array (`ERR_REPLY_EMPTY`).
+    ReplyEmpty,
+    /// The answer of a compressed HTTP request was not gzip (`ERR_REPLY_ENCODING_COMPRESSION`).
+    ReplyEncodingCompression,
+    /// Compressing an HTTP request body failed (`ERR_REQUEST_ENCODING_COMPRESSION`).
+    RequestEncodingCompression,
+    /// The HTTP answer carried another request's rid (`ERR_REPLY_RID_MISMATCH`; Node ignores
+    /// such an answer and times out).
+    ReplyRidMismatch,
+}
+
+impl RpcError {
+    /// A handler's error with this message and no data, as Node's `new Error(message)`.
+    pub fn new(message: impl Into<String>) -> Self {
+        RpcError::Remote {
+            message: message.into(),
+            data: Value::Null,
+        }
+    }
+
+    /// A handler's error with a message and data sent along (Node `reply(err, data)`).
+    pub fn with_data(message: impl Into<String>, data: Value) -> Self {
+        RpcError::Remote {
+            message: message.into(),
+            data,
+        }
+    }
+
+    /// The error text (the same as `to_string()`).
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+
+    /// The result slot that came with a remote error, if any.
+    pub fn data(&self) -> Option<&Value> {
+        match self {
+            RpcError::Remote { data, .. } if !data.is_null() => Some(data),
+            _ => None,
+        }
+    }
+
+    /// The error slot of a reply frame. Never empty: an empty string is falsy in JavaScript
+    /// and a Node client would take the reply for a success, so it becomes `Error` (what
+    /// `String(new Error(''))` prints).
+    fn wire_message(&self) -> String {
+        let text = self.to_string();
+        if text.is_empty() {
+            "Error".to_string()
+        } else {
+            text
+        }
+    }
+}
+
+impl fmt::Display for RpcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RpcError::Remote { message, .. } => f.write_str(message),
+            RpcError::Timeout => f.write_str("ERR_TIMEOUT"),
+            RpcError::TransportClose => f.write_str("ERR_TRANSPORT_CLOSE"),
+            RpcError::Lookup(e) => write!(f, "{e}"),
+            RpcError::Request(detail) => write!(f, "ERR_REQUEST_GENERIC: {detail}"),
+            RpcError::ReplyEmpty => f.write_str("ERR_REPLY_EMPTY"),
+            RpcError::ReplyEncodingCompression => f.write_str("ERR_REPLY_ENCODING_COMPRESSION"),
+            RpcError::ReplyRidMismatch => f.write_str("ERR_REPLY_RID_MISMATCH"),
+            RpcError::RequestEncodingCompression => f.write_str("ERR_REQUEST_ENCODING_COMPRESSION"),
+        }
+    }
+}
+
+impl std::error::Error for RpcError {}
+
+impl From<LinkError> for RpcError {
+    fn from(e: LinkError) -> Self {
+        RpcError::Lookup(e)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Frames
+
+/// `[rid, key, payload]` as `JSON.stringify` writes it.
+pub(crate) fn encode_request(rid: &str, key: &str, payload: &Value) -> String {
+    json!([rid, key, payload]).to_string()
+}
+
+/// Why a request frame is dropped without an answer (Node sends none either).
+#[derive(Debug, PartialEq)]
+pub(crate) enum BadRequest {
+    /// Not JSON (or not UTF-8).
+    NotJson,
+    /// JSON, but not an array (`null`, a number, an object…).
+    NotArray,
+}
+
+impl fmt::Display for BadRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BadRequest::NotJson => "not valid JSON",
+            BadRequest::NotArray => "not a JSON array [rid, key, payload]",
+        })
+    }
+}
+
+/// Splits a request frame into `(rid, key, payload)`; missing elements are `null`, as
+/// Node's `data[0]`, `data[1]`, `data[2]` give `undefined`.
+pub(crate) fn decode_request(bytes: &[u8]) -> Result<(Value, Value, Value), BadRequest> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Err(_) => Err(BadRequest::NotJson),
+        Ok(Value::Array(items)) => {
+            let mut items = items.into_iter();
+            let rid = items.next().unwrap_or(Value::Null);
+            let key = items.next().unwrap_or(Value::Null);
+            let payload = items.next().unwrap_or(Value::Null);
+            Ok((rid, key, payload))
+        }
+        Ok(_) => Err(BadRequest::NotArray),
+    }
+}
+
+/// The key as a string: strings as they are, `null` as empty, anything else as JSON text.
+pub(crate) fn key_text(key: &Value) -> String {
+    match key {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// `[rid, err, result]` for a handler's outcome. Always a 3-element array: anything else
+/// crashes Node clients.
+pub(crate) fn encode_reply(rid: &Value, outcome: &Result<Value, RpcError>) -> String {
+    match outcome {
+        Ok(result) => json!([rid, null, result]).to_string(),
+        Err(error) => {
+            let data = match error {
+                RpcError::Remote { data, .. } => data.clone(),
+                _ => Value::Null,
+            };
+            json!([rid, error.wire_message(), data]).to_string()
+        }
+    }
+}
+
+/// Reads a reply frame: `None` when it is not a JSON array (WS ignores those, HTTP turns them
+/// into `ERR_REPLY_EMPTY`), else the rid and the outcome. A truthy error slot is an error
+/// whose message is its JavaScript string form; the result slot comes along as its data.
+pub(crate) fn decode_reply(bytes: &[u8]) -> Option<(Value, Result<Value, RpcError>)> {
+    let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(bytes) else {
+        return None;
+    };
+    let mut items = items.into_iter();
+    let rid = items.next().unwrap_or(Value::Null);
+    let error = items.next().unwrap_or(Value::Null);
+    let result = items.next().unwrap_or(Value::Null);
+    if js_truthy(&error) {
+        Some((
+            rid,
+            Err(RpcError::Remote {
+                message: js_string(&error),
+                data: result,
+            }),
+        ))
+    } else {
+        Some((rid, Ok(result)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Server shell shared by both transports
+
+/// Settings of a worker (both transports).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Open connections at most; further clients wait in the listen backlog. Default 1024.
+    pub max_connections: usize,
+    /// Requests of one WebSocket connection handled at once; the connection is not read
+    /// further until one finishes (backpressure). Default 256.
+    pub max_in_flight: usize,
+    /// Largest request: one WebSocket message, or one HTTP body (also after gunzip).
+    /// Default 100 MiB, the limit of Node's `ws` both ways. A larger WS message closes the
+    /// connection (code 1009); a larger HTTP body is answered 413.
+    pub max_message_size: usize,
+    /// Bound on the WebSocket upgrade, on reading HTTP request headers and on reading a whole
+    /// HTTP body. Default 30 s.
+    pub read_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 1024,
+            max_in_flight: 256,
+            max_message_size: 100 << 20,
+            read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a connection task gets: the handler and the settings.
+pub(crate) struct Shared {
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) config: ServerConfig,
+}
+
+/// Serves one accepted connection until it closes.
+pub(crate) type ServeConnection =
+    fn(TcpStream, SocketAddr, Arc<Shared>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Listening, announcing and stopping, the same for both transports.
+pub(crate) struct ServerCore {
+    link: Link,
+    shared: Arc<Shared>,
+    serve: ServeConnection,
+    transport: &'static str,
+    state: Mutex<CoreState>,
+}
+
+#[derive(Default)]
+struct CoreState {
+    local: Option<SocketAddr>,
+    accept: Option<AbortHandle>,
+    announced: Vec<String>,
+}
+
+impl ServerCore {
+    pub(crate) fn new(
+        link: Link,
+        handler: Arc<dyn Handler>,
+        config: ServerConfig,
+        serve: ServeConnection,
+        transport: &'static str,
+    ) -> Self {
+        ServerCore {
+            link,
+            shared: Arc::new(Shared { handler, config }),
+            serve,
+            transport,
+            state: Mutex::new(CoreState::default()),
+        }
+    }
+
+    pub(crate) fn link(&self) -> &Link {
+        &self.link
+    }
+
+    pub(crate) async fn listen(&self, port: u16) -> io::Result<SocketAddr> {
+        self.listen_on(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+            .await
+    }
+
+    pub(crate) async fn listen_on(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
+        if lock(&self.state).accept.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "this server is already listening",
+            ));
+        }
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let task = tokio::spawn(accept_loop(
+            listener,
+            Arc::clone(&self.shared),
+            self.serve,
+            self.transport,
+        ));
+        let mut state = lock(&self.state);
+        if state.accept.is_some() {
+            // Another listen won the race: keep that one.
+            task.abort();
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "this server is already listening",
+            ));
+        }
+        state.local = Some(local);
+        state.accept = Some(task.abort_handle());
+        tracing::info!("grenache {} server listening on {local}", self.transport);
+        Ok(local)
+    }
+
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        lock(&self.state).local
+    }
+
+    fn port(&self) -> Result<u16, LinkError> {
+        self.local_addr()
+            .map(|a| a.port())
+            .ok_or_else(|| LinkError::InvalidConfig("the server is not listening".to_string()))
+    }
+
+    pub(crate) async fn announce(&self, name: &str) -> Result<(), LinkError> {
+        let port = self.port()?;
+        self.link.announce(name, port).await
+    }
+
+    pub(crate) fn start_announcing(&self, name: &str, interval: Option<Duration>) -> bool {
+        let Ok(port) = self.port() else {
+            return false;
+        };
+        let started = self.link.start_announcing(name, port, interval);
+        if started {
+            lock(&self.state).announced.push(name.to_string());
+        }
+        started
+    }
+
+    pub(crate) fn stop_announcing(&self, name: &str) -> bool {
+        let Ok(port) = self.port() else {
+            return false;
+        };
+        lock(&self.state).announced.retain(|n| n != name);
+        self.link.stop_announcing(name, port)
+    }
+
+    pub(crate) fn stop(&self) {
+        let mut state = lock(&self.state);
+        if let Some(task) = state.accept.take() {
+            task.abort();
+        }
+        if let Some(local) = state.local.take() {
+            for name in state.announced.drain(..) {
+                self.link.stop_announcing(&name, local.port());
+            }
+        }
+    }
+}
+
+impl Drop for ServerCore {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Accepts connections and serves each in its own task. Aborting this task drops the
+/// `JoinSet`, which aborts every connection.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    serve: ServeConnection,
+    transport: &'static str,
+) {
+    let max = shared.config.max_connections.max(1);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept(), if connections.len() < max => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(serve(stream, peer, Arc::clone(&shared)));
+                }
+                Err(e) => {
+                    // Typically out of file descriptors: wait a little instead of spinning.
+                    tracing::warn!("grenache {transport} server: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next() => {}
+            else => break,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Client helpers shared by both transports
+
+/// Default idle time after which a pooled client connection is closed (Node
+/// `inactivityTimeout`, 120 s).
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Looks `name` up within `deadline`.
+pub(crate) async fn lookup_before(
+    link: &Link,
+    name: &str,
+    deadline: Instant,
+) -> Result<Vec<String>, RpcError> {
+    match tokio::time::timeout_at(deadline, link.lookup(name)).await {
+        Err(_) => Err(RpcError::Timeout),
+        Ok(result) => result.map_err(RpcError::Lookup),
+    }
+}
+
+/// Node's destination choice (`PeerRPCClient.dest`): uniform among the destinations that
+/// already have a pooled connection once there are at least `max_active` of them, else
+/// uniform among all.
+pub(crate) fn pick_dest(
+    dests: &[String],
+    is_active: impl Fn(&str) -> bool,
+    max_active: usize,
+) -> Option<&String> {
+    let active: Vec<&String> = dests.iter().filter(|d| is_active(d)).collect();
+    if max_active > 0 && active.len() >= max_active {
+        active.get(rand::random_range(0..active.len())).copied()
+    } else if dests.is_empty() {
+        None
+    } else {
+        dests.get(rand::random_range(0..dests.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_frames_are_node_bytes() {
+        let frame = encode_request("r1", "rpc_test", &json!({"hello": "world"}));
+        assert_eq!(frame, r#"["r1","rpc_test",{"hello":"world"}]"#);
+    }
+
+    #[test]
+    fn decode_request_accepts_arrays_of_any_length() {
+        assert_eq!(
+            decode_request(br#"["r",  "k", {"a":1}, "extra"]"#),
+            Ok((json!("r"), json!("k"), json!({"a": 1})))
+        );
+        assert_eq!(
+            decode_request(b"[7]"),
+            Ok((json!(7), Value::Null, Value::Null))
+        );
+        assert_eq!(decode_request(b"null"), Err(BadRequest::NotArray));
+        assert_eq!(decode_request(b"{\"a\":1}"), Err(BadRequest::NotArray));
+        assert_eq!(decode_request(b"5"), Err(BadRequest::NotArray));
+        assert_eq!(decode_request(b"[1,"), Err(BadRequest::NotJson));
+        assert_eq!(decode_request(b"\xff\xfe"), Err(BadRequest::NotJson));
+    }
+
+    #[test]
+    fn deeply_nested_requests_are_rejected_not_overflowed() {
+        let deep = "[".repeat(100_000);
+        assert_eq!(decode_request(deep.as_bytes()), Err(BadRequest::NotJson));
+    }
+
+    #[test]
+    fn replies_are_node_bytes() {
+        assert_eq!(
+            encode_reply(&json!("r1"), &Ok(json!("world"))),
+            r#"["r1",null,"world"]"#
+        );
+        assert_eq!(
+            encode_reply(&json!("r2"), &Err(RpcError::new("boom"))),
+            r#"["r2","boom",null]"#
+        );
+        assert_eq!(
+            encode_reply(
+                &json!(5),
+                &Err(RpcError::with_data("ERR_X", json!("partial")))
+            ),
+            r#"[5,"ERR_X","partial"]"#
+        );
+        assert_eq!(
+            encode_reply(&json!("r3"), &Err(RpcError::new(""))),
+            r#"["r3","Error",null]"#
+        );
+        assert_eq!(
+            encode_reply(&json!("r4"), &Err(RpcError::Timeout)),
+            r#"["r4","ERR_TIMEOUT",null]"#
+        );
+    }
+
+    #[test]
+    fn decode_reply_follows_node_truthiness() {
+        assert_eq!(
+            decode_reply(br#"["r",null,{"ok":1}]"#),
+            Some((json!("r"), Ok(json!({"ok": 1}))))
+        );
+        assert_eq!(
+            decode_reply(br#"["r","",1]"#),
+            Some((json!("r"), Ok(json!(1))))
+        );
+        let (_, outcome) = decode_reply(br#"["r","boom","partial"]"#).expect("array");
+        let error = outcome.expect_err("error");
+        assert_eq!(error.message(), "boom");
+        assert_eq!(error.data(), Some(&json!("partial")));
+        let (_, outcome) = decode_reply(br#"["r",{"x":1},null]"#).expect("array");
+        assert_eq!(outcome.expect_err("error").message(), "[object Object]");
+        assert_eq!(decode_reply(b"5"), None);
+        assert_eq!(decode_reply(b"{}"), None);
+        assert_eq!(decode_reply(b"nope"), None);
+    }
+
+    #[test]
+    fn error_messages_are_node_strings() {
+        assert_eq!(RpcError::Timeout.to_string(), "ERR_TIMEOUT");
+        assert_eq!(RpcError::TransportClose.to_string(), "ERR_TRANSPORT_CLOSE");
+        assert_eq!(
+            RpcError::Lookup(LinkError::LookupEmpty).to_string(),
+            "ERR_GRAPE_LOOKUP_EMPTY"
+        );
+        assert_eq!(
+            RpcError::Request("x".into()).to_string(),
+            "ERR_REQUEST_GENERIC: x"
+        );
+        assert_eq!(RpcError::ReplyEmpty.to_string(), "ERR_REPLY_EMPTY");
+        assert_eq!(
+            RpcError::ReplyEncodingCompression.to_string(),
+            "ERR_REPLY_ENCODING_COMPRESSION"
+        );
+    }
+
+    #[test]
+    fn pick_dest_prefers_active_destinations_once_there_are_enough() {
+        let dests: Vec<String> = (0..10).map(|i| format!("127.0.0.1:{i}")).collect();
+        let active = |d: &str| d.ends_with(":1") || d.ends_with(":2");
+        for _ in 0..200 {
+            let picked = pick_dest(&dests, active, 2).expect("a dest");
+            assert!(active(picked), "{picked} is not active");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..500 {
+            seen.insert(pick_dest(&dests, active, 5).expect("a dest").clone());
+        }
+        assert_eq!(
+            seen.len(),
+            10,
+            "with few active dests every dest is a candidate"
+        );
+        assert_eq!(pick_dest(&[], |_| false, 5), None);
+    }
+}

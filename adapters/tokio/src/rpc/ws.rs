@@ -1,0 +1,582 @@
+//! RPC over WebSocket, as grenache-nodejs-ws 1.0.0 (transports.md §3).
+//!
+//! * Requests are text frames `[rid, key, payload]`, answers text frames
+//!   `[rid, err|null, result]`; any number of requests share a connection and answers come in
+//!   any order, matched by rid.
+//! * The client connects to `ws://{ip:port}/ws`; the server accepts any path, declines
+//!   permessage-deflate and negotiates no subprotocol (either would crash a Node client).
+//! * The server never answers an unparseable or non-array message (as Node); it logs a line
+//!   and goes on with the connection. A message over the size limit closes the connection.
+//!
+//! Differences from Node, on purpose: timeouts are exact (Node checks every 10 s); requests
+//! in flight when a connection closes fail at once with `ERR_TRANSPORT_CLOSE` (Node lets them
+//! time out); an unreachable worker is an `ERR_REQUEST_GENERIC` error (it crashes Node).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::{
+    decode_reply, decode_request, encode_reply, encode_request, key_text, lookup_before, pick_dest,
+    Handler, Request, RpcError, ServerConfig, ServerCore, Shared, IDLE_TIMEOUT,
+};
+use crate::link::{Link, LinkError};
+use crate::{lock, new_rid};
+
+fn ws_config(max_message_size: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size))
+}
+
+// ---------------------------------------------------------------------------------------
+// Server
+
+/// A worker answering RPC requests over WebSocket (Node `PeerRPCServer` of
+/// grenache-nodejs-ws with its `transport('server')`).
+pub struct PeerRpcServer {
+    core: ServerCore,
+}
+
+impl PeerRpcServer {
+    /// A worker using `link` to announce itself and `handler` to answer, with the default
+    /// [`ServerConfig`]. It serves nothing until [`PeerRpcServer::listen`].
+    pub fn new(link: Link, handler: impl Handler) -> Self {
+        Self::with_config(link, handler, ServerConfig::default())
+    }
+
+    /// Like [`PeerRpcServer::new`] with explicit settings.
+    pub fn with_config(link: Link, handler: impl Handler, config: ServerConfig) -> Self {
+        PeerRpcServer {
+            core: ServerCore::new(link, Arc::new(handler), config, serve, "ws"),
+        }
+    }
+
+    /// Listens on `0.0.0.0:port` (all interfaces, as Node; port 0 picks a free one) and
+    /// serves in background tasks. Returns the bound address.
+    pub async fn listen(&self, port: u16) -> io::Result<SocketAddr> {
+        self.core.listen(port).await
+    }
+
+    /// Listens on `addr` (e.g. `127.0.0.1:0`) and serves in background tasks.
+    pub async fn listen_on(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
+        self.core.listen_on(addr).await
+    }
+
+    /// The bound address, once listening.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.core.local_addr()
+    }
+
+    /// The bound port, once listening.
+    pub fn port(&self) -> Option<u16> {
+        self.local_addr().map(|a| a.port())
+    }
+
+    /// The Link this worker announces with.
+    pub fn link(&self) -> &Link {
+        self.core.link()
+    }
+
+    /// Announces `name` at this worker's port once.
+    pub async fn announce(&self, name: &str) -> Result<(), LinkError> {
+        self.core.announce(name).await
+    }
+
+    /// Announces `name` now and periodically (see [`Link::start_announcing`]; the interval is
+    /// the Link's `announce_interval`). `false` if not listening or already announcing it.
+    pub fn start_announcing(&self, name: &str) -> bool {
+        self.core.start_announcing(name, None)
+    }
+
+    /// Stops announcing `name`; `false` if it was not.
+    pub fn stop_announcing(&self, name: &str) -> bool {
+        self.core.stop_announcing(name)
+    }
+
+    /// Stops listening, closes every connection and stops the announcers. Dropping the
+    /// server does the same.
+    pub fn stop(&self) {
+        self.core.stop()
+    }
+}
+
+fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(serve_connection(stream, peer, shared))
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let config = ws_config(shared.config.max_message_size);
+    let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(config));
+    let mut ws = match tokio::time::timeout(shared.config.read_timeout, handshake).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!("grenache ws server: handshake with {peer} failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("grenache ws server: handshake with {peer} timed out");
+            return;
+        }
+    };
+    // Handlers run in their own tasks (in parallel); dropping the set when the connection
+    // ends cancels those still running. The rids are kept to answer for a handler that
+    // panicked.
+    let mut running: JoinSet<String> = JoinSet::new();
+    let mut rids: HashMap<tokio::task::Id, Value> = HashMap::new();
+    let max_in_flight = shared.config.max_in_flight.max(1);
+    loop {
+        tokio::select! {
+            message = ws.next(), if running.len() < max_in_flight => {
+                let request = match message {
+                    Some(Ok(Message::Text(text))) => decode_request(text.as_bytes()),
+                    Some(Ok(Message::Binary(data))) => decode_request(&data),
+                    Some(Ok(Message::Close(_))) | None => break,
+                    // Pings are answered by tungstenite itself.
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => {
+                        tracing::warn!("grenache ws server: closing the connection from {peer}: {e}");
+                        break;
+                    }
+                };
+                match request {
+                    Err(why) => tracing::warn!(
+                        "grenache ws server: dropping a message from {peer}: {why} (no reply, as Node)"
+                    ),
+                    Ok((rid, key, payload)) => {
+                        let request = Request {
+                            rid: rid.clone(),
+                            key: key_text(&key),
+                            payload,
+                            action: None,
+                            args: json!({}),
+                            remote: peer,
+                        };
+                        let handler = Arc::clone(&shared.handler);
+                        let reply_rid = rid.clone();
+                        let task = running.spawn(async move {
+                            let outcome = handler.handle(request).await;
+                            encode_reply(&reply_rid, &outcome)
+                        });
+                        rids.insert(task.id(), rid);
+                    }
+                }
+            }
+            Some(done) = running.join_next_with_id() => {
+                let frame = match done {
+                    Ok((id, frame)) => {
+                        rids.remove(&id);
+                        frame
+                    }
+                    Err(e) => {
+                        let rid = rids.remove(&e.id()).unwrap_or(Value::Null);
+                        tracing::error!("grenache ws server: the handler of request {rid} from {peer} failed: {e}");
+                        encode_reply(&rid, &Err(RpcError::new("ERR_HANDLER_PANIC")))
+                    }
+                };
+                if let Err(e) = ws.send(Message::text(frame)).await {
+                    tracing::debug!("grenache ws server: cannot answer {peer}: {e}");
+                    break;
+                }
+            }
+            else => break,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Client
+
+/// Settings of a [`PeerRpcClient`]; the defaults are Node's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Connections kept per worker (Node `maxActiveDestTransports`, 3): new ones are opened
+    /// until there are this many, then requests are spread randomly over them.
+    pub max_connections_per_dest: usize,
+    /// Once this many workers of a service have pooled connections, requests go to one of
+    /// those only (Node `maxActiveKeyDests`, 5).
+    pub max_active_key_dests: usize,
+    /// A connection without requests for this long is closed (Node `inactivityTimeout`,
+    /// 120 s).
+    pub idle_timeout: Duration,
+    /// Largest answer accepted, and largest request sent (100 MiB, as Node's `ws`; a Node
+    /// server crashes on a larger one).
+    pub max_message_size: usize,
+    /// Bound on opening a connection (TCP and upgrade), within each request's own timeout.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            max_connections_per_dest: 3,
+            max_active_key_dests: 5,
+            idle_timeout: IDLE_TIMEOUT,
+            max_message_size: 100 << 20,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A client calling workers over WebSocket (Node `PeerRPCClient` of grenache-nodejs-ws).
+/// Cheap to clone: clones share the connection pool. Dropping the last clone closes every
+/// connection.
+#[derive(Clone)]
+pub struct PeerRpcClient {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    link: Link,
+    config: ClientConfig,
+    pool: Mutex<HashMap<String, Vec<Arc<Connection>>>>,
+}
+
+impl PeerRpcClient {
+    /// A client looking workers up through `link`, with the default [`ClientConfig`].
+    pub fn new(link: Link) -> Self {
+        Self::with_config(link, ClientConfig::default())
+    }
+
+    /// Like [`PeerRpcClient::new`] with explicit settings.
+    pub fn with_config(link: Link, config: ClientConfig) -> Self {
+        PeerRpcClient {
+            inner: Arc::new(ClientInner {
+                link,
+                config,
+                pool: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The Link used for lookups.
+    pub fn link(&self) -> &Link {
+        &self.inner.link
+    }
+
+    /// Sends `payload` to one worker of `name`, chosen at random among the lookup results,
+    /// and waits for its answer. `timeout` bounds the whole call, lookup included; past it the
+    /// error is `ERR_TIMEOUT`.
+    pub async fn request(
+        &self,
+        name: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> Result<Value, RpcError> {
+        let deadline = Instant::now() + timeout;
+        let dests = lookup_before(&self.inner.link, name, deadline).await?;
+        let dest = pick_dest(
+            &dests,
+            |d| self.is_active(d),
+            self.inner.config.max_active_key_dests,
+        )
+        .ok_or(RpcError::Lookup(LinkError::LookupEmpty))?;
+        self.send(dest, name, payload, deadline).await
+    }
+
+    /// Sends `payload` to every worker of `name` at once (one request per lookup entry) and
+    /// gathers the answers in lookup order. Unlike Node's fail-fast `map`, every answer is
+    /// kept. The outer error is the lookup's (or `ERR_TIMEOUT` if it did not finish in time).
+    pub async fn map(
+        &self,
+        name: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> Result<Vec<Result<Value, RpcError>>, RpcError> {
+        let deadline = Instant::now() + timeout;
+        let dests = lookup_before(&self.inner.link, name, deadline).await?;
+        let calls = dests
+            .iter()
+            .map(|dest| self.send(dest, name, payload.clone(), deadline));
+        Ok(futures_util::future::join_all(calls).await)
+    }
+
+    /// Sends `payload` as a request for `name` to the worker at `dest` (`ip:port`), without a
+    /// lookup.
+    pub async fn request_to(
+        &self,
+        dest: &str,
+        name: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> Result<Value, RpcError> {
+        self.send(dest, name, payload, Instant::now() + timeout)
+            .await
+    }
+
+    /// Closes every pooled connection; requests still waiting fail with
+    /// `ERR_TRANSPORT_CLOSE`.
+    pub fn stop(&self) {
+        lock(&self.inner.pool).clear();
+    }
+
+    async fn send(
+        &self,
+        dest: &str,
+        name: &str,
+        payload: Value,
+        deadline: Instant,
+    ) -> Result<Value, RpcError> {
+        let rid = new_rid();
+        let mut frame = encode_request(&rid, name, &payload);
+        if frame.len() > self.inner.config.max_message_size {
+            return Err(RpcError::Request(format!(
+                "request of {} bytes is over the {} bytes limit",
+                frame.len(),
+                self.inner.config.max_message_size
+            )));
+        }
+        // Two tries: a pooled connection may close (idle, or the worker went away) between
+        // picking it and handing it the frame.
+        for _ in 0..2 {
+            let connection = self.connection(dest);
+            let (sender, receiver) = oneshot::channel();
+            let Some(_registered) = connection.register(&rid, sender) else {
+                continue;
+            };
+            match tokio::time::timeout_at(deadline, connection.outgoing.send(frame)).await {
+                Err(_) => return Err(RpcError::Timeout),
+                Ok(Err(mpsc::error::SendError(unsent))) => {
+                    frame = unsent;
+                    continue;
+                }
+                Ok(Ok(())) => {}
+            }
+            return match tokio::time::timeout_at(deadline, receiver).await {
+                Err(_) => Err(RpcError::Timeout),
+                Ok(Err(_)) => Err(RpcError::TransportClose),
+                Ok(Ok(outcome)) => outcome,
+            };
+        }
+        Err(RpcError::TransportClose)
+    }
+
+    fn is_active(&self, dest: &str) -> bool {
+        lock(&self.inner.pool)
+            .get(dest)
+            .is_some_and(|list| list.iter().any(|c| c.is_alive()))
+    }
+
+    /// A pooled connection to `dest`: a new one while there are fewer than
+    /// `max_connections_per_dest` live ones, else a random live one.
+    fn connection(&self, dest: &str) -> Arc<Connection> {
+        let config = &self.inner.config;
+        let mut pool = lock(&self.inner.pool);
+        let list = pool.entry(dest.to_string()).or_default();
+        list.retain(|c| c.is_alive());
+        if list.len() >= config.max_connections_per_dest.max(1) {
+            if let Some(existing) = list.get(rand::random_range(0..list.len())) {
+                return Arc::clone(existing);
+            }
+        }
+        let connection = Arc::new(Connection::open(dest, config));
+        list.push(Arc::clone(&connection));
+        // A good moment to forget the dead connections of other workers.
+        pool.retain(|_, list| {
+            list.retain(|c| c.is_alive());
+            !list.is_empty()
+        });
+        connection
+    }
+}
+
+type Waiter = oneshot::Sender<Result<Value, RpcError>>;
+
+/// Requests of one connection waiting for their answers.
+#[derive(Default)]
+struct Pending {
+    waiting: HashMap<String, Waiter>,
+    /// Set when the connection task has ended (or failed to connect): no new registrations.
+    closed: bool,
+}
+
+/// One pooled WebSocket connection, run by its own task.
+struct Connection {
+    outgoing: mpsc::Sender<String>,
+    pending: Arc<Mutex<Pending>>,
+    task: AbortHandle,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Removes a request from `Pending` when it ends in any way (answer, timeout, cancellation).
+struct Registration {
+    pending: Arc<Mutex<Pending>>,
+    rid: String,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock(&self.pending).waiting.remove(&self.rid);
+    }
+}
+
+impl Connection {
+    fn open(dest: &str, config: &ClientConfig) -> Connection {
+        let (outgoing, frames) = mpsc::channel(64);
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let task = tokio::spawn(run_connection(
+            dest.to_string(),
+            config.clone(),
+            frames,
+            Arc::clone(&pending),
+        ));
+        Connection {
+            outgoing,
+            pending,
+            task: task.abort_handle(),
+        }
+    }
+
+    fn is_alive(&self) -> bool {
+        !self.outgoing.is_closed() && !lock(&self.pending).closed
+    }
+
+    fn register(&self, rid: &str, waiter: Waiter) -> Option<Registration> {
+        let mut pending = lock(&self.pending);
+        if pending.closed {
+            return None;
+        }
+        pending.waiting.insert(rid.to_string(), waiter);
+        Some(Registration {
+            pending: Arc::clone(&self.pending),
+            rid: rid.to_string(),
+        })
+    }
+}
+
+/// Fails every waiting request with `error` and refuses new ones.
+fn close_pending(pending: &Mutex<Pending>, error: &RpcError) {
+    let waiting = {
+        let mut pending = lock(pending);
+        pending.closed = true;
+        std::mem::take(&mut pending.waiting)
+    };
+    for (_, waiter) in waiting {
+        let _ = waiter.send(Err(error.clone()));
+    }
+}
+
+async fn connect(
+    dest: &str,
+    url: &str,
+    config: &ClientConfig,
+) -> Result<WebSocketStream<TcpStream>, String> {
+    let stream = TcpStream::connect(dest).await.map_err(|e| match e.kind() {
+        io::ErrorKind::ConnectionRefused => format!("connect ECONNREFUSED {dest}"),
+        _ => format!("connect {e} {dest}"),
+    })?;
+    let _ = stream.set_nodelay(true);
+    let handshake = tokio_tungstenite::client_async_with_config(
+        url,
+        stream,
+        Some(ws_config(config.max_message_size)),
+    );
+    let (ws, _response) = handshake.await.map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
+async fn run_connection(
+    dest: String,
+    config: ClientConfig,
+    mut frames: mpsc::Receiver<String>,
+    pending: Arc<Mutex<Pending>>,
+) {
+    let url = format!("ws://{dest}/ws");
+    let mut ws =
+        match tokio::time::timeout(config.connect_timeout, connect(&dest, &url, &config)).await {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(reason)) => {
+                let error = RpcError::Request(format!("request to {url} failed, reason: {reason}"));
+                close_pending(&pending, &error);
+                return;
+            }
+            Err(_) => {
+                let error = RpcError::Request(format!(
+                    "request to {url} failed, reason: connect ETIMEDOUT {dest}"
+                ));
+                close_pending(&pending, &error);
+                return;
+            }
+        };
+    let mut last_use = Instant::now();
+    loop {
+        tokio::select! {
+            frame = frames.recv() => match frame {
+                Some(frame) => {
+                    last_use = Instant::now();
+                    if let Err(e) = ws.send(Message::text(frame)).await {
+                        tracing::debug!("grenache ws client: sending to {dest} failed: {e}");
+                        break;
+                    }
+                }
+                // Every handle of this connection is gone.
+                None => break,
+            },
+            message = ws.next() => match message {
+                Some(Ok(Message::Text(text))) => deliver(&pending, text.as_bytes(), &dest),
+                Some(Ok(Message::Binary(data))) => deliver(&pending, &data, &dest),
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::debug!("grenache ws client: connection to {dest} failed: {e}");
+                    break;
+                }
+            },
+            _ = tokio::time::sleep_until(last_use + config.idle_timeout) => {
+                if lock(&pending).waiting.is_empty() {
+                    tracing::debug!("grenache ws client: closing idle connection to {dest}");
+                    // Mark closed first so no request registers while the close frame goes.
+                    close_pending(&pending, &RpcError::TransportClose);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+                    break;
+                }
+                last_use = Instant::now();
+            }
+        }
+    }
+    close_pending(&pending, &RpcError::TransportClose);
+}
+
+/// Hands an answer to the request it belongs to; answers nobody waits for are dropped.
+fn deliver(pending: &Mutex<Pending>, bytes: &[u8], dest: &str) {
+    let Some((rid, outcome)) = decode_reply(bytes) else {
+        tracing::debug!(
+            "grenache ws client: ignoring a message from {dest} that is not [rid, err, result]"
+        );
+        return;
+    };
+    let waiter = rid
+        .as_str()
+        .and_then(|rid| lock(pending).waiting.remove(rid));
+    match waiter {
+        Some(waiter) => {
+            let _ = waiter.send(outcome);
+        }
+        None => tracing::debug!(
+            "grenache ws client: ignoring an answer from {dest} for unknown request {rid}"
+        ),
+    }
+}
