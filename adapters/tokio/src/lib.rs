@@ -1,5 +1,7 @@
 //! The tokio adapter of Grenache: host-side peers that talk to grapes and to other services.
 //!
+//! * [`grape`]: the grape: its HTTP API and configuration over the DHT node ([`dht`]).
+//! * [`dht`]: the DHT node on a UDP socket, driving `grenache_core::node::Node`.
 //! * [`link`]: the client of a grape's HTTP API (`lookup`, `announce`, `put`, `get`), with the
 //!   lookup cache, request coalescing and retries of `grenache-nodejs-link`.
 //! * [`rpc::ws`] and [`rpc::http`]: RPC workers (`PeerRpcServer`) and clients
@@ -11,6 +13,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod dht;
+pub mod grape;
 mod http_client;
 pub mod link;
 pub mod rpc;
@@ -102,3 +106,4 @@ mod tests {
         assert_ne!(rid, new_rid());
     }
 }
+

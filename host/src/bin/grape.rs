@@ -1,6 +1,266 @@
-//! `grape`: a drop-in for the Node `grenache-grape` CLI. Not implemented yet.
+//! `grape`: a drop-in for the Node `grenache-grape` CLI (protocol notes §1).
+//!
+//! Same flags and aliases; the defaults are the ones grenache-grape documents (peers expire
+//! after 120 s, payloads up to 8192 bytes, …), not the accidental ones of its 1.0.0 CLI (§7 Q1).
+//! Stricter than yargs where that only catches mistakes: numbers must be numbers, unknown flags
+//! are errors, a malformed `--bn` entry is refused with the reason.
+//!
+//! Start-up order: parse and validate the flags, bind the HTTP port (a busy port fails at once,
+//! exit code 1), start the DHT, serve the API until SIGINT/SIGTERM.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("grape: not implemented yet (the DHT node lands after the core; see README.md)");
-    std::process::ExitCode::from(2)
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use grenache_tokio::grape::{
+    bind_api, parse_bootstrap, serve_api, DhtError, GetQuery, GotItem, GrapeConfig, GrapeDht,
+    PutItem, DEFAULT_DHT_CONCURRENCY, DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TABLES, DEFAULT_MAX_VALUES,
+    DEFAULT_NODE_LIVENESS, DEFAULT_PEER_MAX_AGE,
+};
+use tracing::{error, info};
+
+/// Grenache grape: a DHT node for microservice discovery, with its HTTP API.
+#[derive(Debug, Parser)]
+#[command(
+    name = "grape",
+    version,
+    after_help = "Examples:\n  grape --dp 20001 --aph 30001 --bn '127.0.0.1:20002,127.0.0.1:20003'\n  \
+                  grape --dp 20002 -b 127.0.0.1 --aph 40001 --bn '127.0.0.1:20001'\n  \
+                  grape --dp 20001 --aph 30001 --bn ''   (an isolated grape)"
+)]
+struct Cli {
+    /// Address the HTTP API listens on (default: all interfaces, IPv6 and IPv4). Also the host
+    /// the grape stores for its own announces; the DHT's UDP socket always binds 0.0.0.0
+    #[arg(short = 'b', long = "bind", visible_alias = "b", value_name = "HOST")]
+    bind: Option<String>,
+
+    /// UDP port of the DHT (0 = any free port)
+    #[arg(long = "dp", visible_alias = "dht_port", value_name = "PORT")]
+    dht_port: u16,
+
+    /// TCP port of the HTTP API
+    #[arg(long = "aph", visible_alias = "api_port", value_name = "PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    api_port: u16,
+
+    /// Bootstrap nodes: comma-separated host:port list ('' for none: an isolated grape)
+    #[arg(long = "bn", visible_alias = "bootstrap", value_name = "NODES")]
+    bootstrap: String,
+
+    /// Queries in flight per DHT traversal (the Node grape ignores this flag and uses 16)
+    #[arg(long = "dc", visible_alias = "dht_concurrency", value_name = "N",
+          default_value_t = DEFAULT_DHT_CONCURRENCY as u16,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    dht_concurrency: u16,
+
+    /// Max cached per-target DHT lookup tables
+    #[arg(long = "dht_maxTables", value_name = "N", default_value_t = DEFAULT_MAX_TABLES)]
+    dht_max_tables: usize,
+
+    /// Max BEP 44 values stored
+    #[arg(long = "dht_maxValues", value_name = "N", default_value_t = DEFAULT_MAX_VALUES)]
+    dht_max_values: usize,
+
+    /// Max age of announced peers in the DHT, in ms (0 = never expire); the lookup cache keeps
+    /// them half as long
+    #[arg(long = "dpa", visible_alias = "dht_peer_maxAge", value_name = "MS",
+          default_value_t = millis(DEFAULT_PEER_MAX_AGE))]
+    dht_peer_max_age: u64,
+
+    /// Interval in ms without routing-table changes after which the DHT checks for dead nodes
+    #[arg(long = "dnl", visible_alias = "dht_nodeLiveness", value_name = "MS",
+          default_value_t = millis(DEFAULT_NODE_LIVENESS))]
+    dht_node_liveness: u64,
+
+    /// Max HTTP request body size, in bytes (larger bodies get 413 ERR_GRAPE_PAYLOAD_SIZE)
+    #[arg(long = "check_maxPayloadSize", value_name = "BYTES", default_value_t = DEFAULT_MAX_PAYLOAD)]
+    check_max_payload_size: usize,
+
+    /// Accepted for compatibility; has no effect (as in the Node grape)
+    #[arg(long = "cache_maxAge", value_name = "MS")]
+    cache_max_age: Option<u64>,
+
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); quiet by default
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Cli {
+    fn into_config(self) -> Result<GrapeConfig, String> {
+        let bootstrap = parse_bootstrap(&self.bootstrap).map_err(|e| format!("--bn: {e}"))?;
+        let bind = match self.bind {
+            Some(host) if host.trim().is_empty() => {
+                return Err("-b/--bind: empty address".to_owned());
+            }
+            other => other,
+        };
+        Ok(GrapeConfig {
+            bind,
+            dht_port: self.dht_port,
+            api_port: self.api_port,
+            bootstrap,
+            dht_concurrency: usize::from(self.dht_concurrency),
+            dht_max_tables: self.dht_max_tables,
+            dht_max_values: self.dht_max_values,
+            dht_peer_max_age: Duration::from_millis(self.dht_peer_max_age),
+            dht_node_liveness: Duration::from_millis(self.dht_node_liveness),
+            max_payload: self.check_max_payload_size,
+            cache_max_age: self.cache_max_age,
+        })
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::INFO,
+        2 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Why the grape could not start.
+#[derive(Debug)]
+enum StartError {
+    /// The API port could not be bound.
+    Bind(String),
+    /// The DHT could not be started.
+    Dht(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Bind(msg) | StartError::Dht(msg) => f.write_str(msg),
+        }
+    }
+}
+
+/// The DHT the API runs on.
+///
+/// THE place the DHT plugs in: return the running DHT task's handle (anything implementing
+/// [`GrapeDht`]) built from `config`. Until it lands this refuses to start rather than serve
+/// an API without a DHT behind it.
+async fn start_dht(config: &GrapeConfig) -> Result<Arc<impl GrapeDht>, StartError> {
+    let _ = config;
+    Err::<Arc<NoDht>, _>(StartError::Dht(
+        "the DHT is not wired into this build yet: the grape cannot serve (HTTP API and flags \
+         are ready)"
+            .to_owned(),
+    ))
+}
+
+/// Placeholder type for [`start_dht`]'s signature until the real DHT lands. It has no values,
+/// so none of its methods can ever run.
+enum NoDht {}
+
+impl GrapeDht for NoDht {
+    async fn lookup(&self, _name: Vec<u8>) -> Vec<std::net::SocketAddrV4> {
+        match *self {}
+    }
+    async fn announce(&self, _name: Vec<u8>, _port: u16) -> Result<usize, DhtError> {
+        match *self {}
+    }
+    async fn unannounce(&self, _name: Vec<u8>, _port: u16) -> Result<usize, DhtError> {
+        match *self {}
+    }
+    async fn put(&self, _item: PutItem) -> Result<[u8; 20], DhtError> {
+        match *self {}
+    }
+    async fn get(&self, _query: GetQuery) -> Result<Option<GotItem>, DhtError> {
+        match *self {}
+    }
+    fn dht_port(&self) -> u16 {
+        match *self {}
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(err) => {
+                error!("cannot listen for SIGTERM ({err}); only SIGINT stops the grape");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run(config: GrapeConfig) -> Result<(), StartError> {
+    let listener = bind_api(config.bind.as_deref(), config.api_port)
+        .await
+        .map_err(|err| {
+            let host = config.bind.as_deref().unwrap_or("all interfaces");
+            let hint = if err.kind() == std::io::ErrorKind::AddrInUse {
+                " (the port is in use by another process)"
+            } else {
+                ""
+            };
+            StartError::Bind(format!(
+                "cannot listen on HTTP API port {} ({host}): {err}{hint}",
+                config.api_port
+            ))
+        })?;
+    let dht = start_dht(&config).await?;
+    if let Ok(addr) = listener.local_addr() {
+        info!(
+            "HTTP API listening on {addr}, DHT on UDP port {}",
+            dht.dht_port()
+        );
+    }
+    serve_api(listener, dht, config.api_config(), shutdown_signal()).await;
+    info!("stopped");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let config = match cli.into_config() {
+        Ok(config) => config,
+        Err(msg) => {
+            eprintln!("grape: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("grape: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("grape: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,239 @@
+//! The grape's configuration: what the `grape` command line (§1) sets, shared by the HTTP API and
+//! the DHT task.
+//!
+//! Defaults are the *documented* ones of grenache-grape (`Grape.js:19-31`: peers expire after
+//! 120 s, payloads are limited to 8192 bytes, 5000 tables and values, node liveness 5 min), not
+//! the values the 1.0.0 CLI ends up with by accident (no expiry, no limit, 1000, 15 min: §7 Q1).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::api::ApiConfig;
+
+/// Default `--dht_peer_maxAge`: announced peers expire after this long (0.67–1.33× of it).
+pub const DEFAULT_PEER_MAX_AGE: Duration = Duration::from_millis(120_000);
+/// Default `--dht_nodeLiveness`: routing-table liveness check period.
+pub const DEFAULT_NODE_LIVENESS: Duration = Duration::from_millis(300_000);
+/// Default `--check_maxPayloadSize`, in bytes.
+pub const DEFAULT_MAX_PAYLOAD: usize = 8192;
+/// Default `--dht_maxTables`: cached per-target traversal tables.
+pub const DEFAULT_MAX_TABLES: usize = 5000;
+/// Default `--dht_maxValues`: stored BEP 44 items.
+pub const DEFAULT_MAX_VALUES: usize = 5000;
+/// Default `--dht_concurrency`: queries in flight per traversal. The Node grape ignores the flag
+/// and always uses k-rpc's 16 (§7 Q2).
+pub const DEFAULT_DHT_CONCURRENCY: usize = 16;
+
+/// Everything a grape is started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrapeConfig {
+    /// `-b/--bind`: the address the HTTP API listens on (`None` = all interfaces, IPv6 and
+    /// IPv4). As in Node it is also the host the DHT stores for its own announces (§7 Q5); the
+    /// UDP socket always binds 0.0.0.0.
+    pub bind: Option<String>,
+    /// `--dp/--dht_port`: the UDP port of the DHT (0 = any free port).
+    pub dht_port: u16,
+    /// `--aph/--api_port`: the TCP port of the HTTP API (never 0).
+    pub api_port: u16,
+    /// `--bn/--bootstrap`: the nodes to bootstrap from (may be empty: an isolated grape).
+    pub bootstrap: Vec<BootstrapNode>,
+    /// `--dc/--dht_concurrency`: queries in flight per traversal.
+    pub dht_concurrency: usize,
+    /// `--dht_maxTables`: cached per-target traversal tables.
+    pub dht_max_tables: usize,
+    /// `--dht_maxValues`: stored BEP 44 items.
+    pub dht_max_values: usize,
+    /// `--dpa/--dht_peer_maxAge`: how long announced peers live; zero = never expire. The grape's
+    /// own lookup cache keeps peers half as long (`Grape.js:33-36`).
+    pub dht_peer_max_age: Duration,
+    /// `--dnl/--dht_nodeLiveness`: how long the routing table may go unchanged before its nodes
+    /// are pinged.
+    pub dht_node_liveness: Duration,
+    /// `--check_maxPayloadSize`: the largest accepted HTTP request body, in bytes.
+    pub max_payload: usize,
+    /// `--cache_maxAge`: accepted for compatibility and unused, as in the Node grape.
+    pub cache_max_age: Option<u64>,
+}
+
+impl GrapeConfig {
+    /// A configuration with the documented defaults, no bootstrap nodes and no bind address.
+    pub fn new(dht_port: u16, api_port: u16) -> Self {
+        GrapeConfig {
+            bind: None,
+            dht_port,
+            api_port,
+            bootstrap: Vec::new(),
+            dht_concurrency: DEFAULT_DHT_CONCURRENCY,
+            dht_max_tables: DEFAULT_MAX_TABLES,
+            dht_max_values: DEFAULT_MAX_VALUES,
+            dht_peer_max_age: DEFAULT_PEER_MAX_AGE,
+            dht_node_liveness: DEFAULT_NODE_LIVENESS,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            cache_max_age: None,
+        }
+    }
+
+    /// The HTTP API settings this configuration implies (the payload limit; timeouts and the
+    /// connection cap keep their defaults).
+    pub fn api_config(&self) -> ApiConfig {
+        ApiConfig {
+            max_payload: self.max_payload,
+            ..ApiConfig::default()
+        }
+    }
+}
+
+/// One `host:port` entry of `--bootstrap`. The host is kept as written (an IPv4 address or a
+/// DNS name, resolved to IPv4 when the DHT queries it, like Node's `dns.lookup` at query time).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BootstrapNode {
+    /// IPv4 address or host name.
+    pub host: String,
+    /// UDP port (1..=65535).
+    pub port: u16,
+}
+
+impl fmt::Display for BootstrapNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Why a `--bootstrap` entry was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapError {
+    /// The entry as given.
+    pub entry: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for BootstrapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid bootstrap node {:?}: {} (expected host:port, e.g. 127.0.0.1:20001)",
+            self.entry, self.reason
+        )
+    }
+}
+
+impl std::error::Error for BootstrapError {}
+
+impl FromStr for BootstrapNode {
+    type Err = BootstrapError;
+
+    /// Parses `host:port`. Stricter than Node (which splits on `:` and takes whatever comes
+    /// out, so a typo only shows as a silent bootstrap failure): the port must be 1..=65535,
+    /// the host an IPv4 address or a DNS name; IPv6 is refused (the DHT is IPv4-only).
+    fn from_str(entry: &str) -> Result<Self, Self::Err> {
+        let fail = |reason| BootstrapError {
+            entry: entry.to_owned(),
+            reason,
+        };
+        let (host, port) = entry
+            .split_once(':')
+            .ok_or_else(|| fail("missing ':port'"))?;
+        if port.contains(':') {
+            return Err(fail("more than one ':' (IPv6 addresses are not supported)"));
+        }
+        if host.is_empty() {
+            return Err(fail("empty host"));
+        }
+        if !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+        {
+            return Err(fail("the host must be an IPv4 address or a DNS name"));
+        }
+        if port.is_empty() {
+            return Err(fail("empty port"));
+        }
+        let port: u16 = port
+            .parse()
+            .map_err(|_| fail("the port must be a number from 1 to 65535"))?;
+        if port == 0 {
+            return Err(fail("the port must be a number from 1 to 65535"));
+        }
+        Ok(BootstrapNode {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// Parses a `--bootstrap` list: comma-separated `host:port` entries; empty entries are dropped
+/// (as Node does, so `''` and `'a:1,'` work) and blanks around an entry are trimmed.
+pub fn parse_bootstrap(list: &str) -> Result<Vec<BootstrapNode>, BootstrapError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(str::parse)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_lists_parse() {
+        assert_eq!(parse_bootstrap(""), Ok(vec![]));
+        assert_eq!(parse_bootstrap(",,"), Ok(vec![]));
+        let nodes = parse_bootstrap("127.0.0.1:20001, grape-2.local:20002,").unwrap_or_default();
+        assert_eq!(
+            nodes,
+            vec![
+                BootstrapNode {
+                    host: "127.0.0.1".into(),
+                    port: 20001
+                },
+                BootstrapNode {
+                    host: "grape-2.local".into(),
+                    port: 20002
+                }
+            ]
+        );
+        assert_eq!(nodes[0].to_string(), "127.0.0.1:20001");
+    }
+
+    #[test]
+    fn bad_bootstrap_entries_say_why() {
+        for (list, reason) in [
+            ("127.0.0.1", "missing ':port'"),
+            (":20001", "empty host"),
+            ("127.0.0.1:", "empty port"),
+            ("127.0.0.1:0", "the port must be a number from 1 to 65535"),
+            (
+                "127.0.0.1:70000",
+                "the port must be a number from 1 to 65535",
+            ),
+            ("127.0.0.1:x", "the port must be a number from 1 to 65535"),
+            (
+                "::1:20001",
+                "more than one ':' (IPv6 addresses are not supported)",
+            ),
+            ("a b:1", "the host must be an IPv4 address or a DNS name"),
+        ] {
+            let err = parse_bootstrap(&format!("127.0.0.1:1,{list}")).err();
+            assert_eq!(err.as_ref().map(|e| e.reason), Some(reason), "for {list}");
+            assert_eq!(err.map(|e| e.entry), Some(list.to_owned()));
+        }
+        let msg = parse_bootstrap("nope").err().map(|e| e.to_string());
+        assert_eq!(
+            msg.as_deref(),
+            Some("invalid bootstrap node \"nope\": missing ':port' (expected host:port, e.g. 127.0.0.1:20001)")
+        );
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = GrapeConfig::new(20001, 30001);
+        assert_eq!(c.dht_peer_max_age, Duration::from_secs(120));
+        assert_eq!(c.dht_node_liveness, Duration::from_secs(300));
+        assert_eq!(c.max_payload, 8192);
+        assert_eq!((c.dht_max_tables, c.dht_max_values), (5000, 5000));
+        assert_eq!(c.api_config().max_payload, 8192);
+    }
+}

@@ -1,0 +1,95 @@
+//! The grape above the DHT: its HTTP API and its configuration.
+//!
+//! A drop-in for the HTTP API of the Node `grenache-grape` 1.0.0 (protocol notes §2): the same
+//! endpoints, bodies, status codes and headers, so grenache-nodejs-link and other clients cannot
+//! tell the difference. The DHT itself sits behind the [`GrapeDht`] trait; the API converts every
+//! request into a typed call and renders the answer.
+//!
+//! # The API
+//!
+//! Any method, any path; the body is `{"data": <payload>, "rid": <ignored>}`. The endpoint is
+//! chosen like Node does (`'handlePeer' + upperFirst(camelCase('-' + url.substr(1)))`), so
+//! `/lookup`, `/Lookup`, `/_lookup`, `/-lookup`, `/lookup_` work and `/LOOKUP`, `/lookUp`,
+//! `/lookup?x=1`, `/lookup/`, `/` answer `200 "ERR_REQ_NOTFOUND"`.
+//!
+//! | path | `data` | success | errors (200 unless noted) |
+//! |---|---|---|---|
+//! | `/lookup` | service name (non-empty string) | `["ip:port",…]` (≤ 100) | `"ERR_GRAPE_LOOKUP"` |
+//! | `/announce` | `[name, port]` (port 0 = the grape's DHT port) | number of nodes that acknowledged | `"ERR_GRAPE_ANNOUNCE"`, `"ERR_GRAPE_SERVICE_PORT"`, `"No nodes to query"`, `"All queries failed"` |
+//! | `/unannounce` | `[name, port]` | number of stores the peer was removed from | `"ERR_GRAPE_UNANNOUNCE"`, `"ERR_GRAPE_SERVICE_PORT"`, DHT errors |
+//! | `/put` | `{v, k?, sig?, seq?, salt?, cas?}` or a string `v` | `"<40 hex>"` (the target) | bittorrent-dht's validation strings, DHT errors; 301/302 with `"301 CAS mismatch, re-read and try again"` / `"302 sequence number less than current"` |
+//! | `/get` | 40-hex target, or `{hash, salt?, cache?}` | the item as JSON (§2.5) | empty body = not found; `"ERR_GRAPE_GENERIC"` |
+//!
+//! Envelope errors, in Node's order: body over the limit → `413 ERR_GRAPE_PAYLOAD_SIZE`
+//! (raw text, connection closed); not JSON → `500 ERR_GRAPE_PAYLOAD_INVALID` (raw text); a
+//! handler "throwing" → 500 with V8's message as raw text (`null` body → `Cannot read properties
+//! of null (reading 'data')`; `/put` without `data` → `… of undefined (reading 'k')`; `/get`
+//! without `data` → `… (reading 'salt')`; `/announce` with a name that `Buffer.from` refuses →
+//! `The first argument must be of type string or an instance of Buffer, ArrayBuffer, or Array or
+//! an Array-like Object. Received type number (5)`). Response headers are exactly `Date`,
+//! `Connection`, `Keep-Alive: timeout=5` (while the connection stays open) and `Content-Length`:
+//! no `Content-Type`.
+//!
+//! `/unannounce` is an extension of this implementation (Node 1.0.0 answers `ERR_REQ_NOTFOUND`;
+//! the shape follows the never-released `dev` branch of grenache-grape): `data` is `[name,
+//! port]` exactly as for `/announce`, a non-array gives `"ERR_GRAPE_UNANNOUNCE"`.
+//!
+//! # Reproduced quirks (R) and deliberate fixes (F)
+//!
+//! * R: request values go through the JavaScript operations Node applies (`js`): property reads
+//!   that throw, truthiness, `Number.isInteger`, `Buffer.from` (arrays, `{"type":"Buffer",
+//!   "data":[…]}`, array-likes), Node's lenient hex decoding.
+//! * R (Q16): `str2buf` tries `JSON.parse` first for `k`, `sig`, `salt` and a string `/get`
+//!   target: salt `"\"abc\""` is `abc`, `"[1,2]"` the bytes 1, 2. Keeping it makes a mutable
+//!   item's key the one a Node grape computes for the same request.
+//! * R: `v` must be shorter than 1000 *UTF-16 units* (or elements, or `length`), not bytes;
+//!   non-integer numbers in `v`, `seq`, `cas` are truncated the way bencode 2.0.3 does
+//!   (`grape::bencode`), not refused.
+//! * R: dict keys of `v` are sorted by UTF-16 code units, `null` list elements and members
+//!   dropped (bencode 2.0.3).
+//! * F (Q1): the payload limit is always on (8192 by default; Node's CLI has none).
+//! * R (Q12): the lenient path mapping, query strings breaking the routing.
+//! * F: a `413` closes the connection (Node stops reading and leaves the connection stuck).
+//! * F: an announce port outside 0..=65535 answers `"ERR_GRAPE_SERVICE_PORT"` at once (Node
+//!   sends it and times out with `"All queries failed"`).
+//! * F: a mutable put whose `sig` is not 64 bytes answers `"opts.sig ed25519 signature must be
+//!   64 bytes"` (Node sends it; remotes refuse it).
+//! * F: a `/get` target that is not 20 bytes answers "not found" at once (no traversal).
+//! * F: `{"length": n}` array-likes past 65536 elements throw V8's `Invalid typed array length`
+//!   instead of allocating `n` bytes.
+//! * F: a request-level `verify` member (which crashes a Node grape when a mutable reply arrives)
+//!   is ignored.
+//! * Differences left: `serde_json` refuses numbers beyond f64 (`1e400`), lone surrogate
+//!   escapes and nesting deeper than 128, which JSON.parse accepts (→ 500
+//!   `ERR_GRAPE_PAYLOAD_INVALID`); HTTP/1.0 clients get an `HTTP/1.0` status line (Node says
+//!   1.1); hyper answers malformed requests itself (400/431 with an empty body, as Node does
+//!   with its own texts); `CONNECT` closes the connection (Node: no `connect` listener, socket
+//!   destroyed). For a local hit of a non-string `v`, `v` is rendered from its bencoding
+//!   (`true` → `"1"`, `1.5` → `"1"`), where Node still holds the JavaScript value.
+//!
+//! # Slow and hostile clients
+//!
+//! A connection must deliver each request head within [`ApiConfig::header_timeout`] (5 s, also
+//! the idle keep-alive timeout), a body within [`ApiConfig::body_timeout`] (30 s); at most
+//! [`ApiConfig::max_connections`] (1024) connections are open at once; a body is never read past
+//! [`ApiConfig::max_payload`]; heads are capped near 16 KiB. Garbage bytes get hyper's `400` and
+//! a closed connection.
+
+mod api;
+mod bencode;
+mod config;
+mod dht;
+mod handlers;
+mod js;
+
+pub use api::{
+    bind_api, serve_api, ApiConfig, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE,
+};
+pub use config::{
+    parse_bootstrap, BootstrapError, BootstrapNode, GrapeConfig, DEFAULT_DHT_CONCURRENCY,
+    DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TABLES, DEFAULT_MAX_VALUES, DEFAULT_NODE_LIVENESS,
+    DEFAULT_PEER_MAX_AGE,
+};
+pub use dht::{DhtError, GetQuery, GotItem, GrapeDht, MutablePut, PutItem};
+pub use handlers::{endpoint_for, Endpoint, MAX_LOOKUP_PEERS};

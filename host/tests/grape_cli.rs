@@ -1,0 +1,154 @@
+//! The `grape` binary's command line: help and defaults, required flags, bad values, a busy
+//! API port.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn grape(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_grape"))
+        .args(args)
+        .output()
+        .expect("the grape binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn help_lists_every_flag_with_documented_defaults() {
+    let out = grape(&["--help"]);
+    assert!(out.status.success());
+    let help = stdout(&out);
+    for flag in [
+        "-b, --bind",
+        "--b",
+        "--dp",
+        "--dht_port",
+        "--aph",
+        "--api_port",
+        "--bn",
+        "--bootstrap",
+        "--dc",
+        "--dht_concurrency",
+        "--dht_maxTables",
+        "--dht_maxValues",
+        "--dpa",
+        "--dht_peer_maxAge",
+        "--dnl",
+        "--dht_nodeLiveness",
+        "--check_maxPayloadSize",
+        "--cache_maxAge",
+        "-v",
+        "--version",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+    for default in [
+        "[default: 120000]",
+        "[default: 300000]",
+        "[default: 8192]",
+        "[default: 5000]",
+        "[default: 16]",
+    ] {
+        assert!(help.contains(default), "--help lacks {default}:\n{help}");
+    }
+    // The 1.0.0 regression values are not what we document.
+    assert!(!help.contains("[default: 1000]") && !help.contains("[default: 900000]"));
+
+    let out = grape(&["--version"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).starts_with("grape "));
+}
+
+#[test]
+fn required_flags_are_enforced() {
+    let out = grape(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for flag in ["--dp", "--aph", "--bn"] {
+        assert!(err.contains(flag), "{err}");
+    }
+    let out = grape(&["--dp", "20001", "--aph", "30001"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--bn"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_values_are_refused_with_the_reason() {
+    let out = grape(&["--dp", "20001", "--aph", "30001", "--bn", "127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("invalid bootstrap node \"127.0.0.1\": missing ':port'"),
+        "{}",
+        stderr(&out)
+    );
+    let out = grape(&["--dp", "x", "--aph", "30001", "--bn", ""]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--dp"), "{}", stderr(&out));
+    let out = grape(&["--dp", "20001", "--aph", "0", "--bn", ""]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--aph"), "{}", stderr(&out));
+    let out = grape(&["--dp", "20001", "--aph", "70000", "--bn", ""]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_busy_api_port_fails_fast_with_a_clear_message() {
+    let busy = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let started = Instant::now();
+    let out = grape(&["--dp", "0", "--aph", &port, "--bn", ""]);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot listen on HTTP API port {port}")) && err.contains("in use"),
+        "{err}"
+    );
+}
+
+#[test]
+fn aliases_are_accepted_and_the_unwired_dht_is_reported() {
+    // Aliases, the empty bootstrap list and every optional flag parse; then, with a free port,
+    // the binary refuses to pretend: no DHT is wired in yet.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port().to_string();
+    drop(free);
+    let out = grape(&[
+        "--b",
+        "127.0.0.1",
+        "--dht_port",
+        "0",
+        "--api_port",
+        &port,
+        "--bootstrap",
+        "127.0.0.1:20002,,localhost:20003",
+        "--dht_concurrency",
+        "32",
+        "--dht_maxTables",
+        "10",
+        "--dht_maxValues",
+        "10",
+        "--dht_peer_maxAge",
+        "3000",
+        "--dht_nodeLiveness",
+        "60000",
+        "--check_maxPayloadSize",
+        "100",
+        "--cache_maxAge",
+        "5",
+        "-vv",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("DHT is not wired"),
+        "{}",
+        stderr(&out)
+    );
+}
