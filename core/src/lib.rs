@@ -13,10 +13,14 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod addr;
 pub mod bencode;
+pub mod bep44;
 pub mod id;
 pub mod rng;
+pub mod store;
 pub mod time;
+pub mod token;
 
 pub use rng::Rng;
 pub use time::{Duration, Instant};
