@@ -312,6 +312,23 @@ impl<const N: usize> Lookup<N> {
         Ok(l)
     }
 
+    /// A finished lookup with no target and no candidates: a placeholder for a slot that a
+    /// node reuses with [`Lookup::restart`] (so that no large value is moved).
+    pub fn idle(own: NodeId, config: LookupConfig, now: Instant) -> Self {
+        Lookup {
+            own,
+            target: [0; MAX_TARGET_LEN],
+            target_len: 0,
+            metric: Target::new(&[]),
+            config,
+            started: now,
+            finished: true,
+            queries: 0,
+            len: 0,
+            candidates: [Candidate::EMPTY; N],
+        }
+    }
+
     /// Starts over in place with a new target and seeds, keeping the id and configuration
     /// (saves moving a large value on small stacks). On error the lookup is left finished and
     /// empty.

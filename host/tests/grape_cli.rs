@@ -114,17 +114,20 @@ fn a_busy_api_port_fails_fast_with_a_clear_message() {
 }
 
 #[test]
-fn aliases_are_accepted_and_the_unwired_dht_is_reported() {
-    // Aliases, the empty bootstrap list and every optional flag parse; then, with a free port,
-    // the binary refuses to pretend: no DHT is wired in yet.
+fn aliases_are_accepted_and_a_busy_dht_port_fails_fast() {
+    // Aliases, the empty bootstrap list and every optional flag parse; then the DHT's UDP port
+    // is taken, and the grape says so at once.
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = free.local_addr().unwrap().port().to_string();
     drop(free);
+    let busy = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let dht_port = busy.local_addr().unwrap().port().to_string();
+    let started = Instant::now();
     let out = grape(&[
         "--b",
         "127.0.0.1",
         "--dht_port",
-        "0",
+        &dht_port,
         "--api_port",
         &port,
         "--bootstrap",
@@ -145,10 +148,12 @@ fn aliases_are_accepted_and_the_unwired_dht_is_reported() {
         "5",
         "-vv",
     ]);
+    assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("DHT is not wired"),
-        "{}",
-        stderr(&out)
+        err.contains(&format!("cannot listen on DHT UDP port {dht_port}"))
+            && err.contains("in use"),
+        "{err}"
     );
 }

@@ -106,4 +106,3 @@ mod tests {
         assert_ne!(rid, new_rid());
     }
 }
-

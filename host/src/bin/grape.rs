@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use grenache_tokio::dht::{Dht, DhtConfig};
 use grenache_tokio::grape::{
-    bind_api, parse_bootstrap, serve_api, DhtError, GetQuery, GotItem, GrapeConfig, GrapeDht,
-    PutItem, DEFAULT_DHT_CONCURRENCY, DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TABLES, DEFAULT_MAX_VALUES,
-    DEFAULT_NODE_LIVENESS, DEFAULT_PEER_MAX_AGE,
+    bind_api, parse_bootstrap, serve_api, GrapeConfig, GrapeDht, DEFAULT_DHT_CONCURRENCY,
+    DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TABLES, DEFAULT_MAX_VALUES, DEFAULT_NODE_LIVENESS,
+    DEFAULT_PEER_MAX_AGE,
 };
 use tracing::{error, info};
 
@@ -125,6 +126,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -146,43 +148,21 @@ impl std::fmt::Display for StartError {
     }
 }
 
-/// The DHT the API runs on.
-///
-/// THE place the DHT plugs in: return the running DHT task's handle (anything implementing
-/// [`GrapeDht`]) built from `config`. Until it lands this refuses to start rather than serve
-/// an API without a DHT behind it.
-async fn start_dht(config: &GrapeConfig) -> Result<Arc<impl GrapeDht>, StartError> {
-    let _ = config;
-    Err::<Arc<NoDht>, _>(StartError::Dht(
-        "the DHT is not wired into this build yet: the grape cannot serve (HTTP API and flags \
-         are ready)"
-            .to_owned(),
-    ))
-}
-
-/// Placeholder type for [`start_dht`]'s signature until the real DHT lands. It has no values,
-/// so none of its methods can ever run.
-enum NoDht {}
-
-impl GrapeDht for NoDht {
-    async fn lookup(&self, _name: Vec<u8>) -> Vec<std::net::SocketAddrV4> {
-        match *self {}
-    }
-    async fn announce(&self, _name: Vec<u8>, _port: u16) -> Result<usize, DhtError> {
-        match *self {}
-    }
-    async fn unannounce(&self, _name: Vec<u8>, _port: u16) -> Result<usize, DhtError> {
-        match *self {}
-    }
-    async fn put(&self, _item: PutItem) -> Result<[u8; 20], DhtError> {
-        match *self {}
-    }
-    async fn get(&self, _query: GetQuery) -> Result<Option<GotItem>, DhtError> {
-        match *self {}
-    }
-    fn dht_port(&self) -> u16 {
-        match *self {}
-    }
+/// Starts the DHT node (UDP on `--dp`, bootstrapping from `--bn`) on its own thread.
+fn start_dht(config: &GrapeConfig) -> Result<Arc<Dht>, StartError> {
+    let dht_config = DhtConfig::for_grape(config).map_err(|e| StartError::Dht(e.to_string()))?;
+    let (dht, _thread) = Dht::spawn(dht_config).map_err(|err| {
+        let hint = if err.kind() == std::io::ErrorKind::AddrInUse {
+            " (the port is in use by another process)"
+        } else {
+            ""
+        };
+        StartError::Dht(format!(
+            "cannot listen on DHT UDP port {}: {err}{hint}",
+            config.dht_port
+        ))
+    })?;
+    Ok(Arc::new(dht))
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -224,7 +204,7 @@ async fn run(config: GrapeConfig) -> Result<(), StartError> {
                 config.api_port
             ))
         })?;
-    let dht = start_dht(&config).await?;
+    let dht = start_dht(&config)?;
     if let Ok(addr) = listener.local_addr() {
         info!(
             "HTTP API listening on {addr}, DHT on UDP port {}",

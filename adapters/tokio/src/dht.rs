@@ -1,0 +1,698 @@
+//! The DHT node on a UDP socket: the loop that drives [`grenache_core::node::Node`].
+//!
+//! One thread owns the socket and the node (a single-threaded tokio runtime: the engine is a
+//! plain value, nothing to share). Other tasks talk to it through a [`Dht`] handle, which
+//! sends commands over a bounded channel and awaits the answer. Nothing protocol-shaped is
+//! decided here: the loop only moves bytes, time and commands in and events out.
+//!
+//! ```text
+//!   loop {
+//!       send every poll_transmit(); route every poll_event() to its waiters;
+//!       select! { datagram => handle_datagram (+ reply), command => start an operation,
+//!                 sleep until poll_timeout() => handle_timeout }
+//!   }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Instant as StdInstant;
+
+use grenache_core::addr::PeerAddr;
+use grenache_core::bep44::Key;
+use grenache_core::id::NodeId;
+use grenache_core::node::{Event, Node, NodeConfig, OpError, OpId, StartError, REPLY_BUF_LEN};
+use grenache_core::{Instant, Rng};
+use tokio::sync::{mpsc, oneshot};
+
+/// Routing-table slots of a host node (32 buckets of K = 20).
+pub const TABLE: usize = 640;
+/// Service names a host node stores.
+pub const NAMES: usize = 16_384;
+/// Announced peers a host node stores, all names together.
+pub const PEERS: usize = 32_768;
+/// BEP44 items a host node keeps (the effective default of the Node CLI grape, §1).
+pub const ITEMS: usize = 1000;
+/// Operations (lookups, announces, puts, gets) running at once; more wait in a queue.
+pub const OPS: usize = 64;
+/// Candidates per traversal.
+pub const CANDIDATES: usize = 64;
+/// Outstanding KRPC queries.
+pub const INFLIGHT: usize = 512;
+/// Commands waiting for a free operation slot; beyond this a command fails with
+/// [`DhtError::Busy`].
+pub const MAX_QUEUED: usize = 4096;
+
+/// The host node type.
+pub type HostNode = Node<OsRng, TABLE, NAMES, PEERS, ITEMS, OPS, CANDIDATES, INFLIGHT>;
+
+/// Randomness from the operating system, buffered (token secrets and node ids must not be
+/// predictable: a node id is public, so a seeded PRNG would give its secrets away).
+pub struct OsRng {
+    buf: [u8; 256],
+    pos: usize,
+}
+
+impl OsRng {
+    /// A generator; fails if the OS has no randomness to give.
+    pub fn new() -> io::Result<OsRng> {
+        let mut r = OsRng {
+            buf: [0; 256],
+            pos: 256,
+        };
+        r.refill()?;
+        Ok(r)
+    }
+
+    fn refill(&mut self) -> io::Result<()> {
+        getrandom::fill(&mut self.buf).map_err(|e| io::Error::other(e.to_string()))?;
+        self.pos = 0;
+        Ok(())
+    }
+}
+
+impl Rng for OsRng {
+    fn next_u32(&mut self) -> u32 {
+        if self.pos + 4 > self.buf.len() && self.refill().is_err() {
+            // The OS generator failed after it worked at start: keep going on the old
+            // buffer rather than stop the node (samples only; secrets were taken before).
+            self.pos = 0;
+        }
+        let mut w = [0u8; 4];
+        if let Some(b) = self.buf.get(self.pos..self.pos + 4) {
+            w.copy_from_slice(b);
+        }
+        self.pos += 4;
+        u32::from_le_bytes(w)
+    }
+}
+
+/// How to run a DHT node.
+#[derive(Clone, Debug)]
+pub struct DhtConfig {
+    /// UDP address to bind (`0.0.0.0:<dp>` like the Node grape).
+    pub bind: SocketAddrV4,
+    /// Bootstrap nodes (`--bn`).
+    pub bootstrap: Vec<SocketAddrV4>,
+    /// Engine tuning.
+    pub node: NodeConfig,
+}
+
+/// Why a DHT operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DhtError {
+    /// The DHT reported a failure (Node's messages: "No nodes to query", ...).
+    Op(OpError),
+    /// The request was refused before it started.
+    Start(StartError),
+    /// Too many operations are waiting.
+    Busy,
+    /// The DHT task has stopped.
+    Stopped,
+}
+
+impl std::fmt::Display for DhtError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DhtError::Op(e) => write!(f, "{e}"),
+            DhtError::Start(e) => write!(f, "{e}"),
+            DhtError::Busy => f.write_str("DHT busy: too many operations waiting"),
+            DhtError::Stopped => f.write_str("DHT stopped"),
+        }
+    }
+}
+
+impl std::error::Error for DhtError {}
+
+/// A BEP44 item returned by [`Dht::get`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    /// The node that answered (ours for a local hit).
+    pub id: NodeId,
+    /// Its token; `None` for a local hit.
+    pub token: Option<Vec<u8>>,
+    /// The raw bencoded value.
+    pub v: Vec<u8>,
+    /// `(k, seq, sig)` of a mutable item.
+    pub signed: Option<([u8; 32], i64, [u8; 64])>,
+    /// Whether it came from this node's own store.
+    pub local: bool,
+}
+
+/// A mutable BEP44 put, signed by the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MutablePut {
+    /// Public key.
+    pub k: [u8; 32],
+    /// Salt, if any.
+    pub salt: Option<Vec<u8>>,
+    /// Sequence number.
+    pub seq: i64,
+    /// Signature over `salt`, `seq` and `v`.
+    pub sig: [u8; 64],
+    /// Raw bencoded value.
+    pub v: Vec<u8>,
+    /// Compare-and-swap: the expected current seq.
+    pub cas: Option<i64>,
+}
+
+enum Command {
+    Lookup(
+        Vec<u8>,
+        oneshot::Sender<Result<Vec<SocketAddrV4>, DhtError>>,
+    ),
+    Announce(Vec<u8>, u16, oneshot::Sender<Result<usize, DhtError>>),
+    Unannounce(Vec<u8>, u16, oneshot::Sender<Result<usize, DhtError>>),
+    PutImmutable(Vec<u8>, oneshot::Sender<Result<Key, DhtError>>),
+    PutMutable(Box<MutablePut>, oneshot::Sender<Result<Key, DhtError>>),
+    Get {
+        key: Key,
+        salt: Option<Vec<u8>>,
+        local: bool,
+        reply: oneshot::Sender<Result<Option<Item>, DhtError>>,
+    },
+    Stats(oneshot::Sender<Stats>),
+}
+
+/// A snapshot of the node's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stats {
+    /// Nodes in the routing table.
+    pub nodes: usize,
+    /// Announced peers stored.
+    pub peers: usize,
+}
+
+/// A handle on a running DHT node; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Dht {
+    tx: mpsc::Sender<Command>,
+    local_addr: SocketAddrV4,
+    id: NodeId,
+}
+
+/// The running DHT thread; dropping every [`Dht`] handle stops it.
+pub struct DhtThread {
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl DhtThread {
+    /// Waits until the DHT thread has stopped (after every [`Dht`] handle was dropped).
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+impl Dht {
+    /// Binds the UDP socket (an address in use fails here, at once) and starts the node on
+    /// its own thread, bootstrapping from `config.bootstrap`.
+    pub fn spawn(config: DhtConfig) -> io::Result<(Dht, DhtThread)> {
+        let socket = std::net::UdpSocket::bind(config.bind)?;
+        socket.set_nonblocking(true)?;
+        let local_addr = match socket.local_addr()? {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(_) => return Err(io::Error::other("the DHT socket must be IPv4")),
+        };
+        let rng = OsRng::new()?;
+        let (tx, rx) = mpsc::channel(1024);
+        let (id_tx, id_rx) = std::sync::mpsc::channel();
+        // The node holds its stores inline (a few MB): it is built on a thread with a stack
+        // large enough for it, and never moved to the heap or between threads.
+        let thread = std::thread::Builder::new()
+            .name("grenache-dht".into())
+            .stack_size(64 << 20)
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("cannot start the DHT runtime: {e}");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let socket = match tokio::net::UdpSocket::from_std(socket) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!("cannot register the DHT socket: {e}");
+                            return;
+                        }
+                    };
+                    let clock = StdInstant::now();
+                    let mut node = HostNode::new(rng, config.node, now(clock));
+                    let _ = id_tx.send(*node.id());
+                    for b in &config.bootstrap {
+                        node.add_bootstrap(peer_of(*b));
+                    }
+                    if !config.bootstrap.is_empty() {
+                        let _ = node.start_bootstrap(now(clock));
+                    }
+                    run(&mut node, socket, rx, clock).await;
+                });
+            })?;
+        let id = id_rx
+            .recv()
+            .map_err(|_| io::Error::other("the DHT thread failed to start"))?;
+        Ok((Dht { tx, local_addr, id }, DhtThread { thread }))
+    }
+
+    /// The UDP address the node listens on.
+    pub fn local_addr(&self) -> SocketAddrV4 {
+        self.local_addr
+    }
+
+    /// The node id.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, DhtError>>) -> Command,
+    ) -> Result<T, DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| DhtError::Stopped)?;
+        rx.await.map_err(|_| DhtError::Stopped)?
+    }
+
+    /// Looks `name` up: at most 100 peers, random order; concurrent lookups of one name share
+    /// one traversal.
+    pub async fn lookup(&self, name: &[u8]) -> Result<Vec<SocketAddrV4>, DhtError> {
+        self.call(|tx| Command::Lookup(name.to_vec(), tx)).await
+    }
+
+    /// Announces `name` on `port`: the number of nodes that stored it.
+    pub async fn announce(&self, name: &[u8], port: u16) -> Result<usize, DhtError> {
+        self.call(|tx| Command::Announce(name.to_vec(), port, tx))
+            .await
+    }
+
+    /// Withdraws an announce (the `unannounce` extension).
+    pub async fn unannounce(&self, name: &[u8], port: u16) -> Result<usize, DhtError> {
+        self.call(|tx| Command::Unannounce(name.to_vec(), port, tx))
+            .await
+    }
+
+    /// Stores an immutable item (`v` bencoded); its key.
+    pub async fn put_immutable(&self, v: Vec<u8>) -> Result<Key, DhtError> {
+        self.call(|tx| Command::PutImmutable(v, tx)).await
+    }
+
+    /// Stores a signed mutable item; its key.
+    pub async fn put_mutable(&self, item: MutablePut) -> Result<Key, DhtError> {
+        self.call(|tx| Command::PutMutable(Box::new(item), tx))
+            .await
+    }
+
+    /// Gets an item by key; `local` lets this node's own copy answer.
+    pub async fn get(
+        &self,
+        key: Key,
+        salt: Option<Vec<u8>>,
+        local: bool,
+    ) -> Result<Option<Item>, DhtError> {
+        self.call(|reply| Command::Get {
+            key,
+            salt,
+            local,
+            reply,
+        })
+        .await
+    }
+
+    /// Routing-table and store sizes.
+    pub async fn stats(&self) -> Result<Stats, DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Stats(tx))
+            .await
+            .map_err(|_| DhtError::Stopped)?;
+        rx.await.map_err(|_| DhtError::Stopped)
+    }
+}
+
+fn now(clock: StdInstant) -> Instant {
+    Instant::from_millis(u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX))
+}
+
+fn peer_of(a: SocketAddrV4) -> PeerAddr {
+    PeerAddr::new(a.ip().octets(), a.port())
+}
+
+fn addr_of(p: PeerAddr) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::from(p.ip), p.port)
+}
+
+/// Who waits for which operation.
+enum Waiter {
+    Lookup(
+        Vec<oneshot::Sender<Result<Vec<SocketAddrV4>, DhtError>>>,
+        Vec<u8>,
+    ),
+    Count(oneshot::Sender<Result<usize, DhtError>>),
+    Put(oneshot::Sender<Result<Key, DhtError>>),
+    Get(oneshot::Sender<Result<Option<Item>, DhtError>>),
+}
+
+struct Loop {
+    waiters: HashMap<OpId, Waiter>,
+    /// Running lookups by name, to coalesce concurrent ones.
+    lookups: HashMap<Vec<u8>, OpId>,
+    queued: VecDeque<Command>,
+}
+
+async fn run(
+    node: &mut HostNode,
+    socket: tokio::net::UdpSocket,
+    mut rx: mpsc::Receiver<Command>,
+    clock: StdInstant,
+) {
+    let mut state = Loop {
+        waiters: HashMap::new(),
+        lookups: HashMap::new(),
+        queued: VecDeque::new(),
+    };
+    let mut out = vec![0u8; REPLY_BUF_LEN];
+    let mut reply = vec![0u8; REPLY_BUF_LEN];
+    // Datagrams larger than this are truncated by the kernel and then fail to parse.
+    let mut input = vec![0u8; 65_536];
+    let mut open = true;
+    loop {
+        // Output first: queries of running operations, then finished operations.
+        let t = now(clock);
+        while let Some(tx) = node.poll_transmit(t, &mut out) {
+            if let Some(bytes) = out.get(..tx.len) {
+                if let Err(e) = socket.try_send_to(bytes, SocketAddr::V4(addr_of(tx.to))) {
+                    tracing::debug!("DHT send to {} failed: {e}", addr_of(tx.to));
+                }
+            }
+        }
+        let mut freed = false;
+        while let Some(event) = node.poll_event() {
+            state.finish(event);
+            freed = true;
+        }
+        if freed {
+            state.start_queued(node, t);
+            continue;
+        }
+        if !open && state.waiters.is_empty() {
+            return;
+        }
+        let deadline = node.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => {
+                    let wait = d.as_millis().saturating_sub(now(clock).as_millis());
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            received = socket.recv_from(&mut input) => match received {
+                Ok((n, SocketAddr::V4(from))) => {
+                    let t = now(clock);
+                    let data = input.get(..n).unwrap_or(&[]);
+                    if let Some(len) = node.handle_datagram(t, peer_of(from), data, &mut reply) {
+                        if let Some(bytes) = reply.get(..len) {
+                            if let Err(e) = socket.try_send_to(bytes, SocketAddr::V4(from)) {
+                                tracing::debug!("DHT reply to {from} failed: {e}");
+                            }
+                        }
+                    }
+                }
+                Ok((_, SocketAddr::V6(from))) => {
+                    tracing::debug!("ignoring an IPv6 datagram from {from}");
+                }
+                Err(e) => {
+                    // ICMP errors of earlier sends surface here on some systems: not fatal.
+                    tracing::debug!("DHT receive error: {e}");
+                }
+            },
+            command = rx.recv(), if open => match command {
+                Some(c) => state.command(node, now(clock), c),
+                None => open = false,
+            },
+            () = sleep => node.handle_timeout(now(clock)),
+        }
+    }
+}
+
+impl Loop {
+    fn command(&mut self, node: &mut HostNode, t: Instant, c: Command) {
+        if let Err(c) = self.try_start(node, t, c) {
+            if self.queued.len() >= MAX_QUEUED {
+                c.fail(DhtError::Busy);
+            } else {
+                self.queued.push_back(c);
+            }
+        }
+    }
+
+    fn start_queued(&mut self, node: &mut HostNode, t: Instant) {
+        while let Some(c) = self.queued.pop_front() {
+            if let Err(c) = self.try_start(node, t, c) {
+                self.queued.push_front(c);
+                return;
+            }
+        }
+    }
+
+    /// Starts `c`; gives it back when every operation slot is taken.
+    fn try_start(&mut self, node: &mut HostNode, t: Instant, c: Command) -> Result<(), Command> {
+        let started = match &c {
+            Command::Stats(_) => None,
+            Command::Lookup(name, _) => {
+                if let Some(op) = self.lookups.get(name) {
+                    if let (Some(Waiter::Lookup(list, _)), Command::Lookup(_, tx)) =
+                        (self.waiters.get_mut(op), c)
+                    {
+                        list.push(tx);
+                    }
+                    return Ok(());
+                }
+                Some(node.lookup(t, name))
+            }
+            Command::Announce(name, port, _) => Some(node.announce(t, name, *port)),
+            Command::Unannounce(name, port, _) => Some(node.unannounce(t, name, *port)),
+            Command::PutImmutable(v, _) => Some(node.put_immutable(t, v)),
+            Command::PutMutable(m, _) => {
+                Some(node.put_mutable(t, &m.k, m.salt.as_deref(), m.seq, &m.sig, &m.v, m.cas))
+            }
+            Command::Get {
+                key, salt, local, ..
+            } => Some(node.get(t, key, salt.as_deref(), *local)),
+        };
+        let op = match started {
+            None => {
+                if let Command::Stats(tx) = c {
+                    let _ = tx.send(Stats {
+                        nodes: node.table().len(),
+                        peers: node.store().len(),
+                    });
+                }
+                return Ok(());
+            }
+            Some(Err(StartError::Busy)) => return Err(c),
+            Some(Err(e)) => {
+                c.fail(DhtError::Start(e));
+                return Ok(());
+            }
+            Some(Ok(op)) => op,
+        };
+        let waiter = match c {
+            Command::Lookup(name, tx) => {
+                self.lookups.insert(name.clone(), op);
+                Waiter::Lookup(vec![tx], name)
+            }
+            Command::Announce(_, _, tx) | Command::Unannounce(_, _, tx) => Waiter::Count(tx),
+            Command::PutImmutable(_, tx) | Command::PutMutable(_, tx) => Waiter::Put(tx),
+            Command::Get { reply, .. } => Waiter::Get(reply),
+            Command::Stats(_) => return Ok(()),
+        };
+        self.waiters.insert(op, waiter);
+        Ok(())
+    }
+
+    fn finish(&mut self, event: Event<'_>) {
+        match event {
+            Event::Bootstrapped { nodes, .. } => {
+                tracing::info!("bootstrapped: {nodes} nodes in the routing table");
+            }
+            Event::LookupDone { op, peers } => {
+                if let Some(Waiter::Lookup(list, name)) = self.waiters.remove(&op) {
+                    self.lookups.remove(&name);
+                    let found: Vec<SocketAddrV4> = peers.iter().map(|p| addr_of(*p)).collect();
+                    for tx in list {
+                        let _ = tx.send(Ok(found.clone()));
+                    }
+                }
+            }
+            Event::AnnounceDone { op, result } | Event::UnannounceDone { op, result } => {
+                if let Some(Waiter::Count(tx)) = self.waiters.remove(&op) {
+                    let _ = tx.send(result.map_err(DhtError::Op));
+                }
+            }
+            Event::PutDone { op, result } => {
+                if let Some(Waiter::Put(tx)) = self.waiters.remove(&op) {
+                    let _ = tx.send(result.map_err(DhtError::Op));
+                }
+            }
+            Event::GetDone { op, item } => {
+                if let Some(Waiter::Get(tx)) = self.waiters.remove(&op) {
+                    let item = item.map(|i| Item {
+                        id: i.id,
+                        token: i.token.map(<[u8]>::to_vec),
+                        v: i.v.to_vec(),
+                        signed: i.signed.map(|s| (*s.k, s.seq, *s.sig)),
+                        local: i.local,
+                    });
+                    let _ = tx.send(Ok(item));
+                }
+            }
+        }
+    }
+}
+
+impl Command {
+    fn fail(self, e: DhtError) {
+        match self {
+            Command::Lookup(_, tx) => drop(tx.send(Err(e))),
+            Command::Announce(_, _, tx) | Command::Unannounce(_, _, tx) => drop(tx.send(Err(e))),
+            Command::PutImmutable(_, tx) | Command::PutMutable(_, tx) => drop(tx.send(Err(e))),
+            Command::Get { reply, .. } => drop(reply.send(Err(e))),
+            Command::Stats(_) => {}
+        }
+    }
+}
+
+impl DhtConfig {
+    /// The DHT of a grape started with `config`: UDP on `0.0.0.0:<dp>` (like the Node grape,
+    /// whatever `-b` says), bootstrap names resolved now (IPv4 only), the documented timers.
+    pub fn for_grape(config: &crate::grape::GrapeConfig) -> io::Result<DhtConfig> {
+        use std::net::ToSocketAddrs;
+        let mut bootstrap = Vec::new();
+        for b in &config.bootstrap {
+            let found = (b.host.as_str(), b.port)
+                .to_socket_addrs()
+                .map_err(|e| io::Error::other(format!("cannot resolve bootstrap node {b}: {e}")))?
+                .find_map(|a| match a {
+                    SocketAddr::V4(a) => Some(a),
+                    SocketAddr::V6(_) => None,
+                })
+                .ok_or_else(|| {
+                    io::Error::other(format!("bootstrap node {b} has no IPv4 address"))
+                })?;
+            bootstrap.push(found);
+        }
+        let mut node = NodeConfig::DEFAULT;
+        // `--dpa 0` keeps entries forever, as with the Node grape.
+        node.peer_ttl = if config.dht_peer_max_age.is_zero() {
+            grenache_core::store::TTL_NEVER
+        } else {
+            config.dht_peer_max_age
+        };
+        node.node_liveness = config.dht_node_liveness;
+        // Node ignores `--dc` (§7 Q2); here it is the per-lookup concurrency.
+        node.lookup.concurrency = config.dht_concurrency.max(1);
+        node.host = config
+            .bind
+            .as_deref()
+            .and_then(|b| b.parse::<Ipv4Addr>().ok())
+            .map(|ip| ip.octets());
+        Ok(DhtConfig {
+            bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, config.dht_port),
+            bootstrap,
+            node,
+        })
+    }
+}
+
+fn grape_error(e: DhtError) -> crate::grape::DhtError {
+    use crate::grape::DhtError as G;
+    match e {
+        DhtError::Op(OpError::NoNodes) => G::NoNodes,
+        DhtError::Op(OpError::AllFailed) => G::AllFailed,
+        DhtError::Op(e @ OpError::Krpc(code)) => match u16::try_from(code) {
+            Ok(code) if (300..=399).contains(&code) => G::Krpc {
+                code,
+                message: e
+                    .message()
+                    .trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ')
+                    .to_owned(),
+            },
+            _ => G::AllFailed,
+        },
+        DhtError::Stopped => G::Destroyed,
+        other => G::Other(other.to_string()),
+    }
+}
+
+impl crate::grape::GrapeDht for Dht {
+    async fn lookup(&self, name: Vec<u8>) -> Vec<SocketAddrV4> {
+        match Dht::lookup(self, &name).await {
+            Ok(peers) => peers,
+            Err(e) => {
+                // Node's lookup never fails (`krpc:247-249`): an empty answer it is.
+                tracing::warn!("lookup failed: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn announce(&self, name: Vec<u8>, port: u16) -> Result<usize, crate::grape::DhtError> {
+        Dht::announce(self, &name, port).await.map_err(grape_error)
+    }
+
+    async fn unannounce(&self, name: Vec<u8>, port: u16) -> Result<usize, crate::grape::DhtError> {
+        Dht::unannounce(self, &name, port)
+            .await
+            .map_err(grape_error)
+    }
+
+    async fn put(&self, item: crate::grape::PutItem) -> Result<[u8; 20], crate::grape::DhtError> {
+        match item.mutable {
+            None => self.put_immutable(item.v_bencoded).await,
+            Some(m) => {
+                self.put_mutable(MutablePut {
+                    k: m.k,
+                    salt: (!m.salt.is_empty()).then_some(m.salt),
+                    seq: m.seq,
+                    sig: m.sig,
+                    v: item.v_bencoded,
+                    cas: m.cas,
+                })
+                .await
+            }
+        }
+        .map_err(grape_error)
+    }
+
+    async fn get(
+        &self,
+        query: crate::grape::GetQuery,
+    ) -> Result<Option<crate::grape::GotItem>, crate::grape::DhtError> {
+        let item = Dht::get(self, query.hash, query.salt, query.cache)
+            .await
+            .map_err(grape_error)?;
+        Ok(item.map(|i| crate::grape::GotItem {
+            id: i.id.0,
+            token: i.token,
+            v_bencoded: i.v,
+            k: i.signed.map(|s| s.0),
+            seq: i.signed.map(|s| s.1),
+            sig: i.signed.map(|s| s.2),
+            from_local: i.local,
+        }))
+    }
+
+    fn dht_port(&self) -> u16 {
+        self.local_addr.port()
+    }
+}

@@ -1,0 +1,2021 @@
+//! A DHT node: the engine of a grape, and of a board's light client.
+//!
+//! [`Node`] ties the pieces of this crate together — KRPC ([`crate::krpc`]), the routing table
+//! ([`crate::table`]), iterative lookups ([`crate::lookup`]), the announce store
+//! ([`crate::store`]), tokens ([`crate::token`]) and BEP44 items ([`crate::bep44`]) — into the
+//! behaviour of a bittorrent-dht 10.0.0 node as `grenache-grape` runs it
+//! (`../shared/protocol/grape.md` §3–§6). It is sans-IO, like every engine here:
+//!
+//! ```text
+//!   datagram in ─► handle_datagram(now, from, bytes, reply_buf) ─► Option<reply length>
+//!   commands    ─► lookup / announce / unannounce / put_* / get / bootstrap ─► OpId
+//!   then drain  ─► poll_transmit(now, buf) ─► Option<Transmit>   (queries to send)
+//!               ─► poll_event()           ─► Option<Event>      (finished operations)
+//!   and wake at ─► poll_timeout()         ─► Option<Instant>, then handle_timeout(now)
+//! ```
+//!
+//! Answers to queries are written at once into the caller's buffer: they depend only on the
+//! datagram and the node's state, so nothing is queued. Queries are produced lazily by
+//! [`Node::poll_transmit`] from the state of the running operations, so no send queue exists
+//! either: memory is the sum of the const capacities below, nothing else.
+//!
+//! # Capacities (const generics)
+//! * `TABLE`: routing table slots (K = 20 per bucket).
+//! * `NAMES`, `PEERS`: announce store: names and peer entries in all.
+//! * `ITEMS`: BEP44 items kept (each up to about 1 KiB).
+//! * `OPS`: operations (lookups, announces, puts, gets, bootstrap) running at once.
+//! * `CANDIDATES`: candidates per lookup (≥ 2·K recommended).
+//! * `INFLIGHT`: outstanding queries of all operations together.
+//!
+//! # Differences from the Node grape, all interoperable
+//! * Expiry of announced peers is exact ([`NodeConfig::peer_ttl`], default 120 s, the
+//!   documented default; the 1.0.0 CLI never expires anything, §7 Q1).
+//! * Answers carry the `K` closest nodes, not the whole routing table (§7 Q6).
+//! * A lookup does not wait 2 s for a dead node when the closest live ones have answered
+//!   ([`crate::lookup`]).
+//! * Every announce and put runs its traversal; Node caches the per-target token table for
+//!   5 minutes. Traversals here are cheap (no dead-node stalls), and fresh tokens never go
+//!   stale.
+//! * Malformed datagrams are dropped; none of them can crash the node (§7 Q3).
+//! * The `unannounce` query ([`crate::krpc::UNANNOUNCE`]) is an extension: a node that
+//!   receives it with a valid token removes the (source IP, port) entry; Node grapes ignore
+//!   unknown queries.
+
+use crate::addr::PeerAddr;
+use crate::bencode::Encoded;
+use crate::bep44::{self, ItemStore, Key, PutError};
+use crate::id::{NodeId, ID_LEN};
+use crate::krpc::{self, Message, MutablePut, Query, Response, Signed};
+use crate::lookup::{Lookup, LookupAction, LookupConfig, ResponseOutcome, MAX_TARGET_LEN};
+use crate::rng::Rng;
+use crate::store::AnnounceStore;
+use crate::table::{Entry, InsertOutcome, RoutingTable, K};
+use crate::time::{earliest, Duration, Instant};
+use crate::token::TokenIssuer;
+
+/// Most peers a lookup collects and reports (Grape's `_mem.get(ih, 100)`).
+pub const MAX_LOOKUP_PEERS: usize = 100;
+/// Most bootstrap addresses a node keeps.
+pub const MAX_BOOTSTRAP: usize = 16;
+/// Most pings waiting for a free transaction slot (evictions and liveness checks).
+pub const MAX_PENDING_PINGS: usize = 32;
+/// A reply buffer of this size holds every answer the node writes (K nodes, 100 values, a
+/// 1000-byte BEP44 value with its signature). Smaller buffers work: what does not fit is not
+/// answered.
+pub const REPLY_BUF_LEN: usize = 1500;
+/// Peers written into one `get_peers` answer, so that it fits [`REPLY_BUF_LEN`] (Node sends
+/// every stored peer, §7 Q7).
+pub const MAX_VALUES_IN_ANSWER: usize = 100;
+
+/// Tuning of a [`Node`]. [`NodeConfig::DEFAULT`] has the documented Grape defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct NodeConfig {
+    /// Traversal tuning (K, concurrency, query and stall timeouts).
+    pub lookup: LookupConfig,
+    /// How long an announced peer is kept (`--dht_peer_maxAge`, 120 s).
+    pub peer_ttl: Duration,
+    /// A routing-table node not heard from for this long is pinged, and removed if it does not
+    /// answer (`--dht_nodeLiveness`, 5 min).
+    pub node_liveness: Duration,
+    /// How often the liveness sweep runs.
+    pub maintenance_interval: Duration,
+    /// The address given with `-b`: when set, an announce also stores `host:port` in this
+    /// node's own store, as bittorrent-dht does (`dht:406-413`).
+    pub host: Option<[u8; 4]>,
+}
+
+impl NodeConfig {
+    /// The documented Grape defaults.
+    pub const DEFAULT: NodeConfig = NodeConfig {
+        lookup: LookupConfig::DEFAULT,
+        peer_ttl: Duration::from_secs(120),
+        node_liveness: Duration::from_secs(5 * 60),
+        maintenance_interval: Duration::from_secs(60),
+        host: None,
+    };
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig::DEFAULT
+    }
+}
+
+/// The handle of an operation; its result arrives as an [`Event`] carrying the same handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct OpId(u32);
+
+impl OpId {
+    /// The raw value (unique among the operations of one node for 2^16 reuses of a slot).
+    pub const fn as_u32(self) -> u32 {
+        self.0
+    }
+}
+
+/// Why an operation could not be started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum StartError {
+    /// `OPS` operations are already running.
+    Busy,
+    /// The name or key is empty or longer than [`MAX_TARGET_LEN`].
+    BadTarget,
+    /// Port 0.
+    BadPort,
+    /// The value is empty or longer than BEP44 allows (1000 bytes), or a salt over 64 bytes.
+    BadValue,
+}
+
+impl core::fmt::Display for StartError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            StartError::Busy => "too many DHT operations running",
+            StartError::BadTarget => "service name or key empty or too long",
+            StartError::BadPort => "port 0",
+            StartError::BadValue => "value empty or too large",
+        })
+    }
+}
+
+/// Why an announce, unannounce or put failed, with Node's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum OpError {
+    /// No node answered the traversal with a token: `"No nodes to query"`.
+    NoNodes,
+    /// Every announce/put query failed: `"All queries failed"`.
+    AllFailed,
+    /// Every put failed and one failed with a KRPC 3xx error (301 CAS mismatch, 302 sequence
+    /// number less than current), which Grape's HTTP API reports as that status.
+    Krpc(i64),
+}
+
+impl OpError {
+    /// The message Grape's HTTP API answers with.
+    pub fn message(&self) -> &'static str {
+        match self {
+            OpError::NoNodes => "No nodes to query",
+            OpError::AllFailed => "All queries failed",
+            OpError::Krpc(301) => "301 CAS mismatch, re-read and try again",
+            OpError::Krpc(302) => "302 sequence number less than current",
+            OpError::Krpc(_) => "All queries failed",
+        }
+    }
+}
+
+impl core::fmt::Display for OpError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// A datagram for the caller to send: `len` bytes at the start of its buffer, to `to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Transmit {
+    /// Destination.
+    pub to: PeerAddr,
+    /// Bytes written into the buffer given to [`Node::poll_transmit`].
+    pub len: usize,
+}
+
+/// A BEP44 item found by [`Node::get`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FoundItem<'a> {
+    /// Id of the node that answered (our own id for a local hit).
+    pub id: NodeId,
+    /// Its token (`None` for a local hit: Grape renders `"token":null`).
+    pub token: Option<&'a [u8]>,
+    /// The raw bencoded value.
+    pub v: &'a [u8],
+    /// `k`, `seq` and `sig` of a mutable item.
+    pub signed: Option<SignedItem<'a>>,
+    /// Whether it came from this node's own store.
+    pub local: bool,
+}
+
+/// The mutable part of a [`FoundItem`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SignedItem<'a> {
+    /// Public key.
+    pub k: &'a [u8; bep44::PUBLIC_KEY_LEN],
+    /// Sequence number.
+    pub seq: i64,
+    /// Signature.
+    pub sig: &'a [u8; bep44::SIGNATURE_LEN],
+}
+
+/// A finished operation. Borrowed data stays valid until the next call on the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Event<'a> {
+    /// The bootstrap traversal ended; `nodes` is the routing table's size.
+    Bootstrapped {
+        /// The operation.
+        op: OpId,
+        /// Nodes in the routing table.
+        nodes: usize,
+    },
+    /// A lookup ended: the peers of this node's store and those every answer carried, at most
+    /// [`MAX_LOOKUP_PEERS`], in random order.
+    LookupDone {
+        /// The operation.
+        op: OpId,
+        /// What was found (possibly nothing).
+        peers: &'a [PeerAddr],
+    },
+    /// An announce ended: the number of nodes that acknowledged it.
+    AnnounceDone {
+        /// The operation.
+        op: OpId,
+        /// Acknowledgements, or why none came.
+        result: Result<usize, OpError>,
+    },
+    /// An unannounce ended: the number of nodes that acknowledged it.
+    UnannounceDone {
+        /// The operation.
+        op: OpId,
+        /// Acknowledgements, or why none came.
+        result: Result<usize, OpError>,
+    },
+    /// A put ended: the item's key.
+    PutDone {
+        /// The operation.
+        op: OpId,
+        /// The key, or why no node stored it.
+        result: Result<Key, OpError>,
+    },
+    /// A get ended.
+    GetDone {
+        /// The operation.
+        op: OpId,
+        /// The item, if any node (or this one) had it.
+        item: Option<FoundItem<'a>>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Bootstrap,
+    Lookup,
+    Announce,
+    Unannounce,
+    Put,
+    Get,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// The traversal runs.
+    Traverse,
+    /// Announce/put queries go to the token-bearing nodes of the traversal.
+    Send,
+    /// Finished, waiting for [`Node::poll_event`].
+    Done,
+}
+
+/// Per-target state of the send phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SendState {
+    Pending,
+    InFlight,
+    Acked,
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Target {
+    id: NodeId,
+    addr: PeerAddr,
+    token: [u8; crate::lookup::MAX_TOKEN_LEN],
+    token_len: u8,
+    state: SendState,
+}
+
+impl Target {
+    const EMPTY: Target = Target {
+        id: NodeId([0; ID_LEN]),
+        addr: PeerAddr::new([0; 4], 0),
+        token: [0; crate::lookup::MAX_TOKEN_LEN],
+        token_len: 0,
+        state: SendState::Failed,
+    };
+
+    fn token(&self) -> &[u8] {
+        self.token.get(..usize::from(self.token_len)).unwrap_or(&[])
+    }
+}
+
+/// The value of a put, or the item a get found.
+#[derive(Clone, Copy)]
+struct Value {
+    v: [u8; bep44::MAX_V_LEN],
+    v_len: usize,
+    mutable: bool,
+    k: [u8; bep44::PUBLIC_KEY_LEN],
+    sig: [u8; bep44::SIGNATURE_LEN],
+    seq: i64,
+    salt: [u8; bep44::MAX_SALT_LEN],
+    salt_len: usize,
+    has_salt: bool,
+    cas: Option<i64>,
+    /// For a get: who answered, and its token.
+    from: NodeId,
+    token: [u8; crate::lookup::MAX_TOKEN_LEN],
+    token_len: usize,
+    local: bool,
+    found: bool,
+}
+
+impl Value {
+    const EMPTY: Value = Value {
+        v: [0; bep44::MAX_V_LEN],
+        v_len: 0,
+        mutable: false,
+        k: [0; bep44::PUBLIC_KEY_LEN],
+        sig: [0; bep44::SIGNATURE_LEN],
+        seq: 0,
+        salt: [0; bep44::MAX_SALT_LEN],
+        salt_len: 0,
+        has_salt: false,
+        cas: None,
+        from: NodeId([0; ID_LEN]),
+        token: [0; crate::lookup::MAX_TOKEN_LEN],
+        token_len: 0,
+        local: false,
+        found: false,
+    };
+
+    fn v(&self) -> &[u8] {
+        self.v.get(..self.v_len).unwrap_or(&[])
+    }
+
+    fn salt(&self) -> Option<&[u8]> {
+        self.has_salt
+            .then(|| self.salt.get(..self.salt_len).unwrap_or(&[]))
+    }
+}
+
+struct Op<const C: usize> {
+    used: bool,
+    generation: u16,
+    kind: Kind,
+    phase: Phase,
+    lookup: Lookup<C>,
+    port: u16,
+    peers: [PeerAddr; MAX_LOOKUP_PEERS],
+    peers_len: usize,
+    targets: [Target; C],
+    targets_len: usize,
+    value: Value,
+    /// The put's key, or the get's target.
+    key: Key,
+    /// The first 3xx KRPC error a put received.
+    krpc_error: Option<i64>,
+}
+
+/// Who waits for an outstanding query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    /// Traversal query of operation `op` (slot index).
+    Traverse { op: usize, generation: u16 },
+    /// Announce/put/unannounce query to `targets[target]` of operation `op`.
+    Send {
+        op: usize,
+        generation: u16,
+        target: usize,
+    },
+    /// A ping deciding whether `stale` stays in the table or `candidate` replaces it.
+    Evict {
+        stale: NodeId,
+        candidate: NodeId,
+        candidate_addr: PeerAddr,
+    },
+    /// A liveness ping of a table node.
+    Liveness { id: NodeId },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    tid: u16,
+    to: PeerAddr,
+    expect: Option<NodeId>,
+    deadline: Instant,
+    owner: Owner,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PendingPing {
+    to: PeerAddr,
+    id: NodeId,
+    owner: Owner,
+}
+
+/// A DHT node. See the [module docs](self).
+pub struct Node<
+    R: Rng,
+    const TABLE: usize,
+    const NAMES: usize,
+    const PEERS: usize,
+    const ITEMS: usize,
+    const OPS: usize,
+    const CANDIDATES: usize,
+    const INFLIGHT: usize,
+> {
+    id: NodeId,
+    config: NodeConfig,
+    rng: R,
+    table: RoutingTable<TABLE>,
+    store: AnnounceStore<NAMES, PEERS>,
+    items: ItemStore<ITEMS>,
+    tokens: TokenIssuer,
+    bootstrap: [PeerAddr; MAX_BOOTSTRAP],
+    bootstrap_len: usize,
+    ops: [Op<CANDIDATES>; OPS],
+    /// Round-robin start of [`Node::poll_transmit`] over `ops`.
+    next_op: usize,
+    inflight: [Option<InFlight>; INFLIGHT],
+    pings: [Option<PendingPing>; MAX_PENDING_PINGS],
+    next_tid: u16,
+    next_maintenance: Instant,
+    bootstrap_op: Option<OpId>,
+}
+
+impl<
+        R: Rng,
+        const TABLE: usize,
+        const NAMES: usize,
+        const PEERS: usize,
+        const ITEMS: usize,
+        const OPS: usize,
+        const CANDIDATES: usize,
+        const INFLIGHT: usize,
+    > Node<R, TABLE, NAMES, PEERS, ITEMS, OPS, CANDIDATES, INFLIGHT>
+{
+    /// A node with a random id (from `rng`, as bittorrent-dht picks a new one on every start).
+    pub fn new(mut rng: R, config: NodeConfig, now: Instant) -> Self {
+        let id = NodeId::random(&mut rng);
+        Self::with_id(id, rng, config, now)
+    }
+
+    /// A node with the given id.
+    pub fn with_id(id: NodeId, mut rng: R, config: NodeConfig, now: Instant) -> Self {
+        let tokens = TokenIssuer::new(now, &mut rng);
+        let store = AnnounceStore::with_hash_seed(rng.next_u32());
+        Node {
+            id,
+            config,
+            rng,
+            table: RoutingTable::new(id),
+            store,
+            items: ItemStore::new(),
+            tokens,
+            bootstrap: [PeerAddr::new([0; 4], 0); MAX_BOOTSTRAP],
+            bootstrap_len: 0,
+            ops: core::array::from_fn(|_| Op {
+                used: false,
+                generation: 0,
+                kind: Kind::Lookup,
+                phase: Phase::Done,
+                lookup: Lookup::idle(id, config.lookup, now),
+                port: 0,
+                peers: [PeerAddr::new([0; 4], 0); MAX_LOOKUP_PEERS],
+                peers_len: 0,
+                targets: [Target::EMPTY; CANDIDATES],
+                targets_len: 0,
+                value: Value::EMPTY,
+                key: [0; 20],
+                krpc_error: None,
+            }),
+            next_op: 0,
+            inflight: [None; INFLIGHT],
+            pings: [None; MAX_PENDING_PINGS],
+            next_tid: 1,
+            next_maintenance: now.saturating_add(config.maintenance_interval),
+            bootstrap_op: None,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The routing table.
+    pub fn table(&self) -> &RoutingTable<TABLE> {
+        &self.table
+    }
+
+    /// The announce store (what this node answers `get_peers` with).
+    pub fn store(&self) -> &AnnounceStore<NAMES, PEERS> {
+        &self.store
+    }
+
+    /// Adds a bootstrap address (`--bn`); `false` if [`MAX_BOOTSTRAP`] are already known.
+    pub fn add_bootstrap(&mut self, addr: PeerAddr) -> bool {
+        if self.bootstrap().contains(&addr) {
+            return true;
+        }
+        match self.bootstrap.get_mut(self.bootstrap_len) {
+            Some(slot) => {
+                *slot = addr;
+                self.bootstrap_len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The bootstrap addresses.
+    pub fn bootstrap(&self) -> &[PeerAddr] {
+        self.bootstrap.get(..self.bootstrap_len).unwrap_or(&[])
+    }
+
+    /// Starts the bootstrap traversal (`find_node` for our own id, from the bootstrap
+    /// addresses and the routing table). Ends with [`Event::Bootstrapped`].
+    pub fn start_bootstrap(&mut self, now: Instant) -> Result<OpId, StartError> {
+        if let Some(op) = self.bootstrap_op {
+            return Ok(op);
+        }
+        let id = self.id;
+        let op = self.start(now, Kind::Bootstrap, id.as_bytes())?;
+        self.bootstrap_op = Some(op);
+        Ok(op)
+    }
+
+    /// Starts a lookup of `name` (a `get_peers` traversal). Ends with [`Event::LookupDone`].
+    pub fn lookup(&mut self, now: Instant, name: &[u8]) -> Result<OpId, StartError> {
+        let op = self.start(now, Kind::Lookup, name)?;
+        // The peers this node stores come first, as bittorrent-dht emits them on next tick.
+        if let Some(i) = self.slot_of(op) {
+            let mut local = [PeerAddr::new([0; 4], 0); MAX_LOOKUP_PEERS];
+            let n = self.store.sample(now, name, &mut self.rng, &mut local);
+            if let Some(o) = self.ops.get_mut(i) {
+                for p in local.iter().take(n) {
+                    o.add_peer(*p);
+                }
+            }
+        }
+        Ok(op)
+    }
+
+    /// Starts an announce of `name` on `port`: a `get_peers` traversal, then `announce_peer`
+    /// to every node that answered with a token. Ends with [`Event::AnnounceDone`].
+    pub fn announce(&mut self, now: Instant, name: &[u8], port: u16) -> Result<OpId, StartError> {
+        if port == 0 {
+            return Err(StartError::BadPort);
+        }
+        let op = self.start(now, Kind::Announce, name)?;
+        if let Some(o) = self.slot_of(op).and_then(|i| self.ops.get_mut(i)) {
+            o.port = port;
+        }
+        if let Some(host) = self.config.host {
+            // With `-b`, bittorrent-dht stores the announcer itself locally (§3.2 step 2).
+            let _ = self
+                .store
+                .announce(now, name, PeerAddr::new(host, port), self.config.peer_ttl);
+        }
+        Ok(op)
+    }
+
+    /// Starts an unannounce of `name` on `port` (the extension query): removes the entry
+    /// from this node's store and asks the nodes a traversal finds to remove the entry they
+    /// keep for this node's address. Ends with [`Event::UnannounceDone`].
+    pub fn unannounce(&mut self, now: Instant, name: &[u8], port: u16) -> Result<OpId, StartError> {
+        if port == 0 {
+            return Err(StartError::BadPort);
+        }
+        let op = self.start(now, Kind::Unannounce, name)?;
+        if let Some(o) = self.slot_of(op).and_then(|i| self.ops.get_mut(i)) {
+            o.port = port;
+        }
+        if let Some(host) = self.config.host {
+            self.store.remove(name, PeerAddr::new(host, port));
+        }
+        Ok(op)
+    }
+
+    /// Removes `addr` from this node's own store for `name` (what a local `/unannounce`
+    /// does before the network part); `true` if it was there.
+    pub fn remove_local(&mut self, name: &[u8], addr: PeerAddr) -> bool {
+        self.store.remove(name, addr)
+    }
+
+    /// Starts an immutable put of `raw_v` (a complete bencoded value, at most 1000 bytes):
+    /// stores it locally, runs a `get` traversal for its key and sends `put` to every node
+    /// that answered with a token. Ends with [`Event::PutDone`].
+    pub fn put_immutable(&mut self, now: Instant, raw_v: &[u8]) -> Result<OpId, StartError> {
+        if raw_v.is_empty() || raw_v.len() > bep44::MAX_V_LEN {
+            return Err(StartError::BadValue);
+        }
+        let key = bep44::immutable_key(raw_v);
+        // Stored locally first, as bittorrent-dht does (`dht:315`), so that it stays gettable
+        // from here even when no remote node takes it. A zero-capacity store just refuses.
+        let _ = self.items.put_immutable(raw_v);
+        let op = self.start(now, Kind::Put, &key)?;
+        if let Some(o) = self.slot_of(op).and_then(|i| self.ops.get_mut(i)) {
+            o.key = key;
+            o.value = Value::EMPTY;
+            o.value.set_v(raw_v);
+        }
+        Ok(op)
+    }
+
+    /// Starts a mutable put, already signed by the caller (see `bep44::sign_mutable`): a
+    /// `get` traversal for `sha1(k ‖ salt)` then `put` to every token-bearing node.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_mutable(
+        &mut self,
+        now: Instant,
+        k: &[u8; bep44::PUBLIC_KEY_LEN],
+        salt: Option<&[u8]>,
+        seq: i64,
+        sig: &[u8; bep44::SIGNATURE_LEN],
+        raw_v: &[u8],
+        cas: Option<i64>,
+    ) -> Result<OpId, StartError> {
+        if raw_v.is_empty()
+            || raw_v.len() > bep44::MAX_V_LEN
+            || salt.is_some_and(|s| s.len() > bep44::MAX_SALT_LEN)
+        {
+            return Err(StartError::BadValue);
+        }
+        let key = bep44::mutable_key(k, salt);
+        let op = self.start(now, Kind::Put, &key)?;
+        if let Some(o) = self.slot_of(op).and_then(|i| self.ops.get_mut(i)) {
+            o.key = key;
+            o.value = Value::EMPTY;
+            o.value.set_v(raw_v);
+            o.value.mutable = true;
+            o.value.k = *k;
+            o.value.sig = *sig;
+            o.value.seq = seq;
+            o.value.cas = cas;
+            o.value.set_salt(salt);
+        }
+        Ok(op)
+    }
+
+    /// Starts a get of `key`. With `use_local`, an item in this node's store answers at once
+    /// (Grape's default; `cache:false` turns it off). For a mutable item pass its `salt`;
+    /// mutable answers are only accepted with the `ed25519` feature (a CLI Node grape never
+    /// accepts them, §7 Q14). Ends with [`Event::GetDone`].
+    pub fn get(
+        &mut self,
+        now: Instant,
+        key: &Key,
+        salt: Option<&[u8]>,
+        use_local: bool,
+    ) -> Result<OpId, StartError> {
+        if salt.is_some_and(|s| s.len() > bep44::MAX_SALT_LEN) {
+            return Err(StartError::BadValue);
+        }
+        let op = self.start(now, Kind::Get, key)?;
+        let own = self.id;
+        let local = if use_local {
+            self.items.get(key).map(|item| {
+                let mut v = Value::EMPTY;
+                v.set_v(item.v);
+                if let Some(m) = item.mutable {
+                    v.mutable = true;
+                    v.k = *m.k;
+                    v.seq = m.seq;
+                    v.sig = *m.sig;
+                }
+                v.from = own;
+                v.local = true;
+                v.found = true;
+                v
+            })
+        } else {
+            None
+        };
+        if let Some(o) = self.slot_of(op).and_then(|i| self.ops.get_mut(i)) {
+            o.key = *key;
+            o.value = Value::EMPTY;
+            o.value.set_salt(salt);
+            if let Some(v) = local {
+                o.value = v;
+                o.value.set_salt(salt);
+                o.phase = Phase::Done;
+            }
+        }
+        Ok(op)
+    }
+
+    fn start(&mut self, now: Instant, kind: Kind, target: &[u8]) -> Result<OpId, StartError> {
+        if target.is_empty() || target.len() > MAX_TARGET_LEN {
+            return Err(StartError::BadTarget);
+        }
+        let Some(i) = self.ops.iter().position(|o| !o.used) else {
+            return Err(StartError::Busy);
+        };
+        let mut closest = [Entry::EMPTY; K];
+        let n = self.table.closest(target, &mut closest);
+        let seeds = closest.iter().take(n).map(|e| (Some(e.id), e.addr)).chain(
+            self.bootstrap
+                .iter()
+                .take(self.bootstrap_len)
+                .map(|a| (None, *a)),
+        );
+        let op = self.ops.get_mut(i).ok_or(StartError::Busy)?;
+        op.lookup
+            .restart(target, seeds, now)
+            .map_err(|_| StartError::BadTarget)?;
+        op.used = true;
+        op.generation = op.generation.wrapping_add(1);
+        op.kind = kind;
+        op.phase = Phase::Traverse;
+        op.port = 0;
+        op.peers_len = 0;
+        op.targets_len = 0;
+        op.krpc_error = None;
+        Ok(op_id(i, op.generation))
+    }
+
+    fn slot_of(&self, op: OpId) -> Option<usize> {
+        let i = (op.0 & 0xffff) as usize;
+        let generation = (op.0 >> 16) as u16;
+        self.ops
+            .get(i)
+            .filter(|o| o.used && o.generation == generation)
+            .map(|_| i)
+    }
+
+    /// Handles one received datagram from `from`. Returns the length of the answer written
+    /// into `reply` (to be sent back to `from`), if the datagram was a query that gets one.
+    /// Anything malformed is dropped.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: PeerAddr,
+        datagram: &[u8],
+        reply: &mut [u8],
+    ) -> Option<usize> {
+        let message = krpc::parse(datagram).ok()?;
+        match message {
+            Message::Query { t, id, query } => self.answer(now, from, t, id, query, reply),
+            Message::Response { t, r } => {
+                self.on_answer(now, from, t, Ok(r));
+                None
+            }
+            Message::Error { t, code, .. } => {
+                self.on_answer(now, from, t, Err(code));
+                None
+            }
+        }
+    }
+
+    /// Learns a node that sent us something with a valid id.
+    fn learn(&mut self, now: Instant, id: NodeId, addr: PeerAddr) {
+        if id == self.id || addr.port == 0 {
+            return;
+        }
+        if let InsertOutcome::PingToEvict { stale, candidate } = self.table.insert(now, id, addr) {
+            // Ping the stale node; if it does not answer, the newcomer takes its place.
+            let owner = Owner::Evict {
+                stale: stale.0,
+                candidate: candidate.0,
+                candidate_addr: candidate.1,
+            };
+            self.queue_ping(stale.1, stale.0, owner);
+        }
+    }
+
+    fn queue_ping(&mut self, to: PeerAddr, id: NodeId, owner: Owner) {
+        let already = self.pings.iter().flatten().any(|p| p.id == id)
+            || self.inflight.iter().flatten().any(|f| {
+                f.expect == Some(id)
+                    && !matches!(f.owner, Owner::Traverse { .. } | Owner::Send { .. })
+            });
+        if already {
+            return;
+        }
+        if let Some(slot) = self.pings.iter_mut().find(|p| p.is_none()) {
+            *slot = Some(PendingPing { to, id, owner });
+        }
+    }
+
+    fn answer(
+        &mut self,
+        now: Instant,
+        from: PeerAddr,
+        t: &[u8],
+        id: Option<NodeId>,
+        query: Query<'_>,
+        reply: &mut [u8],
+    ) -> Option<usize> {
+        if let Some(id) = id {
+            // Learned before the answer is built, so that it can appear in its own `nodes`
+            // as with bittorrent-dht.
+            self.learn(now, id, from);
+        }
+        let own = self.id;
+        let written = match query {
+            Query::Ping => krpc::encode_response_id(reply, t, &own),
+            Query::FindNode { target } => match target {
+                None => krpc::encode_known_error(reply, t, &krpc::FIND_NODE_MISSING_TARGET),
+                Some(target) => {
+                    let mut closest = [Entry::EMPTY; K];
+                    let n = self.table.closest(target, &mut closest);
+                    krpc::encode_response_nodes(reply, t, &own, nodes_of(&closest, n))
+                }
+            },
+            Query::GetPeers { info_hash } => {
+                let Some(name) = info_hash else {
+                    return krpc::encode_known_error(reply, t, &krpc::GET_PEERS_MISSING_INFO_HASH)
+                        .ok();
+                };
+                let token = self.tokens.token(from.ip);
+                let mut values = [PeerAddr::new([0; 4], 0); MAX_VALUES_IN_ANSWER];
+                let n = self.store.sample(now, name, &mut self.rng, &mut values);
+                if n > 0 {
+                    krpc::encode_response_values(
+                        reply,
+                        t,
+                        &own,
+                        &token,
+                        values.iter().take(n).copied(),
+                    )
+                } else {
+                    let mut closest = [Entry::EMPTY; K];
+                    let n = self.table.closest(name, &mut closest);
+                    krpc::encode_response_nodes_token(reply, t, &own, nodes_of(&closest, n), &token)
+                }
+            }
+            Query::AnnouncePeer(a) | Query::Unannounce(a) => {
+                let unannounce = matches!(query, Query::Unannounce(_));
+                // bittorrent-dht checks the port first, then the presence of info_hash and
+                // token, and drops the query silently for each (`dht:552-558`).
+                let port = a.effective_port(from.port)?;
+                let name = a.info_hash?;
+                let token = a.token?;
+                if !self.tokens.verify(from.ip, token) {
+                    return krpc::encode_known_error(reply, t, &krpc::ANNOUNCE_PEER_BAD_TOKEN).ok();
+                }
+                let peer = PeerAddr::new(from.ip, port);
+                if unannounce {
+                    self.store.remove(name, peer);
+                } else if self
+                    .store
+                    .announce(now, name, peer, self.config.peer_ttl)
+                    .is_err()
+                {
+                    // An empty or over-long name: nothing stored, no answer (Node would
+                    // store it, but no client can look such a name up through us).
+                    return None;
+                }
+                krpc::encode_response_id(reply, t, &own)
+            }
+            Query::Get { target } => {
+                let target = target?;
+                let token = self.tokens.token(from.ip);
+                let key: Option<Key> = target.try_into().ok();
+                let item = key.and_then(|key| self.items.get(&key));
+                match item {
+                    Some(item) => {
+                        let signed = item.mutable.map(|m| Signed {
+                            k: m.k,
+                            sig: m.sig,
+                            seq: Some(m.seq),
+                        });
+                        krpc::encode_response_item(reply, t, &own, &token, item.v, signed.as_ref())
+                    }
+                    None => {
+                        let mut closest = [Entry::EMPTY; K];
+                        let n = self.table.closest(target, &mut closest);
+                        krpc::encode_response_nodes_token(
+                            reply,
+                            t,
+                            &own,
+                            nodes_of(&closest, n),
+                            &token,
+                        )
+                    }
+                }
+            }
+            Query::Put(p) => {
+                // Silently ignored without a truthy v, an id or a token (`dht:592-600`).
+                let v = p.v.filter(|v| v.value.is_truthy())?;
+                id?;
+                let token = p.token?;
+                if !self.tokens.verify(from.ip, token) {
+                    return krpc::encode_known_error(reply, t, &krpc::PUT_BAD_TOKEN).ok();
+                }
+                let result = if p.is_mutable() {
+                    match (
+                        p.k.and_then(|k| <&[u8; bep44::PUBLIC_KEY_LEN]>::try_from(k).ok()),
+                        p.sig
+                            .and_then(|s| <&[u8; bep44::SIGNATURE_LEN]>::try_from(s).ok()),
+                    ) {
+                        (Some(k), Some(sig)) => {
+                            if v.raw.len() > bep44::MAX_V_LEN {
+                                Err(PutError::PayloadTooLarge)
+                            } else {
+                                self.items.put_mutable(
+                                    k,
+                                    p.salt,
+                                    p.seq.unwrap_or(0),
+                                    sig,
+                                    v.raw,
+                                    p.cas,
+                                )
+                            }
+                        }
+                        // A key or signature of the wrong length cannot verify.
+                        _ => Err(PutError::BadSignature),
+                    }
+                } else {
+                    self.items.put_immutable(v.raw)
+                };
+                match result {
+                    Ok(_) => krpc::encode_response_id(reply, t, &own),
+                    Err(e) => {
+                        let (code, msg) = e.krpc_error()?;
+                        krpc::encode_error(reply, t, code, msg.as_bytes())
+                    }
+                }
+            }
+            Query::Unknown(_) => return None,
+        };
+        written.ok()
+    }
+
+    /// An answer (`Ok(r)`) or a KRPC error (`Err(code)`) to one of our queries.
+    fn on_answer(
+        &mut self,
+        now: Instant,
+        from: PeerAddr,
+        t: &[u8],
+        answer: Result<Response<'_>, i64>,
+    ) {
+        let Some(tid) = krpc::tid_of(t) else { return };
+        // The answer must come from the IP we asked (k-rpc-socket does not check the port).
+        let Some(slot) = self
+            .inflight
+            .iter_mut()
+            .find(|f| f.is_some_and(|f| f.tid == tid && f.to.ip == from.ip))
+        else {
+            return;
+        };
+        let Some(f) = slot.take() else { return };
+        match answer {
+            Ok(r) => {
+                let Some(rid) = r.id else {
+                    self.fail(now, f);
+                    return;
+                };
+                if f.expect.is_some_and(|e| e != rid) {
+                    // EUNEXPECTEDNODE: the address now answers with another id.
+                    if let Some(e) = f.expect {
+                        self.table.remove(&e);
+                    }
+                    self.fail(now, f);
+                    return;
+                }
+                self.learn(now, rid, from);
+                self.table.seen(now, &rid);
+                self.on_response(now, f, rid, r);
+            }
+            Err(code) => {
+                if let Owner::Send { op, generation, .. } = f.owner {
+                    if (300..400).contains(&code) {
+                        if let Some(o) = self.op_mut(op, generation) {
+                            o.krpc_error.get_or_insert(code);
+                        }
+                    }
+                }
+                self.fail(now, f);
+            }
+        }
+    }
+
+    fn op_mut(&mut self, i: usize, generation: u16) -> Option<&mut Op<CANDIDATES>> {
+        self.ops
+            .get_mut(i)
+            .filter(|o| o.used && o.generation == generation)
+    }
+
+    fn on_response(&mut self, now: Instant, f: InFlight, rid: NodeId, r: Response<'_>) {
+        match f.owner {
+            Owner::Traverse { op, generation } => {
+                let Some(o) = self.op_mut(op, generation) else {
+                    return;
+                };
+                let nodes = r.nodes.into_iter().flat_map(|n| n.iter());
+                let outcome = o.lookup.on_response(now, f.to, rid, nodes, r.token);
+                if outcome != ResponseOutcome::Accepted {
+                    return;
+                }
+                match o.kind {
+                    Kind::Lookup | Kind::Announce | Kind::Unannounce => {
+                        if let Some(values) = r.values {
+                            for p in values.iter() {
+                                o.add_peer(p);
+                            }
+                        }
+                    }
+                    Kind::Get => {
+                        if let (Some(v), Some(token)) = (r.v, r.token) {
+                            o.offer_item(rid, token, v, &r);
+                        }
+                    }
+                    Kind::Bootstrap | Kind::Put => {}
+                }
+            }
+            Owner::Send {
+                op,
+                generation,
+                target,
+            } => {
+                if let Some(t) = self
+                    .op_mut(op, generation)
+                    .and_then(|o| o.targets.get_mut(target))
+                {
+                    t.state = SendState::Acked;
+                }
+            }
+            Owner::Evict { .. } | Owner::Liveness { .. } => {
+                // `seen` above already refreshed the stale node; the candidate is dropped.
+            }
+        }
+    }
+
+    /// A query failed: KRPC error, unusable answer or timeout.
+    fn fail(&mut self, now: Instant, f: InFlight) {
+        match f.owner {
+            Owner::Traverse { op, generation } => {
+                if let Some(o) = self.op_mut(op, generation) {
+                    o.lookup.on_failure(now, f.to);
+                }
+                if let Some(id) = f.expect {
+                    // k-rpc drops a node whose traversal query fails (`krpc:264-268`).
+                    self.table.remove(&id);
+                }
+            }
+            Owner::Send {
+                op,
+                generation,
+                target,
+            } => {
+                if let Some(t) = self
+                    .op_mut(op, generation)
+                    .and_then(|o| o.targets.get_mut(target))
+                {
+                    t.state = SendState::Failed;
+                }
+            }
+            Owner::Evict {
+                stale,
+                candidate,
+                candidate_addr,
+            } => {
+                self.table
+                    .evict_and_insert(now, &stale, candidate, candidate_addr);
+            }
+            Owner::Liveness { id } => {
+                self.table.remove(&id);
+            }
+        }
+    }
+
+    /// The next query to send, written into `buf` (use [`REPLY_BUF_LEN`] bytes). Call it
+    /// until it returns `None` after every input and timeout.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        // Pings first: they keep the table honest and are few.
+        while let Some(i) = self.free_inflight() {
+            let Some(p) = self.pings.iter_mut().find_map(Option::take) else {
+                break;
+            };
+            let tid = self.take_tid();
+            if let Ok(len) = krpc::encode_ping(buf, &krpc::tid(tid), &self.id) {
+                self.set_inflight(i, now, tid, p.to, Some(p.id), p.owner);
+                return Some(Transmit { to: p.to, len });
+            }
+        }
+        for step in 0..OPS {
+            let i = (self.next_op + step) % OPS.max(1);
+            if let Some(t) = self.transmit_for(i, now, buf) {
+                self.next_op = i;
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    fn transmit_for(&mut self, i: usize, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        loop {
+            let o = self.ops.get(i)?;
+            if !o.used {
+                return None;
+            }
+            match o.phase {
+                Phase::Done => return None,
+                Phase::Traverse => {
+                    let slot = self.free_inflight()?;
+                    let own = self.id;
+                    let o = self.ops.get_mut(i)?;
+                    match o.lookup.poll(now) {
+                        LookupAction::Wait(_) => return None,
+                        LookupAction::Finished => o.finish_traversal(),
+                        LookupAction::Query { to, id } => {
+                            let generation = o.generation;
+                            let tid = self.take_tid();
+                            let t = krpc::tid(tid);
+                            let o = self.ops.get(i)?;
+                            let target = o.lookup.target();
+                            let written = match o.kind {
+                                Kind::Bootstrap => krpc::encode_find_node(buf, &t, &own, target),
+                                Kind::Lookup | Kind::Announce | Kind::Unannounce => {
+                                    krpc::encode_get_peers(buf, &t, &own, target)
+                                }
+                                Kind::Put | Kind::Get => krpc::encode_get(buf, &t, &own, target),
+                            };
+                            match written {
+                                Ok(len) => {
+                                    let owner = Owner::Traverse { op: i, generation };
+                                    self.set_inflight(slot, now, tid, to, id, owner);
+                                    return Some(Transmit { to, len });
+                                }
+                                Err(_) => {
+                                    // Cannot happen with a REPLY_BUF_LEN buffer; fail the
+                                    // node rather than wait for it.
+                                    let o = self.ops.get_mut(i)?;
+                                    o.lookup.on_failure(now, to);
+                                }
+                            }
+                        }
+                    }
+                }
+                Phase::Send => {
+                    let Some(ti) = o
+                        .targets
+                        .iter()
+                        .take(o.targets_len)
+                        .position(|t| t.state == SendState::Pending)
+                    else {
+                        if o.targets
+                            .iter()
+                            .take(o.targets_len)
+                            .all(|t| t.state != SendState::InFlight)
+                        {
+                            if let Some(o) = self.ops.get_mut(i) {
+                                o.phase = Phase::Done;
+                            }
+                        }
+                        return None;
+                    };
+                    let slot = self.free_inflight()?;
+                    let tid = self.take_tid();
+                    let t = krpc::tid(tid);
+                    let own = self.id;
+                    let o = self.ops.get(i)?;
+                    let target = o.targets.get(ti)?;
+                    let name = o.lookup.target();
+                    let written = match o.kind {
+                        Kind::Announce => krpc::encode_announce_peer(
+                            buf,
+                            &t,
+                            &own,
+                            name,
+                            o.port,
+                            false,
+                            target.token(),
+                        ),
+                        Kind::Unannounce => krpc::encode_unannounce(
+                            buf,
+                            &t,
+                            &own,
+                            name,
+                            o.port,
+                            false,
+                            target.token(),
+                        ),
+                        Kind::Put if o.value.mutable => krpc::encode_put_mutable(
+                            buf,
+                            &t,
+                            &own,
+                            target.token(),
+                            &MutablePut {
+                                v: o.value.v(),
+                                k: &o.value.k,
+                                seq: o.value.seq,
+                                sig: &o.value.sig,
+                                salt: o.value.salt(),
+                                cas: o.value.cas,
+                            },
+                        ),
+                        Kind::Put => {
+                            krpc::encode_put_immutable(buf, &t, &own, target.token(), o.value.v())
+                        }
+                        Kind::Bootstrap | Kind::Lookup | Kind::Get => {
+                            Err(crate::bencode::BufferFull)
+                        }
+                    };
+                    let (to, id, generation) = (target.addr, target.id, o.generation);
+                    let o = self.ops.get_mut(i)?;
+                    let target = o.targets.get_mut(ti)?;
+                    match written {
+                        Ok(len) => {
+                            target.state = SendState::InFlight;
+                            let owner = Owner::Send {
+                                op: i,
+                                generation,
+                                target: ti,
+                            };
+                            self.set_inflight(slot, now, tid, to, Some(id), owner);
+                            return Some(Transmit { to, len });
+                        }
+                        Err(_) => target.state = SendState::Failed,
+                    }
+                }
+            }
+        }
+    }
+
+    fn free_inflight(&self) -> Option<usize> {
+        self.inflight.iter().position(Option::is_none)
+    }
+
+    fn take_tid(&mut self) -> u16 {
+        // 2-byte big-endian counter from 1, wrapping 65535 → 1, like k-rpc-socket.
+        let tid = self.next_tid;
+        self.next_tid = if tid == u16::MAX { 1 } else { tid + 1 };
+        tid
+    }
+
+    fn set_inflight(
+        &mut self,
+        slot: usize,
+        now: Instant,
+        tid: u16,
+        to: PeerAddr,
+        expect: Option<NodeId>,
+        owner: Owner,
+    ) {
+        if let Some(s) = self.inflight.get_mut(slot) {
+            *s = Some(InFlight {
+                tid,
+                to,
+                expect,
+                deadline: now.saturating_add(self.config.lookup.query_timeout),
+                owner,
+            });
+        }
+    }
+
+    /// The next finished operation. Its slot is free again once the event is dropped.
+    pub fn poll_event(&mut self) -> Option<Event<'_>> {
+        let i = self
+            .ops
+            .iter()
+            .position(|o| o.used && o.phase == Phase::Done)?;
+        let nodes = self.table.len();
+        let o = self.ops.get_mut(i)?;
+        o.used = false;
+        let op = op_id(i, o.generation);
+        if self.bootstrap_op == Some(op) {
+            self.bootstrap_op = None;
+        }
+        let o = self.ops.get(i)?;
+        Some(match o.kind {
+            Kind::Bootstrap => Event::Bootstrapped { op, nodes },
+            Kind::Lookup => Event::LookupDone {
+                op,
+                peers: o.peers.get(..o.peers_len).unwrap_or(&[]),
+            },
+            Kind::Announce => Event::AnnounceDone {
+                op,
+                result: o.send_result().map(|(acks, _)| acks),
+            },
+            Kind::Unannounce => Event::UnannounceDone {
+                op,
+                result: o.send_result().map(|(acks, _)| acks),
+            },
+            Kind::Put => Event::PutDone {
+                op,
+                result: o.send_result().map(|_| o.key),
+            },
+            Kind::Get => Event::GetDone {
+                op,
+                item: o.value.found.then(|| FoundItem {
+                    id: o.value.from,
+                    token: (!o.value.local)
+                        .then(|| o.value.token.get(..o.value.token_len).unwrap_or(&[])),
+                    v: o.value.v(),
+                    signed: o.value.mutable.then_some(SignedItem {
+                        k: &o.value.k,
+                        seq: o.value.seq,
+                        sig: &o.value.sig,
+                    }),
+                    local: o.value.local,
+                }),
+            },
+        })
+    }
+
+    /// When [`Node::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = Some(self.next_maintenance);
+        t = earliest(t, Some(self.tokens.next_rotation()));
+        t = earliest(t, self.store.next_expiry());
+        for f in self.inflight.iter().flatten() {
+            t = earliest(t, Some(f.deadline));
+        }
+        for o in self
+            .ops
+            .iter()
+            .filter(|o| o.used && o.phase == Phase::Traverse)
+        {
+            t = earliest(t, o.lookup.poll_timeout());
+        }
+        t
+    }
+
+    /// Advances timers: query timeouts, peer expiry, token rotation, the routing-table
+    /// liveness sweep (and a new bootstrap when the table became empty).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for i in 0..INFLIGHT {
+            let expired = self
+                .inflight
+                .get(i)
+                .and_then(|f| f.as_ref())
+                .is_some_and(|f| f.deadline <= now);
+            if expired {
+                if let Some(f) = self.inflight.get_mut(i).and_then(Option::take) {
+                    self.fail(now, f);
+                }
+            }
+        }
+        self.store.expire(now);
+        self.tokens.rotate_if_due(now, &mut self.rng);
+        if now >= self.next_maintenance {
+            self.next_maintenance = now.saturating_add(self.config.maintenance_interval);
+            let mut stale = [Entry::EMPTY; MAX_PENDING_PINGS];
+            let mut n = 0;
+            for e in self.table.stale_before(now, self.config.node_liveness) {
+                if let Some(s) = stale.get_mut(n) {
+                    *s = *e;
+                    n += 1;
+                }
+            }
+            for e in stale.iter().take(n) {
+                self.queue_ping(e.addr, e.id, Owner::Liveness { id: e.id });
+            }
+            if self.table.is_empty() && self.bootstrap_len > 0 {
+                let _ = self.start_bootstrap(now);
+            }
+        }
+    }
+}
+
+fn op_id(i: usize, generation: u16) -> OpId {
+    OpId(((generation as u32) << 16) | (i as u32 & 0xffff))
+}
+
+fn nodes_of(entries: &[Entry], n: usize) -> impl Iterator<Item = (NodeId, PeerAddr)> + '_ {
+    entries.iter().take(n).map(|e| (e.id, e.addr))
+}
+
+impl Value {
+    fn set_v(&mut self, v: &[u8]) {
+        let n = v.len().min(self.v.len());
+        if let (Some(dst), Some(src)) = (self.v.get_mut(..n), v.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.v_len = n;
+    }
+
+    fn set_salt(&mut self, salt: Option<&[u8]>) {
+        self.has_salt = salt.is_some();
+        let s = salt.unwrap_or(&[]);
+        let n = s.len().min(self.salt.len());
+        if let (Some(dst), Some(src)) = (self.salt.get_mut(..n), s.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.salt_len = n;
+    }
+}
+
+impl<const C: usize> Op<C> {
+    fn add_peer(&mut self, p: PeerAddr) {
+        if p.port == 0 || self.peers.iter().take(self.peers_len).any(|q| *q == p) {
+            return;
+        }
+        if let Some(slot) = self.peers.get_mut(self.peers_len) {
+            *slot = p;
+            self.peers_len += 1;
+        }
+    }
+
+    /// The traversal ended: lookups and gets are done, announces and puts send.
+    fn finish_traversal(&mut self) {
+        match self.kind {
+            Kind::Bootstrap | Kind::Lookup | Kind::Get => self.phase = Phase::Done,
+            Kind::Announce | Kind::Unannounce | Kind::Put => {
+                // Every token-bearing responder, as bittorrent-dht's queryAll (§7 Q9).
+                let mut n = 0;
+                for r in self.lookup.responded() {
+                    let Some(token) = r.token else { continue };
+                    let Some(slot) = self.targets.get_mut(n) else {
+                        break;
+                    };
+                    let len = token.len().min(slot.token.len());
+                    if let (Some(dst), Some(src)) = (slot.token.get_mut(..len), token.get(..len)) {
+                        dst.copy_from_slice(src);
+                    }
+                    slot.token_len = len as u8;
+                    slot.id = r.id;
+                    slot.addr = r.addr;
+                    slot.state = SendState::Pending;
+                    n += 1;
+                }
+                self.targets_len = n;
+                self.phase = if n == 0 { Phase::Done } else { Phase::Send };
+            }
+        }
+    }
+
+    /// `Ok((acks, sent))`, or the error Node reports.
+    fn send_result(&self) -> Result<(usize, usize), OpError> {
+        let sent = self.targets_len;
+        if sent == 0 {
+            return Err(OpError::NoNodes);
+        }
+        let acks = self
+            .targets
+            .iter()
+            .take(sent)
+            .filter(|t| t.state == SendState::Acked)
+            .count();
+        match (acks, self.krpc_error) {
+            (0, Some(code)) => Err(OpError::Krpc(code)),
+            (0, None) => Err(OpError::AllFailed),
+            _ => Ok((acks, sent)),
+        }
+    }
+
+    /// A `get` answer carried a value: keep it if it is the item we look for.
+    fn offer_item(&mut self, from: NodeId, token: &[u8], v: Encoded<'_>, r: &Response<'_>) {
+        if self.value.found && !self.value.mutable {
+            return;
+        }
+        let mutable = r.k.is_some() || r.sig.is_some();
+        if !mutable {
+            if bep44::immutable_key(v.raw) != self.key || v.raw.len() > bep44::MAX_V_LEN {
+                return;
+            }
+            self.value.set_v(v.raw);
+            self.value.mutable = false;
+        } else {
+            #[cfg(not(feature = "ed25519"))]
+            {
+                // Without a verifier mutable answers are ignored, as by a CLI Node grape.
+                let _ = (r, from, token);
+                return;
+            }
+            #[cfg(feature = "ed25519")]
+            {
+                let (Some(k), Some(sig)) = (
+                    r.k.and_then(|k| <&[u8; bep44::PUBLIC_KEY_LEN]>::try_from(k).ok()),
+                    r.sig
+                        .and_then(|s| <&[u8; bep44::SIGNATURE_LEN]>::try_from(s).ok()),
+                ) else {
+                    return;
+                };
+                let seq = r.seq.unwrap_or(0);
+                let salt = self.value.salt();
+                if bep44::mutable_key(k, salt) != self.key
+                    || v.raw.len() > bep44::MAX_V_LEN
+                    || !bep44::verify_mutable(k, salt, seq, v.raw, sig)
+                {
+                    return;
+                }
+                // The highest seq wins; the traversal runs to its end.
+                if self.value.found && seq <= self.value.seq {
+                    return;
+                }
+                self.value.set_v(v.raw);
+                self.value.mutable = true;
+                self.value.k = *k;
+                self.value.sig = *sig;
+                self.value.seq = seq;
+            }
+        }
+        self.value.from = from;
+        let n = token.len().min(self.value.token.len());
+        if let (Some(dst), Some(src)) = (self.value.token.get_mut(..n), token.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.value.token_len = n;
+        self.value.local = false;
+        self.value.found = true;
+        if !self.value.mutable {
+            // The first valid immutable answer ends the get (`dht:371-380`).
+            self.phase = Phase::Done;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+    use std::boxed::Box;
+    use std::collections::BTreeMap;
+    use std::format;
+    use std::vec;
+    use std::vec::Vec;
+
+    type TestNode = Node<SplitMix64, 128, 64, 256, 16, 8, 64, 128>;
+
+    const LATENCY: u64 = 1;
+
+    fn addr(i: usize) -> PeerAddr {
+        PeerAddr::new([10, 0, (i / 250) as u8, (i % 250 + 1) as u8], 20_000)
+    }
+
+    /// A network of nodes in one thread with a fake clock: every datagram takes `LATENCY` ms;
+    /// datagrams to a dead node are lost.
+    struct Net {
+        nodes: Vec<Box<TestNode>>,
+        dead: Vec<bool>,
+        now: Instant,
+        /// (delivery time, sequence) -> (from, to, bytes)
+        wire: BTreeMap<(u64, u64), (PeerAddr, PeerAddr, Vec<u8>)>,
+        seq: u64,
+        events: Vec<(usize, OwnedEvent)>,
+        sent: usize,
+    }
+
+    #[derive(Clone, Debug, PartialEq)]
+    enum OwnedEvent {
+        Bootstrapped,
+        Lookup(OpId, Vec<PeerAddr>),
+        Announce(OpId, Result<usize, OpError>),
+        Unannounce(OpId, Result<usize, OpError>),
+        Put(OpId, Result<Key, OpError>),
+        Get(OpId, Option<(Vec<u8>, bool, Option<i64>)>),
+    }
+
+    impl Net {
+        /// `n` nodes; node i bootstraps from node (i + 1) % n and node 0.
+        fn new(n: usize, seed: u64) -> Net {
+            let mut nodes = Vec::new();
+            for i in 0..n {
+                let rng = SplitMix64::new(seed.wrapping_mul(1000).wrapping_add(i as u64));
+                let mut node = Box::new(TestNode::new(rng, NodeConfig::DEFAULT, Instant::ZERO));
+                if n > 1 {
+                    node.add_bootstrap(addr((i + 1) % n));
+                    if i != 0 {
+                        node.add_bootstrap(addr(0));
+                    }
+                }
+                nodes.push(node);
+            }
+            Net {
+                nodes,
+                dead: vec![false; n],
+                now: Instant::ZERO,
+                wire: BTreeMap::new(),
+                seq: 0,
+                events: Vec::new(),
+                sent: 0,
+            }
+        }
+
+        fn index(&self, a: PeerAddr) -> Option<usize> {
+            (0..self.nodes.len()).find(|&i| addr(i) == a)
+        }
+
+        fn send(&mut self, from: PeerAddr, to: PeerAddr, bytes: &[u8]) {
+            self.seq += 1;
+            self.sent += 1;
+            self.wire.insert(
+                (self.now.as_millis() + LATENCY, self.seq),
+                (from, to, bytes.to_vec()),
+            );
+        }
+
+        fn drain(&mut self) {
+            let mut buf = [0u8; REPLY_BUF_LEN];
+            for i in 0..self.nodes.len() {
+                if self.dead[i] {
+                    continue;
+                }
+                while let Some(t) = self.nodes[i].poll_transmit(self.now, &mut buf) {
+                    let bytes = buf[..t.len].to_vec();
+                    self.send(addr(i), t.to, &bytes);
+                }
+                while let Some(e) = self.nodes[i].poll_event() {
+                    let e = match e {
+                        Event::Bootstrapped { .. } => OwnedEvent::Bootstrapped,
+                        Event::LookupDone { op, peers } => OwnedEvent::Lookup(op, peers.to_vec()),
+                        Event::AnnounceDone { op, result } => OwnedEvent::Announce(op, result),
+                        Event::UnannounceDone { op, result } => OwnedEvent::Unannounce(op, result),
+                        Event::PutDone { op, result } => OwnedEvent::Put(op, result),
+                        Event::GetDone { op, item } => OwnedEvent::Get(
+                            op,
+                            item.map(|i| (i.v.to_vec(), i.local, i.signed.map(|s| s.seq))),
+                        ),
+                    };
+                    self.events.push((i, e));
+                }
+            }
+        }
+
+        /// Runs until `until` (ms) of fake time or until nothing is left to do.
+        fn run_for(&mut self, ms: u64) {
+            let end = self.now.as_millis() + ms;
+            let mut reply = [0u8; REPLY_BUF_LEN];
+            for _ in 0..1_000_000 {
+                self.drain();
+                let next_wire = self.wire.keys().next().map(|k| k.0);
+                let next_timer = (0..self.nodes.len())
+                    .filter(|&i| !self.dead[i])
+                    .filter_map(|i| self.nodes[i].poll_timeout())
+                    .map(|t| t.as_millis())
+                    .min();
+                let next = match (next_wire, next_timer) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (a, b) => a.or(b).unwrap_or(end),
+                };
+                if next > end {
+                    self.now = Instant::from_millis(end);
+                    return;
+                }
+                self.now = Instant::from_millis(next.max(self.now.as_millis()));
+                if next_wire == Some(next) {
+                    let (k, (from, to, bytes)) = self.wire.pop_first().unwrap();
+                    assert_eq!(k.0, next);
+                    if let Some(j) = self.index(to) {
+                        if !self.dead[j] {
+                            if let Some(n) =
+                                self.nodes[j].handle_datagram(self.now, from, &bytes, &mut reply)
+                            {
+                                let r = reply[..n].to_vec();
+                                self.send(to, from, &r);
+                            }
+                        }
+                    }
+                } else {
+                    for i in 0..self.nodes.len() {
+                        if !self.dead[i]
+                            && self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now)
+                        {
+                            self.nodes[i].handle_timeout(self.now);
+                        }
+                    }
+                }
+            }
+            panic!("simulation did not settle");
+        }
+
+        fn bootstrap_all(&mut self) {
+            for i in 0..self.nodes.len() {
+                self.nodes[i].start_bootstrap(self.now).unwrap();
+                self.run_for(50);
+            }
+            // A second round lets early nodes learn the later ones.
+            for i in 0..self.nodes.len() {
+                self.nodes[i].start_bootstrap(self.now).unwrap();
+            }
+            self.run_for(3_000);
+            self.events.clear();
+        }
+
+        /// Runs until `op` of node `i` finishes; returns the event and the fake time it took.
+        fn wait(&mut self, i: usize, op: OpId) -> (OwnedEvent, u64) {
+            let start = self.now.as_millis();
+            for _ in 0..10_000 {
+                if let Some(pos) = self.events.iter().position(|(n, e)| {
+                    *n == i
+                        && match e {
+                            OwnedEvent::Lookup(o, _)
+                            | OwnedEvent::Announce(o, _)
+                            | OwnedEvent::Unannounce(o, _)
+                            | OwnedEvent::Put(o, _)
+                            | OwnedEvent::Get(o, _) => *o == op,
+                            OwnedEvent::Bootstrapped => false,
+                        }
+                }) {
+                    let (_, e) = self.events.remove(pos);
+                    return (e, self.now.as_millis() - start);
+                }
+                self.run_for(1);
+            }
+            panic!("operation {op:?} of node {i} never finished");
+        }
+
+        fn lookup(&mut self, i: usize, name: &[u8]) -> (Vec<PeerAddr>, u64) {
+            let op = self.nodes[i].lookup(self.now, name).unwrap();
+            match self.wait(i, op) {
+                (OwnedEvent::Lookup(_, peers), t) => (peers, t),
+                (e, _) => panic!("unexpected {e:?}"),
+            }
+        }
+
+        fn announce(&mut self, i: usize, name: &[u8], port: u16) -> Result<usize, OpError> {
+            let op = self.nodes[i].announce(self.now, name, port).unwrap();
+            match self.wait(i, op) {
+                (OwnedEvent::Announce(_, r), _) => r,
+                (e, _) => panic!("unexpected {e:?}"),
+            }
+        }
+    }
+
+    fn answer(node: &mut TestNode, from: PeerAddr, q: &[u8]) -> Option<Vec<u8>> {
+        let mut reply = [0u8; REPLY_BUF_LEN];
+        node.handle_datagram(Instant::ZERO, from, q, &mut reply)
+            .map(|n| reply[..n].to_vec())
+    }
+
+    fn lone_node() -> Box<TestNode> {
+        let id = NodeId([0x16; 20]);
+        Box::new(TestNode::with_id(
+            id,
+            SplitMix64::new(7),
+            NodeConfig::DEFAULT,
+            Instant::ZERO,
+        ))
+    }
+
+    #[test]
+    fn answers_ping_with_its_id_and_echoes_the_tid() {
+        let mut n = lone_node();
+        let q = hex::decode("64313a6164323a696432303a0102030405060708090a0b0c0d0e0f101112131465313a71343a70696e67313a74323a6161313a79313a7165").unwrap();
+        let r = answer(&mut n, addr(1), &q).unwrap();
+        let mut expected = b"d1:rd2:id20:".to_vec();
+        expected.extend_from_slice(&[0x16; 20]);
+        expected.extend_from_slice(b"e1:t2:aa1:y1:re");
+        assert_eq!(r, expected);
+        // The querier was learned.
+        assert_eq!(n.table().len(), 1);
+    }
+
+    #[test]
+    fn missing_arguments_get_node_error_messages() {
+        let mut n = lone_node();
+        let id = [1u8; 20];
+        let q = |method: &str| {
+            let mut q = b"d1:ad2:id20:".to_vec();
+            q.extend_from_slice(&id);
+            q.extend_from_slice(
+                format!("e1:q{}:{}1:t2:xy1:y1:qe", method.len(), method).as_bytes(),
+            );
+            q
+        };
+        assert_eq!(
+            answer(&mut n, addr(1), &q("find_node")).unwrap(),
+            b"d1:eli203e45:`find_node` missing required `a.target` fielde1:t2:xy1:y1:ee"
+        );
+        assert_eq!(
+            answer(&mut n, addr(1), &q("get_peers")).unwrap(),
+            b"d1:eli203e48:`get_peers` missing required `a.info_hash` fielde1:t2:xy1:y1:ee"
+        );
+        // get without target, announce_peer without port, unknown methods: no answer.
+        assert_eq!(answer(&mut n, addr(1), &q("get")), None);
+        assert_eq!(answer(&mut n, addr(1), &q("announce_peer")), None);
+        assert_eq!(answer(&mut n, addr(1), &q("vote")), None);
+    }
+
+    #[test]
+    fn the_five_node_crash_vectors_are_harmless() {
+        // grape.md §7 Q3: each of these kills a Node CLI grape.
+        let mut n = lone_node();
+        let vectors: [&[u8]; 5] = [
+            b"d1:t2:aa1:y1:qe",
+            b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaa6:targeti5ee1:q9:find_node1:t2:aa1:y1:qe",
+            b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaa9:info_hashi5ee1:q9:get_peers1:t2:aa1:y1:qe",
+            b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaa9:info_hash3:abc4:porti1e5:tokeni5ee1:q13:announce_peer1:t2:aa1:y1:qe",
+            b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaa5:tokeni5e1:v1:xe1:q3:put1:t2:aa1:y1:qe",
+        ];
+        for v in vectors {
+            // Wrongly typed fields read as missing: errors or silence, never a panic, and the
+            // node still answers afterwards.
+            let _ = answer(&mut n, addr(2), v);
+        }
+        assert_eq!(n.store().len(), 0);
+        let ping = b"d1:ad2:id20:bbbbbbbbbbbbbbbbbbbbe1:q4:ping1:t2:zz1:y1:qe";
+        assert!(answer(&mut n, addr(3), ping).is_some());
+    }
+
+    #[test]
+    fn announce_needs_a_token_from_the_same_ip() {
+        let mut n = lone_node();
+        let id = [1u8; 20];
+        let mut gp = b"d1:ad2:id20:".to_vec();
+        gp.extend_from_slice(&id);
+        gp.extend_from_slice(b"9:info_hash3:svce1:q9:get_peers1:t2:g11:y1:qe");
+        let r = answer(&mut n, addr(1), &gp).unwrap();
+        let Ok(Message::Response { r, .. }) = krpc::parse(&r) else {
+            panic!()
+        };
+        let token = r.token.unwrap().to_vec();
+        assert!(r.values.is_none() && r.nodes.is_some());
+
+        let announce = |token: &[u8]| {
+            let mut a = b"d1:ad2:id20:".to_vec();
+            a.extend_from_slice(&id);
+            a.extend_from_slice(b"12:implied_porti0e9:info_hash3:svc4:porti1337e5:token");
+            a.extend_from_slice(format!("{}:", token.len()).as_bytes());
+            a.extend_from_slice(token);
+            a.extend_from_slice(b"e1:q13:announce_peer1:t2:a11:y1:qe");
+            a
+        };
+        // The token was issued to 10.0.0.2: another IP is refused with Node's error.
+        assert_eq!(
+            answer(&mut n, addr(2), &announce(&token)).unwrap(),
+            b"d1:eli203e37:cannot `announce_peer` with bad tokene1:t2:a11:y1:ee"
+        );
+        assert_eq!(n.store().len(), 0);
+        let ok = answer(&mut n, addr(1), &announce(&token)).unwrap();
+        assert!(ok.starts_with(b"d1:rd2:id20:"));
+        // Stored under the UDP source IP and the announced port.
+        let r = answer(&mut n, addr(1), &gp).unwrap();
+        let Ok(Message::Response { r, .. }) = krpc::parse(&r) else {
+            panic!()
+        };
+        let values: Vec<PeerAddr> = r.values.unwrap().iter().collect();
+        assert_eq!(values, vec![PeerAddr::new(addr(1).ip, 1337)]);
+        assert!(r.nodes.is_none(), "values answers carry no nodes (§7 Q7)");
+    }
+
+    #[test]
+    fn two_nodes_announce_and_lookup() {
+        let mut net = Net::new(2, 1);
+        net.bootstrap_all();
+        assert_eq!(net.nodes[0].table().len(), 1);
+        assert_eq!(net.announce(0, b"fibonacci_worker", 1337), Ok(1));
+        let (peers, _) = net.lookup(1, b"fibonacci_worker");
+        assert_eq!(peers, vec![PeerAddr::new(addr(0).ip, 1337)]);
+        // The announcer stores nothing itself (no `-b`), but finds it through the other.
+        let (peers, _) = net.lookup(0, b"fibonacci_worker");
+        assert_eq!(peers, vec![PeerAddr::new(addr(0).ip, 1337)]);
+        let (none, _) = net.lookup(0, b"nobody");
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn an_isolated_node_has_no_nodes_to_query() {
+        let mut net = Net::new(1, 2);
+        assert_eq!(net.announce(0, b"svc", 1), Err(OpError::NoNodes));
+    }
+
+    #[test]
+    fn announce_through_one_is_found_through_every_other_of_twenty() {
+        let mut net = Net::new(20, 3);
+        net.bootstrap_all();
+        let acks = net.announce(7, b"rest:util:net", 4000).unwrap();
+        assert!(acks >= 10, "{acks} acks");
+        for i in 0..20 {
+            let (peers, _) = net.lookup(i, b"rest:util:net");
+            assert_eq!(
+                peers,
+                vec![PeerAddr::new(addr(7).ip, 4000)],
+                "from node {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn dead_nodes_do_not_hold_a_lookup_for_the_query_timeout() {
+        let mut net = Net::new(20, 4);
+        net.bootstrap_all();
+        net.announce(1, b"svc", 4000).unwrap();
+        for d in [5, 9, 13] {
+            net.dead[d] = true;
+        }
+        let (peers, took) = net.lookup(2, b"svc");
+        assert_eq!(peers, vec![PeerAddr::new(addr(1).ip, 4000)]);
+        assert!(took < 300, "lookup took {took} ms of fake time");
+    }
+
+    #[test]
+    fn entries_expire_after_the_peer_ttl() {
+        let mut net = Net::new(2, 5);
+        net.bootstrap_all();
+        net.announce(0, b"svc", 4000).unwrap();
+        net.run_for(119_000);
+        assert_eq!(net.lookup(1, b"svc").0.len(), 1);
+        net.run_for(1_500);
+        assert!(net.lookup(1, b"svc").0.is_empty());
+    }
+
+    #[test]
+    fn unannounce_removes_the_entry_at_once() {
+        let mut net = Net::new(3, 6);
+        net.bootstrap_all();
+        net.announce(0, b"svc", 4000).unwrap();
+        assert_eq!(net.lookup(2, b"svc").0.len(), 1);
+        let op = net.nodes[0].unannounce(net.now, b"svc", 4000).unwrap();
+        match net.wait(0, op) {
+            (OwnedEvent::Unannounce(_, Ok(n)), _) => assert!(n >= 1),
+            other => panic!("{other:?}"),
+        }
+        assert!(net.lookup(2, b"svc").0.is_empty());
+        assert!(net.lookup(1, b"svc").0.is_empty());
+    }
+
+    #[test]
+    fn immutable_put_and_get_use_the_node_hash() {
+        let mut net = Net::new(5, 7);
+        net.bootstrap_all();
+        let op = net.nodes[0]
+            .put_immutable(net.now, b"11:hello world")
+            .unwrap();
+        let key = match net.wait(0, op) {
+            (OwnedEvent::Put(_, Ok(key)), _) => key,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(hex::encode(key), "6d33adc2b6b2c14c3036feefb7fedbca1a880527");
+        // Every node took the put; asked to skip its own copy, another node finds it in
+        // the network (`cache:false`).
+        let op = net.nodes[3].get(net.now, &key, None, false).unwrap();
+        match net.wait(3, op) {
+            (OwnedEvent::Get(_, Some((v, local, None))), _) => {
+                assert_eq!(v, b"11:hello world");
+                assert!(!local);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The putter answers from its own store.
+        let op = net.nodes[0].get(net.now, &key, None, true).unwrap();
+        assert!(matches!(
+            net.wait(0, op),
+            (OwnedEvent::Get(_, Some((_, true, None))), _)
+        ));
+        let op = net.nodes[3].get(net.now, &[9; 20], None, true).unwrap();
+        assert!(matches!(net.wait(3, op), (OwnedEvent::Get(_, None), _)));
+    }
+
+    #[cfg(not(feature = "ed25519"))]
+    #[test]
+    fn mutable_put_without_a_verifier_fails_like_a_cli_grape() {
+        let mut net = Net::new(3, 8);
+        net.bootstrap_all();
+        let op = net.nodes[0]
+            .put_mutable(net.now, &[1; 32], Some(b"salt"), 1, &[2; 64], b"1:x", None)
+            .unwrap();
+        assert!(matches!(
+            net.wait(0, op),
+            (OwnedEvent::Put(_, Err(OpError::AllFailed)), _)
+        ));
+    }
+
+    #[cfg(feature = "ed25519")]
+    #[test]
+    fn mutable_put_and_get_follow_seq_rules() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+        let k = key.verifying_key().to_bytes();
+        let mut net = Net::new(4, 9);
+        net.bootstrap_all();
+        let put = |net: &mut Net, seq: i64, v: &[u8]| {
+            let sig = bep44::sign_mutable(&key, Some(b"mysalt"), seq, v).unwrap();
+            let op = net.nodes[0]
+                .put_mutable(net.now, &k, Some(b"mysalt"), seq, &sig, v, None)
+                .unwrap();
+            match net.wait(0, op) {
+                (OwnedEvent::Put(_, r), _) => r,
+                other => panic!("{other:?}"),
+            }
+        };
+        let target = put(&mut net, 1, b"13:hello mutable").unwrap();
+        assert_eq!(target, bep44::mutable_key(&k, Some(b"mysalt")));
+        assert_eq!(
+            put(&mut net, 1, b"13:hello mutable"),
+            Err(OpError::Krpc(302))
+        );
+        assert!(put(&mut net, 2, b"5:newer").is_ok());
+        let op = net.nodes[2]
+            .get(net.now, &target, Some(b"mysalt"), true)
+            .unwrap();
+        match net.wait(2, op) {
+            (OwnedEvent::Get(_, Some((v, _, Some(seq)))), _) => {
+                assert_eq!(v, b"5:newer");
+                assert_eq!(seq, 2);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics_and_changes_nothing_it_should_not() {
+        use proptest::prelude::*;
+        let n = std::cell::RefCell::new(lone_node());
+        proptest!(|(bytes in proptest::collection::vec(any::<u8>(), 0..300))| {
+            let mut reply = [0u8; REPLY_BUF_LEN];
+            let _ = n.borrow_mut().handle_datagram(Instant::ZERO, addr(1), &bytes, &mut reply);
+        });
+        assert_eq!(n.borrow().store().len(), 0);
+    }
+}
