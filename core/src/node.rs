@@ -1331,12 +1331,17 @@ impl<
         for f in self.inflight.iter().flatten() {
             t = earliest(t, Some(f.deadline));
         }
-        for o in self
-            .ops
-            .iter()
-            .filter(|o| o.used && o.phase == Phase::Traverse)
-        {
-            t = earliest(t, o.lookup.poll_timeout());
+        // A traversal's own deadlines (stalls) only matter when it can send: with every
+        // transaction slot taken, the next in-flight deadline wakes us instead (otherwise a
+        // past stall deadline would have the caller spin).
+        if self.free_inflight().is_some() {
+            for o in self
+                .ops
+                .iter()
+                .filter(|o| o.used && o.phase == Phase::Traverse)
+            {
+                t = earliest(t, o.lookup.poll_timeout());
+            }
         }
         t
     }
