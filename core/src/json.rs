@@ -6,6 +6,12 @@
 //! caller can forward verbatim, look into ([`array()`], [`object`], [`get`]) or convert
 //! ([`decode_str`], [`parse_u64`], [`parse_i64`]).
 //!
+//! Why not serde-json-core: no Grenache shape is fixed enough for it. The `rid` must be echoed
+//! with whatever JSON type the client sent (string or number), the payload and result are
+//! arbitrary JSON that a worker forwards or answers verbatim, and typed deserialisation would
+//! copy what a raw slice gives for free. A board that wants typed payloads can still run
+//! serde-json-core on the raw `payload` slice this module hands out.
+//!
 //! Bounds: nesting is limited to [`MAX_DEPTH`] and tracked in a bit stack, so scanning uses no
 //! recursion and constant stack space; every function is total on arbitrary bytes.
 //!
