@@ -6,4 +6,7 @@ fn main() {
     let _ = fs::copy("memory.x", out.join("memory.x"));
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
+    // Ports baked into the image (see src/main.rs); CI picks free ones.
+    println!("cargo:rerun-if-env-changed=GRAPE_DHT_PORT");
+    println!("cargo:rerun-if-env-changed=WORKER_PORT");
 }

@@ -37,6 +37,7 @@ const HW_CFG: usize = 0x74;
 const RX_FIFO_INF: usize = 0x7c;
 const TX_FIFO_INF: usize = 0x80;
 const PMT_CTRL: usize = 0x84;
+const FREE_RUN: usize = 0x9c;
 const MAC_CSR_CMD: usize = 0xa4;
 const MAC_CSR_DATA: usize = 0xa8;
 
@@ -192,6 +193,11 @@ impl Lan9118 {
     /// The chip's ID_REV register (0x0118_0001 on QEMU's model).
     pub fn id_rev(&self) -> u32 {
         self.regs.read(ID_REV)
+    }
+
+    /// The free-running 25 MHz counter (counts since the chip's reset).
+    pub fn free_run(&self) -> u32 {
+        self.regs.read(FREE_RUN)
     }
 
     /// The MAC address read at reset.
