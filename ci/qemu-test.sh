@@ -5,20 +5,26 @@
 #   ci/qemu-test.sh
 #
 # What it proves: the image boots, the SysTick time driver and the embassy executor run, the
-# LAN9118 driver moves frames both ways under embassy-net (ARP, IPv4, UDP through QEMU's
-# user-mode NAT), and the board ends QEMU through semihosting with a success status when told.
+# LAN9118 driver moves frames both ways under embassy-net (ARP, IPv4, UDP and TCP through
+# QEMU's user-mode NAT); the board joins the DHT of two Rust grapes (the workspace's `grape`)
+# with grenache-embassy's announcer, and both the Node tutorial client
+# (tests/interop/fib_client.js) and the Rust one (host example fib_client) find its
+# fibonacci_worker through the *other* grape and get fib(10) = 89 from it; finally the board
+# ends QEMU through semihosting with a success status when told (`quit` on UDP port 7).
 # Everything is bounded in time; every failure says what failed and prints the board's log.
 #
-# Environment: QEMU_TIMEOUT (seconds, default 90), FIRMWARE_TARGET_DIR (build cache).
+# Environment: QEMU_TIMEOUT (seconds, default 120), FIRMWARE_TARGET_DIR (firmware build
+# cache), CARGO_TARGET_DIR (host build cache, as ci/test.sh).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 fw="$here/firmware/qemu-mps2"
 target=thumbv7em-none-eabihf
-QEMU_TIMEOUT="${QEMU_TIMEOUT:-90}"
+QEMU_TIMEOUT="${QEMU_TIMEOUT:-120}"
+host_target="${CARGO_TARGET_DIR:-$HOME/.cache/grenache-rs/target}"
 # The firmware has its own rustflags (linker script): a target dir of its own avoids rebuilding
 # the host workspace's dependencies back and forth.
-export CARGO_TARGET_DIR="${FIRMWARE_TARGET_DIR:-$HOME/.cache/grenache-rs/target-firmware}"
+fw_target="${FIRMWARE_TARGET_DIR:-$HOME/.cache/grenache-rs/target-firmware}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { printf '\n=== %s\n' "$*"; }
@@ -32,10 +38,44 @@ if ! command -v qemu-system-arm >/dev/null 2>&1; then
 fi
 qemu-system-arm --version | head -n 1
 qemu-system-arm -M help | grep -q '^mps2-an386' || fail "this QEMU has no mps2-an386 machine (QEMU >= 5.2 needed)"
-command -v node >/dev/null 2>&1 || fail "node is not installed: the host side of the test is tests/qemu/udp_echo.js"
+command -v node >/dev/null 2>&1 || fail "node is not installed: the host side uses Node (tests/qemu, tests/interop)"
+[ -d "$here/tests/interop/node_modules/grenache-nodejs-ws" ] || {
+    echo "installing the pinned Node packages (tests/interop: npm ci)"
+    (cd "$here/tests/interop" && npm ci --no-audit --no-fund --loglevel=error) \
+        || fail "npm ci in tests/interop failed (the npm registry must be reachable)"
+}
 
-step "firmware build ($target, release)"
+# Free ports on the host: grape A (DHT, API), grape B (DHT, API), the worker (TCP, forwarded
+# to the board), the control port (UDP, forwarded to the board's port 7).
+free_ports() {
+    node -e '
+      const net = require("net"), dgram = require("dgram");
+      const want = Number(process.argv[1]); const out = new Set(); const held = [];
+      (async () => {
+        while (out.size < want) {
+          const s = net.createServer(); await new Promise(r => s.listen(0, "127.0.0.1", r));
+          const p = s.address().port; held.push(s);
+          const u = dgram.createSocket("udp4");
+          const ok = await new Promise(r => { u.once("error", () => r(false)); u.bind(p, "127.0.0.1", () => r(true)); });
+          if (ok) { held.push(u); out.add(p); }
+        }
+        console.log([...out].join(" ")); held.forEach(h => h.close());
+      })();' "$1"
+}
+read -r dp_a api_a dp_b api_b worker_port ctl_port <<<"$(free_ports 6)" \
+    || fail "cannot find free ports on 127.0.0.1"
+[ -n "${ctl_port:-}" ] || fail "cannot find free ports on 127.0.0.1"
+echo "ports: grape A dht $dp_a api $api_a, grape B dht $dp_b api $api_b, worker $worker_port, control $ctl_port"
+
+step "host binaries: grape and the fib_client example"
+(cd "$here" && CARGO_TARGET_DIR="$host_target" cargo build --locked -p grenache-host --bin grape --example fib_client) \
+    || fail "cannot build the host's grape and fib_client"
+grape="$host_target/debug/grape"
+fib_client="$host_target/debug/examples/fib_client"
+
+step "firmware build ($target, release; grape DHT port $dp_a and worker port $worker_port baked in)"
 cd "$fw"
+export CARGO_TARGET_DIR="$fw_target" GRAPE_DHT_PORT="$dp_a" WORKER_PORT="$worker_port"
 if rustup target list --installed 2>/dev/null | grep -qx "$target" \
     || rustup target add "$target" >/dev/null 2>&1; then
     cargo build --release --locked
@@ -67,44 +107,79 @@ fi
             flash, flash / 1024, ram, ram / 1024, tool
     }'
 
-step "boot on mps2-an386 with a LAN9118 on QEMU user networking, UDP echo on port 7"
+step "two Rust grapes on the host"
 log=$(mktemp)
+logdir=$(mktemp -d)
+pids=()
 qemu_pid=""
 cleanup() {
-    if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then kill "$qemu_pid" 2>/dev/null || true; fi
+    for p in "${pids[@]}" $qemu_pid; do kill "$p" 2>/dev/null || true; done
     rm -f "$log"
+    rm -rf "$logdir"
 }
 trap cleanup EXIT
-show_log() { echo "--- board log (semihosting) ---" >&2; cat "$log" >&2; echo "--- end of board log ---" >&2; }
-
-# A port on the host's loopback for the forward; QEMU refuses to start if it is taken, so try a few.
-started=""
-for attempt in 1 2 3 4 5; do
-    port=$(( 20000 + RANDOM % 20000 ))
-    : >"$log"
-    timeout "$QEMU_TIMEOUT" qemu-system-arm -M mps2-an386 -nographic -monitor none -serial null \
-        -semihosting-config enable=on,target=native \
-        -nic "user,model=lan9118,hostfwd=udp:127.0.0.1:$port-10.0.2.15:7" \
-        -kernel "$elf" >"$log" 2>&1 &
-    qemu_pid=$!
+show_log() {
+    echo "--- board log (semihosting) ---" >&2; cat "$log" >&2; echo "--- end of board log ---" >&2
+    for g in a b; do echo "--- grape $g log (tail) ---" >&2; tail -n 20 "$logdir/grape_$g.log" >&2 || true; done
+}
+"$grape" --dp "$dp_a" --aph "$api_a" --bn "127.0.0.1:$dp_b" >"$logdir/grape_a.log" 2>&1 &
+pids+=($!)
+"$grape" --dp "$dp_b" --aph "$api_b" --bn "127.0.0.1:$dp_a" >"$logdir/grape_b.log" 2>&1 &
+pids+=($!)
+# The board bootstraps once at boot: the grapes must answer before it starts.
+for port in "$api_a" "$api_b"; do
+    up=""
     for _ in $(seq 1 100); do
-        if grep -q '^udp: echo on port' "$log"; then started=yes; break; fi
-        kill -0 "$qemu_pid" 2>/dev/null || break
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then up=yes; break; fi
         sleep 0.1
     done
-    [ -n "$started" ] && break
-    if grep -qi 'could not set up host forwarding' "$log"; then
-        wait "$qemu_pid" 2>/dev/null || true
-        echo "port $port is taken, trying another"
-        continue
-    fi
-    show_log
-    fail "the board did not come up within 10 s (no 'udp: echo on port' in its log)"
+    [ -n "$up" ] || { show_log; fail "a grape did not open its API port $port within 10 s"; }
 done
-[ -n "$started" ] || fail "no free UDP port for QEMU's host forward after 5 tries"
-echo "board up; host port $port -> 10.0.2.15:7"
+sleep 0.5
+echo "grapes up: A dht $dp_a api $api_a, B dht $dp_b api $api_b"
 
-if ! timeout 30 node "$here/tests/qemu/udp_echo.js" "$port"; then
+step "boot on mps2-an386 with a LAN9118 on QEMU user networking"
+echo "qemu-system-arm -M mps2-an386 -nographic -monitor none -serial null -semihosting-config enable=on,target=native -nic user,model=lan9118,hostfwd=udp:127.0.0.1:$ctl_port-10.0.2.15:7,hostfwd=tcp:127.0.0.1:$worker_port-10.0.2.15:$worker_port -kernel $elf"
+timeout "$QEMU_TIMEOUT" qemu-system-arm -M mps2-an386 -nographic -monitor none -serial null \
+    -semihosting-config enable=on,target=native \
+    -nic "user,model=lan9118,hostfwd=udp:127.0.0.1:$ctl_port-10.0.2.15:7,hostfwd=tcp:127.0.0.1:$worker_port-10.0.2.15:$worker_port" \
+    -kernel "$elf" >"$log" 2>&1 &
+qemu_pid=$!
+announced=""
+for _ in $(seq 1 300); do
+    if grep -q 'dht: announced to [1-9]' "$log"; then announced=yes; break; fi
+    kill -0 "$qemu_pid" 2>/dev/null || break
+    sleep 0.1
+done
+if [ -z "$announced" ]; then
+    show_log
+    fail "the board did not announce fibonacci_worker to a grape within 30 s (no 'dht: announced to N' in its log)"
+fi
+echo "board up and announced; lookup on grape B:"
+curl -s -m 5 -X POST "http://127.0.0.1:$api_b/lookup" -d '{"data":"fibonacci_worker"}' || true
+echo
+
+expect="Fibonacci number at place 10 in the sequence: 89"
+ask_fib() { # name, command...: retried, since a lookup can precede the store
+    local name=$1 out=""
+    shift
+    for try in 1 2 3; do
+        out=$("$@" 2>&1) && [ "$(printf '%s' "$out" | tail -n 1)" = "$expect" ] && { echo "$name: $out"; return 0; }
+        echo "$name, try $try: $out"
+        sleep 2
+    done
+    show_log
+    fail "$name did not get fib(10) = 89 from the board through grape B"
+}
+
+step "Node tutorial client (grenache-nodejs-ws) -> grape B -> board"
+ask_fib "node fib_client.js" env GRAPE="http://127.0.0.1:$api_b" timeout 30 node "$here/tests/interop/fib_client.js"
+
+step "Rust fib_client example -> grape B -> board"
+ask_fib "rust fib_client" timeout 30 "$fib_client" "http://127.0.0.1:$api_b" 10
+
+step "UDP control port: echo, then quit"
+if ! timeout 30 node "$here/tests/qemu/udp_echo.js" "$ctl_port"; then
     show_log
     fail "the host could not talk to the board over UDP (see udp_echo's message above)"
 fi
@@ -117,7 +192,8 @@ if [ "$status" -ne 0 ]; then
     if [ "$status" -eq 124 ]; then fail "QEMU was still running after ${QEMU_TIMEOUT}s"; fi
     fail "QEMU exited with status $status (semihosting exit 1 = the firmware reported a failure)"
 fi
+echo "--- board log ---"
 cat "$log"
 echo "qemu: the board exited through semihosting with status 0"
 echo
-echo "qemu firmware: 1 passed, 0 failed"
+echo "qemu firmware: 4 passed, 0 failed"
