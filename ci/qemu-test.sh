@@ -13,14 +13,25 @@
 # ends QEMU through semihosting with a success status when told (`quit` on UDP port 7).
 # Everything is bounded in time; every failure says what failed and prints the board's log.
 #
-# Environment: QEMU_TIMEOUT (seconds, default 120), FIRMWARE_TARGET_DIR (firmware build
-# cache), CARGO_TARGET_DIR (host build cache, as ci/test.sh).
+# It runs twice, on two networks:
+#   user  QEMU's user-mode network (slirp): the board is 10.0.2.15 behind QEMU's NAT, the host
+#         10.0.2.2; the board's ports are forwarded from 127.0.0.1 (no root needed). The grapes
+#         see the board as 127.0.0.1 and store 127.0.0.1:WORKER_PORT, which the forward makes
+#         right.
+#   tap   a TAP device in a network namespace of its own (needs root and iproute2): the host
+#         side is 10.0.2.2 on tap0, the board 10.0.2.15 with its own address, as on a LAN; the
+#         grapes store 10.0.2.15:WORKER_PORT and the clients connect to the board directly.
+#         Grapes, QEMU and clients all run inside the namespace.
+#
+# Environment: QEMU_NETS (default "user tap"), QEMU_TIMEOUT (seconds, default 120),
+# FIRMWARE_TARGET_DIR (firmware build cache), CARGO_TARGET_DIR (host build cache, as ci/test.sh).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 fw="$here/firmware/qemu-mps2"
 target=thumbv7em-none-eabihf
 QEMU_TIMEOUT="${QEMU_TIMEOUT:-120}"
+QEMU_NETS="${QEMU_NETS:-user tap}"
 host_target="${CARGO_TARGET_DIR:-$HOME/.cache/grenache-rs/target}"
 # The firmware has its own rustflags (linker script): a target dir of its own avoids rebuilding
 # the host workspace's dependencies back and forth.
@@ -107,13 +118,22 @@ fi
             flash, flash / 1024, ram, ram / 1024, tool
     }'
 
-step "two Rust grapes on the host"
+# ---------------------------------------------------------------------------------------------
+# One boot of the board on network $1 (user or tap), with two Rust grapes and both clients.
 log=$(mktemp)
 logdir=$(mktemp -d)
 pids=()
 qemu_pid=""
-cleanup() {
+netns=""
+stop_all() {
     for p in "${pids[@]}" $qemu_pid; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}" $qemu_pid; do wait "$p" 2>/dev/null || true; done
+    pids=()
+    qemu_pid=""
+    if [ -n "$netns" ]; then ip netns del "$netns" 2>/dev/null || true; netns=""; fi
+}
+cleanup() {
+    stop_all
     rm -f "$log"
     rm -rf "$logdir"
 }
@@ -122,46 +142,103 @@ show_log() {
     echo "--- board log (semihosting) ---" >&2; cat "$log" >&2; echo "--- end of board log ---" >&2
     for g in a b; do echo "--- grape $g log (tail) ---" >&2; tail -n 20 "$logdir/grape_$g.log" >&2 || true; done
 }
-"$grape" --dp "$dp_a" --aph "$api_a" --bn "127.0.0.1:$dp_b" >"$logdir/grape_a.log" 2>&1 &
-pids+=($!)
-"$grape" --dp "$dp_b" --aph "$api_b" --bn "127.0.0.1:$dp_a" >"$logdir/grape_b.log" 2>&1 &
-pids+=($!)
-# The board bootstraps once at boot: the grapes must answer before it starts.
-for port in "$api_a" "$api_b"; do
-    up=""
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then up=yes; break; fi
+# Runs a command on the test network: inside the namespace in tap mode.
+on_net() {
+    if [ -n "$netns" ]; then ip netns exec "$netns" "$@"; else "$@"; fi
+}
+
+passed=0
+run_board() {
+    local mode=$1 nic board_host grape_host
+    case "$mode" in
+    user)
+        nic="user,model=lan9118,hostfwd=udp:127.0.0.1:$ctl_port-10.0.2.15:7,hostfwd=tcp:127.0.0.1:$worker_port-10.0.2.15:$worker_port"
+        board_host=127.0.0.1 # through the forwards
+        grape_host=127.0.0.1
+        ;;
+    tap)
+        netns="grenache-qemu-$$"
+        ip netns add "$netns" || fail "cannot create network namespace $netns (tap mode needs root and iproute2; QEMU_NETS=user skips it)"
+        on_net ip link set lo up
+        on_net ip tuntap add dev tap0 mode tap || fail "cannot create tap0 in $netns (/dev/net/tun?)"
+        on_net ip addr add 10.0.2.2/24 dev tap0
+        on_net ip link set tap0 up
+        nic="tap,ifname=tap0,script=no,downscript=no,model=lan9118"
+        board_host=10.0.2.15 # the board's own address
+        grape_host=10.0.2.2  # so that the grapes tell the board addresses it can reach
+        ;;
+    *) fail "unknown network mode '$mode' in QEMU_NETS (user or tap)" ;;
+    esac
+
+    step "[$mode] two Rust grapes"
+    on_net "$grape" --dp "$dp_a" --aph "$api_a" --bn "$grape_host:$dp_b" >"$logdir/grape_a.log" 2>&1 &
+    pids+=($!)
+    on_net "$grape" --dp "$dp_b" --aph "$api_b" --bn "$grape_host:$dp_a" >"$logdir/grape_b.log" 2>&1 &
+    pids+=($!)
+    # The board bootstraps once at boot: the grapes must answer before it starts.
+    local port up
+    for port in "$api_a" "$api_b"; do
+        up=""
+        for _ in $(seq 1 100); do
+            if on_net bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then up=yes; break; fi
+            sleep 0.1
+        done
+        [ -n "$up" ] || { show_log; fail "[$mode] a grape did not open its API port $port within 10 s"; }
+    done
+    sleep 0.5
+    echo "grapes up: A dht $dp_a api $api_a, B dht $dp_b api $api_b (bootstrap via $grape_host)"
+
+    step "[$mode] boot on mps2-an386 with a LAN9118"
+    echo "qemu-system-arm -M mps2-an386 -nographic -monitor none -serial null -semihosting-config enable=on,target=native -nic $nic -kernel $elf"
+    : >"$log"
+    on_net timeout "$QEMU_TIMEOUT" qemu-system-arm -M mps2-an386 -nographic -monitor none -serial null \
+        -semihosting-config enable=on,target=native -nic "$nic" -kernel "$elf" >"$log" 2>&1 &
+    qemu_pid=$!
+    local announced=""
+    for _ in $(seq 1 300); do
+        if grep -q 'dht: announced to [1-9]' "$log"; then announced=yes; break; fi
+        kill -0 "$qemu_pid" 2>/dev/null || break
         sleep 0.1
     done
-    [ -n "$up" ] || { show_log; fail "a grape did not open its API port $port within 10 s"; }
-done
-sleep 0.5
-echo "grapes up: A dht $dp_a api $api_a, B dht $dp_b api $api_b"
+    if [ -z "$announced" ]; then
+        show_log
+        fail "[$mode] the board did not announce fibonacci_worker to a grape within 30 s (no 'dht: announced to N' in its log)"
+    fi
+    echo "board up and announced; lookup of fibonacci_worker on grape B:"
+    on_net curl -s -m 5 -X POST "http://127.0.0.1:$api_b/lookup" -d '{"data":"fibonacci_worker"}' || true
+    echo
 
-step "boot on mps2-an386 with a LAN9118 on QEMU user networking"
-echo "qemu-system-arm -M mps2-an386 -nographic -monitor none -serial null -semihosting-config enable=on,target=native -nic user,model=lan9118,hostfwd=udp:127.0.0.1:$ctl_port-10.0.2.15:7,hostfwd=tcp:127.0.0.1:$worker_port-10.0.2.15:$worker_port -kernel $elf"
-timeout "$QEMU_TIMEOUT" qemu-system-arm -M mps2-an386 -nographic -monitor none -serial null \
-    -semihosting-config enable=on,target=native \
-    -nic "user,model=lan9118,hostfwd=udp:127.0.0.1:$ctl_port-10.0.2.15:7,hostfwd=tcp:127.0.0.1:$worker_port-10.0.2.15:$worker_port" \
-    -kernel "$elf" >"$log" 2>&1 &
-qemu_pid=$!
-announced=""
-for _ in $(seq 1 300); do
-    if grep -q 'dht: announced to [1-9]' "$log"; then announced=yes; break; fi
-    kill -0 "$qemu_pid" 2>/dev/null || break
-    sleep 0.1
-done
-if [ -z "$announced" ]; then
-    show_log
-    fail "the board did not announce fibonacci_worker to a grape within 30 s (no 'dht: announced to N' in its log)"
-fi
-echo "board up and announced; lookup on grape B:"
-curl -s -m 5 -X POST "http://127.0.0.1:$api_b/lookup" -d '{"data":"fibonacci_worker"}' || true
-echo
+    step "[$mode] Node tutorial client (grenache-nodejs-ws) -> grape B -> board"
+    ask_fib "$mode: node fib_client.js" on_net env GRAPE="http://127.0.0.1:$api_b" timeout 30 node "$here/tests/interop/fib_client.js"
+
+    step "[$mode] Rust fib_client example -> grape B -> board"
+    ask_fib "$mode: rust fib_client" on_net timeout 30 "$fib_client" "http://127.0.0.1:$api_b" 10
+
+    step "[$mode] UDP control port: echo, then quit"
+    local ctl=7
+    [ "$mode" = user ] && ctl=$ctl_port
+    if ! on_net timeout 30 node "$here/tests/qemu/udp_echo.js" "$ctl" "$board_host"; then
+        show_log
+        fail "[$mode] the host could not talk to the board over UDP (see udp_echo's message above)"
+    fi
+    local status=0
+    wait "$qemu_pid" || status=$?
+    qemu_pid=""
+    if [ "$status" -ne 0 ]; then
+        show_log
+        if [ "$status" -eq 124 ]; then fail "[$mode] QEMU was still running after ${QEMU_TIMEOUT}s"; fi
+        fail "[$mode] QEMU exited with status $status (semihosting exit 1 = the firmware reported a failure)"
+    fi
+    echo "--- board log ---"
+    cat "$log"
+    echo "[$mode] the board exited through semihosting with status 0"
+    passed=$((passed + 4))
+    stop_all
+}
 
 expect="Fibonacci number at place 10 in the sequence: 89"
 ask_fib() { # name, command...: retried, since a lookup can precede the store
-    local name=$1 out=""
+    local name=$1 out="" try
     shift
     for try in 1 2 3; do
         out=$("$@" 2>&1) && [ "$(printf '%s' "$out" | tail -n 1)" = "$expect" ] && { echo "$name: $out"; return 0; }
@@ -172,28 +249,8 @@ ask_fib() { # name, command...: retried, since a lookup can precede the store
     fail "$name did not get fib(10) = 89 from the board through grape B"
 }
 
-step "Node tutorial client (grenache-nodejs-ws) -> grape B -> board"
-ask_fib "node fib_client.js" env GRAPE="http://127.0.0.1:$api_b" timeout 30 node "$here/tests/interop/fib_client.js"
-
-step "Rust fib_client example -> grape B -> board"
-ask_fib "rust fib_client" timeout 30 "$fib_client" "http://127.0.0.1:$api_b" 10
-
-step "UDP control port: echo, then quit"
-if ! timeout 30 node "$here/tests/qemu/udp_echo.js" "$ctl_port"; then
-    show_log
-    fail "the host could not talk to the board over UDP (see udp_echo's message above)"
-fi
-
-status=0
-wait "$qemu_pid" || status=$?
-qemu_pid=""
-if [ "$status" -ne 0 ]; then
-    show_log
-    if [ "$status" -eq 124 ]; then fail "QEMU was still running after ${QEMU_TIMEOUT}s"; fi
-    fail "QEMU exited with status $status (semihosting exit 1 = the firmware reported a failure)"
-fi
-echo "--- board log ---"
-cat "$log"
-echo "qemu: the board exited through semihosting with status 0"
+for mode in $QEMU_NETS; do
+    run_board "$mode"
+done
 echo
-echo "qemu firmware: 4 passed, 0 failed"
+echo "qemu firmware ($QEMU_NETS): $passed passed, 0 failed"

@@ -1,14 +1,15 @@
 // Host side of the QEMU firmware test (ci/qemu-test.sh): talks UDP to the board through QEMU's
 // user-mode port forward, checks the echo, then sends `quit` and expects `bye`.
-//   node tests/qemu/udp_echo.js PORT
+//   node tests/qemu/udp_echo.js PORT [HOST]      (HOST defaults to 127.0.0.1)
 // Exits 0 on success; prints what went wrong and exits 1 otherwise. Bounded: each request is
 // retried a few times (the first datagram can arrive while the stack still resolves ARP).
 'use strict';
 const dgram = require('dgram');
 
 const port = Number(process.argv[2]);
+const host = process.argv[3] || '127.0.0.1';
 if (!Number.isInteger(port) || port <= 0 || port > 65535) {
-  console.error('usage: node udp_echo.js PORT');
+  console.error('usage: node udp_echo.js PORT [HOST]');
   process.exit(2);
 }
 
@@ -31,7 +32,7 @@ function ask(payload, tries = 5, timeoutMs = 1000) {
         return;
       }
       left -= 1;
-      sock.send(payload, port, '127.0.0.1');
+      sock.send(payload, port, host);
       timer = setTimeout(send, timeoutMs);
     };
     sock.on('message', onMessage);
