@@ -146,6 +146,11 @@ show_log() {
 on_net() {
     if [ -n "$netns" ]; then ip netns exec "$netns" "$@"; else "$@"; fi
 }
+# The same for a background process: `bg_net cmd... &`; the exec makes $! the process itself
+# (not a subshell around it), so that stop_all's kill reaches it.
+bg_net() {
+    if [ -n "$netns" ]; then exec ip netns exec "$netns" "$@"; else exec "$@"; fi
+}
 
 passed=0
 run_board() {
@@ -171,9 +176,9 @@ run_board() {
     esac
 
     step "[$mode] two Rust grapes"
-    on_net "$grape" --dp "$dp_a" --aph "$api_a" --bn "$grape_host:$dp_b" >"$logdir/grape_a.log" 2>&1 &
+    bg_net "$grape" --dp "$dp_a" --aph "$api_a" --bn "$grape_host:$dp_b" >"$logdir/grape_a.log" 2>&1 &
     pids+=($!)
-    on_net "$grape" --dp "$dp_b" --aph "$api_b" --bn "$grape_host:$dp_a" >"$logdir/grape_b.log" 2>&1 &
+    bg_net "$grape" --dp "$dp_b" --aph "$api_b" --bn "$grape_host:$dp_a" >"$logdir/grape_b.log" 2>&1 &
     pids+=($!)
     # The board bootstraps once at boot: the grapes must answer before it starts.
     local port up
@@ -191,7 +196,7 @@ run_board() {
     step "[$mode] boot on mps2-an386 with a LAN9118"
     echo "qemu-system-arm -M mps2-an386 -nographic -monitor none -serial null -semihosting-config enable=on,target=native -nic $nic -kernel $elf"
     : >"$log"
-    on_net timeout "$QEMU_TIMEOUT" qemu-system-arm -M mps2-an386 -nographic -monitor none -serial null \
+    bg_net timeout "$QEMU_TIMEOUT" qemu-system-arm -M mps2-an386 -nographic -monitor none -serial null \
         -semihosting-config enable=on,target=native -nic "$nic" -kernel "$elf" >"$log" 2>&1 &
     qemu_pid=$!
     local announced=""
