@@ -87,14 +87,17 @@ fib_client="$host_target/debug/examples/fib_client"
 step "firmware build ($target, release; grape DHT port $dp_a and worker port $worker_port baked in)"
 cd "$fw"
 export CARGO_TARGET_DIR="$fw_target" GRAPE_DHT_PORT="$dp_a" WORKER_PORT="$worker_port"
+stale="(if firmware/qemu-mps2/Cargo.lock is stale after a change of core or adapters/embassy: cd firmware/qemu-mps2 && cargo update --workspace)"
 if rustup target list --installed 2>/dev/null | grep -qx "$target" \
     || rustup target add "$target" >/dev/null 2>&1; then
-    cargo build --release --locked
+    cargo fmt --check || fail "cargo fmt reports unformatted firmware code (cd firmware/qemu-mps2 && cargo fmt)"
+    cargo clippy --release --locked -- -D warnings || fail "clippy rejects the firmware $stale"
+    cargo build --release --locked || fail "the firmware does not build $stale"
 elif cargo +nightly --version >/dev/null 2>&1 \
     && { rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src' \
          || rustup +nightly component add rust-src >/dev/null 2>&1; }; then
     echo "rustup cannot add $target: building core from source with nightly -Zbuild-std"
-    cargo +nightly build --release --locked -Zbuild-std=core
+    cargo +nightly build --release --locked -Zbuild-std=core || fail "the firmware does not build with nightly -Zbuild-std $stale"
 else
     fail "no $target: 'rustup target add $target' failed and no nightly with rust-src for -Zbuild-std"
 fi
