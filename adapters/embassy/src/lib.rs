@@ -34,6 +34,7 @@
 //! worker connection plus one for the DHT (`StackResources<{N + 1}>`, more with DHCP/DNS).
 #![no_std]
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod dht;
 pub mod memory;

@@ -400,3 +400,87 @@ async fn ws_conn<H: Handler>(
         end = read(sock, &mut b.req[..]).await?;
     }
 }
+
+/// The tutorial's worker ("Microservices with Grenache"): payload `{"number": n}`, result
+/// the tutorial's `fibonacci(n)` (1, 1, 2, 3, 5, ...; `fibonacci(10)` = 89). Any key.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fibonacci;
+
+/// The largest `n` whose tutorial Fibonacci number fits a `u64`.
+pub const FIBONACCI_MAX: u64 = 91;
+
+impl Handler for Fibonacci {
+    fn handle(
+        &mut self,
+        _key: &str,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, &'static str> {
+        let n = grenache_core::json::get(payload, "number")
+            .ok()
+            .flatten()
+            .and_then(|raw| grenache_core::json::parse_u64(raw).ok())
+            .ok_or("ERR_BAD_PAYLOAD: expected {\"number\": n}")?;
+        if n > FIBONACCI_MAX {
+            return Err("ERR_BAD_PAYLOAD: number too large");
+        }
+        let (mut a, mut b) = (1u64, 1u64);
+        for _ in 1..n {
+            (a, b) = (b, a.saturating_add(b));
+        }
+        let mut w = grenache_core::json::Writer::new(out);
+        w.u64(b).map_err(|_| ERR_REPLY_TOO_LARGE)?;
+        Ok(w.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(payload: &[u8]) -> Result<u64, &'static str> {
+        let mut out = [0u8; 32];
+        let n = Fibonacci.handle("fibonacci_worker", payload, &mut out)?;
+        let s = core::str::from_utf8(&out[..n]).map_err(|_| "utf8")?;
+        s.parse().map_err(|_| "num")
+    }
+
+    #[test]
+    fn fibonacci_as_the_tutorial() {
+        assert_eq!(call(br#"{"number":0}"#), Ok(1));
+        assert_eq!(call(br#"{"number":1}"#), Ok(1));
+        assert_eq!(call(br#"{"number":2}"#), Ok(2));
+        assert_eq!(call(br#"{"number": 10}"#), Ok(89));
+        assert_eq!(call(br#"{"number":91}"#), Ok(7540113804746346429));
+        assert!(call(br#"{"number":92}"#).is_err());
+        assert!(call(b"null").is_err());
+        assert!(call(br#"{"number":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn answer_frames() {
+        let mut fib = Fibonacci;
+        let h = core::cell::RefCell::new(&mut fib);
+        let (mut res, mut rep) = ([0u8; MAX_RESULT], [0u8; MAX_REPLY]);
+        let mut run = |msg: &[u8]| {
+            answer(&h, msg, &mut res, &mut rep)
+                .map(|n| core::str::from_utf8(&rep[..n]).unwrap().to_owned())
+        };
+        extern crate std;
+        use std::borrow::ToOwned;
+        assert_eq!(
+            run(br#"["r1","fibonacci_worker",{"number":10}]"#).as_deref(),
+            Some(r#"["r1",null,89]"#)
+        );
+        assert_eq!(
+            run(br#"["r2","fibonacci_worker",null]"#).as_deref(),
+            Some(r#"["r2","ERR_BAD_PAYLOAD: expected {\"number\": n}",null]"#)
+        );
+        assert_eq!(
+            run(br#"["r3"]"#).as_deref(),
+            Some(r#"["r3","ERR_REQUEST_MALFORMED",null]"#)
+        );
+        assert_eq!(run(b"garbage"), None);
+        assert_eq!(run(b"{}"), None);
+    }
+}
