@@ -3,8 +3,8 @@
 //! Boots, brings up embassy-net on the LAN9118 with a static address (QEMU user networking:
 //! board 10.0.2.15/24, host 10.0.2.2) and runs three things:
 //!
-//! * the tutorial's `fibonacci_worker` on TCP [`WORKER_PORT`] (grenache-embassy's worker:
-//!   Grenache's WebSocket and HTTP transports on one port);
+//! * the tutorial's `fibonacci_worker` on TCP [`WORKER_PORT`] (grenache-embassy's worker and
+//!   its `Fibonacci` handler: Grenache's WebSocket and HTTP transports on one port);
 //! * grenache-embassy's DHT announcer, bootstrapping from the grape at
 //!   10.0.2.2:[`GRAPE_DHT_PORT`] (the host's loopback through QEMU's NAT) and announcing
 //!   `fibonacci_worker` with `announce_peer`;
@@ -21,7 +21,6 @@
 #![no_std]
 #![no_main]
 
-mod fib;
 mod lan9118;
 mod logger;
 mod time_driver;
@@ -35,7 +34,7 @@ use grenache_core::addr::PeerAddr;
 use grenache_core::node::NodeConfig;
 use grenache_core::rng::SplitMix64;
 use grenache_embassy::dht::{self, AnnounceConfig, DhtStorage};
-use grenache_embassy::worker::{self, WorkerStorage};
+use grenache_embassy::worker::{self, Fibonacci, WorkerStorage};
 use lan9118::{Lan9118, MPS2_LAN9118_BASE};
 use static_cell::StaticCell;
 
@@ -119,7 +118,7 @@ async fn worker_task(
     stack: embassy_net::Stack<'static>,
     storage: &'static mut WorkerStorage<WORKER_SLOTS>,
 ) -> ! {
-    worker::serve(stack, WORKER_PORT, &mut fib::Fib, storage).await
+    worker::serve(stack, WORKER_PORT, &mut Fibonacci, storage).await
 }
 
 #[embassy_executor::task]
