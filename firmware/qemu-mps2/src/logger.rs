@@ -11,7 +11,8 @@ impl Log for Semihosting {
     }
 
     fn log(&self, record: &Record<'_>) {
-        hprintln!("{} {}", record.level(), record.args());
+        let ms = embassy_time::Instant::now().as_millis();
+        hprintln!("[{} ms] {} {}", ms, record.level(), record.args());
     }
 
     fn flush(&self) {}
