@@ -1,0 +1,486 @@
+//! The RPC worker: Grenache's HTTP and WebSocket transports on one TCP port.
+//!
+//! Each of `N` connection slots runs an accept loop on the port (several slots, so that a
+//! client's back-to-back connections are not reset while one closes). On a connection the
+//! first request head decides the transport:
+//!
+//! * `Upgrade: websocket` → the 101 handshake, then WebSocket text or binary messages
+//!   `[rid,key,payload]` answered by text messages `[rid,err,result]` (grenache-nodejs-ws;
+//!   any path is accepted, as Node's server does).
+//! * anything else → HTTP: the body of any method and path is the request frame; the answer is
+//!   `200` with the reply frame as body (grenache-nodejs-http; keep-alive and pipelining work).
+//!
+//! Requests go to a [`Handler`]. Bad input never stops the worker: a frame whose rid can be
+//! recovered gets `[rid,"ERR_REQUEST_MALFORMED",null]`; other malformed frames close the
+//! connection (Node's HTTP server sends nothing either), an HTTP syntax error gets its 4xx
+//! status and a close, an oversized request gets 413 (HTTP) or close code 1009 (WS), and a
+//! connection silent for [`IDLE_TIMEOUT`] is closed, which frees its slot.
+
+use embassy_futures::join::join_array;
+use embassy_net::tcp::TcpSocket;
+use embassy_net::Stack;
+use embassy_time::{with_timeout, Duration};
+use grenache_core::frame::{self, Malformed, Request};
+use grenache_core::http::{self, BodyDecoder, BodyKind, Header, HttpError, Status};
+use grenache_core::rng::SplitMix64;
+use grenache_core::ws::{self, Event, WsConnection};
+
+use crate::trace;
+
+/// The application side of the worker.
+pub trait Handler {
+    /// Answers one request: `key` is the service name the client looked up, `payload` the
+    /// raw JSON payload (`null` when absent). Writes the result as raw JSON into `out` and
+    /// returns its length, or returns an error message for the client (sent as the `err` of
+    /// the reply). The result must be valid JSON, or the client cannot parse the reply.
+    fn handle(&mut self, key: &str, payload: &[u8], out: &mut [u8]) -> Result<usize, &'static str>;
+}
+
+/// Receive window of each TCP socket.
+pub const TCP_RX: usize = 1024;
+/// Send buffer of each TCP socket.
+pub const TCP_TX: usize = 1024;
+/// Bytes of one HTTP request (head and body together), and the read buffer of a WebSocket.
+pub const MAX_REQUEST: usize = 1536;
+/// Longest WebSocket message (a request frame) accepted; longer ones close with 1009.
+pub const MAX_MESSAGE: usize = 1024;
+/// Bytes the handler may write as its result.
+pub const MAX_RESULT: usize = 512;
+/// Bytes of a reply frame: the result plus the echoed rid and framing.
+pub const MAX_REPLY: usize = MAX_RESULT + 192;
+/// Header fields kept of a request (more → 431).
+pub const MAX_HEADERS: usize = 16;
+/// Longest decoded service name.
+pub const MAX_KEY: usize = 128;
+/// A connection that sends nothing for this long, or does not take our bytes, is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The error message when the handler's result does not fit [`MAX_REPLY`].
+pub const ERR_REPLY_TOO_LARGE: &str = "ERR_REPLY_TOO_LARGE";
+/// The error message when the service name is longer than [`MAX_KEY`] or badly escaped.
+pub const ERR_KEY: &str = "ERR_REQUEST_MALFORMED";
+
+/// The buffers of one connection slot.
+pub struct Connection {
+    tcp_rx: [u8; TCP_RX],
+    tcp_tx: [u8; TCP_TX],
+    req: [u8; MAX_REQUEST],
+    result: [u8; MAX_RESULT],
+    reply: [u8; MAX_REPLY],
+    ws: WsConnection<MAX_MESSAGE>,
+}
+
+impl Connection {
+    /// An idle slot.
+    pub const fn new() -> Self {
+        Connection {
+            tcp_rx: [0; TCP_RX],
+            tcp_tx: [0; TCP_TX],
+            req: [0; MAX_REQUEST],
+            result: [0; MAX_RESULT],
+            reply: [0; MAX_REPLY],
+            ws: WsConnection::new(ws::Role::Server),
+        }
+    }
+}
+
+impl Default for Connection {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `N` connection slots: the worker's whole memory, for a static.
+pub struct WorkerStorage<const N: usize> {
+    conns: [Connection; N],
+}
+
+impl<const N: usize> WorkerStorage<N> {
+    /// `N` idle slots (a `const fn`, so the storage can be a plain `static` initialiser).
+    pub const fn new() -> Self {
+        WorkerStorage {
+            conns: [const { Connection::new() }; N],
+        }
+    }
+}
+
+impl<const N: usize> Default for WorkerStorage<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serves Grenache RPC on TCP `port` forever, `N` connections at once. Await it from a
+/// dedicated task. The stack needs `N` free socket slots.
+pub async fn serve<H: Handler, const N: usize>(
+    stack: Stack<'_>,
+    port: u16,
+    handler: &mut H,
+    storage: &mut WorkerStorage<N>,
+) -> ! {
+    // The slots run in one task; the handler is called synchronously, never across an
+    // await, so a `RefCell` borrow can never be contended.
+    let handler = core::cell::RefCell::new(handler);
+    let handler = &handler;
+    let slots = storage
+        .conns
+        .each_mut()
+        .map(|c| slot(stack, port, handler, c));
+    join_array(slots).await;
+    // `slot` never returns; this only satisfies the type.
+    loop {
+        embassy_time::Timer::after_secs(3600).await;
+    }
+}
+
+async fn slot<H: Handler>(
+    stack: Stack<'_>,
+    port: u16,
+    handler: &core::cell::RefCell<&mut H>,
+    conn: &mut Connection,
+) {
+    let Connection {
+        tcp_rx,
+        tcp_tx,
+        req,
+        result,
+        reply,
+        ws,
+    } = conn;
+    loop {
+        let mut sock = TcpSocket::new(stack, tcp_rx, tcp_tx);
+        if sock.accept(port).await.is_err() {
+            continue;
+        }
+        *ws = WsConnection::new(ws::Role::Server);
+        let mut bufs = Bufs {
+            req,
+            result,
+            reply,
+            ws,
+            handler,
+        };
+        let _ = http_conn(&mut sock, &mut bufs).await;
+        // Say goodbye politely, but never wait long for a peer that does not read.
+        sock.close();
+        let _ = with_timeout(Duration::from_secs(1), sock.flush()).await;
+        sock.abort();
+        let _ = with_timeout(Duration::from_millis(100), sock.flush()).await;
+    }
+}
+
+struct Bufs<'c, 'h, H: Handler> {
+    req: &'c mut [u8; MAX_REQUEST],
+    result: &'c mut [u8; MAX_RESULT],
+    reply: &'c mut [u8; MAX_REPLY],
+    ws: &'c mut WsConnection<MAX_MESSAGE>,
+    handler: &'c core::cell::RefCell<&'h mut H>,
+}
+
+/// Why a connection ends (all end the same way: close).
+struct Closed;
+
+async fn read(sock: &mut TcpSocket<'_>, buf: &mut [u8]) -> Result<usize, Closed> {
+    match with_timeout(IDLE_TIMEOUT, sock.read(buf)).await {
+        Ok(Ok(n)) if n > 0 => Ok(n),
+        _ => Err(Closed),
+    }
+}
+
+async fn write_all(sock: &mut TcpSocket<'_>, mut bytes: &[u8]) -> Result<(), Closed> {
+    while !bytes.is_empty() {
+        match with_timeout(IDLE_TIMEOUT, sock.write(bytes)).await {
+            Ok(Ok(n)) if n > 0 => bytes = bytes.get(n..).unwrap_or(&[]),
+            _ => return Err(Closed),
+        }
+    }
+    Ok(())
+}
+
+/// Answers a request frame into `reply`; `None` means drop (close the connection).
+fn answer<H: Handler>(
+    handler: &core::cell::RefCell<&mut H>,
+    msg: &[u8],
+    result: &mut [u8],
+    reply: &mut [u8],
+) -> Option<usize> {
+    let req = match Request::parse(msg) {
+        Ok(r) => r,
+        Err(e) => {
+            return match frame::on_malformed(msg, e) {
+                Malformed::Drop => None,
+                Malformed::Reply { rid, message } => {
+                    frame::write_reply_err(reply, rid, message).ok()
+                }
+            }
+        }
+    };
+    let mut key_buf = [0u8; MAX_KEY];
+    let Ok(key) = req.key.decode(&mut key_buf) else {
+        return frame::write_reply_err(reply, req.rid, ERR_KEY).ok();
+    };
+    let outcome = match handler.try_borrow_mut() {
+        Ok(mut h) => h.handle(key, req.payload, result),
+        Err(_) => Err("ERR_BUSY"),
+    };
+    match outcome {
+        Ok(n) => match result.get(..n) {
+            Some(res) => frame::write_reply_ok(reply, req.rid, res)
+                .or_else(|_| frame::write_reply_err(reply, req.rid, ERR_REPLY_TOO_LARGE))
+                .ok(),
+            None => frame::write_reply_err(reply, req.rid, ERR_REPLY_TOO_LARGE).ok(),
+        },
+        Err(msg) => frame::write_reply_err(reply, req.rid, msg).ok(),
+    }
+}
+
+async fn send_status(sock: &mut TcpSocket<'_>, status: u16) -> Result<(), Closed> {
+    let mut head = [0u8; 128];
+    let close = [Header::new("Connection", b"close")];
+    let n = http::write_response_head(&mut head, status, None, &close, BodyKind::Length(0))
+        .map_err(|_| Closed)?;
+    write_all(sock, head.get(..n).unwrap_or(&[])).await
+}
+
+/// What the worker needs of a request head once the buffer is released.
+struct Head {
+    len: usize,
+    body: BodyKind,
+    keep_alive: bool,
+    expect_continue: bool,
+    /// `Some(Ok(accept))` for a valid WebSocket upgrade, `Some(Err)` for a broken one.
+    upgrade: Option<Result<[u8; 28], ()>>,
+}
+
+fn head_of(buf: &[u8]) -> Result<Status<Head>, HttpError> {
+    Ok(match http::parse_request::<MAX_HEADERS>(buf)? {
+        Status::Partial => Status::Partial,
+        Status::Complete((h, len)) => {
+            let upgrade = h.upgrade || h.header("upgrade").is_some();
+            Status::Complete(Head {
+                len,
+                body: h.body,
+                keep_alive: h.keep_alive,
+                expect_continue: h.expect_continue,
+                upgrade: upgrade.then(|| {
+                    ws::check_upgrade_request(
+                        h.headers().iter().map(|f| (f.name.as_bytes(), f.value)),
+                    )
+                    .map_err(|_| ())
+                }),
+            })
+        }
+    })
+}
+
+async fn http_conn<H: Handler>(
+    sock: &mut TcpSocket<'_>,
+    b: &mut Bufs<'_, '_, H>,
+) -> Result<(), Closed> {
+    let mut len = 0usize;
+    loop {
+        let head = match head_of(b.req.get(..len).unwrap_or(&[])) {
+            Err(e) => return send_status(sock, e.status()).await,
+            Ok(Status::Partial) => {
+                if len >= MAX_REQUEST {
+                    return send_status(sock, 431).await;
+                }
+                len += read(sock, b.req.get_mut(len..).unwrap_or(&mut [])).await?;
+                continue;
+            }
+            Ok(Status::Complete(h)) => h,
+        };
+        match head.upgrade {
+            Some(Ok(accept)) => {
+                let mut out = [0u8; ws::SWITCHING_PROTOCOLS_LEN];
+                let n = ws::write_switching_protocols(&accept, &mut out).map_err(|_| Closed)?;
+                write_all(sock, out.get(..n).unwrap_or(&[])).await?;
+                b.req.copy_within(head.len..len, 0);
+                return ws_conn(sock, b, len - head.len).await;
+            }
+            Some(Err(())) => return send_status(sock, 400).await,
+            None => {}
+        }
+        let max_body = (MAX_REQUEST - head.len) as u64;
+        let mut dec = match BodyDecoder::new(head.body, max_body) {
+            Ok(d) => d,
+            Err(e) => return send_status(sock, e.status()).await,
+        };
+        if head.expect_continue && len == head.len {
+            write_all(sock, http::CONTINUE_RESPONSE).await?;
+        }
+        let (mut rd, mut wr) = (head.len, head.len);
+        loop {
+            let p = match dec.decode_in_place(b.req, rd, wr, len) {
+                Ok(p) => p,
+                Err(e) => return send_status(sock, e.status()).await,
+            };
+            (rd, wr) = (p.read, p.write);
+            if p.done {
+                break;
+            }
+            if len >= MAX_REQUEST {
+                // Squeeze out consumed chunk framing before giving up.
+                if rd > wr {
+                    b.req.copy_within(rd..len, wr);
+                    len -= rd - wr;
+                    rd = wr;
+                } else {
+                    return send_status(sock, 413).await;
+                }
+            }
+            len += read(sock, b.req.get_mut(len..).unwrap_or(&mut [])).await?;
+        }
+        let body = b.req.get(head.len..wr).unwrap_or(&[]);
+        let Some(n) = answer(b.handler, body, b.result, b.reply) else {
+            trace!("worker: malformed HTTP request, closing");
+            return Err(Closed);
+        };
+        let mut out = [0u8; 128];
+        let h = http::write_response_head(&mut out, 200, None, &[], BodyKind::Length(n as u64))
+            .map_err(|_| Closed)?;
+        write_all(sock, out.get(..h).unwrap_or(&[])).await?;
+        write_all(sock, b.reply.get(..n).unwrap_or(&[])).await?;
+        if !head.keep_alive {
+            return Ok(());
+        }
+        // A pipelined request may follow in the same buffer.
+        b.req.copy_within(rd..len, 0);
+        len -= rd;
+    }
+}
+
+async fn ws_conn<H: Handler>(
+    sock: &mut TcpSocket<'_>,
+    b: &mut Bufs<'_, '_, H>,
+    mut end: usize,
+) -> Result<(), Closed> {
+    // A server never masks: the generator is never asked for a key.
+    let mut rng = SplitMix64::new(0);
+    let mut ctrl = [0u8; ws::MAX_CONTROL_FRAME_LEN];
+    let mut start = 0usize;
+    loop {
+        while start < end {
+            let input = b.req.get_mut(start..end).unwrap_or(&mut []);
+            let (reply, stop) = match b.ws.feed(input) {
+                Ok((used, ev)) => {
+                    start += used;
+                    match ev {
+                        Some(Event::Text(t)) => {
+                            (answer(b.handler, t.as_bytes(), b.result, b.reply), false)
+                        }
+                        Some(Event::Binary(m)) => (answer(b.handler, m, b.result, b.reply), false),
+                        Some(Event::Close { .. }) => (None, true),
+                        _ => (None, false),
+                    }
+                }
+                Err(_) => {
+                    trace!("worker: WebSocket protocol error, closing");
+                    (None, true)
+                }
+            };
+            while let Ok(Some(n)) = b.ws.poll_transmit(&mut rng, &mut ctrl) {
+                write_all(sock, ctrl.get(..n).unwrap_or(&[])).await?;
+            }
+            if stop {
+                return Ok(());
+            }
+            if let Some(n) = reply {
+                if b.ws.can_send() {
+                    let mut hdr = [0u8; ws::MAX_HEADER_LEN];
+                    let h =
+                        ws::write_frame_header(&mut hdr, true, ws::Opcode::Text, None, n as u64)
+                            .map_err(|_| Closed)?;
+                    write_all(sock, hdr.get(..h).unwrap_or(&[])).await?;
+                    write_all(sock, b.reply.get(..n).unwrap_or(&[])).await?;
+                }
+            }
+        }
+        start = 0;
+        end = read(sock, &mut b.req[..]).await?;
+    }
+}
+
+/// The tutorial's worker ("Microservices with Grenache"): payload `{"number": n}`, result
+/// the tutorial's `fibonacci(n)` (1, 1, 2, 3, 5, ...; `fibonacci(10)` = 89). Any key.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fibonacci;
+
+/// The largest `n` whose tutorial Fibonacci number fits a `u64`.
+pub const FIBONACCI_MAX: u64 = 91;
+
+impl Handler for Fibonacci {
+    fn handle(
+        &mut self,
+        _key: &str,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, &'static str> {
+        let n = grenache_core::json::get(payload, "number")
+            .ok()
+            .flatten()
+            .and_then(|raw| grenache_core::json::parse_u64(raw).ok())
+            .ok_or("ERR_BAD_PAYLOAD: expected {\"number\": n}")?;
+        if n > FIBONACCI_MAX {
+            return Err("ERR_BAD_PAYLOAD: number too large");
+        }
+        let (mut a, mut b) = (1u64, 1u64);
+        for _ in 1..n {
+            (a, b) = (b, a.saturating_add(b));
+        }
+        let mut w = grenache_core::json::Writer::new(out);
+        w.u64(b).map_err(|_| ERR_REPLY_TOO_LARGE)?;
+        Ok(w.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(payload: &[u8]) -> Result<u64, &'static str> {
+        let mut out = [0u8; 32];
+        let n = Fibonacci.handle("fibonacci_worker", payload, &mut out)?;
+        let s = core::str::from_utf8(&out[..n]).map_err(|_| "utf8")?;
+        s.parse().map_err(|_| "num")
+    }
+
+    #[test]
+    fn fibonacci_as_the_tutorial() {
+        assert_eq!(call(br#"{"number":0}"#), Ok(1));
+        assert_eq!(call(br#"{"number":1}"#), Ok(1));
+        assert_eq!(call(br#"{"number":2}"#), Ok(2));
+        assert_eq!(call(br#"{"number": 10}"#), Ok(89));
+        assert_eq!(call(br#"{"number":91}"#), Ok(7540113804746346429));
+        assert!(call(br#"{"number":92}"#).is_err());
+        assert!(call(b"null").is_err());
+        assert!(call(br#"{"number":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn answer_frames() {
+        let mut fib = Fibonacci;
+        let h = core::cell::RefCell::new(&mut fib);
+        let (mut res, mut rep) = ([0u8; MAX_RESULT], [0u8; MAX_REPLY]);
+        let mut run = |msg: &[u8]| {
+            answer(&h, msg, &mut res, &mut rep)
+                .map(|n| core::str::from_utf8(&rep[..n]).unwrap().to_owned())
+        };
+        extern crate std;
+        use std::borrow::ToOwned;
+        assert_eq!(
+            run(br#"["r1","fibonacci_worker",{"number":10}]"#).as_deref(),
+            Some(r#"["r1",null,89]"#)
+        );
+        assert_eq!(
+            run(br#"["r2","fibonacci_worker",null]"#).as_deref(),
+            Some(r#"["r2","ERR_BAD_PAYLOAD: expected {\"number\": n}",null]"#)
+        );
+        assert_eq!(
+            run(br#"["r3"]"#).as_deref(),
+            Some(r#"["r3","ERR_REQUEST_MALFORMED",null]"#)
+        );
+        assert_eq!(run(b"garbage"), None);
+        assert_eq!(run(b"{}"), None);
+    }
+}
