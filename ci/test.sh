@@ -5,6 +5,7 @@
 #
 #   ci/test.sh            everything
 #   FUZZ_SECONDS=0 ci/test.sh    everything but the fuzzing runs
+#   QEMU_TESTS=0 ci/test.sh      everything but the QEMU firmware integration (ci/qemu-test.sh)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -91,6 +92,11 @@ if [ "$FUZZ_SECONDS" != "0" ]; then
         fi
         echo "fuzz $t: $(grep -E '^Done [0-9]+ runs' "$log" | tail -n 1)"
     done
+fi
+
+if [ "${QEMU_TESTS:-1}" != "0" ]; then
+    step "firmware on QEMU mps2-an386: the board announces itself and serves fib to Node and Rust clients"
+    bash ci/qemu-test.sh
 fi
 
 step "all checks passed"
