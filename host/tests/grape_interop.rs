@@ -373,3 +373,232 @@ async fn mixed_pair_put_and_get_both_ways() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3. Networks of 20 grapes
+
+/// Starts one grape per entry of `kinds`, one after the other, each bootstrapped to the first
+/// grape and to the one started just before it (the first one to the second's future port).
+async fn start_network(kinds: &[Kind]) -> Vec<Grape> {
+    let first_dp = free_udp_port();
+    let mut grapes: Vec<Grape> = Vec::new();
+    for (i, &kind) in kinds.iter().enumerate() {
+        let bootstrap: Vec<u16> = match i {
+            0 => vec![],
+            1 => vec![grapes[0].dp],
+            _ => vec![grapes[0].dp, grapes[i - 1].dp],
+        };
+        let dp = if i == 0 { first_dp } else { free_udp_port() };
+        let aph = free_tcp_port();
+        let bn: Vec<String> = bootstrap.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let proc = spawn(&program(kind), &grape_args(dp, aph, &bn, &[]), &[]);
+        let grape = Grape {
+            kind,
+            api: format!("127.0.0.1:{aph}"),
+            dp,
+            _proc: proc,
+        };
+        wait_api(&grape.api, START).await;
+        grapes.push(grape);
+    }
+    grapes
+}
+
+/// Announces `name` through `grapes[from]` once a second (as the tutorial's worker does) until
+/// a lookup through every other grape finds it; returns, per grape, how long after the first
+/// announce it was first found, and how many announce rounds were needed.
+async fn announce_until_everywhere(
+    grapes: &[Grape],
+    from: usize,
+    name: &str,
+    port: u16,
+    limit: Duration,
+) -> (Vec<Duration>, usize) {
+    let peer = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let mut found: Vec<Option<Duration>> = vec![None; grapes.len()];
+    found[from] = Some(Duration::ZERO);
+    let mut rounds = 0;
+    let mut next_announce = Instant::now();
+    while found.iter().any(Option::is_none) {
+        if Instant::now() >= next_announce {
+            let acks = announce(&grapes[from].api, name, port).await;
+            rounds += 1;
+            eprintln!("{name}: announce round {rounds} → {acks:?}");
+            next_announce += Duration::from_secs(1);
+        }
+        let lookups = grapes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| found[*i].is_none())
+            .map(|(i, g)| {
+                let (api, name) = (g.api.clone(), name.to_string());
+                async move { (i, lookup(&api, &name).await) }
+            });
+        for (i, peers) in futures_join_all(lookups).await {
+            if peers.contains(&peer) {
+                found[i] = Some(started.elapsed());
+            }
+        }
+        let missing: Vec<String> = grapes
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(g, _)| format!("{:?} {}", g.kind, g.api))
+            .collect();
+        assert!(
+            started.elapsed() < limit || missing.is_empty(),
+            "{name} announced through grape {from} ({} rounds) still not found after {limit:?} \
+             through: {missing:?}",
+            rounds
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (
+        found.into_iter().map(Option::unwrap_or_default).collect(),
+        rounds,
+    )
+}
+
+/// Runs futures concurrently on the current task (the test does not depend on futures-util).
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("lookup task"));
+    }
+    out
+}
+
+/// Reports the per-grape times, and checks that every grape answered.
+fn report(label: &str, grapes: &[Grape], times: &[Duration], rounds: usize) {
+    let slowest = times.iter().max().copied().unwrap_or_default();
+    eprintln!("{label}: found through all {} grapes after {rounds} announce round(s), slowest {slowest:?}", grapes.len());
+    for (g, t) in grapes.iter().zip(times) {
+        eprintln!("  {:?} {}: {t:?}", g.kind, g.api);
+    }
+}
+
+/// 20 Rust grapes: a worker announced through one grape is found through each of the 19 others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_of_20_rust_grapes_finds_an_announce_everywhere() {
+    let grapes = start_network(&[Kind::Rust; 20]).await;
+    for from in [0, 7, 19] {
+        let name = format!("net20_rust_from_{from}");
+        let (times, rounds) =
+            announce_until_everywhere(&grapes, from, &name, worker_port(), VISIBLE).await;
+        report(&name, &grapes, &times, rounds);
+    }
+}
+
+/// 10 Rust and 10 Node grapes, interleaved: a worker announced through a Rust grape or a Node
+/// grape is found through each of the 19 others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_of_10_rust_and_10_node_grapes_finds_an_announce_everywhere() {
+    let kinds: Vec<Kind> = (0..20)
+        .map(|i| if i % 2 == 0 { Kind::Rust } else { Kind::Node })
+        .collect();
+    let grapes = start_network(&kinds).await;
+    for from in [0, 7, 12, 19] {
+        let name = format!("net20_mixed_from_{from}_{:?}", grapes[from].kind);
+        let (times, rounds) =
+            announce_until_everywhere(&grapes, from, &name, worker_port(), VISIBLE).await;
+        report(&name, &grapes, &times, rounds);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Expiry and unannounce
+
+/// With `--dpa 3000`, a worker that announced (through a grape of a two-grape Rust network) is
+/// found by the other grape while it keeps announcing, and disappears within the TTL (exact in
+/// the Rust grape: 3 s after its last announce; checked with a 2 s margin) once it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announces_expire_after_dpa() {
+    const TTL: Duration = Duration::from_millis(3000);
+    const MARGIN: Duration = Duration::from_millis(2000);
+    let a = start_grape(Kind::Rust, &[], &["--dpa", "3000"]).await;
+    let b = start_grape(Kind::Rust, &[a.dp], &["--dpa", "3000"]).await;
+    let name = "expiring_worker";
+    let port = worker_port();
+    let peer = format!("127.0.0.1:{port}");
+    // Announce once a second for twice the TTL: the entry must stay all along.
+    let mut last_announce = Instant::now();
+    let started = Instant::now();
+    let deadline = started + VISIBLE;
+    while announce(&a.api, name, port).await.is_err() {
+        assert!(Instant::now() < deadline, "the grapes do not connect");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let kept_until = Instant::now() + 2 * TTL;
+    while Instant::now() < kept_until {
+        last_announce = Instant::now();
+        announce(&a.api, name, port).await.expect("announce");
+        for api in [&a.api, &b.api] {
+            assert_eq!(lookup(api, name).await, vec![peer.clone()], "through {api}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Stop announcing: gone from both grapes by TTL + margin after the last announce.
+    let mut gone = [None, None];
+    while gone.iter().any(Option::is_none) {
+        for (i, api) in [&a.api, &b.api].into_iter().enumerate() {
+            if gone[i].is_none() && lookup(api, name).await.is_empty() {
+                gone[i] = Some(last_announce.elapsed());
+            }
+        }
+        assert!(
+            last_announce.elapsed() < TTL + MARGIN || gone.iter().all(Option::is_some),
+            "{peer} still announced {:?} after the last announce (TTL {TTL:?}): {gone:?}",
+            last_announce.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "expired after the last announce: through a {:?}, through b {:?}",
+        gone[0], gone[1]
+    );
+    // Never before the TTL (the last announce's lookups above saw it after it was sent).
+    for g in gone.iter().flatten() {
+        assert!(
+            *g >= TTL - Duration::from_millis(200),
+            "expired early: {gone:?}"
+        );
+    }
+}
+
+/// `/unannounce` (an extension, data `[name, port]`) removes the worker from every Rust grape at
+/// once: the next lookup through any grape no longer finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unannounce_removes_a_worker_at_once() {
+    let grapes = start_network(&[Kind::Rust; 5]).await;
+    let name = "leaving_worker";
+    let port = worker_port();
+    let peer = format!("127.0.0.1:{port}");
+    announce_until_everywhere(&grapes, 2, name, port, VISIBLE).await;
+    // Another worker under the same name stays.
+    let staying = format!("127.0.0.1:{}", {
+        let p = worker_port();
+        announce_until_everywhere(&grapes, 3, name, p, VISIBLE).await;
+        p
+    });
+    let removed = post_ok(&grapes[2].api, "unannounce", &json!([name, port])).await;
+    assert!(
+        removed.as_u64().unwrap_or(0) >= 1,
+        "unannounce answered {removed}"
+    );
+    for g in &grapes {
+        let peers = lookup(&g.api, name).await;
+        assert!(
+            !peers.contains(&peer) && peers.contains(&staying),
+            "through {} after unannouncing {peer}: {peers:?}",
+            g.api
+        );
+    }
+}
