@@ -17,10 +17,10 @@
 #[path = "../../adapters/tokio/tests/common/mod.rs"]
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{free_tcp_port, free_udp_port, interop_dir, run_node, spawn, spawn_node, Proc};
+use common::{free_tcp_port, free_udp_port, interop_dir, run, run_node, spawn, spawn_node, Proc};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -599,4 +599,240 @@ async fn unannounce_removes_a_worker_at_once() {
             g.api
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Several hosts: network namespaces on a bridge
+
+/// Runs `ip args…` (at most 10 s); a failure fails the test with ip's message.
+fn ip(args: &[&str]) {
+    let out = ip_output(args);
+    assert!(
+        out.status.success(),
+        "`ip {}` failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `ip args…` (killed after 10 s) and returns its output, whatever its status.
+fn ip_output(args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new("ip")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `ip {}`: {e}", args.join(" ")));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while matches!(child.try_wait(), Ok(None)) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`ip {}` did not finish within 10 s", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("ip output")
+}
+
+/// Hosts simulated by network namespaces, each with a veth pair whose other end is on a bridge
+/// in the test's namespace; the bridge has the address .254 so that the test can reach every
+/// host. Everything is deleted on drop (also when the test panics), and leftovers of an earlier
+/// run with the same name are deleted first.
+struct NetLab {
+    bridge: String,
+    namespaces: Vec<String>,
+    subnet: String,
+}
+
+impl NetLab {
+    /// `hosts` namespaces with the addresses `<subnet>.1`, `<subnet>.2`, … Needs root and
+    /// iproute2: without them the test fails here, with the reason.
+    fn new(hosts: usize) -> NetLab {
+        let uid = std::process::Command::new("id").arg("-u").output();
+        let uid = uid
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            uid, "0",
+            "the multi-host test creates network namespaces and needs root (uid 0, `id -u` \
+             says {uid:?}); CI runs it as root"
+        );
+        let version = std::process::Command::new("ip").arg("-V").output();
+        assert!(
+            matches!(&version, Ok(o) if o.status.success()),
+            "the multi-host test needs iproute2's `ip` on the PATH: {version:?}"
+        );
+        let netns = ip_output(&["netns", "list"]);
+        assert!(
+            netns.status.success(),
+            "`ip netns` is unavailable: {}",
+            String::from_utf8_lossy(&netns.stderr)
+        );
+        let pid = std::process::id();
+        let tag = format!("gt{}", pid % 100_000);
+        let lab = NetLab {
+            bridge: format!("{tag}br"),
+            namespaces: (0..hosts).map(|i| format!("{tag}n{i}")).collect(),
+            // 10.213.x.0/24, x from the pid, so that parallel runs do not share a subnet.
+            subnet: format!("10.213.{}", pid % 250),
+        };
+        lab.delete();
+        ip(&["link", "add", &lab.bridge, "type", "bridge"]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}.254/24", lab.subnet),
+            "dev",
+            &lab.bridge,
+        ]);
+        ip(&["link", "set", &lab.bridge, "up"]);
+        for (i, ns) in lab.namespaces.iter().enumerate() {
+            let (outer, inner) = (format!("{tag}v{i}"), format!("{tag}e{i}"));
+            ip(&["netns", "add", ns]);
+            ip(&[
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", ns,
+            ]);
+            ip(&["link", "set", &outer, "master", &lab.bridge]);
+            ip(&["link", "set", &outer, "up"]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", lab.addr(i)),
+                "dev",
+                &inner,
+            ]);
+            ip(&["-n", ns, "link", "set", &inner, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    /// The address of host `i`.
+    fn addr(&self, i: usize) -> String {
+        format!("{}.{}", self.subnet, i + 1)
+    }
+
+    /// Starts `program args…` inside host `i`'s namespace (killed on drop).
+    fn spawn(&self, i: usize, program: &Path, args: &[String], env: &[(&str, String)]) -> Proc {
+        let mut all = vec![
+            "netns".to_string(),
+            "exec".to_string(),
+            self.namespaces[i].clone(),
+            program.display().to_string(),
+        ];
+        all.extend(args.iter().cloned());
+        spawn(Path::new("ip"), &all, env)
+    }
+
+    /// Deletes what [`NetLab::new`] creates (the veth pairs go with their namespaces).
+    fn delete(&self) {
+        for ns in &self.namespaces {
+            let _ = ip_output(&["netns", "del", ns]);
+        }
+        let _ = ip_output(&["link", "del", &self.bridge]);
+    }
+}
+
+impl Drop for NetLab {
+    fn drop(&mut self) {
+        self.delete();
+        eprintln!(
+            "deleted bridge {} and namespaces {:?}",
+            self.bridge, self.namespaces
+        );
+    }
+}
+
+/// Three hosts, each with its own grape: Rust on hosts 0 and 1, Node on host 2, bootstrapped
+/// to each other by their real addresses. The tutorial's Node worker on host 0 announces to its
+/// local Rust grape (http://127.0.0.1); every grape's lookup answers the worker's reachable
+/// address `<host 0>:port` (never 127.0.0.1), and the tutorial's Node client on host 1 (through
+/// its Rust grape) and on host 2 (through its Node grape) calls it: fib(10) = 89. A worker
+/// announced through any of the three grapes is handed out with its host's address by all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grapes_on_three_hosts_hand_out_reachable_addresses() {
+    // Declared first, so dropped last: the processes inside go before their namespaces.
+    let lab = NetLab::new(3);
+    const DP: u16 = 20001;
+    const APH: u16 = 30001;
+    const WORKER: u16 = 1337;
+    let kinds = [Kind::Rust, Kind::Rust, Kind::Node];
+    let mut grapes = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        let others: Vec<String> = (0..kinds.len())
+            .filter(|&j| j != i)
+            .map(|j| format!("{}:{DP}", lab.addr(j)))
+            .collect();
+        grapes.push(lab.spawn(i, &program(*kind), &grape_args(DP, APH, &others, &[]), &[]));
+    }
+    let apis: Vec<String> = (0..kinds.len())
+        .map(|i| format!("{}:{APH}", lab.addr(i)))
+        .collect();
+    for api in &apis {
+        wait_api(api, START).await;
+    }
+
+    let node = interop_dir();
+    let _worker = lab.spawn(
+        0,
+        Path::new("node"),
+        &[node.join("fib_server.js").display().to_string()],
+        &[
+            ("GRAPE", format!("http://127.0.0.1:{APH}")),
+            ("PORT", WORKER.to_string()),
+        ],
+    );
+    let reachable = format!("{}:{WORKER}", lab.addr(0));
+    for (api, kind) in apis.iter().zip(kinds) {
+        let took = wait_found(api, "fibonacci_worker", &reachable, VISIBLE).await;
+        let peers = lookup(api, "fibonacci_worker").await;
+        eprintln!("{kind:?} grape {api}: {peers:?} (found after {took:?})");
+        assert_eq!(
+            peers,
+            vec![reachable.clone()],
+            "through the {kind:?} grape {api}"
+        );
+    }
+    // The same for a worker announced (over HTTP, from outside) through each host's grape:
+    // every grape hands out that host's address.
+    for (i, kind) in kinds.iter().enumerate() {
+        let name = format!("worker_on_host_{i}");
+        let reachable = format!("{}:{}", lab.addr(i), 4000 + i);
+        let deadline = Instant::now() + VISIBLE;
+        while announce(&apis[i], &name, 4000 + i as u16).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "announce through {kind:?} grape {i} fails"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for api in &apis {
+            wait_found(api, &name, &reachable, VISIBLE).await;
+            let peers = lookup(api, &name).await;
+            assert_eq!(peers, vec![reachable.clone()], "{name} through {api}");
+        }
+    }
+    for client_host in [1, 2] {
+        let out = run(
+            Path::new("ip"),
+            &[
+                "netns".to_string(),
+                "exec".to_string(),
+                lab.namespaces[client_host].clone(),
+                "node".to_string(),
+                node.join("fib_client.js").display().to_string(),
+            ],
+            &[("GRAPE", format!("http://127.0.0.1:{APH}"))],
+            RUN,
+        )
+        .await;
+        assert_eq!(out.trim(), FIB_10, "client on host {client_host}");
+    }
+    drop(grapes);
 }
