@@ -5,6 +5,7 @@
 #
 #   ci/test.sh            everything
 #   FUZZ_SECONDS=0 ci/test.sh    everything but the fuzzing runs
+#   BENCH=1 ci/test.sh           also the grape benchmark (ci/bench-grape.sh; needs wrk)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -91,6 +92,13 @@ if [ "$FUZZ_SECONDS" != "0" ]; then
         fi
         echo "fuzz $t: $(grep -E '^Done [0-9]+ runs' "$log" | tail -n 1)"
     done
+fi
+
+if [ "${BENCH:-0}" != "0" ]; then
+    step "grape benchmark (ci/bench-grape.sh, docs/BENCHMARKS.md section Grape)"
+    command -v wrk >/dev/null 2>&1 || apt-get install -y wrk \
+        || fail "wrk is missing and 'apt-get install -y wrk' failed"
+    ci/bench-grape.sh
 fi
 
 step "all checks passed"

@@ -497,6 +497,14 @@ async fn network_of_20_rust_grapes_finds_an_announce_everywhere() {
 
 /// 10 Rust and 10 Node grapes, interleaved: a worker announced through a Rust grape or a Node
 /// grape is found through each of the 19 others.
+///
+/// Observed (debug build, 2 cores, grapes started one after the other, each waited for): one
+/// announce round suffices, whether it goes through a Rust or a Node grape; the announce is
+/// acknowledged by all 19 other grapes and the slowest grape finds it within 0.3–0.7 s. The
+/// test still re-announces once a second, as a worker does, in case a slow Node grape missed the
+/// first round. (Under heavy CPU load a Rust announce was once acknowledged by 16 of 19: the
+/// lookup stops waiting for nodes slower than its 250 ms stall timeout, by design; lookups still
+/// found the worker through every grape.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_of_10_rust_and_10_node_grapes_finds_an_announce_everywhere() {
     let kinds: Vec<Kind> = (0..20)
@@ -514,61 +522,104 @@ async fn network_of_10_rust_and_10_node_grapes_finds_an_announce_everywhere() {
 // ---------------------------------------------------------------------------------------------
 // 4. Expiry and unannounce
 
-/// With `--dpa 3000`, a worker that announced (through a grape of a two-grape Rust network) is
-/// found by the other grape while it keeps announcing, and disappears within the TTL (exact in
-/// the Rust grape: 3 s after its last announce; checked with a 2 s margin) once it stops.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn announces_expire_after_dpa() {
-    const TTL: Duration = Duration::from_millis(3000);
+/// `--dpa` of the expiry tests, in ms.
+const DPA: &str = "3000";
+
+/// Announces a worker through `a` once a second for 6 s, checking that lookups through `a` and
+/// `b` find it all along, then stops and waits until neither finds it: that must happen no
+/// earlier than `min_ttl` and no later than `max_ttl` + 2 s after the last announce. Returns
+/// when it disappeared from each.
+async fn expires_within(
+    a: &Grape,
+    b: &Grape,
+    name: &str,
+    min_ttl: Duration,
+    max_ttl: Duration,
+) -> [Duration; 2] {
     const MARGIN: Duration = Duration::from_millis(2000);
-    let a = start_grape(Kind::Rust, &[], &["--dpa", "3000"]).await;
-    let b = start_grape(Kind::Rust, &[a.dp], &["--dpa", "3000"]).await;
-    let name = "expiring_worker";
     let port = worker_port();
     let peer = format!("127.0.0.1:{port}");
-    // Announce once a second for twice the TTL: the entry must stay all along.
-    let mut last_announce = Instant::now();
-    let started = Instant::now();
-    let deadline = started + VISIBLE;
+    let deadline = Instant::now() + VISIBLE;
     while announce(&a.api, name, port).await.is_err() {
         assert!(Instant::now() < deadline, "the grapes do not connect");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let kept_until = Instant::now() + 2 * TTL;
+    wait_found(&b.api, name, &peer, VISIBLE).await;
+    // Announce once a second for twice the TTL: the entry must stay all along.
+    let mut last_announce = Instant::now();
+    let kept_until = Instant::now() + Duration::from_secs(6);
     while Instant::now() < kept_until {
         last_announce = Instant::now();
         announce(&a.api, name, port).await.expect("announce");
-        for api in [&a.api, &b.api] {
-            assert_eq!(lookup(api, name).await, vec![peer.clone()], "through {api}");
+        for g in [a, b] {
+            assert_eq!(
+                lookup(&g.api, name).await,
+                vec![peer.clone()],
+                "through the {:?} grape",
+                g.kind
+            );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    // Stop announcing: gone from both grapes by TTL + margin after the last announce.
+    // Stop announcing: gone from both by the TTL + margin after the last announce.
     let mut gone = [None, None];
     while gone.iter().any(Option::is_none) {
-        for (i, api) in [&a.api, &b.api].into_iter().enumerate() {
-            if gone[i].is_none() && lookup(api, name).await.is_empty() {
+        for (i, g) in [a, b].into_iter().enumerate() {
+            if gone[i].is_none() && lookup(&g.api, name).await.is_empty() {
                 gone[i] = Some(last_announce.elapsed());
             }
         }
         assert!(
-            last_announce.elapsed() < TTL + MARGIN || gone.iter().all(Option::is_some),
-            "{peer} still announced {:?} after the last announce (TTL {TTL:?}): {gone:?}",
+            last_announce.elapsed() < max_ttl + MARGIN || gone.iter().all(Option::is_some),
+            "{peer} still found {:?} after the last announce (TTL at most {max_ttl:?}): {gone:?}",
             last_announce.elapsed()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let gone = gone.map(Option::unwrap_or_default);
     eprintln!(
-        "expired after the last announce: through a {:?}, through b {:?}",
-        gone[0], gone[1]
+        "{name}: gone after the last announce through the {:?} grape {:?}, through the {:?} grape {:?}",
+        a.kind, gone[0], b.kind, gone[1]
     );
-    // Never before the TTL (the last announce's lookups above saw it after it was sent).
-    for g in gone.iter().flatten() {
-        assert!(
-            *g >= TTL - Duration::from_millis(200),
-            "expired early: {gone:?}"
-        );
+    for g in gone {
+        assert!(g >= min_ttl, "expired before {min_ttl:?}: {gone:?}");
     }
+    gone
+}
+
+/// With `--dpa 3000`, a worker that keeps announcing (through a grape of a two-grape Rust
+/// network) stays found by both grapes; once it stops, it disappears within the TTL, which is
+/// exact in the Rust grape (3 s after its last announce; checked with a 2 s margin and not
+/// before 2.8 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announces_expire_after_dpa() {
+    let a = start_grape(Kind::Rust, &[], &["--dpa", DPA]).await;
+    let b = start_grape(Kind::Rust, &[a.dp], &["--dpa", DPA]).await;
+    let ttl = Duration::from_millis(3000);
+    expires_within(
+        &a,
+        &b,
+        "expiring_worker",
+        ttl - Duration::from_millis(200),
+        ttl,
+    )
+    .await;
+}
+
+/// The same in a mixed pair, announced through either grape. The Node grape keeps a peer
+/// 0.67–1.33 × `--dpa` (record-cache generations, §3.4: 2–4 s here) in its DHT store, and its
+/// lookups also answer from a cache (`_mem`) that keeps every peer a lookup saw for 0.67–1.33 ×
+/// `--dpa`/2 (1–2 s) more: through the Node grape a worker can stay visible up to 4 + 2 = 6 s
+/// after its last announce (observed: 4.8 s). Through the Rust grape it is gone when no DHT store
+/// has it any more: 2–4 s if it was stored by the Node grape, 3 s if stored by a Rust grape.
+/// Bound: 6 s (+ 2 s margin); floor 1.8 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announces_expire_after_dpa_in_a_mixed_pair() {
+    let rust = start_grape(Kind::Rust, &[], &["--dpa", DPA]).await;
+    let node = start_grape(Kind::Node, &[rust.dp], &["--dpa", DPA]).await;
+    let (min, max) = (Duration::from_millis(1800), Duration::from_millis(6000));
+    expires_within(&rust, &node, "expiring_from_rust", min, max).await;
+    expires_within(&node, &rust, "expiring_from_node", min, max).await;
 }
 
 /// `/unannounce` (an extension, data `[name, port]`) removes the worker from every Rust grape at
