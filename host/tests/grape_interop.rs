@@ -887,3 +887,32 @@ async fn grapes_on_three_hosts_hand_out_reachable_addresses() {
     }
     drop(grapes);
 }
+
+/// 60 Rust grapes, more than K = 20: an announce reaches only the 20 grapes closest to the
+/// name, and every other grape must route its lookup to them. Found through all 59 others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_of_60_rust_grapes_routes_lookups_to_the_closest() {
+    let grapes = start_network(&[Kind::Rust; 60]).await;
+    for from in [0, 30, 59] {
+        let name = format!("net60_rust_from_{from}");
+        let (times, rounds) =
+            announce_until_everywhere(&grapes, from, &name, worker_port(), VISIBLE).await;
+        report(&name, &grapes, &times, rounds);
+    }
+}
+
+/// 30 Rust and 30 Node grapes, interleaved, more than K = 20: announces through either kind are
+/// stored on the closest grapes of both kinds, and lookups through either kind route to them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_of_30_rust_and_30_node_grapes_routes_lookups_to_the_closest() {
+    let kinds: Vec<Kind> = (0..60)
+        .map(|i| if i % 2 == 0 { Kind::Rust } else { Kind::Node })
+        .collect();
+    let grapes = start_network(&kinds).await;
+    for from in [0, 31, 58, 59] {
+        let name = format!("net60_mixed_from_{from}_{:?}", grapes[from].kind);
+        let (times, rounds) =
+            announce_until_everywhere(&grapes, from, &name, worker_port(), VISIBLE).await;
+        report(&name, &grapes, &times, rounds);
+    }
+}
