@@ -3,8 +3,9 @@
 //! * the tutorial ("Microservices with Grenache") over two Rust grapes;
 //! * a mixed pair (one Node grape, one Rust grape): announce/lookup and put/get both ways;
 //! * networks of 20 grapes, all Rust and half Node: an announce through one grape is found
-//!   through every other one;
-//! * expiry with `--dpa 3000`, and the `/unannounce` extension;
+//!   through every other one; the same with 60 grapes (more than K = 20, so lookups must route);
+//! * expiry with `--dpa 3000` (Rust pair and mixed pair), the `/unannounce` extension, and its
+//!   limit in a mixed network (Node grapes ignore it);
 //! * several hosts: grapes in their own network namespaces on a bridge (needs root and `ip`).
 //!
 //! Every process is killed when its guard drops, ports are free ports (or, inside a namespace,
@@ -915,4 +916,30 @@ async fn network_of_30_rust_and_30_node_grapes_routes_lookups_to_the_closest() {
             announce_until_everywhere(&grapes, from, &name, worker_port(), VISIBLE).await;
         report(&name, &grapes, &times, rounds);
     }
+}
+
+/// The limit of `/unannounce` in a mixed network, pinned so that a change is noticed: Node
+/// grapes do not know the `unannounce` query and do not answer it, so an unannounce through the
+/// Rust grape of a mixed pair, whose only other store is the Node grape, answers
+/// `"All queries failed"`, and the worker stays in the Node grape's store (and in lookups
+/// through both grapes) until it expires there (never with the Node CLI's default `--dpa`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unannounce_does_not_reach_node_grapes() {
+    let (node, rust) = mixed_pair().await;
+    let port = worker_port();
+    let peer = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + VISIBLE;
+    while announce(&rust.api, "unannounce_mixed", port).await.is_err() {
+        assert!(Instant::now() < deadline, "the mixed pair does not connect");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_found(&node.api, "unannounce_mixed", &peer, VISIBLE).await;
+    let answer = post_ok(&rust.api, "unannounce", &json!(["unannounce_mixed", port])).await;
+    assert_eq!(answer, json!("All queries failed"));
+    for g in [&rust, &node] {
+        assert_eq!(lookup(&g.api, "unannounce_mixed").await, vec![peer.clone()]);
+    }
+    // And the Node grape has no such endpoint.
+    let answer = post_ok(&node.api, "unannounce", &json!(["unannounce_mixed", port])).await;
+    assert_eq!(answer, json!("ERR_REQ_NOTFOUND"));
 }
