@@ -6,6 +6,7 @@
 #   ci/test.sh            everything
 #   FUZZ_SECONDS=0 ci/test.sh    everything but the fuzzing runs
 #   QEMU_TESTS=0 ci/test.sh      everything but the QEMU firmware integration (ci/qemu-test.sh)
+#   BENCH=1 ci/test.sh           also the grape benchmark (ci/bench-grape.sh; needs wrk)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -97,6 +98,13 @@ fi
 if [ "${QEMU_TESTS:-1}" != "0" ]; then
     step "firmware on QEMU mps2-an386: the board announces itself and serves fib to Node and Rust clients"
     bash ci/qemu-test.sh
+fi
+
+if [ "${BENCH:-0}" != "0" ]; then
+    step "grape benchmark (ci/bench-grape.sh, docs/BENCHMARKS.md section Grape)"
+    command -v wrk >/dev/null 2>&1 || apt-get install -y wrk \
+        || fail "wrk is missing and 'apt-get install -y wrk' failed"
+    ci/bench-grape.sh
 fi
 
 step "all checks passed"

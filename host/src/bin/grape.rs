@@ -63,8 +63,8 @@ struct Cli {
     #[arg(long = "dht_maxValues", value_name = "N", default_value_t = DEFAULT_MAX_VALUES)]
     dht_max_values: usize,
 
-    /// Max age of announced peers in the DHT, in ms (0 = never expire); the lookup cache keeps
-    /// them half as long
+    /// Max age of announced peers in the DHT, in ms (0 = never expire): a peer is dropped this
+    /// long after its last announce (the Node grape: 0.67-1.33 times it, plus its lookup cache)
     #[arg(long = "dpa", visible_alias = "dht_peer_maxAge", value_name = "MS",
           default_value_t = millis(DEFAULT_PEER_MAX_AGE))]
     dht_peer_max_age: u64,

@@ -44,8 +44,11 @@ pub struct GrapeConfig {
     pub dht_max_tables: usize,
     /// `--dht_maxValues`: stored BEP 44 items.
     pub dht_max_values: usize,
-    /// `--dpa/--dht_peer_maxAge`: how long announced peers live; zero = never expire. The grape's
-    /// own lookup cache keeps peers half as long (`Grape.js:33-36`).
+    /// `--dpa/--dht_peer_maxAge`: how long announced peers live after their last announce; zero
+    /// = never expire. Exact here; the Node grape keeps them 0.67–1.33 × as long (record-cache
+    /// generations, §3.4) and also answers lookups from a cache that lives half as long
+    /// (`Grape.js:33-36`). This grape has no such cache: a lookup answers what the DHT holds now
+    /// (`host/tests/grape_interop.rs` checks the expiry against both).
     pub dht_peer_max_age: Duration,
     /// `--dnl/--dht_nodeLiveness`: how long the routing table may go unchanged before its nodes
     /// are pinged.

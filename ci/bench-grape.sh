@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Grape benchmark (issue #3, "Speed and memory"): the Rust grape against the Node grape
+# (grenache-grape 1.0.0 from tests/interop) and against a fixed-body HTTP server (the loopback
+# limit of this machine), in one run, on 127.0.0.1:
+#
+#   1. /lookup of one announced name: requests/s, p50, p99 (wrk, keep-alive). Each grape runs in
+#      a pair with a second grape of its own kind, so every lookup is a real DHT traversal
+#      (get_peers over UDP to the other grape) plus the HTTP round trip.
+#   2. RSS of each grape idle, then after NAMES distinct names were announced through it (and of
+#      its peer, which stores them).
+#
+# Needs: wrk (Debian: `apt-get install -y wrk`), python3, curl, node, and
+# `npm ci --prefix tests/interop`. Fails loudly when one is missing.
+#
+#   ci/bench-grape.sh          defaults: 3 rounds of 10 s wrk runs, 32 connections, 10000 names
+#   DURATION=5s ROUNDS=5 CONNECTIONS=64 NAMES=1000 ci/bench-grape.sh
+#
+# The wrk runs alternate between the three servers, ROUNDS times, so that a change of machine
+# load hits all of them alike; every round is printed, with the load average.
+#
+# No thresholds: it prints numbers (a markdown table at the end), it does not judge them.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grenache-rs/target}"
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-32}"
+THREADS="${THREADS:-2}"
+NAMES="${NAMES:-10000}"
+ROUNDS="${ROUNDS:-3}"
+BASE_PORT="${BASE_PORT:-47000}"
+
+fail() { printf 'FAILED: %s\n' "$*" >&2; exit 1; }
+command -v wrk >/dev/null || fail "wrk is not installed (Debian: apt-get install -y wrk)"
+command -v python3 >/dev/null || fail "python3 is not installed"
+command -v curl >/dev/null || fail "curl is not installed"
+command -v node >/dev/null || fail "node is not installed"
+NODE_GRAPE="$here/tests/interop/node_modules/.bin/grape"
+[ -x "$NODE_GRAPE" ] || fail "$NODE_GRAPE is missing: run npm ci --prefix tests/interop"
+
+cargo build --release -q -p grenache-host --bin grape --example fixed_http
+RUST_GRAPE="$CARGO_TARGET_DIR/release/grape"
+FIXED="$CARGO_TARGET_DIR/release/examples/fixed_http"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+post() { # post <aph> <endpoint> <json data>
+    curl -s --max-time 10 -X POST -H 'Content-Type: application/json' \
+        -d "{\"data\":$3,\"rid\":\"bench\"}" "http://127.0.0.1:$1/$2"
+}
+
+wait_api() { # wait_api <aph>: at most 20 s
+    for _ in $(seq 200); do
+        if [ "$(post "$1" lookup '"probe"')" = "[]" ]; then return 0; fi
+        sleep 0.1
+    done
+    fail "grape API on port $1 not answering after 20 s"
+}
+
+# start_pair <kind> <program> <offset>: a measured grape and its peer, bootstrapped to each other.
+start_pair() {
+    local kind=$1 prog=$2 off=$3
+    local dp1=$((BASE_PORT + off)) dp2=$((BASE_PORT + off + 1))
+    local aph1=$((BASE_PORT + 100 + off)) aph2=$((BASE_PORT + 100 + off + 1))
+    "$prog" --dp "$dp1" --aph "$aph1" --bn "127.0.0.1:$dp2" --dpa 600000 2>>"$work/$kind.log" &
+    pids+=($!); eval "${kind}_pid=$!"; eval "${kind}_aph=$aph1"
+    "$prog" --dp "$dp2" --aph "$aph2" --bn "127.0.0.1:$dp1" --dpa 600000 2>>"$work/$kind.log" &
+    pids+=($!); eval "${kind}_peer_pid=$!"
+    wait_api "$aph1"
+    wait_api "$aph2"
+    # The first announce may race the bootstrap: retry for up to 10 s.
+    for _ in $(seq 50); do
+        case "$(post "$aph1" announce '["bench_svc",1337]')" in
+            [0-9]*) return 0 ;;
+        esac
+        sleep 0.2
+    done
+    fail "$kind grape pair does not connect"
+}
+
+start_pair rust "$RUST_GRAPE" 0
+start_pair node "$NODE_GRAPE" 10
+"$FIXED" "$((BASE_PORT + 199))" 2>/dev/null &
+pids+=($!)
+sleep 0.5
+
+cat >"$work/lookup.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = '{"data":"bench_svc","rid":"bench"}'
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.status + summary.errors.timeout
+  io.write(string.format("RESULT %.0f %.3f %.3f %d %d\n",
+    summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    summary.requests, errors))
+end
+EOF
+
+declare -A rps p50 p99 reqs errs load
+for round in $(seq "$ROUNDS"); do
+  for target in fixed rust node; do
+    case $target in
+        fixed) port=$((BASE_PORT + 199)) ;;
+        rust) port=$rust_aph ;;
+        node) port=$node_aph ;;
+    esac
+    # Every target must give the same answer.
+    answer=$(post "$port" lookup '"bench_svc"')
+    [ "$answer" = '["127.0.0.1:1337"]' ] || fail "$target answers $answer to the lookup"
+    key="$target.$round"
+    load[$key]=$(cut -d' ' -f1 /proc/loadavg)
+    wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" -s "$work/lookup.lua" \
+        "http://127.0.0.1:$port/lookup" >"$work/wrk-$key.txt"
+    read -r _ rps[$key] p50[$key] p99[$key] reqs[$key] errs[$key] \
+        < <(grep '^RESULT' "$work/wrk-$key.txt")
+  done
+done
+
+# Memory: idle, then after NAMES announces through the measured grape (4 keep-alive clients).
+declare -A rss_idle rss_full peer_idle peer_full took failed
+for kind in rust node; do
+    pid_var="${kind}_pid"; peer_var="${kind}_peer_pid"; aph_var="${kind}_aph"
+    rss_idle[$kind]=$(rss_kib "${!pid_var}")
+    peer_idle[$kind]=$(rss_kib "${!peer_var}")
+    read -r took[$kind] failed[$kind] < <(python3 - "${!aph_var}" "$NAMES" <<'EOF'
+import http.client, json, sys, threading, time
+port, names = int(sys.argv[1]), int(sys.argv[2])
+failed = [0]
+def run(k):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for i in range(k, names, 4):
+        body = json.dumps({"data": ["bench_name_%d" % i, 2000 + i % 50000], "rid": "b"})
+        c.request("POST", "/announce", body, {"Content-Type": "application/json"})
+        r = c.getresponse(); text = r.read()
+        if r.status != 200 or not text[:1].isdigit():
+            failed[0] += 1
+started = time.time()
+threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("%.1f %d" % (time.time() - started, failed[0]))
+EOF
+)
+    rss_full[$kind]=$(rss_kib "${!pid_var}")
+    peer_full[$kind]=$(rss_kib "${!peer_var}")
+    # Spot check: the last name is found through the measured grape.
+    last=$(post "${!aph_var}" lookup "\"bench_name_$((NAMES - 1))\"")
+    [ "$last" != "[]" ] || fail "$kind: bench_name_$((NAMES - 1)) not found after the announces"
+done
+
+echo
+echo "## Grape benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
+echo
+echo "| /lookup of one announced name | round | requests/s | p50 ms | p99 ms | requests | errors | load avg |"
+echo "|---|---|---|---|---|---|---|---|"
+for target in fixed rust node; do
+    label=$target
+    [ "$target" = fixed ] && label="fixed-body server (baseline)"
+    [ "$target" = rust ] && label="Rust grape (release)"
+    [ "$target" = node ] && label="Node grape 1.0.0 ($(node --version))"
+    for round in $(seq "$ROUNDS"); do
+        key="$target.$round"
+        echo "| $label | $round | ${rps[$key]} | ${p50[$key]} | ${p99[$key]} | ${reqs[$key]} | ${errs[$key]} | ${load[$key]} |"
+    done
+done
+echo
+echo "| memory (VmRSS) | idle | after $NAMES announces | its peer idle | peer after | announce time | failed |"
+echo "|---|---|---|---|---|---|---|"
+for kind in rust node; do
+    echo "| $kind grape | $((rss_idle[$kind] / 1024)) MiB | $((rss_full[$kind] / 1024)) MiB |" \
+        "$((peer_idle[$kind] / 1024)) MiB | $((peer_full[$kind] / 1024)) MiB | ${took[$kind]} s | ${failed[$kind]} |"
+done
