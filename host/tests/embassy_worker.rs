@@ -237,6 +237,39 @@ fn inner() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The light client answers KRPC queries on its DHT port.
+    let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    udp.send_to(
+        b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe",
+        "10.77.0.2:20002",
+    )
+    .unwrap();
+    let mut pong = [0u8; 1500];
+    let (n, _) = udp.recv_from(&mut pong).expect("no answer to a KRPC ping");
+    let pong = String::from_utf8_lossy(&pong[..n]).into_owned();
+    assert!(
+        pong.contains("1:t2:aa") && pong.contains("1:y1:r"),
+        "ping answer: {pong:?}"
+    );
+
+    // HTTP keep-alive: two pipelined requests on one connection, the second one chunked.
+    let mut s = connect();
+    s.write_all(
+        b"POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 38\r\n\r\n[\"p1\",\"fibonacci_worker\",{\"number\":5}]\
+          POST / HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          5\r\n[\"p2\"\r\n21\r\n,\"fibonacci_worker\",{\"number\":6}]\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    let mut both = String::new();
+    let _ = s.read_to_string(&mut both);
+    assert!(both.contains(r#"["p1",null,8]"#), "pipelined: {both:?}");
+    assert!(
+        both.contains(r#"["p2",null,13]"#),
+        "pipelined chunked: {both:?}"
+    );
+    drop(s);
+
     // Half-open connections hold two of the four slots for the rest of the checks.
     let idle = connect();
     let mut partial = connect();
