@@ -56,12 +56,12 @@ build_embedded() {
     shift
     if rustup target list --installed 2>/dev/null | grep -qx "$target" \
         || rustup target add "$target" >/dev/null 2>&1; then
-        cargo build -p grenache-core --release --target "$target" "$@"
+        cargo build -p "${PKG:-grenache-core}" --release --target "$target" "$@"
     elif cargo +nightly --version >/dev/null 2>&1 \
         && { rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src' \
              || rustup +nightly component add rust-src >/dev/null 2>&1; }; then
         echo "(no prebuilt std for $target: building core with -Zbuild-std)"
-        cargo +nightly build -Zbuild-std=core -p grenache-core --release --target "$target" "$@"
+        cargo +nightly build -Zbuild-std=core -p "${PKG:-grenache-core}" --release --target "$target" "$@"
     else
         fail "cannot build for $target: neither 'rustup target add $target' nor nightly -Zbuild-std=core (rust-src) is available"
     fi
@@ -70,6 +70,12 @@ for target in "${EMBEDDED_TARGETS[@]}"; do
     for features in "" "ed25519" "defmt" "ed25519,defmt"; do
         echo "--- $target features=[${features}]"
         build_embedded "$target" --no-default-features ${features:+--features "$features"}
+    done
+done
+for target in "${EMBEDDED_TARGETS[@]}"; do
+    for features in "" "defmt"; do
+        echo "--- grenache-embassy $target features=[${features}]"
+        PKG=grenache-embassy build_embedded "$target" ${features:+--features "$features"}
     done
 done
 if grep -rnE 'fetch_(add|sub|and|or|xor|max|min|update)|compare_exchange|\bswap\(' core/src \

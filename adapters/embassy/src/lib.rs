@@ -27,6 +27,12 @@
 //! }
 //! ```
 //!
+//! Placing the storage without copying it through the stack: [`worker::WorkerStorage::new`] is
+//! a `const fn`, so `static_cell::ConstStaticCell::new(WorkerStorage::new())` keeps it in
+//! `.bss`/`.data` and `.take()` hands out the `&'static mut`. [`dht::DhtStorage::new`] needs
+//! the RNG and the clock, so it is built at run time (`StaticCell::init`), which passes about
+//! 23 KiB through the caller's stack once: give the init task room for it.
+//!
 //! # Memory
 //! Everything lives in the two storage values the board places in statics
 //! ([`dht::DhtStorage`], [`worker::WorkerStorage`]); their sizes follow from the consts of

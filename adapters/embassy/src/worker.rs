@@ -54,6 +54,9 @@ pub const MAX_HEADERS: usize = 16;
 pub const MAX_KEY: usize = 128;
 /// A connection that sends nothing for this long, or does not take our bytes, is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An HTTP connection idle between requests is closed after this (Node's keepAliveTimeout
+/// is 5 s): clients keep connections in a pool, and each one holds a slot.
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The error message when the handler's result does not fit [`MAX_REPLY`].
 pub const ERR_REPLY_TOO_LARGE: &str = "ERR_REPLY_TOO_LARGE";
@@ -180,8 +183,8 @@ struct Bufs<'c, 'h, H: Handler> {
 /// Why a connection ends (all end the same way: close).
 struct Closed;
 
-async fn read(sock: &mut TcpSocket<'_>, buf: &mut [u8]) -> Result<usize, Closed> {
-    match with_timeout(IDLE_TIMEOUT, sock.read(buf)).await {
+async fn read(sock: &mut TcpSocket<'_>, buf: &mut [u8], limit: Duration) -> Result<usize, Closed> {
+    match with_timeout(limit, sock.read(buf)).await {
         Ok(Ok(n)) if n > 0 => Ok(n),
         _ => Err(Closed),
     }
@@ -278,6 +281,7 @@ async fn http_conn<H: Handler>(
     b: &mut Bufs<'_, '_, H>,
 ) -> Result<(), Closed> {
     let mut len = 0usize;
+    let mut served = false;
     loop {
         let head = match head_of(b.req.get(..len).unwrap_or(&[])) {
             Err(e) => return send_status(sock, e.status()).await,
@@ -285,7 +289,13 @@ async fn http_conn<H: Handler>(
                 if len >= MAX_REQUEST {
                     return send_status(sock, 431).await;
                 }
-                len += read(sock, b.req.get_mut(len..).unwrap_or(&mut [])).await?;
+                // Between requests a connection may idle only briefly.
+                let limit = if served && len == 0 {
+                    KEEP_ALIVE_TIMEOUT
+                } else {
+                    IDLE_TIMEOUT
+                };
+                len += read(sock, b.req.get_mut(len..).unwrap_or(&mut []), limit).await?;
                 continue;
             }
             Ok(Status::Complete(h)) => h,
@@ -329,7 +339,7 @@ async fn http_conn<H: Handler>(
                     return send_status(sock, 413).await;
                 }
             }
-            len += read(sock, b.req.get_mut(len..).unwrap_or(&mut [])).await?;
+            len += read(sock, b.req.get_mut(len..).unwrap_or(&mut []), IDLE_TIMEOUT).await?;
         }
         let body = b.req.get(head.len..wr).unwrap_or(&[]);
         let Some(n) = answer(b.handler, body, b.result, b.reply) else {
@@ -344,6 +354,7 @@ async fn http_conn<H: Handler>(
         if !head.keep_alive {
             return Ok(());
         }
+        served = true;
         // A pipelined request may follow in the same buffer.
         b.req.copy_within(rd..len, 0);
         len -= rd;
@@ -397,7 +408,8 @@ async fn ws_conn<H: Handler>(
             }
         }
         start = 0;
-        end = read(sock, &mut b.req[..]).await?;
+        // WebSocket clients keep their connection open between requests on purpose.
+        end = read(sock, &mut b.req[..], IDLE_TIMEOUT).await?;
     }
 }
 
