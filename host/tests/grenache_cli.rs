@@ -1,7 +1,12 @@
 //! The `grenache` binary end to end: the demo, every client command against two Rust grapes
 //! (the `grape` binary) and against the demo's own network, and the error messages and exit
-//! codes. Needs nothing but the two binaries cargo builds for this test.
+//! codes. Needs nothing but the two binaries cargo builds for this test, except
+//! `a_rust_grape_and_a_node_grape_share_services_and_values`, which needs Node and
+//! `npm ci --prefix tests/interop` like the other interop tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../adapters/tokio/tests/common/mod.rs"]
+mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
@@ -105,6 +110,12 @@ struct Grapes {
 }
 
 fn start_grapes() -> Grapes {
+    start_grapes_with(false)
+}
+
+/// Two grapes bootstrapped to each other; with `node_b`, the second one is the Node
+/// grenache-grape.
+fn start_grapes_with(node_b: bool) -> Grapes {
     let (dp1, dp2) = (free_udp_port(), free_udp_port());
     let (aph1, aph2) = (free_tcp_port(), free_tcp_port());
     let start = |dp: u16, aph: u16, bn: u16| {
@@ -123,10 +134,25 @@ fn start_grapes() -> Grapes {
             .expect("the grape binary runs");
         Proc(child)
     };
+    let second = if node_b {
+        let grape_js = common::interop_dir().join("node_modules/grenache-grape/bin/grape.js");
+        let child = Command::new("node")
+            .arg(grape_js)
+            .args(["--dp", &dp2.to_string(), "--aph", &aph2.to_string()])
+            .args(["--bn", &format!("127.0.0.1:{dp1}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node runs");
+        Proc(child)
+    } else {
+        start(dp2, aph2, dp1)
+    };
     let grapes = Grapes {
         a: format!("http://127.0.0.1:{aph1}"),
         b: format!("http://127.0.0.1:{aph2}"),
-        _procs: (start(dp1, aph1, dp2), start(dp2, aph2, dp1)),
+        _procs: (start(dp1, aph1, dp2), second),
     };
     for url in [&grapes.a, &grapes.b] {
         // Up once a lookup reaches it (and finds nothing, exit code 3).
@@ -374,4 +400,97 @@ fn errors_are_plain_words_with_distinct_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
     let out = grenache(&["request", "x", "{}", "--transport", "carrier-pigeon"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_rust_grape_and_a_node_grape_share_services_and_values() {
+    let grapes = start_grapes_with(true);
+    for (through, from, name, port) in [
+        (&grapes.a, &grapes.b, "announced_via_rust", "5555"),
+        (&grapes.b, &grapes.a, "announced_via_node", "5556"),
+    ] {
+        grenache_until(&["--grape", through, "announce", name, port], |out| {
+            out.status.success()
+        });
+        let out = grenache_until(&["--grape", from, "lookup", name], |out| {
+            out.status.success()
+        });
+        assert_eq!(stdout(&out).trim(), format!("127.0.0.1:{port}"));
+    }
+    for (to, from, value) in [
+        (&grapes.a, &grapes.b, "stored via rust"),
+        (&grapes.b, &grapes.a, "stored via node"),
+    ] {
+        let out = grenache(&["--grape", to, "put", value]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let hash = stdout(&out).trim().to_string();
+        let out = grenache(&["--grape", from, "get", &hash]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out).trim(), value);
+    }
+}
+
+#[test]
+fn request_and_map_over_http_to_a_worker_of_the_test() {
+    use grenache_tokio::rpc::http::PeerRpcServer;
+    use grenache_tokio::{Link, LinkConfig, Request, RpcError};
+
+    let grapes = start_grapes();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let link = Link::new(LinkConfig::new(grapes.a.clone())).unwrap();
+    let worker = PeerRpcServer::new(link, |req: Request| async move {
+        match req.payload.get("fail") {
+            Some(why) => Err(RpcError::new(why.as_str().unwrap_or("ERR_FAIL"))),
+            None => Ok(serde_json::json!({ "echo": req.payload })),
+        }
+    });
+    let port = runtime.block_on(async {
+        let addr = worker
+            .listen_on(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        worker.start_announcing("cli_http_echo");
+        addr.port()
+    });
+    let b = grapes.b.as_str();
+    grenache_until(&["--grape", b, "lookup", "cli_http_echo"], |out| {
+        stdout(out).trim() == format!("127.0.0.1:{port}")
+    });
+    let out = grenache(&[
+        "--grape",
+        b,
+        "request",
+        "cli_http_echo",
+        r#"{"a": [1, "x"]}"#,
+        "--transport",
+        "http",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), r#"{"echo":{"a":[1,"x"]}}"#);
+    let out = grenache(&[
+        "--grape",
+        b,
+        "map",
+        "cli_http_echo",
+        "7",
+        "--transport",
+        "http",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), r#"{"echo":7}"#);
+    let out = grenache(&[
+        "--grape",
+        b,
+        "request",
+        "cli_http_echo",
+        r#"{"fail": "ERR_NOPE"}"#,
+        "--transport",
+        "http",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).trim(),
+        "grenache: the worker of 'cli_http_echo' answered with an error: ERR_NOPE"
+    );
+    worker.stop();
 }
