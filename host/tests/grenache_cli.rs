@@ -316,7 +316,7 @@ fn keep_running_demo() -> (Proc, String, String) {
 
 #[test]
 fn request_and_map_through_the_demo_network() {
-    let (_demo, g1, g2) = keep_running_demo();
+    let (mut demo, g1, g2) = keep_running_demo();
     for grape in [&g1, &g2] {
         let out = grenache(&[
             "--grape",
@@ -355,6 +355,20 @@ fn request_and_map_through_the_demo_network() {
         "{}",
         stderr(&out)
     );
+
+    // Ctrl-C (SIGINT) stops the whole network cleanly, exit code 0.
+    let pid = demo.0.id().to_string();
+    let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = demo.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the demo ignores Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]
