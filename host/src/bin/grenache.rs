@@ -6,6 +6,7 @@
 //! worker's answer as JSON on one line); errors go to stderr as one sentence, and the exit code
 //! says what kind of failure it was (see [`EXIT_CODES`]).
 
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -29,7 +30,8 @@ Examples:
   grenache demo
   grenache lookup fibonacci_worker
   grenache request fibonacci_worker '{\"number\": 10}'
-  grenache --grape http://127.0.0.1:40001 map fibonacci_worker '{\"number\": 10}' --transport http
+  grenache map fibonacci_worker '{\"number\": 10}'
+  grenache --grape http://127.0.0.1:40001 request my_http_service '{}' --transport http
   grenache put 'hello'
   grenache get 2aae6c35c94fcfb415dbe95f408b9ce91ee846ed";
 
@@ -585,7 +587,8 @@ async fn demo(keep_running: bool) -> Result<(), Failure> {
         tokio::signal::ctrl_c()
             .await
             .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot wait for Ctrl-C: {e}")))?;
-        println!("Ctrl-C: stopping");
+        // From here on stdout may be gone (a closed terminal or pipe): never panic on it.
+        let _ = writeln!(std::io::stdout(), "Ctrl-C: stopping");
     }
 
     client.stop();
@@ -601,7 +604,10 @@ async fn demo(keep_running: bool) -> Result<(), Failure> {
     {
         eprintln!("grenache: the grapes took too long to stop; exiting anyway");
     }
-    println!("Done: the worker answered every request.");
+    let _ = writeln!(
+        std::io::stdout(),
+        "Done: the worker answered every request."
+    );
     Ok(())
 }
 
