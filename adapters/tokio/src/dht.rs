@@ -366,6 +366,20 @@ struct Loop {
     queued: VecDeque<Command>,
 }
 
+/// Sends one datagram. tokio's `try_send_to` answers `WouldBlock` until it has seen the socket
+/// writable once, so the first datagram of a fresh socket (a bootstrap query) was dropped; on
+/// `WouldBlock` this waits for writability instead, which for UDP takes microseconds.
+async fn send_to(
+    socket: &tokio::net::UdpSocket,
+    bytes: &[u8],
+    to: SocketAddr,
+) -> io::Result<usize> {
+    match socket.try_send_to(bytes, to) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(bytes, to).await,
+        other => other,
+    }
+}
+
 async fn run(
     node: &mut HostNode,
     socket: tokio::net::UdpSocket,
@@ -387,7 +401,7 @@ async fn run(
         let t = now(clock);
         while let Some(tx) = node.poll_transmit(t, &mut out) {
             if let Some(bytes) = out.get(..tx.len) {
-                if let Err(e) = socket.try_send_to(bytes, SocketAddr::V4(addr_of(tx.to))) {
+                if let Err(e) = send_to(&socket, bytes, SocketAddr::V4(addr_of(tx.to))).await {
                     tracing::debug!("DHT send to {} failed: {e}", addr_of(tx.to));
                 }
             }
@@ -421,7 +435,7 @@ async fn run(
                     let data = input.get(..n).unwrap_or(&[]);
                     if let Some(len) = node.handle_datagram(t, peer_of(from), data, &mut reply) {
                         if let Some(bytes) = reply.get(..len) {
-                            if let Err(e) = socket.try_send_to(bytes, SocketAddr::V4(from)) {
+                            if let Err(e) = send_to(&socket, bytes, SocketAddr::V4(from)).await {
                                 tracing::debug!("DHT reply to {from} failed: {e}");
                             }
                         }

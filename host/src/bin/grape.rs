@@ -9,15 +9,12 @@
 //! exit code 1), start the DHT, serve the API until SIGINT/SIGTERM.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use grenache_tokio::dht::{Dht, DhtConfig};
 use grenache_tokio::grape::{
-    bind_api, parse_bootstrap, serve_api, GrapeConfig, GrapeDht, DEFAULT_DHT_CONCURRENCY,
-    DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TABLES, DEFAULT_MAX_VALUES, DEFAULT_NODE_LIVENESS,
-    DEFAULT_PEER_MAX_AGE,
+    parse_bootstrap, Grape, GrapeConfig, StartError, DEFAULT_DHT_CONCURRENCY, DEFAULT_MAX_PAYLOAD,
+    DEFAULT_MAX_TABLES, DEFAULT_MAX_VALUES, DEFAULT_NODE_LIVENESS, DEFAULT_PEER_MAX_AGE,
 };
 use tracing::{error, info};
 
@@ -131,40 +128,6 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-/// Why the grape could not start.
-#[derive(Debug)]
-enum StartError {
-    /// The API port could not be bound.
-    Bind(String),
-    /// The DHT could not be started.
-    Dht(String),
-}
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StartError::Bind(msg) | StartError::Dht(msg) => f.write_str(msg),
-        }
-    }
-}
-
-/// Starts the DHT node (UDP on `--dp`, bootstrapping from `--bn`) on its own thread.
-fn start_dht(config: &GrapeConfig) -> Result<Arc<Dht>, StartError> {
-    let dht_config = DhtConfig::for_grape(config).map_err(|e| StartError::Dht(e.to_string()))?;
-    let (dht, _thread) = Dht::spawn(dht_config).map_err(|err| {
-        let hint = if err.kind() == std::io::ErrorKind::AddrInUse {
-            " (the port is in use by another process)"
-        } else {
-            ""
-        };
-        StartError::Dht(format!(
-            "cannot listen on DHT UDP port {}: {err}{hint}",
-            config.dht_port
-        ))
-    })?;
-    Ok(Arc::new(dht))
-}
-
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -190,28 +153,14 @@ async fn shutdown_signal() {
 }
 
 async fn run(config: GrapeConfig) -> Result<(), StartError> {
-    let listener = bind_api(config.bind.as_deref(), config.api_port)
-        .await
-        .map_err(|err| {
-            let host = config.bind.as_deref().unwrap_or("all interfaces");
-            let hint = if err.kind() == std::io::ErrorKind::AddrInUse {
-                " (the port is in use by another process)"
-            } else {
-                ""
-            };
-            StartError::Bind(format!(
-                "cannot listen on HTTP API port {} ({host}): {err}{hint}",
-                config.api_port
-            ))
-        })?;
-    let dht = start_dht(&config)?;
-    if let Ok(addr) = listener.local_addr() {
-        info!(
-            "HTTP API listening on {addr}, DHT on UDP port {}",
-            dht.dht_port()
-        );
-    }
-    serve_api(listener, dht, config.api_config(), shutdown_signal()).await;
+    let grape = Grape::start(config).await?;
+    info!(
+        "HTTP API listening on {}, DHT on UDP port {}",
+        grape.api_addr(),
+        grape.dht_port()
+    );
+    shutdown_signal().await;
+    grape.stop().await;
     info!("stopped");
     Ok(())
 }

@@ -81,6 +81,7 @@ mod config;
 mod dht;
 mod handlers;
 mod js;
+mod start;
 
 pub use api::{
     bind_api, serve_api, ApiConfig, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
@@ -93,3 +94,4 @@ pub use config::{
 };
 pub use dht::{DhtError, GetQuery, GotItem, GrapeDht, MutablePut, PutItem};
 pub use handlers::{endpoint_for, Endpoint, MAX_LOOKUP_PEERS};
+pub use start::{Grape, StartError};

@@ -24,7 +24,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -408,17 +408,13 @@ struct Pending {
     closed: bool,
 }
 
-/// One pooled WebSocket connection, run by its own task.
+/// One pooled WebSocket connection, run by its own task. Dropping it drops `outgoing`: the
+/// task then sends a close frame and ends (within a second once connected; a connection still
+/// being opened ends when its connect attempt does, at most `connect_timeout`). The task is
+/// not aborted, so the worker sees a clean close instead of a reset connection.
 struct Connection {
     outgoing: mpsc::Sender<String>,
     pending: Arc<Mutex<Pending>>,
-    task: AbortHandle,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// Removes a request from `Pending` when it ends in any way (answer, timeout, cancellation).
@@ -437,17 +433,13 @@ impl Connection {
     fn open(dest: &str, config: &ClientConfig) -> Connection {
         let (outgoing, frames) = mpsc::channel(64);
         let pending = Arc::new(Mutex::new(Pending::default()));
-        let task = tokio::spawn(run_connection(
+        tokio::spawn(run_connection(
             dest.to_string(),
             config.clone(),
             frames,
             Arc::clone(&pending),
         ));
-        Connection {
-            outgoing,
-            pending,
-            task: task.abort_handle(),
-        }
+        Connection { outgoing, pending }
     }
 
     fn is_alive(&self) -> bool {
@@ -532,8 +524,20 @@ async fn run_connection(
                         break;
                     }
                 }
-                // Every handle of this connection is gone.
-                None => break,
+                // Every handle of this connection is gone (`stop`, or the client dropped):
+                // say goodbye, so the worker does not log a reset connection.
+                None => {
+                    close_pending(&pending, &RpcError::TransportClose);
+                    // Send the close frame, then read until the worker's close answer, so
+                    // that our socket never closes with its answer unread (which resets the
+                    // connection on the worker's side).
+                    let goodbye = async {
+                        let _ = ws.close(None).await;
+                        while let Some(Ok(_)) = ws.next().await {}
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
+                    break;
+                }
             },
             message = ws.next() => match message {
                 Some(Ok(Message::Text(text))) => deliver(&pending, text.as_bytes(), &dest),
