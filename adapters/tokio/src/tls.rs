@@ -14,6 +14,10 @@
 //!   IPs, so the server certificate must carry the IP in its subjectAltName (as Node's
 //!   default `rejectUnauthorized: true`); no SNI is sent for an IP.
 //!
+//! Tested against Node's `secure` mode of grenache-nodejs-ws 1.0.0 and grenache-nodejs-http
+//! 1.0.2 both ways (adapters/tokio/tests/tls.rs), fingerprints included. The deprecated
+//! grenache-nodejs-ws-tls is not among the pinned Node packages; its wire is the same.
+//!
 //! Not done here: Node's `rejectUnauthorized: false` (no verification), and a server that
 //! serves clients without a certificate. Pub/Sub has no TLS in Node either.
 

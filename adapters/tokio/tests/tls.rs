@@ -6,7 +6,15 @@
 //! Node's format; a client without a certificate, or with one from another CA, is refused;
 //! the `verify_client` hook can refuse a client the CA accepted; and the client refuses a
 //! server whose certificate it cannot verify.
+//!
+//! With Node (grenache-nodejs-ws 1.0.0 and grenache-nodejs-http 1.0.2 in `secure` mode,
+//! through two Node grapes): a Node client calls a Rust worker and a Rust client calls a Node
+//! worker over `wss://` and `https://`; the fingerprints computed by Rust and by Node's
+//! `getPeerCertificate().fingerprint` are compared. (grenache-nodejs-ws-tls, deprecated, is
+//! not among the pinned packages: its wire is the same as ws 1.0.0 `secure`.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -314,4 +322,145 @@ async fn wss_client_refuses_an_unverifiable_server() {
 #[tokio::test]
 async fn https_client_refuses_an_unverifiable_server() {
     client_checks_the_server(Transport::Http).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// With Node
+
+/// Writes ca.pem, server.pem/.key and client.pem/.key (`client`) into a fresh folder.
+fn cert_dir(pki: &Pki, client: &Pem, tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("grenache-tls-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, text) in [
+        ("ca.pem", &pki.ca.pem),
+        ("server.pem", &pki.server.cert),
+        ("server.key", &pki.server.key),
+        ("client.pem", &client.cert),
+        ("client.key", &client.key),
+    ] {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    dir
+}
+
+fn transport_name(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Ws => "ws",
+        Transport::Http => "http",
+    }
+}
+
+async fn node_client_calls_rust_tls_worker(transport: Transport) {
+    let pki = pki();
+    let grapes = common::start_grapes().await;
+    let t = transport_name(transport);
+    let name = format!("rust_tls_{t}");
+    let config = ServerConfig {
+        tls: Some(server_tls(&pki, &pki.server)),
+        ..ServerConfig::default()
+    };
+    let link = Link::new(LinkConfig::new(&grapes.a)).unwrap();
+    let (_server, port): (Box<dyn std::any::Any>, u16) = match transport {
+        Transport::Ws => {
+            let server = ws::PeerRpcServer::with_config(link, whoami, config);
+            let port = server.listen(0).await.unwrap().port();
+            assert!(server.start_announcing(&name));
+            (Box::new(server), port)
+        }
+        Transport::Http => {
+            let server = http::PeerRpcServer::with_config(link, whoami, config);
+            let port = server.listen(0).await.unwrap().port();
+            assert!(server.start_announcing(&name));
+            (Box::new(server), port)
+        }
+    };
+    common::wait_visible(&grapes.b, &name, port, Duration::from_secs(20)).await;
+    let dir = cert_dir(&pki, &pki.alice, &format!("rust-worker-{t}"));
+    let out = common::run_node(
+        "tls_client.js",
+        &[
+            ("GRAPE", grapes.b.clone()),
+            ("TRANSPORT", t.to_string()),
+            ("NAME", name.clone()),
+            ("PAYLOAD", "\"hi\"".to_string()),
+            ("CERTS", dir.display().to_string()),
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    let answer: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(answer["err"], Value::Null, "{answer}");
+    assert_eq!(answer["data"]["payload"], "hi");
+    assert_node_fingerprint(
+        answer["data"]["fingerprint"].as_str().unwrap(),
+        &pki.alice.der,
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+async fn rust_client_calls_node_tls_worker(transport: Transport) {
+    let pki = pki();
+    let grapes = common::start_grapes().await;
+    let t = transport_name(transport);
+    let name = format!("node_tls_{t}");
+    let port = common::free_tcp_port();
+    let dir = cert_dir(&pki, &pki.alice, &format!("node-worker-{t}"));
+    let _worker = common::spawn_node(
+        "tls_worker.js",
+        &[
+            ("GRAPE", grapes.a.clone()),
+            ("TRANSPORT", t.to_string()),
+            ("NAME", name.clone()),
+            ("PORT", port.to_string()),
+            ("CERTS", dir.display().to_string()),
+        ],
+    );
+    common::wait_visible(&grapes.b, &name, port, Duration::from_secs(20)).await;
+    let link = Link::new(LinkConfig::new(&grapes.b)).unwrap();
+    let tls = Some(client_tls(&pki.ca.pem, Some(&pki.bob)));
+    let answer = match transport {
+        Transport::Ws => {
+            let config = ws::ClientConfig {
+                tls,
+                ..ws::ClientConfig::default()
+            };
+            ws::PeerRpcClient::with_config(link, config)
+                .request(&name, json!("hi"), T)
+                .await
+        }
+        Transport::Http => {
+            let config = http::ClientConfig {
+                tls,
+                ..http::ClientConfig::default()
+            };
+            http::PeerRpcClient::with_config(link, config)
+                .request(&name, json!("hi"), T)
+                .await
+        }
+    }
+    .unwrap();
+    assert_eq!(answer["payload"], "hi");
+    // Node's own `getPeerCertificate().fingerprint` equals ours.
+    assert_node_fingerprint(answer["fingerprint"].as_str().unwrap(), &pki.bob.der);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_ws_client_calls_rust_wss_worker() {
+    node_client_calls_rust_tls_worker(Transport::Ws).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_http_client_calls_rust_https_worker() {
+    node_client_calls_rust_tls_worker(Transport::Http).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_wss_client_calls_node_ws_secure_worker() {
+    rust_client_calls_node_tls_worker(Transport::Ws).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_https_client_calls_node_http_secure_worker() {
+    rust_client_calls_node_tls_worker(Transport::Http).await;
 }
