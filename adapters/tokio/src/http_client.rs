@@ -111,3 +111,82 @@ pub(crate) fn chain(error: &(dyn StdError + 'static)) -> String {
     }
     text
 }
+
+/// Aborts a background task when dropped (the caller's deadline cancels the whole POST).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// POSTs `body` to `https://{dest}/` over a fresh TLS connection (as Node's HTTPS client,
+/// which makes a new agent, so a new connection, per request) and reads at most `max_body`
+/// bytes of the response.
+pub(crate) async fn post_tls(
+    tls: &crate::tls::TlsClientConfig,
+    dest: &str,
+    headers: &[(HeaderName, HeaderValue)],
+    body: Bytes,
+    max_body: usize,
+) -> Result<(StatusCode, Bytes), HttpFailure> {
+    let stream = tokio::net::TcpStream::connect(dest)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => {
+                HttpFailure::Transport(format!("connect ECONNREFUSED {dest}"))
+            }
+            _ => HttpFailure::Transport(format!("connect {e} {dest}")),
+        })?;
+    let _ = stream.set_nodelay(true);
+    let stream = tls
+        .connect(dest, stream)
+        .await
+        .map_err(HttpFailure::Transport)?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| HttpFailure::Transport(chain(&e)))?;
+    let driver = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("grenache https client: connection ended: {e}");
+        }
+    });
+    let _driver = AbortOnDrop(driver.abort_handle());
+    let mut builder = hyper::Request::builder()
+        .method(Method::POST)
+        .uri("/")
+        .header(hyper::header::HOST, dest);
+    for (name, value) in headers {
+        builder = builder.header(name, value);
+    }
+    let request = builder
+        .body(Full::new(body))
+        .map_err(|e| HttpFailure::Transport(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| HttpFailure::Transport(reason_tls(&e)))?;
+    let status = response.status();
+    match Limited::new(response.into_body(), max_body).collect().await {
+        Ok(collected) => Ok((status, collected.to_bytes())),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(HttpFailure::TooLarge),
+        Err(e) => Err(HttpFailure::Transport(chain(e.as_ref()))),
+    }
+}
+
+/// A failed HTTPS exchange: a reset (e.g. the server refused the client certificate after
+/// the handshake, as TLS 1.3 allows) is node's `socket hang up`.
+fn reason_tls(error: &hyper::Error) -> String {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionReset {
+                return "socket hang up".to_string();
+            }
+        }
+        source = e.source();
+    }
+    chain(error)
+}

@@ -7,6 +7,10 @@
 //! * [`rpc::ws`] and [`rpc::http`]: RPC workers (`PeerRpcServer`) and clients
 //!   (`PeerRpcClient`) that speak the frames of `grenache-nodejs-ws` and `grenache-nodejs-http`
 //!   byte for byte, so Rust and Node services can call each other.
+//! * [`pubsub`]: publishers (`PeerPub`) and subscribers (`PeerSub`) over WebSocket, as
+//!   `grenache-nodejs-ws`, with subscribers that reconnect.
+//! * [`tls`]: mutual TLS for both RPC transports (`wss://`, `https://`), with Node-formatted
+//!   certificate fingerprints and a `verify_client` hook.
 //!
 //! Everything here needs a tokio runtime (multi-thread or current-thread) with time and IO
 //! enabled.
@@ -17,7 +21,9 @@ pub mod dht;
 pub mod grape;
 mod http_client;
 pub mod link;
+pub mod pubsub;
 pub mod rpc;
+pub mod tls;
 
 pub use link::{Link, LinkConfig, LinkError};
 pub use rpc::{Handler, Request, RpcError};

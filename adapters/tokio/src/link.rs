@@ -267,6 +267,12 @@ impl Link {
         receiver.await.unwrap_or(Err(LinkError::Stopped))
     }
 
+    /// Drops the cached lookup result of `name`, so that the next [`Link::lookup`] asks the
+    /// grape again (used by subscribers re-looking up a publisher that went away).
+    pub fn forget(&self, name: &str) {
+        lock(&self.inner.state).cache.remove(name);
+    }
+
     /// Runs the HTTP lookup of `name` in its own task, so that it completes (and answers every
     /// waiter) even if the caller that started it is cancelled.
     fn spawn_lookup(&self, name: String) {
@@ -584,6 +590,10 @@ impl LookupCache {
 
     fn clear(&mut self) {
         self.entries.clear();
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.entries.remove(name);
     }
 
     #[cfg(test)]

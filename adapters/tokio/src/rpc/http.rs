@@ -37,15 +37,15 @@ use hyper::service::service_fn;
 use hyper::{Response, StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::{
-    decode_reply, decode_request, encode_reply, encode_request, key_text, lookup_before, Handler,
-    Request, RpcError, ServerConfig, ServerCore, Shared,
+    decode_reply, decode_request, encode_reply, encode_request, key_text, lookup_before, Accepted,
+    Handler, Request, RpcError, ServerConfig, ServerCore, Shared,
 };
 use crate::http_client::{HttpClient, HttpFailure};
 use crate::link::{Link, LinkError};
+use crate::tls::{CertInfo, TlsClientConfig};
 use crate::{js_truthy, new_rid};
 
 /// The header naming the body encoding (`none` or `gzip`).
@@ -161,21 +161,25 @@ impl PeerRpcServer {
     }
 }
 
-fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(serve_connection(stream, peer, shared))
+fn serve(accepted: Accepted, shared: Arc<Shared>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(serve_connection(accepted, shared))
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
+    let Accepted {
+        io,
+        peer,
+        cert,
+        allowed,
+    } = accepted;
     let read_timeout = shared.config.read_timeout;
-    let service = service_fn(move |request| handle(request, peer, Arc::clone(&shared)));
+    let service = service_fn(move |request| {
+        handle(request, peer, cert.clone(), allowed, Arc::clone(&shared))
+    });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(read_timeout)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(io), service);
     if let Err(e) = connection.await {
         tracing::debug!("grenache http server: connection from {peer} ended: {e}");
     }
@@ -206,8 +210,14 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 async fn handle(
     request: hyper::Request<Incoming>,
     peer: SocketAddr,
+    cert: Option<Arc<CertInfo>>,
+    allowed: bool,
     shared: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, NoAnswer> {
+    if !allowed {
+        // The TLS `verify_client` hook rejected this client.
+        return Ok(plain(StatusCode::UNAUTHORIZED, "Forbidden"));
+    }
     let config = &shared.config;
     let headers = request.headers();
     let compress = header_text(headers, GRC_COMPRESS).is_some_and(|v| v.contains("gzip"));
@@ -287,6 +297,7 @@ async fn handle(
         action,
         args,
         remote: peer,
+        cert,
     };
     let outcome = match AssertUnwindSafe(shared.handler.handle(request))
         .catch_unwind()
@@ -323,6 +334,9 @@ pub struct ClientConfig {
     /// Idle keep-alive connections are closed after this long. Default 4 s: Node HTTP
     /// servers close idle sockets after 5 s, and reusing one at that moment fails.
     pub idle_timeout: Duration,
+    /// Connect with TLS (`https://{ip:port}/`, Node `secure`). Default `None` (`http://`).
+    /// Like Node's HTTPS client, every request opens its own connection.
+    pub tls: Option<TlsClientConfig>,
 }
 
 impl Default for ClientConfig {
@@ -331,6 +345,7 @@ impl Default for ClientConfig {
             compress: false,
             max_response_size: 100 << 20,
             idle_timeout: Duration::from_secs(4),
+            tls: None,
         }
     }
 }
@@ -417,7 +432,12 @@ impl PeerRpcClient {
         let max = self.config.max_response_size;
         let rid = new_rid();
         let frame = encode_request(&rid, name, &payload);
-        let url = format!("http://{dest}/");
+        let scheme = if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{dest}/");
         let uri: Uri = url
             .parse()
             .map_err(|e| RpcError::Request(format!("invalid destination {dest:?}: {e}")))?;
@@ -440,7 +460,12 @@ impl PeerRpcClient {
                 ],
             )
         };
-        let posted = self.http.post(&uri, &headers, body, max);
+        let posted = async {
+            match &self.config.tls {
+                None => self.http.post(&uri, &headers, body, max).await,
+                Some(tls) => crate::http_client::post_tls(tls, dest, &headers, body, max).await,
+            }
+        };
         let (status, bytes) = match tokio::time::timeout_at(deadline, posted).await {
             Err(_) => return Err(RpcError::Timeout),
             Ok(Err(HttpFailure::Transport(reason))) => {

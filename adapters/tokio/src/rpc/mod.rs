@@ -30,11 +30,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::link::{Link, LinkError};
+use crate::tls::{CertInfo, TlsServerConfig};
 use crate::{js_string, js_truthy, lock};
 
 /// One request as a worker's handler sees it.
@@ -53,6 +55,9 @@ pub struct Request {
     pub args: Value,
     /// The address of the connected client.
     pub remote: SocketAddr,
+    /// Over TLS, the certificate the client presented (Node's `cert` argument, whose
+    /// `fingerprint` is [`CertInfo::fingerprint`]); `None` without TLS.
+    pub cert: Option<Arc<CertInfo>>,
 }
 
 /// The future a [`Handler`] returns.
@@ -287,8 +292,11 @@ pub struct ServerConfig {
     /// connection (code 1009); a larger HTTP body is answered 413.
     pub max_message_size: usize,
     /// Bound on the WebSocket upgrade, on reading HTTP request headers and on reading a whole
-    /// HTTP body. Default 30 s.
+    /// HTTP body. Default 30 s. It also bounds the TLS handshake.
     pub read_timeout: Duration,
+    /// Serve over TLS (`wss://` or `https://`) with mutual authentication. Default `None`
+    /// (plain `ws://` or `http://`, as Node without `secure`).
+    pub tls: Option<TlsServerConfig>,
 }
 
 impl Default for ServerConfig {
@@ -298,6 +306,7 @@ impl Default for ServerConfig {
             max_in_flight: 256,
             max_message_size: 100 << 20,
             read_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -308,9 +317,27 @@ pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
 }
 
+/// A byte stream a server speaks WebSocket or HTTP over: TCP, or TLS over TCP.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// One accepted connection, after the TLS handshake if any.
+pub(crate) struct Accepted {
+    /// The stream to serve.
+    pub(crate) io: Box<dyn Io>,
+    /// The client's address.
+    pub(crate) peer: SocketAddr,
+    /// The client's certificate (TLS only).
+    pub(crate) cert: Option<Arc<CertInfo>>,
+    /// `false` when the TLS `verify_client` hook rejected the client: the transport answers
+    /// 401 instead of serving.
+    pub(crate) allowed: bool,
+}
+
 /// Serves one accepted connection until it closes.
 pub(crate) type ServeConnection =
-    fn(TcpStream, SocketAddr, Arc<Shared>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    fn(Accepted, Arc<Shared>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Listening, announcing and stopping, the same for both transports.
 pub(crate) struct ServerCore {
@@ -452,7 +479,7 @@ async fn accept_loop(
             accepted = listener.accept(), if connections.len() < max => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve(stream, peer, Arc::clone(&shared)));
+                    connections.spawn(accept_one(stream, peer, Arc::clone(&shared), serve, transport));
                 }
                 Err(e) => {
                     // Typically out of file descriptors: wait a little instead of spinning.
@@ -464,6 +491,60 @@ async fn accept_loop(
             else => break,
         }
     }
+}
+
+/// Runs the TLS handshake (when configured) and the hook, then serves the connection.
+async fn accept_one(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    serve: ServeConnection,
+    transport: &'static str,
+) {
+    let accepted = match &shared.config.tls {
+        None => Accepted {
+            io: Box::new(stream),
+            peer,
+            cert: None,
+            allowed: true,
+        },
+        Some(tls) => {
+            let handshake = tls.acceptor.accept(stream);
+            let stream = match tokio::time::timeout(shared.config.read_timeout, handshake).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::info!(
+                        "grenache {transport} server: TLS handshake with {peer} failed: {e}"
+                    );
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(
+                        "grenache {transport} server: TLS handshake with {peer} timed out"
+                    );
+                    return;
+                }
+            };
+            let cert = crate::tls::peer_cert(&stream);
+            let allowed = tls.accepts(cert.as_ref());
+            if !allowed {
+                let fingerprint = cert
+                    .as_ref()
+                    .map(|c| c.fingerprint.as_str())
+                    .unwrap_or("none");
+                tracing::info!(
+                    "grenache {transport} server: rejecting {peer} (certificate {fingerprint}): verify_client said no"
+                );
+            }
+            Accepted {
+                io: Box::new(stream),
+                peer,
+                cert: cert.map(Arc::new),
+                allowed,
+            }
+        }
+    };
+    serve(accepted, shared).await
 }
 
 // ---------------------------------------------------------------------------------------

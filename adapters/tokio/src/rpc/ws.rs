@@ -32,10 +32,15 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::{
     decode_reply, decode_request, encode_reply, encode_request, key_text, lookup_before, pick_dest,
-    Handler, Request, RpcError, ServerConfig, ServerCore, Shared, IDLE_TIMEOUT,
+    Accepted, Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared, IDLE_TIMEOUT,
 };
 use crate::link::{Link, LinkError};
+use crate::tls::TlsClientConfig;
 use crate::{lock, new_rid};
+use tokio_tungstenite::tungstenite::handshake::server::{
+    ErrorResponse, Request as WsRequest, Response as WsResponse,
+};
+use tokio_tungstenite::tungstenite::http::StatusCode;
 
 fn ws_config(max_message_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
@@ -115,17 +120,32 @@ impl PeerRpcServer {
     }
 }
 
-fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(serve_connection(stream, peer, shared))
+fn serve(accepted: Accepted, shared: Arc<Shared>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(serve_connection(accepted, shared))
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
+    let Accepted {
+        io,
+        peer,
+        cert,
+        allowed,
+    } = accepted;
     let config = ws_config(shared.config.max_message_size);
-    let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(config));
+    // A client the TLS hook rejected gets `401 Forbidden` on its upgrade, as Node's
+    // `verifyClient` callback `cb(false, 401, 'Forbidden')`.
+    // The error type is tungstenite's (an HTTP response), not ours to shrink.
+    #[allow(clippy::result_large_err)]
+    let gate = move |_: &WsRequest, response: WsResponse| {
+        if allowed {
+            Ok(response)
+        } else {
+            let mut refusal = ErrorResponse::new(Some("Forbidden".to_string()));
+            *refusal.status_mut() = StatusCode::UNAUTHORIZED;
+            Err(refusal)
+        }
+    };
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(io, gate, Some(config));
     let mut ws = match tokio::time::timeout(shared.config.read_timeout, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
@@ -169,6 +189,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                             action: None,
                             args: json!({}),
                             remote: peer,
+                            cert: cert.clone(),
                         };
                         let handler = Arc::clone(&shared.handler);
                         let reply_rid = rid.clone();
@@ -220,8 +241,11 @@ pub struct ClientConfig {
     /// Largest answer accepted, and largest request sent (100 MiB, as Node's `ws`; a Node
     /// server crashes on a larger one).
     pub max_message_size: usize,
-    /// Bound on opening a connection (TCP and upgrade), within each request's own timeout.
+    /// Bound on opening a connection (TCP, TLS and upgrade), within each request's own
+    /// timeout.
     pub connect_timeout: Duration,
+    /// Connect with TLS (`wss://{ip:port}/ws`, Node `secure`). Default `None` (`ws://`).
+    pub tls: Option<TlsClientConfig>,
 }
 
 impl Default for ClientConfig {
@@ -232,6 +256,7 @@ impl Default for ClientConfig {
             idle_timeout: IDLE_TIMEOUT,
             max_message_size: 100 << 20,
             connect_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -475,15 +500,19 @@ async fn connect(
     dest: &str,
     url: &str,
     config: &ClientConfig,
-) -> Result<WebSocketStream<TcpStream>, String> {
+) -> Result<WebSocketStream<Box<dyn Io>>, String> {
     let stream = TcpStream::connect(dest).await.map_err(|e| match e.kind() {
         io::ErrorKind::ConnectionRefused => format!("connect ECONNREFUSED {dest}"),
         _ => format!("connect {e} {dest}"),
     })?;
     let _ = stream.set_nodelay(true);
+    let io: Box<dyn Io> = match &config.tls {
+        None => Box::new(stream),
+        Some(tls) => Box::new(tls.connect(dest, stream).await?),
+    };
     let handshake = tokio_tungstenite::client_async_with_config(
         url,
-        stream,
+        io,
         Some(ws_config(config.max_message_size)),
     );
     let (ws, _response) = handshake.await.map_err(|e| e.to_string())?;
@@ -496,7 +525,8 @@ async fn run_connection(
     mut frames: mpsc::Receiver<String>,
     pending: Arc<Mutex<Pending>>,
 ) {
-    let url = format!("ws://{dest}/ws");
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+    let url = format!("{scheme}://{dest}/ws");
     let mut ws =
         match tokio::time::timeout(config.connect_timeout, connect(&dest, &url, &config)).await {
             Ok(Ok(ws)) => ws,

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The RPC benchmark of issue #4: echo of a 100-byte JSON payload, 64 requests in flight, over
+# WebSocket and HTTP, for
+#   Node client -> Node worker, Node client -> Rust worker, Rust client -> Rust worker,
+#   Rust client -> Node worker, and a bare echo over the same transport (no Grenache framing,
+#   Rust on both sides).
+# Clients find workers through two real Node grapes (lookups are cached by both Links).
+# Prints one JSON line per run. Needs node and `npm ci --prefix tests/interop`.
+#
+#   ci/bench-rpc.sh                 COUNT=20000 requests per run
+#   COUNT=50000 ci/bench-rpc.sh
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grenache-rs/target}"
+COUNT="${COUNT:-20000}"
+interop="$here/tests/interop"
+[ -d "$interop/node_modules/grenache-nodejs-ws" ] || { echo "run: npm ci --prefix tests/interop" >&2; exit 1; }
+
+cargo build --release -q -p grenache-tokio --example bench_rpc
+bench="$CARGO_TARGET_DIR/release/examples/bench_rpc"
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+dp1=$(free_port); dp2=$(free_port); aph1=$(free_port); aph2=$(free_port)
+grape="$interop/node_modules/grenache-grape/bin/grape.js"
+node "$grape" --dp "$dp1" --aph "$aph1" --bn "127.0.0.1:$dp2" >/dev/null 2>&1 & pids+=($!)
+node "$grape" --dp "$dp2" --aph "$aph2" --bn "127.0.0.1:$dp1" >/dev/null 2>&1 & pids+=($!)
+GA="http://127.0.0.1:$aph1"; GB="http://127.0.0.1:$aph2"
+
+# Waits until `name` is visible through grape B.
+wait_visible() {
+  for _ in $(seq 1 200); do
+    if curl -s -X POST -H 'content-type: application/json' -d "{\"rid\":\"b\",\"data\":\"$1\"}" "$GB/lookup" 2>/dev/null | grep -q ':'; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "$1 not visible after 20 s" >&2; exit 1
+}
+
+for t in ws http; do
+  port=$(free_port)
+  (cd "$interop" && GRAPE=$GA TRANSPORT=$t NAME="bench_node_$t" PORT=$port exec node bench_worker.js) & pids+=($!)
+  "$bench" worker "$t" "$GA" "bench_rust_$t" & pids+=($!)
+  bare=$(free_port)
+  "$bench" bare-server "$t" "$bare" & pids+=($!)
+  wait_visible "bench_node_$t"
+  wait_visible "bench_rust_$t"
+  node_client() { (cd "$interop" && GRAPE=$GB TRANSPORT=$t NAME="$1" COUNT=$COUNT node bench_client.js) | sed "s/\"setup\":\"node client -> worker\"/\"setup\":\"node client -> $2 worker\"/"; }
+  rust_client() { "$bench" client "$t" "$GB" "$1" "$COUNT" | sed "s/\"setup\":\"rust client -> worker\"/\"setup\":\"rust client -> $2 worker\"/"; }
+  node_client "bench_node_$t" node
+  node_client "bench_rust_$t" rust
+  rust_client "bench_rust_$t" rust
+  rust_client "bench_node_$t" node
+  "$bench" bare-client "$t" "127.0.0.1:$bare" "$COUNT"
+done
