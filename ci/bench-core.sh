@@ -11,6 +11,6 @@ benches=("$@")
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(rustc --version)"
 for b in "${benches[@]}"; do
     cargo bench -q -p grenache-core --bench "$b" -- --warm-up-time 1 --measurement-time 3 2>/dev/null \
-        | awk '/time:/ { if ($1 == "time:") print prev, $0; else print $0; next } { prev = $0 }' \
+        | awk '/change:/ { next } /time:/ { if ($1 == "time:") print prev, $0; else print $0; next } { prev = $0 }' \
         | sed -E 's/ +/ /g'
 done
