@@ -215,12 +215,17 @@ impl Dht {
         };
         let rng = OsRng::new()?;
         let (tx, rx) = mpsc::channel(1024);
-        let (id_tx, id_rx) = std::sync::mpsc::channel();
-        // The node holds its stores inline (a few MB): it is built on a thread with a stack
-        // large enough for it, and never moved to the heap or between threads.
+        let clock = StdInstant::now();
+        let mut node = build_node(rng, config.node, now(clock))?;
+        for b in &config.bootstrap {
+            node.add_bootstrap(peer_of(*b));
+        }
+        if !config.bootstrap.is_empty() {
+            let _ = node.start_bootstrap(now(clock));
+        }
+        let id = *node.id();
         let thread = std::thread::Builder::new()
             .name("grenache-dht".into())
-            .stack_size(64 << 20)
             .spawn(move || {
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -240,21 +245,9 @@ impl Dht {
                             return;
                         }
                     };
-                    let clock = StdInstant::now();
-                    let mut node = HostNode::new(rng, config.node, now(clock));
-                    let _ = id_tx.send(*node.id());
-                    for b in &config.bootstrap {
-                        node.add_bootstrap(peer_of(*b));
-                    }
-                    if !config.bootstrap.is_empty() {
-                        let _ = node.start_bootstrap(now(clock));
-                    }
                     run(&mut node, socket, rx, clock).await;
                 });
             })?;
-        let id = id_rx
-            .recv()
-            .map_err(|_| io::Error::other("the DHT thread failed to start"))?;
         Ok((Dht { tx, local_addr, id }, DhtThread { thread }))
     }
 
@@ -334,6 +327,21 @@ impl Dht {
             .map_err(|_| DhtError::Stopped)?;
         rx.await.map_err(|_| DhtError::Stopped)
     }
+}
+
+/// Builds the node on the heap.
+///
+/// The node holds its stores inline (a few MB). Built by value it passes through the stack,
+/// possibly more than once, and stack pages once touched stay resident: so it is built on a
+/// short-lived thread with a large stack, boxed there, and that thread's stack is unmapped
+/// when it ends. Only the boxed node stays in memory.
+fn build_node(rng: OsRng, config: NodeConfig, now: Instant) -> io::Result<Box<HostNode>> {
+    std::thread::Builder::new()
+        .name("grenache-dht-init".into())
+        .stack_size(64 << 20)
+        .spawn(move || Box::new(HostNode::new(rng, config, now)))?
+        .join()
+        .map_err(|_| io::Error::other("building the DHT node failed"))
 }
 
 fn now(clock: StdInstant) -> Instant {
