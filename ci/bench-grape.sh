@@ -53,6 +53,7 @@ cleanup() {
 trap cleanup EXIT
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 post() { # post <aph> <endpoint> <json data>
     curl -s --max-time 10 -X POST -H 'Content-Type: application/json' \
@@ -179,6 +180,6 @@ echo
 echo "| memory (VmRSS) | idle | after $NAMES announces | its peer idle | peer after | announce time | failed |"
 echo "|---|---|---|---|---|---|---|"
 for kind in rust node; do
-    echo "| $kind grape | $((rss_idle[$kind] / 1024)) MiB | $((rss_full[$kind] / 1024)) MiB |" \
-        "$((peer_idle[$kind] / 1024)) MiB | $((peer_full[$kind] / 1024)) MiB | ${took[$kind]} s | ${failed[$kind]} |"
+    echo "| $kind grape | $(mib "${rss_idle[$kind]}") MiB | $(mib "${rss_full[$kind]}") MiB |" \
+        "$(mib "${peer_idle[$kind]}") MiB | $(mib "${peer_full[$kind]}") MiB | ${took[$kind]} s | ${failed[$kind]} |"
 done

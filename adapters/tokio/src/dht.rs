@@ -27,10 +27,11 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Routing-table slots of a host node (32 buckets of K = 20).
 pub const TABLE: usize = 640;
-/// Service names a host node stores.
-pub const NAMES: usize = 16_384;
-/// Announced peers a host node stores, all names together.
-pub const PEERS: usize = 32_768;
+/// Service names a host node stores (at most one per stored peer, so no more than [`PEERS`]).
+pub const NAMES: usize = 10_240;
+/// Announced peers a host node stores, all names together: a little above bittorrent-dht's
+/// `maxPeers` of 10,000 (`dht:23`), the Node grape's bound.
+pub const PEERS: usize = 10_240;
 /// BEP44 items a host node keeps (the effective default of the Node CLI grape, §1).
 pub const ITEMS: usize = 1000;
 /// Operations (lookups, announces, puts, gets) running at once; more wait in a queue.
