@@ -156,6 +156,11 @@ pub fn verify_mutable(
         .is_ok()
 }
 
+/// The ed25519 key type [`sign_mutable`] takes (re-exported so that callers need no direct
+/// dependency on `ed25519-dalek`).
+#[cfg(feature = "ed25519")]
+pub use ed25519_dalek::SigningKey;
+
 /// Signs a mutable item for a client's `put`: the signature over [`encode_sig_data`].
 ///
 /// Fails only when the data is longer than [`MAX_SIG_DATA_LEN`].

@@ -362,6 +362,40 @@ impl Link {
         }
     }
 
+    /// Stores the string `value` as a mutable BEP44 item signed with `key` (`POST /put` with
+    /// `{v, k, sig, seq, salt}`, `k` and `sig` in hex): the grapes keep it under
+    /// `sha1(k ‖ salt)`, which is returned as 40 hex characters. `seq` must grow with every
+    /// update (a grape answers status 302 otherwise; 301 for a `cas` mismatch, not offered
+    /// here). Node CLI grapes refuse every mutable item (`"All queries failed"`); Rust grapes
+    /// verify and keep them.
+    ///
+    /// The salt goes through the grape's `str2buf`, which tries `JSON.parse` first (grape.md
+    /// §7 Q16): a salt that is itself JSON (`"123"`, `"[1]"`) is not taken as text.
+    pub async fn put_mutable(
+        &self,
+        key: &grenache_core::bep44::SigningKey,
+        value: &str,
+        seq: i64,
+        salt: Option<&str>,
+    ) -> Result<String, LinkError> {
+        // The grape bencodes a JS string as `<utf8 length>:<bytes>`: that is what is signed.
+        let mut raw_v = format!("{}:", value.len()).into_bytes();
+        raw_v.extend_from_slice(value.as_bytes());
+        let sig = grenache_core::bep44::sign_mutable(key, salt.map(str::as_bytes), seq, &raw_v)
+            .map_err(|_| LinkError::Grape("v must be less than 1000 bytes in put()".into()))?;
+        let k = key.verifying_key().to_bytes();
+        let mut data = serde_json::json!({
+            "v": value,
+            "k": hex_of(&k),
+            "sig": hex_of(&sig),
+            "seq": seq,
+        });
+        if let (Some(salt), Some(map)) = (salt, data.as_object_mut()) {
+            map.insert("salt".into(), Value::String(salt.to_string()));
+        }
+        self.put(&data).await
+    }
+
     /// Reads the DHT item stored under the 40-hex `hash` (`POST /get`, one attempt):
     /// `Some({"id":…,"token":…,"v":…, …})` when found, `None` when the grape answers the
     /// empty body that means "not found".
@@ -600,6 +634,10 @@ impl LookupCache {
     fn len(&self) -> usize {
         self.entries.len()
     }
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
