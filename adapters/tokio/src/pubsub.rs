@@ -29,7 +29,6 @@ use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -42,7 +41,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::link::{Link, LinkError};
-use crate::lock;
+use crate::rpc::Listening;
 
 /// One published message: a text frame or a binary frame (Node: a `string` or a `Buffer`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,17 +120,9 @@ impl Default for PubConfig {
 
 /// A publisher (Node `PeerPub` of grenache-nodejs-ws with its `transport('server')`).
 pub struct PeerPub {
-    link: Link,
+    listening: Listening,
     config: PubConfig,
     sender: broadcast::Sender<PubMessage>,
-    state: Mutex<PubState>,
-}
-
-#[derive(Default)]
-struct PubState {
-    local: Option<SocketAddr>,
-    accept: Option<AbortHandle>,
-    announced: Vec<String>,
 }
 
 impl PeerPub {
@@ -144,10 +135,9 @@ impl PeerPub {
     pub fn with_config(link: Link, config: PubConfig) -> Self {
         let (sender, _) = broadcast::channel(config.queue.max(1));
         PeerPub {
-            link,
+            listening: Listening::new(link, "publisher"),
             config,
             sender,
-            state: Mutex::new(PubState::default()),
         }
     }
 
@@ -159,36 +149,18 @@ impl PeerPub {
 
     /// Listens on `addr` (e.g. `127.0.0.1:0`) and accepts subscribers in background tasks.
     pub async fn listen_on(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
-        if lock(&self.state).accept.is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "this publisher is already listening",
-            ));
-        }
-        let listener = TcpListener::bind(addr).await?;
-        let local = listener.local_addr()?;
-        let task = tokio::spawn(accept_loop(
-            listener,
-            self.sender.clone(),
-            self.config.clone(),
-        ));
-        let mut state = lock(&self.state);
-        if state.accept.is_some() {
-            task.abort();
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "this publisher is already listening",
-            ));
-        }
-        state.local = Some(local);
-        state.accept = Some(task.abort_handle());
+        let (sender, config) = (self.sender.clone(), self.config.clone());
+        let local = self
+            .listening
+            .listen_on(addr, move |listener| accept_loop(listener, sender, config))
+            .await?;
         tracing::info!("grenache publisher listening on {local}");
         Ok(local)
     }
 
     /// The bound address, once listening.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        lock(&self.state).local
+        self.listening.local_addr()
     }
 
     /// The bound port, once listening.
@@ -198,40 +170,23 @@ impl PeerPub {
 
     /// The Link this publisher announces with.
     pub fn link(&self) -> &Link {
-        &self.link
-    }
-
-    fn listening_port(&self) -> Result<u16, LinkError> {
-        self.port()
-            .ok_or_else(|| LinkError::InvalidConfig("the publisher is not listening".to_string()))
+        self.listening.link()
     }
 
     /// Announces `name` at this publisher's port once.
     pub async fn announce(&self, name: &str) -> Result<(), LinkError> {
-        let port = self.listening_port()?;
-        self.link.announce(name, port).await
+        self.listening.announce(name).await
     }
 
     /// Announces `name` now and periodically (see [`Link::start_announcing`]). `false` if not
     /// listening or already announcing it.
     pub fn start_announcing(&self, name: &str) -> bool {
-        let Ok(port) = self.listening_port() else {
-            return false;
-        };
-        let started = self.link.start_announcing(name, port, None);
-        if started {
-            lock(&self.state).announced.push(name.to_string());
-        }
-        started
+        self.listening.start_announcing(name, None)
     }
 
     /// Stops announcing `name`; `false` if it was not.
     pub fn stop_announcing(&self, name: &str) -> bool {
-        let Ok(port) = self.listening_port() else {
-            return false;
-        };
-        lock(&self.state).announced.retain(|n| n != name);
-        self.link.stop_announcing(name, port)
+        self.listening.stop_announcing(name)
     }
 
     /// Sends `message` to every connected subscriber (Node `pub(msg)`) and returns how many
@@ -248,21 +203,7 @@ impl PeerPub {
     /// Stops listening, closes every subscriber socket and stops the announcers. Dropping
     /// the publisher does the same.
     pub fn stop(&self) {
-        let mut state = lock(&self.state);
-        if let Some(task) = state.accept.take() {
-            task.abort();
-        }
-        if let Some(local) = state.local.take() {
-            for name in state.announced.drain(..) {
-                self.link.stop_announcing(&name, local.port());
-            }
-        }
-    }
-}
-
-impl Drop for PeerPub {
-    fn drop(&mut self) {
-        self.stop();
+        self.listening.stop();
     }
 }
 

@@ -339,36 +339,28 @@ pub(crate) struct Accepted {
 pub(crate) type ServeConnection =
     fn(Accepted, Arc<Shared>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Listening, announcing and stopping, the same for both transports.
-pub(crate) struct ServerCore {
+/// A listening socket's accept task and the names announced at its port: listening,
+/// announcing and stopping, shared by the RPC workers of both transports and the publisher.
+pub(crate) struct Listening {
     link: Link,
-    shared: Arc<Shared>,
-    serve: ServeConnection,
-    transport: &'static str,
-    state: Mutex<CoreState>,
+    /// What listens, for error messages ("server", "publisher").
+    what: &'static str,
+    state: Mutex<ListenState>,
 }
 
 #[derive(Default)]
-struct CoreState {
+struct ListenState {
     local: Option<SocketAddr>,
     accept: Option<AbortHandle>,
     announced: Vec<String>,
 }
 
-impl ServerCore {
-    pub(crate) fn new(
-        link: Link,
-        handler: Arc<dyn Handler>,
-        config: ServerConfig,
-        serve: ServeConnection,
-        transport: &'static str,
-    ) -> Self {
-        ServerCore {
+impl Listening {
+    pub(crate) fn new(link: Link, what: &'static str) -> Self {
+        Listening {
             link,
-            shared: Arc::new(Shared { handler, config }),
-            serve,
-            transport,
-            state: Mutex::new(CoreState::default()),
+            what,
+            state: Mutex::new(ListenState::default()),
         }
     }
 
@@ -376,38 +368,36 @@ impl ServerCore {
         &self.link
     }
 
-    pub(crate) async fn listen(&self, port: u16) -> io::Result<SocketAddr> {
-        self.listen_on(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
-            .await
+    fn already_listening(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("this {} is already listening", self.what),
+        )
     }
 
-    pub(crate) async fn listen_on(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
+    /// Binds `addr` and runs `accept(listener)` as the accept task; one listen per value.
+    pub(crate) async fn listen_on<F>(
+        &self,
+        addr: SocketAddr,
+        accept: impl FnOnce(TcpListener) -> F,
+    ) -> io::Result<SocketAddr>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         if lock(&self.state).accept.is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "this server is already listening",
-            ));
+            return Err(self.already_listening());
         }
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
-        let task = tokio::spawn(accept_loop(
-            listener,
-            Arc::clone(&self.shared),
-            self.serve,
-            self.transport,
-        ));
+        let task = tokio::spawn(accept(listener));
         let mut state = lock(&self.state);
         if state.accept.is_some() {
             // Another listen won the race: keep that one.
             task.abort();
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "this server is already listening",
-            ));
+            return Err(self.already_listening());
         }
         state.local = Some(local);
         state.accept = Some(task.abort_handle());
-        tracing::info!("grenache {} server listening on {local}", self.transport);
         Ok(local)
     }
 
@@ -418,7 +408,7 @@ impl ServerCore {
     fn port(&self) -> Result<u16, LinkError> {
         self.local_addr()
             .map(|a| a.port())
-            .ok_or_else(|| LinkError::InvalidConfig("the server is not listening".to_string()))
+            .ok_or_else(|| LinkError::InvalidConfig(format!("the {} is not listening", self.what)))
     }
 
     pub(crate) async fn announce(&self, name: &str) -> Result<(), LinkError> {
@@ -445,6 +435,7 @@ impl ServerCore {
         self.link.stop_announcing(name, port)
     }
 
+    /// Stops the accept task (dropping its connections) and every announcer.
     pub(crate) fn stop(&self) {
         let mut state = lock(&self.state);
         if let Some(task) = state.accept.take() {
@@ -458,9 +449,75 @@ impl ServerCore {
     }
 }
 
-impl Drop for ServerCore {
+impl Drop for Listening {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A worker's listening socket and its connections, the same for both transports.
+pub(crate) struct ServerCore {
+    listening: Listening,
+    shared: Arc<Shared>,
+    serve: ServeConnection,
+    transport: &'static str,
+}
+
+impl ServerCore {
+    pub(crate) fn new(
+        link: Link,
+        handler: Arc<dyn Handler>,
+        config: ServerConfig,
+        serve: ServeConnection,
+        transport: &'static str,
+    ) -> Self {
+        ServerCore {
+            listening: Listening::new(link, "server"),
+            shared: Arc::new(Shared { handler, config }),
+            serve,
+            transport,
+        }
+    }
+
+    pub(crate) fn link(&self) -> &Link {
+        self.listening.link()
+    }
+
+    pub(crate) async fn listen(&self, port: u16) -> io::Result<SocketAddr> {
+        self.listen_on(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+            .await
+    }
+
+    pub(crate) async fn listen_on(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
+        let (shared, serve, transport) = (Arc::clone(&self.shared), self.serve, self.transport);
+        let local = self
+            .listening
+            .listen_on(addr, move |listener| {
+                accept_loop(listener, shared, serve, transport)
+            })
+            .await?;
+        tracing::info!("grenache {} server listening on {local}", self.transport);
+        Ok(local)
+    }
+
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        self.listening.local_addr()
+    }
+
+    pub(crate) async fn announce(&self, name: &str) -> Result<(), LinkError> {
+        self.listening.announce(name).await
+    }
+
+    pub(crate) fn start_announcing(&self, name: &str, interval: Option<Duration>) -> bool {
+        self.listening.start_announcing(name, interval)
+    }
+
+    pub(crate) fn stop_announcing(&self, name: &str) -> bool {
+        self.listening.stop_announcing(name)
+    }
+
+    pub(crate) fn stop(&self) {
+        self.listening.stop();
     }
 }
 
