@@ -1295,11 +1295,11 @@ impl<
             },
             Kind::Announce => Event::AnnounceDone {
                 op,
-                result: o.send_result().map(|(acks, _)| acks),
+                result: o.send_result(),
             },
             Kind::Unannounce => Event::UnannounceDone {
                 op,
-                result: o.send_result().map(|(acks, _)| acks),
+                result: o.send_result(),
             },
             Kind::Put => Event::PutDone {
                 op,
@@ -1450,8 +1450,8 @@ impl<const C: usize> Op<C> {
         }
     }
 
-    /// `Ok((acks, sent))`, or the error Node reports.
-    fn send_result(&self) -> Result<(usize, usize), OpError> {
+    /// The number of acknowledgements, or the error Node reports.
+    fn send_result(&self) -> Result<usize, OpError> {
         let sent = self.targets_len;
         if sent == 0 {
             return Err(OpError::NoNodes);
@@ -1465,7 +1465,7 @@ impl<const C: usize> Op<C> {
         match (acks, self.krpc_error) {
             (0, Some(code)) => Err(OpError::Krpc(code)),
             (0, None) => Err(OpError::AllFailed),
-            _ => Ok((acks, sent)),
+            _ => Ok(acks),
         }
     }
 

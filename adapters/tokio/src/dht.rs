@@ -172,16 +172,6 @@ enum Command {
         local: bool,
         reply: oneshot::Sender<Result<Option<Item>, DhtError>>,
     },
-    Stats(oneshot::Sender<Stats>),
-}
-
-/// A snapshot of the node's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stats {
-    /// Nodes in the routing table.
-    pub nodes: usize,
-    /// Announced peers stored.
-    pub peers: usize,
 }
 
 /// A handle on a running DHT node; cheap to clone.
@@ -317,16 +307,6 @@ impl Dht {
             reply,
         })
         .await
-    }
-
-    /// Routing-table and store sizes.
-    pub async fn stats(&self) -> Result<Stats, DhtError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Stats(tx))
-            .await
-            .map_err(|_| DhtError::Stopped)?;
-        rx.await.map_err(|_| DhtError::Stopped)
     }
 }
 
@@ -490,7 +470,6 @@ impl Loop {
     /// Starts `c`; gives it back when every operation slot is taken.
     fn try_start(&mut self, node: &mut HostNode, t: Instant, c: Command) -> Result<(), Command> {
         let started = match &c {
-            Command::Stats(_) => None,
             Command::Lookup(name, _) => {
                 if let Some(op) = self.lookups.get(name) {
                     if let (Some(Waiter::Lookup(list, _)), Command::Lookup(_, tx)) =
@@ -500,34 +479,25 @@ impl Loop {
                     }
                     return Ok(());
                 }
-                Some(node.lookup(t, name))
+                node.lookup(t, name)
             }
-            Command::Announce(name, port, _) => Some(node.announce(t, name, *port)),
-            Command::Unannounce(name, port, _) => Some(node.unannounce(t, name, *port)),
-            Command::PutImmutable(v, _) => Some(node.put_immutable(t, v)),
+            Command::Announce(name, port, _) => node.announce(t, name, *port),
+            Command::Unannounce(name, port, _) => node.unannounce(t, name, *port),
+            Command::PutImmutable(v, _) => node.put_immutable(t, v),
             Command::PutMutable(m, _) => {
-                Some(node.put_mutable(t, &m.k, m.salt.as_deref(), m.seq, &m.sig, &m.v, m.cas))
+                node.put_mutable(t, &m.k, m.salt.as_deref(), m.seq, &m.sig, &m.v, m.cas)
             }
             Command::Get {
                 key, salt, local, ..
-            } => Some(node.get(t, key, salt.as_deref(), *local)),
+            } => node.get(t, key, salt.as_deref(), *local),
         };
         let op = match started {
-            None => {
-                if let Command::Stats(tx) = c {
-                    let _ = tx.send(Stats {
-                        nodes: node.table().len(),
-                        peers: node.store().len(),
-                    });
-                }
-                return Ok(());
-            }
-            Some(Err(StartError::Busy)) => return Err(c),
-            Some(Err(e)) => {
+            Err(StartError::Busy) => return Err(c),
+            Err(e) => {
                 c.fail(DhtError::Start(e));
                 return Ok(());
             }
-            Some(Ok(op)) => op,
+            Ok(op) => op,
         };
         let waiter = match c {
             Command::Lookup(name, tx) => {
@@ -537,7 +507,6 @@ impl Loop {
             Command::Announce(_, _, tx) | Command::Unannounce(_, _, tx) => Waiter::Count(tx),
             Command::PutImmutable(_, tx) | Command::PutMutable(_, tx) => Waiter::Put(tx),
             Command::Get { reply, .. } => Waiter::Get(reply),
-            Command::Stats(_) => return Ok(()),
         };
         self.waiters.insert(op, waiter);
         Ok(())
@@ -590,7 +559,6 @@ impl Command {
             Command::Announce(_, _, tx) | Command::Unannounce(_, _, tx) => drop(tx.send(Err(e))),
             Command::PutImmutable(_, tx) | Command::PutMutable(_, tx) => drop(tx.send(Err(e))),
             Command::Get { reply, .. } => drop(reply.send(Err(e))),
-            Command::Stats(_) => {}
         }
     }
 }
