@@ -19,6 +19,10 @@
 //! least recently used item**; `put` and [`ItemStore::get`] count as uses. Keys are found by a
 //! linear scan of the `ITEMS` keys (20-byte compares; `ITEMS` is small, 1000 on a host).
 
+/// The ed25519 key type [`sign_mutable`] takes (re-exported so that callers need no direct
+/// dependency on `ed25519-dalek`).
+#[cfg(feature = "ed25519")]
+pub use ed25519_dalek::SigningKey;
 use crate::bencode::{BufferFull, Encoder};
 
 /// An item key (a DHT target): 20 bytes, SHA-1.
@@ -156,17 +160,12 @@ pub fn verify_mutable(
         .is_ok()
 }
 
-/// The ed25519 key type [`sign_mutable`] takes (re-exported so that callers need no direct
-/// dependency on `ed25519-dalek`).
-#[cfg(feature = "ed25519")]
-pub use ed25519_dalek::SigningKey;
-
 /// Signs a mutable item for a client's `put`: the signature over [`encode_sig_data`].
 ///
 /// Fails only when the data is longer than [`MAX_SIG_DATA_LEN`].
 #[cfg(feature = "ed25519")]
 pub fn sign_mutable(
-    signing_key: &ed25519_dalek::SigningKey,
+    signing_key: &SigningKey,
     salt: Option<&[u8]>,
     seq: i64,
     raw_v: &[u8],

@@ -1,28 +1,21 @@
-//! The HTTP/1.1 server of the grape API (§2.1): hyper with keep-alive, a body limit that never
-//! reads past the limit, head and idle timeouts, a connection cap and graceful shutdown.
+//! The HTTP/1.1 server of the grape API (§2.1): the listener, the connection cap and graceful
+//! shutdown. Each connection is served by [`super::conn`] (keep-alive, a body limit that never
+//! reads past the limit, head and idle timeouts) on grenache-core's HTTP framing.
 
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Bytes, Incoming};
-use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, DATE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode, Version};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tracing::{debug, trace, warn};
+use tracing::{debug, warn};
 
+use super::coalesce::LookupCoalescer;
 use super::config::DEFAULT_MAX_PAYLOAD;
+use super::conn;
 use super::dht::GrapeDht;
-use super::handlers::{self, Reply};
 
 /// Default cap on simultaneous connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -35,8 +28,6 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Read buffer cap: bounds a request head (Node refuses heads over 16 KiB).
-const MAX_BUF_SIZE: usize = 16 * 1024 + 1024;
 /// Node's default listen backlog.
 const LISTEN_BACKLOG: i32 = 511;
 
@@ -126,11 +117,14 @@ fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// State shared by every connection.
-struct Shared<D> {
-    dht: Arc<D>,
-    config: ApiConfig,
-    /// Set once shutdown starts: answers then say `Connection: close`.
-    closing: AtomicBool,
+pub(super) struct Shared<D> {
+    pub(super) dht: Arc<D>,
+    /// Concurrent lookups of one name share a traversal.
+    pub(super) lookups: LookupCoalescer,
+    pub(super) config: ApiConfig,
+    /// Flipped once shutdown starts: idle connections close, busy ones answer with
+    /// `Connection: close`.
+    pub(super) closing: watch::Receiver<bool>,
 }
 
 /// Serves the grape HTTP API (§2) on `listener` until `shutdown` resolves, then stops accepting,
@@ -143,22 +137,18 @@ pub async fn serve_api<D: GrapeDht>(
     config: ApiConfig,
     shutdown: impl Future<Output = ()>,
 ) {
+    let (closing_tx, closing_rx) = watch::channel(false);
+    // The semaphore counts in u32 when shutdown waits for every permit.
+    let max_connections = config.max_connections.clamp(1, u32::MAX as usize);
     let shared = Arc::new(Shared {
         dht,
+        lookups: LookupCoalescer::default(),
         config: config.clone(),
-        closing: AtomicBool::new(false),
+        closing: closing_rx,
     });
-    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(max_connections));
     // Flipped when the grace period is over: every connection task drops its connection.
     let (abort_tx, abort_rx) = watch::channel(false);
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
-        .keep_alive(true)
-        .title_case_headers(true)
-        .max_buf_size(MAX_BUF_SIZE);
 
     tokio::pin!(shutdown);
     loop {
@@ -186,17 +176,12 @@ pub async fn serve_api<D: GrapeDht>(
         if let Err(err) = stream.set_nodelay(true) {
             debug!("grape api: TCP_NODELAY on {peer}: {err}");
         }
-        let service_state = Arc::clone(&shared);
-        let service = service_fn(move |req| {
-            let state = Arc::clone(&service_state);
-            async move { respond(&state, req).await }
-        });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let shared = Arc::clone(&shared);
         let mut abort = abort_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
             tokio::select! {
-                result = conn => {
+                result = conn::serve_connection(stream, &shared) => {
                     if let Err(err) = result {
                         debug!("grape api: connection from {peer} ended: {err}");
                     }
@@ -206,137 +191,18 @@ pub async fn serve_api<D: GrapeDht>(
         });
     }
     drop(listener);
-    shared.closing.store(true, Ordering::Relaxed);
+    let _ = closing_tx.send(true);
+    // Every connection holds a permit: having them all back means every connection ended.
+    let all_closed = async {
+        let _ = permits.acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX)).await;
+    };
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = all_closed => {}
         () = tokio::time::sleep(config.shutdown_grace) => {
             debug!("grape api: shutdown grace period over, dropping open connections");
         }
     }
-    // Also reached when all connections finished: then nobody is listening any more.
     let _ = abort_tx.send(true);
-}
-
-/// The service refuses CONNECT by closing the connection, as Node does when nobody listens
-/// for its `connect` event.
-#[derive(Debug)]
-struct ConnectRefused;
-
-impl std::fmt::Display for ConnectRefused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CONNECT is not supported")
-    }
-}
-
-impl std::error::Error for ConnectRefused {}
-
-async fn respond<D: GrapeDht>(
-    shared: &Shared<D>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, ConnectRefused> {
-    if req.method() == Method::CONNECT {
-        return Err(ConnectRefused);
-    }
-    let mut keep_alive = client_wants_keep_alive(&req);
-    // req.url: the raw target, query string included.
-    let target = req.uri().to_string();
-    let reply = match read_body(req.into_body(), &shared.config).await {
-        Ok(body) => {
-            let plan = handlers::handle(&target, &body);
-            handlers::execute(shared.dht.as_ref(), plan).await
-        }
-        Err(err) => {
-            // The rest of the body is unread: the connection cannot carry another request.
-            keep_alive = false;
-            match err {
-                BodyError::TooLarge => Reply::raw(413, "ERR_GRAPE_PAYLOAD_SIZE"),
-                BodyError::Timeout => Reply::raw(408, ""),
-                BodyError::Broken(message) => Reply::raw(500, &message),
-            }
-        }
-    };
-    trace!("grape api: {target} -> {}", reply.status);
-    let keep_alive = keep_alive && !shared.closing.load(Ordering::Relaxed);
-    Ok(build_response(
-        reply,
-        keep_alive,
-        shared.config.header_timeout,
-    ))
-}
-
-/// Whether the client asked to keep the connection: HTTP/1.1 unless `Connection: close`,
-/// HTTP/1.0 only with `Connection: keep-alive` (the rule hyper and Node both apply).
-fn client_wants_keep_alive<B>(req: &Request<B>) -> bool {
-    let has_token = |token: &str| {
-        req.headers()
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    match req.version() {
-        Version::HTTP_11 => !has_token("close"),
-        Version::HTTP_10 => has_token("keep-alive"),
-        _ => false,
-    }
-}
-
-enum BodyError {
-    TooLarge,
-    Timeout,
-    Broken(String),
-}
-
-/// Reads the body up to `max_payload` bytes (raw-body's `limit`: more than that is an error,
-/// exactly that much is fine). A declared `Content-Length` over the limit is refused before
-/// reading anything; a longer chunked body is refused at the first frame that overruns.
-async fn read_body(mut body: Incoming, config: &ApiConfig) -> Result<Vec<u8>, BodyError> {
-    let max = config.max_payload;
-    let declared = body.size_hint().lower();
-    if declared > u64::try_from(max).unwrap_or(u64::MAX) {
-        return Err(BodyError::TooLarge);
-    }
-    let read = async {
-        let mut buf = Vec::with_capacity(usize::try_from(declared).unwrap_or(0).min(max));
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|err| BodyError::Broken(err.to_string()))?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len().saturating_add(data.len()) > max {
-                    return Err(BodyError::TooLarge);
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        Ok(buf)
-    };
-    tokio::time::timeout(config.body_timeout, read)
-        .await
-        .unwrap_or(Err(BodyError::Timeout))
-}
-
-/// The response with exactly Node's headers (§2.1), in Node's order: `Date`, `Connection`,
-/// `Keep-Alive` (only when the connection stays open), `Content-Length`; no `Content-Type`.
-fn build_response(reply: Reply, keep_alive: bool, idle_timeout: Duration) -> Response<Full<Bytes>> {
-    let length = reply.body.len();
-    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
-    *response.status_mut() =
-        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let headers = response.headers_mut();
-    if let Ok(date) = HeaderValue::from_str(&http_date(SystemTime::now())) {
-        headers.insert(DATE, date);
-    }
-    headers.insert(
-        CONNECTION,
-        HeaderValue::from_static(if keep_alive { "keep-alive" } else { "close" }),
-    );
-    if keep_alive {
-        if let Ok(value) = HeaderValue::from_str(&format!("timeout={}", idle_timeout.as_secs())) {
-            headers.insert(HeaderName::from_static("keep-alive"), value);
-        }
-    }
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
-    response
 }
 
 /// An IMF-fixdate (`Tue, 25 Nov 2026 18:43:00 GMT`), the format of Node's `Date` header.
@@ -391,30 +257,5 @@ mod tests {
         assert_eq!(http_date(t), "Wed, 25 Nov 2026 18:43:00 GMT");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(http_date(leap), "Tue, 29 Feb 2000 00:00:00 GMT");
-    }
-
-    #[test]
-    fn keep_alive_follows_http_rules() {
-        let req = |version, connection: Option<&str>| {
-            let mut builder = Request::builder().version(version);
-            if let Some(c) = connection {
-                builder = builder.header(CONNECTION, c);
-            }
-            builder.body(()).unwrap()
-        };
-        assert!(client_wants_keep_alive(&req(Version::HTTP_11, None)));
-        assert!(!client_wants_keep_alive(&req(
-            Version::HTTP_11,
-            Some("Close")
-        )));
-        assert!(!client_wants_keep_alive(&req(
-            Version::HTTP_11,
-            Some("foo, close")
-        )));
-        assert!(!client_wants_keep_alive(&req(Version::HTTP_10, None)));
-        assert!(client_wants_keep_alive(&req(
-            Version::HTTP_10,
-            Some("Keep-Alive")
-        )));
     }
 }

@@ -11,6 +11,7 @@ use std::net::SocketAddrV4;
 use serde_json::Value;
 
 use super::bencode::{bencode_integer, encode_value, render_js_string};
+use super::coalesce::LookupCoalescer;
 use super::dht::{DhtError, GetQuery, GotItem, GrapeDht, MutablePut, PutItem};
 use super::js::{self, Encoding, JsThrow};
 
@@ -413,10 +414,14 @@ fn plan_get(data: Option<&Value>) -> Result<Plan, JsThrow> {
 }
 
 /// Runs the DHT call of a plan and renders the answer.
-pub(crate) async fn execute<D: GrapeDht>(dht: &D, plan: Plan) -> Reply {
+pub(crate) async fn execute<D: GrapeDht>(
+    dht: &D,
+    lookups: &LookupCoalescer,
+    plan: Plan,
+) -> Reply {
     match plan {
         Plan::Reply(reply) => reply,
-        Plan::Lookup(name) => Reply::json(render_peers(&dht.lookup(name).await)),
+        Plan::Lookup(name) => Reply::json(render_peers(&lookups.lookup(dht, name).await)),
         Plan::Announce { name, port } => {
             let port = if port == 0 { dht.dht_port() } else { port };
             count_reply(dht.announce(name, port).await)

@@ -77,7 +77,9 @@
 
 mod api;
 mod bencode;
+mod coalesce;
 mod config;
+mod conn;
 mod dht;
 mod handlers;
 mod js;

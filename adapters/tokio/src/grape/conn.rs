@@ -1,0 +1,367 @@
+//! One connection of the grape API: HTTP/1.1 framed by `grenache_core::http`, driven by tokio.
+//!
+//! The loop per request: read a head (within [`ApiConfig::header_timeout`] of the previous
+//! answer, so it is also the idle timeout), read the body with the core's [`BodyDecoder`]
+//! (never past [`ApiConfig::max_payload`], within [`ApiConfig::body_timeout`]), run the
+//! handler, and write the answer in one `write` call. Pipelined requests are answered in order.
+//!
+//! Why not hyper: the grape answers tiny JSON bodies, and its cost per request was mostly HTTP
+//! machinery (header maps, boxed bodies, a `Date` formatted per answer). The core's parser
+//! borrows the read buffer and the answer is written by hand, which halves the CPU time of a
+//! `/lookup` (docs/BENCHMARKS.md, "Grape").
+//!
+//! [`ApiConfig::header_timeout`]: super::ApiConfig::header_timeout
+//! [`ApiConfig::max_payload`]: super::ApiConfig::max_payload
+//! [`ApiConfig::body_timeout`]: super::ApiConfig::body_timeout
+
+use std::cell::RefCell;
+use std::io;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use grenache_core::http::{
+    parse_request_limited, write_response_head, BodyDecoder, BodyKind, Header, HttpError,
+    Status, CONTINUE_RESPONSE,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, timeout_at, Instant};
+use tracing::trace;
+
+use super::api::{http_date, Shared};
+use super::dht::GrapeDht;
+use super::handlers::{self, Reply};
+
+/// The largest request head: Node's default `--max-http-header-size` (16 KiB). Larger → 431.
+const MAX_HEAD: usize = 16 * 1024;
+/// Header fields per request (hyper's and many servers' default); more → 431.
+const MAX_HEADERS: usize = 100;
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 4096;
+
+/// What the loop keeps of a parsed head (which borrows the read buffer).
+struct RequestHead {
+    /// `CONNECT`: Node has no `connect` listener and drops the socket; so do we.
+    connect: bool,
+    /// The raw request-target, query included (the grape routes on it verbatim).
+    target: String,
+    keep_alive: bool,
+    expect_continue: bool,
+    body: BodyKind,
+    /// Bytes of the head in the read buffer.
+    len: usize,
+}
+
+/// How a request ended before it reached the handler.
+enum Abort {
+    /// The client went away or stalled: close without answering.
+    Close,
+    /// Answer with this status and close (unread input makes the connection unusable).
+    Answer(Reply),
+}
+
+/// Serves requests on `stream` until the client closes, a request says `Connection: close`,
+/// a timeout or a framing error ends it, or the server shuts down while it is idle.
+pub(super) async fn serve_connection<D: GrapeDht>(
+    mut stream: TcpStream,
+    shared: &Shared<D>,
+) -> io::Result<()> {
+    let config = &shared.config;
+    let mut closing = shared.closing.clone();
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut out: Vec<u8> = Vec::with_capacity(512);
+    loop {
+        // The head, within the head timeout. An idle connection closes when shutdown starts.
+        let deadline = Instant::now() + config.header_timeout;
+        let head = loop {
+            match parse_head(&buf) {
+                Ok(Some(head)) => break head,
+                Ok(None) => {}
+                Err(err) => {
+                    trace!("grape api: bad request head: {err:?}");
+                    let reply = Reply::raw(err.status(), "");
+                    return send_final(&mut stream, &mut out, &reply, config).await;
+                }
+            }
+            let idle = buf.is_empty();
+            if idle && *closing.borrow() {
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                read = timeout_at(deadline, read_more(&mut stream, &mut buf)) => match read {
+                    // A slow or silent client: closed without an answer, as hyper and Node do.
+                    Err(_) | Ok(Ok(0)) => return Ok(()),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => return Err(err),
+                },
+                _ = closing.wait_for(|stop| *stop), if idle => return Ok(()),
+            }
+        };
+        buf.drain(..head.len);
+        if head.connect {
+            return Ok(());
+        }
+
+        let body = match read_body(&mut stream, &mut buf, &head, shared).await? {
+            Ok(body) => body,
+            Err(Abort::Close) => return Ok(()),
+            Err(Abort::Answer(reply)) => {
+                return send_final(&mut stream, &mut out, &reply, config).await;
+            }
+        };
+
+        let plan = handlers::handle(&head.target, &body);
+        let reply = handlers::execute(shared.dht.as_ref(), &shared.lookups, plan).await;
+        trace!("grape api: {} -> {}", head.target, reply.status);
+        let keep_alive = head.keep_alive && !*closing.borrow();
+        encode_reply(&mut out, &reply, keep_alive.then_some(config.header_timeout));
+        write_answer(&mut stream, &out, config).await?;
+        if !keep_alive {
+            let _ = stream.shutdown().await;
+            return Ok(());
+        }
+    }
+}
+
+/// Parses a head from the start of `buf`: `Ok(None)` while it is incomplete.
+fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
+    match parse_request_limited::<MAX_HEADERS>(buf, MAX_HEAD)? {
+        Status::Partial => Ok(None),
+        Status::Complete((head, len)) => Ok(Some(RequestHead {
+            connect: head.method == "CONNECT",
+            target: head.path.to_owned(),
+            keep_alive: head.keep_alive,
+            expect_continue: head.expect_continue,
+            body: head.body,
+            len,
+        })),
+    }
+}
+
+/// Reads the body of `head` from `buf` and the socket, leaving any pipelined bytes after it in
+/// `buf`. The outer `Err` is a socket error; the inner one says how the request ends.
+async fn read_body<D: GrapeDht>(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head: &RequestHead,
+    shared: &Shared<D>,
+) -> io::Result<Result<Vec<u8>, Abort>> {
+    let config = &shared.config;
+    let limit = u64::try_from(config.max_payload).unwrap_or(u64::MAX);
+    let mut decoder = match BodyDecoder::new(head.body, limit) {
+        Ok(decoder) => decoder,
+        Err(err) => return Ok(Err(Abort::Answer(body_error(err)))),
+    };
+    if head.expect_continue && !decoder.is_done() && buf.is_empty() {
+        write_answer(stream, CONTINUE_RESPONSE, config).await?;
+    }
+    let deadline = Instant::now() + config.body_timeout;
+    let mut body = Vec::new();
+    loop {
+        if !buf.is_empty() || decoder.is_done() {
+            let step = match decoder.decode(buf) {
+                Ok(step) => step,
+                Err(err) => return Ok(Err(Abort::Answer(body_error(err)))),
+            };
+            body.extend_from_slice(step.data_in(buf));
+            buf.drain(..step.consumed);
+            if step.done {
+                return Ok(Ok(body));
+            }
+            if !buf.is_empty() {
+                continue;
+            }
+        }
+        match timeout_at(deadline, read_more(stream, buf)).await {
+            Err(_elapsed) => return Ok(Err(Abort::Answer(Reply::raw(408, "")))),
+            Ok(Ok(0)) => return Ok(Err(Abort::Close)),
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return Err(err),
+        }
+    }
+}
+
+/// The answer to a body that cannot be read: `413 ERR_GRAPE_PAYLOAD_SIZE` for one over the
+/// limit (Node's raw-body text), the framing error's status otherwise.
+fn body_error(err: HttpError) -> Reply {
+    match err {
+        HttpError::BodyTooLarge => Reply::raw(413, "ERR_GRAPE_PAYLOAD_SIZE"),
+        other => Reply::raw(other.status(), ""),
+    }
+}
+
+/// Appends up to [`READ_CHUNK`] bytes from the socket to `buf`; 0 means end of stream.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    buf.reserve(READ_CHUNK);
+    stream.read_buf(buf).await
+}
+
+/// Writes `bytes`, giving up after the body timeout (a client that never reads must not hold
+/// its connection slot forever).
+async fn write_answer(stream: &mut TcpStream, bytes: &[u8], config: &super::ApiConfig) -> io::Result<()> {
+    match timeout(config.body_timeout, stream.write_all(bytes)).await {
+        Ok(result) => result,
+        Err(_elapsed) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client does not read its answer",
+        )),
+    }
+}
+
+/// Answers `reply` with `Connection: close` and ends the connection.
+async fn send_final(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    reply: &Reply,
+    config: &super::ApiConfig,
+) -> io::Result<()> {
+    encode_reply(out, reply, None);
+    write_answer(stream, out, config).await?;
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+/// The answer with exactly Node's headers (§2.1), in Node's order: `Date`, `Connection`,
+/// `Keep-Alive` (only when the connection stays open: `keep_alive` is the idle timeout then),
+/// `Content-Length`; no `Content-Type`.
+fn encode_reply(out: &mut Vec<u8>, reply: &Reply, keep_alive: Option<std::time::Duration>) {
+    let mut timeout_text = [0u8; 32];
+    let keep_alive_value = keep_alive.map(|idle| {
+        let len = write_decimal(&mut timeout_text, b"timeout=", idle.as_secs());
+        &timeout_text[..len]
+    });
+    let length = BodyKind::Length(u64::try_from(reply.body.len()).unwrap_or(u64::MAX));
+    with_date(|date| {
+        let connection: &[u8] = if keep_alive.is_some() {
+            b"keep-alive"
+        } else {
+            b"close"
+        };
+        let date_header = Header::new("Date", date.as_bytes());
+        let connection_header = Header::new("Connection", connection);
+        let mut head = [0u8; 256];
+        let written = match keep_alive_value {
+            Some(value) => write_response_head(
+                &mut head,
+                reply.status,
+                None,
+                &[date_header, connection_header, Header::new("Keep-Alive", value)],
+                length,
+            ),
+            None => write_response_head(
+                &mut head,
+                reply.status,
+                None,
+                &[date_header, connection_header],
+                length,
+            ),
+        };
+        out.clear();
+        // The head is a few fixed fields and a status from 100..=999: it always fits and is
+        // always valid; a 500 head is the fallback all the same.
+        match written {
+            Ok(len) => out.extend_from_slice(head.get(..len).unwrap_or(&[])),
+            Err(_) => out.extend_from_slice(b"HTTP/1.1 500 Internal Server Error\r\n"),
+        }
+    });
+    out.extend_from_slice(&reply.body);
+}
+
+/// Writes `prefix` and `value` in decimal into `out`; returns the length.
+fn write_decimal(out: &mut [u8; 32], prefix: &[u8], value: u64) -> usize {
+    let mut digits = [0u8; 20];
+    let mut n = value;
+    let mut count = 0;
+    loop {
+        digits[count] = b'0' + (n % 10) as u8;
+        count += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut len = 0;
+    for &byte in prefix.iter().chain(digits[..count].iter().rev()) {
+        out[len] = byte;
+        len += 1;
+    }
+    len
+}
+
+thread_local! {
+    /// The `Date` value of the current second, per runtime thread: formatting it for every
+    /// answer cost more than the rest of the head.
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Calls `f` with the `Date` header value of this second.
+fn with_date(f: impl FnOnce(&str)) {
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != second {
+            *cached = (second, http_date(now));
+        }
+        f(&cached.1);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn answers_carry_nodes_headers_in_nodes_order() {
+        let mut out = Vec::new();
+        encode_reply(
+            &mut out,
+            &Reply::raw(200, "[\"127.0.0.1:1337\"]"),
+            Some(Duration::from_secs(5)),
+        );
+        let text = String::from_utf8(out.clone()).unwrap();
+        let date = &text["HTTP/1.1 200 OK\r\nDate: ".len()..][..29];
+        assert_eq!(
+            text,
+            format!(
+                "HTTP/1.1 200 OK\r\nDate: {date}\r\nConnection: keep-alive\r\n\
+                 Keep-Alive: timeout=5\r\nContent-Length: 18\r\n\r\n[\"127.0.0.1:1337\"]"
+            )
+        );
+        assert!(date.ends_with(" GMT"), "{date}");
+
+        encode_reply(&mut out, &Reply::raw(413, "ERR_GRAPE_PAYLOAD_SIZE"), None);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 413 Payload Too Large\r\nDate: "));
+        assert!(text.ends_with(
+            "\r\nConnection: close\r\nContent-Length: 22\r\n\r\nERR_GRAPE_PAYLOAD_SIZE"
+        ));
+    }
+
+    #[test]
+    fn heads_keep_what_the_loop_needs() {
+        assert!(parse_head(b"POST /lookup HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+        let head = parse_head(b"POST /lookup?x=1 HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.target, "/lookup?x=1");
+        assert!(!head.keep_alive && !head.connect);
+        assert_eq!(head.body, BodyKind::Length(2));
+        assert_eq!(head.len, 48);
+        let huge = format!("POST / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert_eq!(
+            parse_head(huge.as_bytes()).err(),
+            Some(HttpError::HeadTooLarge)
+        );
+    }
+
+    #[test]
+    fn decimals() {
+        let mut out = [0u8; 32];
+        let len = write_decimal(&mut out, b"timeout=", 0);
+        assert_eq!(&out[..len], b"timeout=0");
+        let len = write_decimal(&mut out, b"", u64::MAX);
+        assert_eq!(&out[..len], b"18446744073709551615");
+    }
+}
