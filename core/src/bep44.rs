@@ -19,11 +19,11 @@
 //! least recently used item**; `put` and [`ItemStore::get`] count as uses. Keys are found by a
 //! linear scan of the `ITEMS` keys (20-byte compares; `ITEMS` is small, 1000 on a host).
 
+use crate::bencode::{BufferFull, Encoder};
 /// The ed25519 key type [`sign_mutable`] takes (re-exported so that callers need no direct
 /// dependency on `ed25519-dalek`).
 #[cfg(feature = "ed25519")]
 pub use ed25519_dalek::SigningKey;
-use crate::bencode::{BufferFull, Encoder};
 
 /// An item key (a DHT target): 20 bytes, SHA-1.
 pub type Key = [u8; 20];

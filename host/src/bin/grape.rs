@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use grenache_tokio::grape::{
-    parse_bootstrap, Grape, GrapeConfig, StartError, DEFAULT_DHT_CONCURRENCY, DEFAULT_MAX_PAYLOAD,
-    DEFAULT_MAX_TABLES, DEFAULT_MAX_VALUES, DEFAULT_NODE_LIVENESS, DEFAULT_PEER_MAX_AGE,
+    parse_bootstrap, Grape, GrapeConfig, StartError, DEFAULT_DHT_CONCURRENCY, DEFAULT_LOOKUP_REUSE,
+    DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TABLES, DEFAULT_MAX_VALUES, DEFAULT_NODE_LIVENESS,
+    DEFAULT_PEER_MAX_AGE,
 };
 use tracing::{error, info};
 
@@ -79,6 +80,12 @@ struct Cli {
     #[arg(long = "cache_maxAge", value_name = "MS")]
     cache_max_age: Option<u64>,
 
+    /// Extension: how long, in ms, a non-empty /lookup answer is given again without a new DHT
+    /// traversal (0 = never). Empty answers are never reused; an /announce or /unannounce
+    /// through this grape drops the name's answer at once
+    #[arg(long = "lookup_reuse", value_name = "MS", default_value_t = millis(DEFAULT_LOOKUP_REUSE))]
+    lookup_reuse: u64,
+
     /// More log output on stderr (-v info, -vv debug, -vvv trace); quiet by default
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     verbose: u8,
@@ -109,6 +116,7 @@ impl Cli {
             dht_node_liveness: Duration::from_millis(self.dht_node_liveness),
             max_payload: self.check_max_payload_size,
             cache_max_age: self.cache_max_age,
+            lookup_reuse: Duration::from_millis(self.lookup_reuse),
         })
     }
 }

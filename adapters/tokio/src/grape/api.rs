@@ -23,6 +23,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time allowed to receive a request body.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`ApiConfig::lookup_reuse`].
+pub const DEFAULT_LOOKUP_REUSE: Duration = Duration::from_millis(100);
 /// Default time in-flight requests get to finish after shutdown was asked for.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -51,6 +53,11 @@ pub struct ApiConfig {
     /// After the shutdown future resolves: how long in-flight requests may still finish before
     /// their connections are dropped.
     pub shutdown_grace: Duration,
+    /// How long a non-empty `/lookup` answer is given again without a new DHT traversal
+    /// (zero: never; concurrent lookups of one name still share one traversal). An empty
+    /// answer is never reused, and an `/announce` or `/unannounce` through this grape drops
+    /// the name's answer. See `grape::coalesce`.
+    pub lookup_reuse: Duration,
 }
 
 impl Default for ApiConfig {
@@ -61,6 +68,7 @@ impl Default for ApiConfig {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            lookup_reuse: DEFAULT_LOOKUP_REUSE,
         }
     }
 }
@@ -119,7 +127,7 @@ fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
 /// State shared by every connection.
 pub(super) struct Shared<D> {
     pub(super) dht: Arc<D>,
-    /// Concurrent lookups of one name share a traversal.
+    /// Lookups of one name share a traversal.
     pub(super) lookups: LookupCoalescer,
     pub(super) config: ApiConfig,
     /// Flipped once shutdown starts: idle connections close, busy ones answer with
@@ -142,7 +150,7 @@ pub async fn serve_api<D: GrapeDht>(
     let max_connections = config.max_connections.clamp(1, u32::MAX as usize);
     let shared = Arc::new(Shared {
         dht,
-        lookups: LookupCoalescer::default(),
+        lookups: LookupCoalescer::new(config.lookup_reuse),
         config: config.clone(),
         closing: closing_rx,
     });
@@ -194,7 +202,9 @@ pub async fn serve_api<D: GrapeDht>(
     let _ = closing_tx.send(true);
     // Every connection holds a permit: having them all back means every connection ended.
     let all_closed = async {
-        let _ = permits.acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX)).await;
+        let _ = permits
+            .acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX))
+            .await;
     };
     tokio::select! {
         () = all_closed => {}

@@ -1,54 +1,88 @@
-//! Coalescing of concurrent `/lookup`s of the same name: one DHT traversal answers them all.
+//! Coalescing of `/lookup`s of the same name: one DHT traversal answers many requests.
 //!
 //! A busy grape gets the same lookup from many clients at once (every Link looks its services
-//! up on each request once its 10 s cache expires). Without coalescing, each request hops to
-//! the DHT task and starts its own `get_peers` traversal; with it, the first request of a name
-//! (the *leader*) runs the traversal and every request of the same name that arrives while it
-//! runs (a *follower*) waits for the leader's answer. The entry is removed as soon as the
-//! answer is out, so a request that arrives after a traversal ended starts a new one: no answer
-//! is ever older than the traversal that was running when its request arrived. (The Node grape
-//! goes the other way and adds peers from its `_mem` cache, up to 80 s old, to every answer.)
+//! up again once its own 10 s cache expires). Without coalescing, each request hops to the DHT
+//! thread and starts its own `get_peers` traversal. Here:
+//!
+//! * the first request of a name (the *leader*) runs the traversal, and every request of the
+//!   same name that arrives while it runs (a *follower*) gets the leader's answer;
+//! * a non-empty answer is then reused for [`ApiConfig::lookup_reuse`] (100 ms by default; zero
+//!   turns reuse off), so a grape under load runs at most about ten traversals a second per
+//!   name. An empty answer is never reused (a client waiting for its first worker sees it as
+//!   soon as the DHT has it), and an `/announce` or `/unannounce` of a name through this grape
+//!   drops that name's answer at once.
+//!
+//! So no answer is older than the reuse window plus one traversal. The Node grape trades
+//! freshness the other way: it runs a traversal for every request and adds peers from its
+//! `_mem` cache, up to 80 s old, to each answer; Link clients cache answers for 10 s.
 //!
 //! A leader whose HTTP connection goes away is cancelled with its request; its followers then
 //! see the channel close and try again (one of them becomes the new leader), at most
 //! [`MAX_ATTEMPTS`] times before they run a traversal of their own.
 //!
-//! Memory: one entry per name being looked up right now, so at most one per open connection
-//! (the API caps those at [`crate::grape::ApiConfig::max_connections`]).
+//! Memory: one entry per name being looked up now (at most one per open connection, which the
+//! API caps), plus at most [`MAX_REUSED`] reusable answers.
+//!
+//! [`ApiConfig::lookup_reuse`]: super::ApiConfig::lookup_reuse
 
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::dht::GrapeDht;
 
 /// How many leaders a follower waits for before it runs the traversal itself. Only a leader
 /// that was cancelled (its client hung up) makes a follower try again.
 const MAX_ATTEMPTS: usize = 3;
+/// Reusable answers kept at most; when full, expired ones are dropped, and if none has expired
+/// a new answer is simply not kept.
+pub(crate) const MAX_REUSED: usize = 4096;
 
 /// The answer of one traversal, shared by all the requests that waited for it.
 type Answer = Arc<Vec<SocketAddrV4>>;
 
-/// The lookups running now, by name. See the module documentation.
-#[derive(Default)]
-pub(crate) struct LookupCoalescer {
-    running: Mutex<HashMap<Vec<u8>, watch::Receiver<Option<Answer>>>>,
+/// What the coalescer knows about one name.
+enum Entry {
+    /// A traversal is running; its answer will be sent on this channel.
+    Running(watch::Receiver<Option<Answer>>),
+    /// The answer of a traversal that ended at `at`, reusable until `at + reuse`.
+    Done { at: Instant, answer: Answer },
 }
 
-/// Either this request runs the traversal, or it waits for the one that does.
+/// The lookups running now and the answers that may be reused, by name. See the module
+/// documentation.
+pub(crate) struct LookupCoalescer {
+    entries: Mutex<HashMap<Vec<u8>, Entry>>,
+    reuse: Duration,
+}
+
+/// Either this request runs the traversal, waits for the one that does, or has its answer.
 enum Role {
     Leader(watch::Sender<Option<Answer>>),
     Follower(watch::Receiver<Option<Answer>>),
+    Reuse(Answer),
 }
 
 impl LookupCoalescer {
-    /// The peers announced under `name`: the answer of a traversal started for this request, or
-    /// of the one of the same name that was running when it arrived.
+    /// A coalescer reusing non-empty answers for `reuse` (zero: only concurrent requests
+    /// share a traversal).
+    pub(crate) fn new(reuse: Duration) -> Self {
+        LookupCoalescer {
+            entries: Mutex::new(HashMap::new()),
+            reuse,
+        }
+    }
+
+    /// The peers announced under `name`: the answer of a traversal started for this request, of
+    /// the one of the same name that was running when it arrived, or a reusable recent one.
     pub(crate) async fn lookup<D: GrapeDht>(&self, dht: &D, name: Vec<u8>) -> Answer {
         for _ in 0..MAX_ATTEMPTS {
             match self.role(&name) {
+                Role::Reuse(answer) => return answer,
                 Role::Leader(sender) => return self.lead(dht, name, sender).await,
                 Role::Follower(mut receiver) => {
                     if let Ok(answer) = receiver.wait_for(Option::is_some).await {
@@ -63,60 +97,101 @@ impl LookupCoalescer {
         Arc::new(dht.lookup(name).await)
     }
 
-    /// Joins the running lookup of `name`, or registers a new one led by the caller.
+    /// Drops what is known of `name` (after an announce or unannounce through this grape): its
+    /// reusable answer, and its running traversal, which still answers the requests already
+    /// waiting for it but is neither joined by later requests nor kept for reuse.
+    pub(crate) fn forget(&self, name: &[u8]) {
+        self.entries().remove(name);
+    }
+
+    /// The map; a poisoned lock only means a panic elsewhere while it was held, and the map is
+    /// always consistent (single inserts and removes), so keep using it.
+    fn entries(&self) -> MutexGuard<'_, HashMap<Vec<u8>, Entry>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Joins the running lookup of `name`, reuses its recent answer, or registers a new lookup
+    /// led by the caller.
     fn role(&self, name: &[u8]) -> Role {
-        // A poisoned lock only means a panic elsewhere while it was held; the map itself is
-        // always consistent (single inserts and removes), so keep using it.
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(receiver) = running.get(name) {
+        let mut entries = self.entries();
+        match entries.get(name) {
+            Some(Entry::Done { at, answer }) if at.elapsed() < self.reuse => {
+                return Role::Reuse(Arc::clone(answer));
+            }
             // A receiver whose sender is gone belongs to a cancelled leader: replace it.
-            if receiver.has_changed().is_ok() {
+            Some(Entry::Running(receiver)) if receiver.has_changed().is_ok() => {
                 return Role::Follower(receiver.clone());
             }
+            _ => {}
         }
         let (sender, receiver) = watch::channel(None);
-        running.insert(name.to_vec(), receiver);
+        entries.insert(name.to_vec(), Entry::Running(receiver));
         Role::Leader(sender)
     }
 
-    /// Runs the traversal, hands the answer to the followers and unregisters it.
+    /// Runs the traversal, hands the answer to the followers and keeps it for reuse.
     async fn lead<D: GrapeDht>(
         &self,
         dht: &D,
         name: Vec<u8>,
         sender: watch::Sender<Option<Answer>>,
     ) -> Answer {
-        // Unregisters the lookup when the leader finishes or is cancelled (dropped mid-way).
-        let _registration = Registration {
+        // Unregisters the lookup if the leader is cancelled (dropped mid-way).
+        let mut registration = Registration {
             coalescer: self,
-            name: name.clone(),
+            name,
             sender: &sender,
+            answer: None,
         };
-        let answer = Arc::new(dht.lookup(name).await);
+        let answer = Arc::new(dht.lookup(registration.name.clone()).await);
         sender.send_replace(Some(Arc::clone(&answer)));
+        registration.answer = Some(Arc::clone(&answer));
         answer
     }
 }
 
-/// Removes a leader's entry from the map when dropped, unless another leader replaced it.
+/// Ends a leader's entry when dropped: replaced by its reusable answer, or removed (a
+/// cancelled leader, an empty answer, reuse off), unless `forget` or another leader already
+/// replaced it.
 struct Registration<'a> {
     coalescer: &'a LookupCoalescer,
     name: Vec<u8>,
     sender: &'a watch::Sender<Option<Answer>>,
+    answer: Option<Answer>,
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        let mut running = self
-            .coalescer
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if running
-            .get(&self.name)
-            .is_some_and(|receiver| receiver.same_channel(&self.sender.subscribe()))
-        {
-            running.remove(&self.name);
+        let coalescer = self.coalescer;
+        let mut entries = coalescer.entries();
+        let ours = matches!(
+            entries.get(&self.name),
+            Some(Entry::Running(receiver)) if receiver.same_channel(&self.sender.subscribe())
+        );
+        if !ours {
+            return;
+        }
+        let name = std::mem::take(&mut self.name);
+        match self.answer.take() {
+            Some(answer) if !answer.is_empty() && !coalescer.reuse.is_zero() => {
+                // Our own entry is in the map and is replaced, not added.
+                if entries.len() > MAX_REUSED {
+                    let reuse = coalescer.reuse;
+                    entries.retain(|_, entry| match entry {
+                        Entry::Running(_) => true,
+                        Entry::Done { at, .. } => at.elapsed() < reuse,
+                    });
+                }
+                if entries.len() <= MAX_REUSED {
+                    let at = Instant::now();
+                    entries.insert(name, Entry::Done { at, answer });
+                } else {
+                    entries.remove(&name);
+                }
+            }
+            _ => {
+                entries.remove(&name);
+            }
         }
     }
 }
@@ -126,7 +201,6 @@ mod tests {
     use super::*;
     use crate::grape::dht::{DhtError, GetQuery, GotItem, PutItem};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
     use tokio::sync::Notify;
 
     /// A DHT whose lookups block until released, and that counts traversals.
@@ -170,7 +244,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_lookups_of_one_name_share_one_traversal() {
         let dht = Arc::new(GatedDht::default());
-        let coalescer = Arc::new(LookupCoalescer::default());
+        let coalescer = Arc::new(LookupCoalescer::new(Duration::ZERO));
         let mut tasks = Vec::new();
         for _ in 0..5 {
             let (dht, coalescer) = (Arc::clone(&dht), Arc::clone(&coalescer));
@@ -185,13 +259,13 @@ mod tests {
             let answer = task.await.expect("task");
             assert_eq!(answer[0].port(), 1000 + u16::from(b'a'));
         }
-        assert!(coalescer.running.lock().expect("lock").is_empty());
+        assert!(coalescer.entries().is_empty());
     }
 
     #[tokio::test]
     async fn different_names_and_later_requests_start_their_own_traversal() {
         let dht = Arc::new(GatedDht::default());
-        let coalescer = Arc::new(LookupCoalescer::default());
+        let coalescer = Arc::new(LookupCoalescer::new(Duration::ZERO));
         let spawn = |name: &'static [u8]| {
             let (dht, coalescer) = (Arc::clone(&dht), Arc::clone(&coalescer));
             tokio::spawn(async move { coalescer.lookup(dht.as_ref(), name.to_vec()).await })
@@ -207,13 +281,16 @@ mod tests {
         settle().await;
         assert_eq!(dht.traversals.load(Ordering::SeqCst), 3);
         dht.release.notify_waiters();
-        assert_eq!(again.await.expect("again")[0].port(), 1002 + u16::from(b'a'));
+        assert_eq!(
+            again.await.expect("again")[0].port(),
+            1002 + u16::from(b'a')
+        );
     }
 
     #[tokio::test]
     async fn followers_of_a_cancelled_leader_get_an_answer() {
         let dht = Arc::new(GatedDht::default());
-        let coalescer = Arc::new(LookupCoalescer::default());
+        let coalescer = Arc::new(LookupCoalescer::new(Duration::ZERO));
         let leader = {
             let (dht, coalescer) = (Arc::clone(&dht), Arc::clone(&coalescer));
             tokio::spawn(async move { coalescer.lookup(dht.as_ref(), b"a".to_vec()).await })
@@ -235,6 +312,132 @@ mod tests {
             .expect("follower answered")
             .expect("task");
         assert_eq!(answer[0].port(), 1001 + u16::from(b'a'));
-        assert!(coalescer.running.lock().expect("lock").is_empty());
+        assert!(coalescer.entries().is_empty());
+    }
+
+    /// A DHT that answers at once with `peers` and counts traversals.
+    struct InstantDht {
+        traversals: AtomicUsize,
+        peers: Mutex<Vec<SocketAddrV4>>,
+    }
+
+    impl InstantDht {
+        fn new(peers: &[u16]) -> Self {
+            let peers = peers
+                .iter()
+                .map(|&port| SocketAddrV4::new([127, 0, 0, 1].into(), port))
+                .collect();
+            InstantDht {
+                traversals: AtomicUsize::new(0),
+                peers: Mutex::new(peers),
+            }
+        }
+        fn traversals(&self) -> usize {
+            self.traversals.load(Ordering::SeqCst)
+        }
+    }
+
+    impl GrapeDht for InstantDht {
+        async fn lookup(&self, _: Vec<u8>) -> Vec<SocketAddrV4> {
+            self.traversals.fetch_add(1, Ordering::SeqCst);
+            self.peers.lock().expect("lock").clone()
+        }
+        async fn announce(&self, _: Vec<u8>, _: u16) -> Result<usize, DhtError> {
+            Err(DhtError::NoNodes)
+        }
+        async fn unannounce(&self, _: Vec<u8>, _: u16) -> Result<usize, DhtError> {
+            Err(DhtError::NoNodes)
+        }
+        async fn put(&self, _: PutItem) -> Result<[u8; 20], DhtError> {
+            Err(DhtError::NoNodes)
+        }
+        async fn get(&self, _: GetQuery) -> Result<Option<GotItem>, DhtError> {
+            Ok(None)
+        }
+        fn dht_port(&self) -> u16 {
+            1
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_are_reused_inside_the_window_only() {
+        let dht = InstantDht::new(&[1337]);
+        let coalescer = LookupCoalescer::new(Duration::from_millis(100));
+        coalescer.lookup(&dht, b"a".to_vec()).await;
+        tokio::time::advance(Duration::from_millis(99)).await;
+        let answer = coalescer.lookup(&dht, b"a".to_vec()).await;
+        assert_eq!((dht.traversals(), answer[0].port()), (1, 1337));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        coalescer.lookup(&dht, b"a".to_vec()).await;
+        assert_eq!(dht.traversals(), 2);
+        // Another name has its own answer.
+        coalescer.lookup(&dht, b"b".to_vec()).await;
+        assert_eq!(dht.traversals(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn empty_answers_are_not_reused() {
+        let dht = InstantDht::new(&[]);
+        let coalescer = LookupCoalescer::new(Duration::from_millis(100));
+        assert!(coalescer.lookup(&dht, b"a".to_vec()).await.is_empty());
+        // The first worker appears: the very next lookup sees it.
+        dht.peers
+            .lock()
+            .expect("lock")
+            .push(SocketAddrV4::new([127, 0, 0, 1].into(), 1337));
+        assert_eq!(coalescer.lookup(&dht, b"a".to_vec()).await.len(), 1);
+        assert_eq!(dht.traversals(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn forget_drops_the_reusable_answer() {
+        let dht = InstantDht::new(&[1337]);
+        let coalescer = LookupCoalescer::new(Duration::from_secs(10));
+        coalescer.lookup(&dht, b"a".to_vec()).await;
+        coalescer.lookup(&dht, b"a".to_vec()).await;
+        assert_eq!(dht.traversals(), 1);
+        coalescer.forget(b"a");
+        coalescer.lookup(&dht, b"a".to_vec()).await;
+        assert_eq!(dht.traversals(), 2);
+    }
+
+    #[tokio::test]
+    async fn forget_detaches_a_running_traversal() {
+        let dht = Arc::new(GatedDht::default());
+        let coalescer = Arc::new(LookupCoalescer::new(Duration::from_secs(10)));
+        let spawn = || {
+            let (dht, coalescer) = (Arc::clone(&dht), Arc::clone(&coalescer));
+            tokio::spawn(async move { coalescer.lookup(dht.as_ref(), b"a".to_vec()).await })
+        };
+        let before = spawn();
+        settle().await;
+        coalescer.forget(b"a");
+        // A request after the announce does not join the traversal that started before it.
+        let after = spawn();
+        settle().await;
+        assert_eq!(dht.traversals.load(Ordering::SeqCst), 2);
+        dht.release.notify_waiters();
+        before.await.expect("before");
+        after.await.expect("after");
+        // Only the later traversal's answer is kept.
+        let again = coalescer.lookup(dht.as_ref(), b"a".to_vec()).await;
+        assert_eq!(again[0].port(), 1001 + u16::from(b'a'));
+        assert_eq!(dht.traversals.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn reusable_answers_are_capped() {
+        let coalescer = LookupCoalescer::new(Duration::from_secs(3600));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dht = InstantDht::new(&[1]);
+        runtime.block_on(async {
+            for i in 0..MAX_REUSED + 10 {
+                coalescer.lookup(&dht, i.to_string().into_bytes()).await;
+            }
+        });
+        assert_eq!(coalescer.entries().len(), MAX_REUSED);
     }
 }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::api::ApiConfig;
+use super::api::{ApiConfig, DEFAULT_LOOKUP_REUSE};
 
 /// Default `--dht_peer_maxAge`: announced peers expire after this long (0.67–1.33× of it).
 pub const DEFAULT_PEER_MAX_AGE: Duration = Duration::from_millis(120_000);
@@ -47,8 +47,9 @@ pub struct GrapeConfig {
     /// `--dpa/--dht_peer_maxAge`: how long announced peers live after their last announce; zero
     /// = never expire. Exact here; the Node grape keeps them 0.67–1.33 × as long (record-cache
     /// generations, §3.4) and also answers lookups from a cache that lives half as long
-    /// (`Grape.js:33-36`). This grape has no such cache: a lookup answers what the DHT holds now
-    /// (`host/tests/grape_interop.rs` checks the expiry against both).
+    /// (`Grape.js:33-36`). This grape has no such cache: a lookup answers what the DHT holds
+    /// (give or take [`GrapeConfig::lookup_reuse`]; `host/tests/grape_interop.rs` checks the
+    /// expiry against both).
     pub dht_peer_max_age: Duration,
     /// `--dnl/--dht_nodeLiveness`: how long the routing table may go unchanged before its nodes
     /// are pinged.
@@ -57,6 +58,9 @@ pub struct GrapeConfig {
     pub max_payload: usize,
     /// `--cache_maxAge`: accepted for compatibility and unused, as in the Node grape.
     pub cache_max_age: Option<u64>,
+    /// `--lookup_reuse` (an extension): how long a non-empty `/lookup` answer may be given
+    /// again without a new traversal ([`ApiConfig::lookup_reuse`]).
+    pub lookup_reuse: Duration,
 }
 
 impl GrapeConfig {
@@ -74,6 +78,7 @@ impl GrapeConfig {
             dht_node_liveness: DEFAULT_NODE_LIVENESS,
             max_payload: DEFAULT_MAX_PAYLOAD,
             cache_max_age: None,
+            lookup_reuse: DEFAULT_LOOKUP_REUSE,
         }
     }
 
@@ -82,6 +87,7 @@ impl GrapeConfig {
     pub fn api_config(&self) -> ApiConfig {
         ApiConfig {
             max_payload: self.max_payload,
+            lookup_reuse: self.lookup_reuse,
             ..ApiConfig::default()
         }
     }

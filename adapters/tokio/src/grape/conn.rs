@@ -19,8 +19,8 @@ use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use grenache_core::http::{
-    parse_request_limited, write_response_head, BodyDecoder, BodyKind, Header, HttpError,
-    Status, CONTINUE_RESPONSE,
+    parse_request_limited, write_response_head, BodyDecoder, BodyKind, Header, HttpError, Status,
+    CONTINUE_RESPONSE,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -114,7 +114,11 @@ pub(super) async fn serve_connection<D: GrapeDht>(
         let reply = handlers::execute(shared.dht.as_ref(), &shared.lookups, plan).await;
         trace!("grape api: {} -> {}", head.target, reply.status);
         let keep_alive = head.keep_alive && !*closing.borrow();
-        encode_reply(&mut out, &reply, keep_alive.then_some(config.header_timeout));
+        encode_reply(
+            &mut out,
+            &reply,
+            keep_alive.then_some(config.header_timeout),
+        );
         write_answer(&mut stream, &out, config).await?;
         if !keep_alive {
             let _ = stream.shutdown().await;
@@ -198,7 +202,11 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usiz
 
 /// Writes `bytes`, giving up after the body timeout (a client that never reads must not hold
 /// its connection slot forever).
-async fn write_answer(stream: &mut TcpStream, bytes: &[u8], config: &super::ApiConfig) -> io::Result<()> {
+async fn write_answer(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    config: &super::ApiConfig,
+) -> io::Result<()> {
     match timeout(config.body_timeout, stream.write_all(bytes)).await {
         Ok(result) => result,
         Err(_elapsed) => Err(io::Error::new(
@@ -245,7 +253,11 @@ fn encode_reply(out: &mut Vec<u8>, reply: &Reply, keep_alive: Option<std::time::
                 &mut head,
                 reply.status,
                 None,
-                &[date_header, connection_header, Header::new("Keep-Alive", value)],
+                &[
+                    date_header,
+                    connection_header,
+                    Header::new("Keep-Alive", value),
+                ],
                 length,
             ),
             None => write_response_head(
@@ -341,7 +353,9 @@ mod tests {
 
     #[test]
     fn heads_keep_what_the_loop_needs() {
-        assert!(parse_head(b"POST /lookup HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+        assert!(parse_head(b"POST /lookup HTTP/1.1\r\nHost: x\r\n")
+            .unwrap()
+            .is_none());
         let head = parse_head(b"POST /lookup?x=1 HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}")
             .unwrap()
             .unwrap();

@@ -414,21 +414,22 @@ fn plan_get(data: Option<&Value>) -> Result<Plan, JsThrow> {
 }
 
 /// Runs the DHT call of a plan and renders the answer.
-pub(crate) async fn execute<D: GrapeDht>(
-    dht: &D,
-    lookups: &LookupCoalescer,
-    plan: Plan,
-) -> Reply {
+pub(crate) async fn execute<D: GrapeDht>(dht: &D, lookups: &LookupCoalescer, plan: Plan) -> Reply {
     match plan {
         Plan::Reply(reply) => reply,
         Plan::Lookup(name) => Reply::json(render_peers(&lookups.lookup(dht, name).await)),
         Plan::Announce { name, port } => {
             let port = if port == 0 { dht.dht_port() } else { port };
-            count_reply(dht.announce(name, port).await)
+            let result = dht.announce(name.clone(), port).await;
+            // After the store changed, so that no lookup reuses the answer from before.
+            lookups.forget(&name);
+            count_reply(result)
         }
         Plan::Unannounce { name, port } => {
             let port = if port == 0 { dht.dht_port() } else { port };
-            count_reply(dht.unannounce(name, port).await)
+            let result = dht.unannounce(name.clone(), port).await;
+            lookups.forget(&name);
+            count_reply(result)
         }
         Plan::Put(item) => match dht.put(item).await {
             Ok(key) => Reply::json(json_string(&hex::encode(key))),

@@ -87,7 +87,7 @@ mod start;
 
 pub use api::{
     bind_api, serve_api, ApiConfig, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE,
+    DEFAULT_LOOKUP_REUSE, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE,
 };
 pub use config::{
     parse_bootstrap, BootstrapError, BootstrapNode, GrapeConfig, DEFAULT_DHT_CONCURRENCY,
