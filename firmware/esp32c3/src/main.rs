@@ -37,7 +37,7 @@ use grenache_core::node::NodeConfig;
 use grenache_embassy::dht::{self, AnnounceConfig, DhtStorage};
 use grenache_embassy::worker::{self, Fibonacci, WorkerStorage};
 use log::{error, info, warn};
-use static_cell::{ConstStaticCell, StaticCell};
+use static_cell::StaticCell;
 
 // The application descriptor the ESP-IDF second-stage bootloader checks before it starts us.
 esp_bootloader_esp_idf::esp_app_desc!();
@@ -208,9 +208,10 @@ async fn main(spawner: Spawner) -> ! {
 
     static DHT: StaticCell<DhtStorage<HardwareRng>> = StaticCell::new();
     let dht_storage = DHT.init(DhtStorage::new(HardwareRng(rng), NodeConfig::DEFAULT));
-    static WORKER: ConstStaticCell<WorkerStorage<WORKER_SLOTS>> =
-        ConstStaticCell::new(WorkerStorage::new());
-    let worker_storage = WORKER.take();
+    // Built at run time: a `ConstStaticCell` would put its non-zero initial value in `.data`,
+    // that is 12.5 KiB of flash too.
+    static WORKER: StaticCell<WorkerStorage<WORKER_SLOTS>> = StaticCell::new();
+    let worker_storage = WORKER.init(WorkerStorage::new());
 
     match wifi_task(controller) {
         Ok(token) => spawner.spawn(token),
