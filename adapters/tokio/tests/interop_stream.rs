@@ -727,3 +727,56 @@ async fn ws_clients_have_no_streams_and_unknown_hosts_fail_cleanly() {
         )
     );
 }
+
+#[tokio::test]
+async fn stream_requests_are_node_bytes_on_the_wire() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A raw listener records what the client sends (transports.md §4.6), then answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dest = listener.local_addr().unwrap().to_string();
+    let recorder = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.ends_with(b"0\r\n\r\n") {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nraw")
+            .await
+            .unwrap();
+        String::from_utf8(seen).unwrap()
+    });
+    let client = http::PeerRpcClient::new(no_grape());
+    let options = StreamOptions::new()
+        .action("upload")
+        .args(json!({"foo": "bar"}))
+        .header("content-type", "application/pdf");
+    let stream = client.stream_to(&dest, "rpc_test", options).await.unwrap();
+    let rid = stream.rid.clone();
+    let mut body = stream.body;
+    body.send(Bytes::from_static(b"hello ")).await.unwrap();
+    // Let the first chunk go out on its own, as Node writes each chunk.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    body.send(Bytes::from_static(b"world")).await.unwrap();
+    body.finish();
+    let response = stream.response.await.unwrap();
+    assert_eq!(response.body.collect(10).await.unwrap(), &b"raw"[..]);
+    assert_eq!(
+        recorder.await.unwrap(),
+        format!(
+            "POST / HTTP/1.1\r\n\
+             _gr: [\"{rid}\",\"rpc_test\"]\r\n\
+             connection: close\r\n\
+             transfer-encoding: chunked\r\n\
+             _a: upload\r\n\
+             _ar: {{\"foo\":\"bar\"}}\r\n\
+             content-type: application/pdf\r\n\
+             host: {dest}\r\n\
+             \r\n\
+             6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n"
+        )
+    );
+}
