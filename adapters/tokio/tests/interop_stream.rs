@@ -558,6 +558,7 @@ async fn a_stream_nobody_reads_stops_the_writer() {
             Err(_) => break,
         }
     }
+    eprintln!("the writer stalled after {written} bytes nobody read");
     assert!(
         written < 32 << 20,
         "stalled only after {written} bytes, more than queue and socket buffers"
@@ -779,4 +780,81 @@ async fn stream_requests_are_node_bytes_on_the_wire() {
              6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n"
         )
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_response_cancels_the_exchange() {
+    let (_server, dest) = rust_server().await;
+    let client = http::PeerRpcClient::new(no_grape());
+    let stream = client
+        .stream_to(&dest, "svc", StreamOptions::new().action("count"))
+        .await
+        .unwrap();
+    let mut body = stream.body;
+    body.send(Bytes::from_static(b"first")).await.unwrap();
+    drop(stream.response);
+    let mut error = None;
+    for i in 0..1000 {
+        let send = body.send(pattern(i * CHUNK, CHUNK));
+        match tokio::time::timeout(Duration::from_secs(5), send).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error = Some(e);
+                break;
+            }
+            Err(_) => panic!("the writer hangs instead of failing"),
+        }
+    }
+    let error = error.expect("writing after the response was dropped fails");
+    assert_eq!(error.kind(), io::ErrorKind::BrokenPipe, "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_body_times_out_on_the_server() {
+    let config = ServerConfig {
+        read_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let server = http::PeerRpcServer::with_stream_handler(
+        no_grape(),
+        rust_buffered_handler,
+        |mut req: StreamRequest, responder: StreamResponder| async move {
+            let started = Instant::now();
+            let mut got = 0;
+            let outcome = loop {
+                match req.body.chunk().await {
+                    Some(Ok(chunk)) => got += chunk.len(),
+                    Some(Err(e)) => break Err(RpcError::new(format!("{:?}", e.kind()))),
+                    None => break Ok(json!(got)),
+                }
+            };
+            let waited = started.elapsed().as_millis() as u64;
+            let outcome = outcome.map_err(|e| RpcError::with_data(e.message(), json!(waited)));
+            responder.reply(&json!("r"), &outcome).await
+        },
+        config,
+    );
+    let dest = server
+        .listen_on("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+        .to_string();
+    let client = http::PeerRpcClient::new(no_grape());
+    let stream = client
+        .stream_to(
+            &dest,
+            "svc",
+            StreamOptions::new().timeout(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+    let mut body = stream.body;
+    body.send(Bytes::from_static(b"one")).await.unwrap();
+    // Then silence, with the body still open.
+    let response = stream.response.await.unwrap();
+    let reply: Value = serde_json::from_slice(&response.body.collect(1024).await.unwrap()).unwrap();
+    assert_eq!(reply[1], "TimedOut", "{reply}");
+    let waited = reply[2].as_u64().unwrap();
+    assert!((300..1500).contains(&waited), "timed out after {waited} ms");
+    drop(body);
 }

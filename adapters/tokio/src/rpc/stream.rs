@@ -26,6 +26,12 @@
 //!   an error rather than a truncated body that looks complete.
 //! * [`StreamResponder::reply`] gzips its frame when the request had `grc-compress: gzip`
 //!   (Node's streaming `reply` never does, so Node's own compressing clients fail on it).
+//! * Node emits `'stream'` for every request and, unless `disableBuffered`, also parses the
+//!   same body as a buffered request; here each request takes one route: chunked ones go to
+//!   the stream handler when there is one, the others to the buffered handler (or every
+//!   request to the stream handler with [`super::http::PeerRpcServer::streaming`]).
+//! * Header names go out lowercase (`host`, not Node's `Host`); HTTP header names are
+//!   case-insensitive.
 
 use std::future::Future;
 use std::io;
@@ -505,6 +511,7 @@ pub struct StreamResponse {
 /// The future of a client stream's response head. It resolves once the server has started
 /// its answer, which many servers (Node's buffered one among them) only do after reading
 /// the whole request body: finish [`RpcStream::body`] first, or write it from another task.
+/// Dropping it cancels the exchange (the connection closes and the body writer fails).
 pub struct PendingResponse {
     inner: Pin<Box<dyn Future<Output = Result<StreamResponse, RpcError>> + Send>>,
 }
