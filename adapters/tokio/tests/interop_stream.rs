@@ -633,6 +633,12 @@ async fn failing_handlers_break_the_body_and_silent_ones_get_an_empty_200() {
                     out.send(Bytes::from_static(b"partial")).await?;
                     panic!("handler bug");
                 }
+                Some("abort") => {
+                    let mut out = responder.start();
+                    out.send(Bytes::from_static(b"partial")).await?;
+                    out.abort("cancelled").await;
+                    Ok(())
+                }
                 Some("status") => {
                     let mut responder = responder;
                     responder.set_status(StatusCode::CREATED);
@@ -664,7 +670,7 @@ async fn failing_handlers_break_the_body_and_silent_ones_get_an_empty_200() {
             stream.response.await
         }
     };
-    for action in ["fail", "panic"] {
+    for action in ["fail", "panic", "abort"] {
         // hyper may not even have flushed the head when the body breaks: then the response
         // itself fails, which is just as clear.
         let response = match open(action).await {
