@@ -7,6 +7,8 @@
 //! * [`rpc::ws`] and [`rpc::http`]: RPC workers (`PeerRpcServer`) and clients
 //!   (`PeerRpcClient`) that speak the frames of `grenache-nodejs-ws` and `grenache-nodejs-http`
 //!   byte for byte, so Rust and Node services can call each other.
+//! * [`rpc::stream`]: raw byte streams over the HTTP transport (Node's `peer.stream` and
+//!   `'stream'` event), with backpressure both ways.
 //! * [`pubsub`]: publishers (`PeerPub`) and subscribers (`PeerSub`) over WebSocket, as
 //!   `grenache-nodejs-ws`, with subscribers that reconnect.
 //! * [`tls`]: mutual TLS for both RPC transports (`wss://`, `https://`), with Node-formatted

@@ -464,3 +464,50 @@ async fn rust_wss_client_calls_node_ws_secure_worker() {
 async fn rust_https_client_calls_node_http_secure_worker() {
     rust_client_calls_node_tls_worker(Transport::Http).await;
 }
+
+#[tokio::test]
+async fn https_streams_carry_the_client_fingerprint_in_their_meta() {
+    use grenache_tokio::rpc::stream::{StreamOptions, StreamRequest, StreamResponder};
+    let pki = pki();
+    let config = ServerConfig {
+        tls: Some(server_tls(&pki, &pki.server)),
+        ..ServerConfig::default()
+    };
+    let server = http::PeerRpcServer::with_stream_handler(
+        unused_link(),
+        whoami,
+        |req: StreamRequest, responder: StreamResponder| async move {
+            let fingerprint = req.meta.cert.as_ref().map(|c| c.fingerprint.clone());
+            let body = req.body.collect(1024).await?;
+            let answer = json!({
+                "fingerprint": fingerprint,
+                "body": String::from_utf8_lossy(&body),
+            });
+            responder
+                .reply(&req.meta.rid().cloned().unwrap_or_default(), &Ok(answer))
+                .await
+        },
+        config,
+    );
+    let dest = server.listen_on(loopback()).await.unwrap().to_string();
+    let config = http::ClientConfig {
+        tls: Some(client_tls(&pki.ca.pem, Some(&pki.alice))),
+        ..http::ClientConfig::default()
+    };
+    let client = http::PeerRpcClient::with_config(unused_link(), config);
+    let stream = client
+        .stream_to(&dest, "tls_stream", StreamOptions::new().timeout(T))
+        .await
+        .unwrap();
+    let rid = stream.rid.clone();
+    let mut body = stream.body;
+    body.send(bytes::Bytes::from_static(b"secret bytes"))
+        .await
+        .unwrap();
+    body.finish();
+    let response = stream.response.await.unwrap();
+    let reply: Value = serde_json::from_slice(&response.body.collect(4096).await.unwrap()).unwrap();
+    assert_eq!(reply[0], json!(rid));
+    assert_eq!(reply[2]["body"], "secret bytes");
+    assert_node_fingerprint(reply[2]["fingerprint"].as_str().unwrap(), &pki.alice.der);
+}

@@ -10,19 +10,25 @@
 //!   `[null, "ERR_HEADER_PARSE_GR", null]` as Node does.
 //! * A body that is not a JSON array gets no answer (Node sends none): the connection is
 //!   closed, with a log line. A body over the size limit is answered 413.
+//! * Raw streams (Node's `peer.stream` and `'stream'` event) are in [`super::stream`]:
+//!   [`PeerRpcClient::stream`] opens one, and a server built with
+//!   [`PeerRpcServer::with_stream_handler`] (or [`PeerRpcServer::streaming`], Node's
+//!   `disableBuffered: true`) hands chunked requests to a [`StreamHandler`]. Without a stream
+//!   handler, a chunked body is buffered and parsed as `[rid, key, payload]`, as Node does.
 //!
 //! Differences from Node, on purpose: timeouts are exact and always `ERR_TIMEOUT` (Node
 //! prints `ERR_REQUEST_GENERIC: network timeout at: …` when node-fetch's timer wins); an
 //! answer with another rid is `ERR_REPLY_RID_MISMATCH` at once (Node waits for its timeout);
 //! the destination is chosen uniformly among the lookup results (Node's HTTP transports never
-//! go inactive, so its "prefer active destinations" rule has no effect either); the raw
-//! streaming API (`peer.stream`) is not implemented.
+//! go inactive, so its "prefer active destinations" rule has no effect either); stream
+//! timeouts are enforced (see [`super::stream`] for the other stream differences).
 
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,18 +36,23 @@ use bytes::Bytes;
 use flate2::read::MultiGzDecoder;
 use flate2::{Compression, GzBuilder};
 use futures_util::FutureExt;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Response, StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::stream::{
+    AbortOnDrop, BodyStream, ChannelBody, PendingResponse, RpcStream, StreamHandler, StreamMeta,
+    StreamOptions, StreamRequest, StreamResponder, StreamResponse, StreamRoute, TimedOut,
+};
 use super::{
     decode_reply, decode_request, encode_reply, encode_request, key_text, lookup_before, Accepted,
-    Handler, Request, RpcError, ServerConfig, ServerCore, Shared,
+    Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared,
 };
 use crate::http_client::{HttpClient, HttpFailure};
 use crate::link::{Link, LinkError};
@@ -55,7 +66,7 @@ const GRC_COMPRESS: &str = "grc-compress";
 const ERR_HEADER_PARSE_GR: &str = "[null, \"ERR_HEADER_PARSE_GR\", null]";
 
 /// gzip as Node's `zlib.gzip`: default level, OS byte 3 (Unix).
-fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {
+pub(crate) fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {
     let mut encoder = GzBuilder::new()
         .operating_system(3)
         .write(Vec::new(), Compression::default());
@@ -109,6 +120,55 @@ impl PeerRpcServer {
     pub fn with_config(link: Link, handler: impl Handler, config: ServerConfig) -> Self {
         PeerRpcServer {
             core: ServerCore::new(link, Arc::new(handler), config, serve, "http"),
+        }
+    }
+
+    /// A worker whose chunked requests (`transfer-encoding: chunked`, Node's `meta.isStream`,
+    /// e.g. from `peer.stream`) go to `stream` as raw byte streams, and whose other requests
+    /// go to the buffered `handler`. The size limit of [`ServerConfig::max_message_size`]
+    /// does not apply to streamed bodies, which flow with backpressure.
+    pub fn with_stream_handler(
+        link: Link,
+        handler: impl Handler,
+        stream: impl StreamHandler,
+        config: ServerConfig,
+    ) -> Self {
+        let route = StreamRoute {
+            handler: Arc::new(stream),
+            all: false,
+        };
+        PeerRpcServer {
+            core: ServerCore::with_stream(
+                link,
+                Arc::new(handler),
+                Some(route),
+                config,
+                serve,
+                "http",
+            ),
+        }
+    }
+
+    /// A worker whose every request goes to `stream`, chunked or not (Node's
+    /// `disableBuffered: true` with a `'stream'` listener; [`StreamMeta::is_stream`] tells
+    /// them apart). Nothing is parsed as `[rid, key, payload]`: the handler reads the raw
+    /// body, and may answer a buffered client with [`StreamResponder::reply`].
+    pub fn streaming(link: Link, stream: impl StreamHandler, config: ServerConfig) -> Self {
+        let route = StreamRoute {
+            handler: Arc::new(stream),
+            all: true,
+        };
+        // Never called: every request takes the stream route.
+        let unused = |_: Request| async { Err::<Value, _>(RpcError::new("ERR_NO_HANDLER")) };
+        PeerRpcServer {
+            core: ServerCore::with_stream(
+                link,
+                Arc::new(unused),
+                Some(route),
+                config,
+                serve,
+                "http",
+            ),
         }
     }
 
@@ -197,8 +257,15 @@ impl std::fmt::Display for NoAnswer {
 
 impl std::error::Error for NoAnswer {}
 
-fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+/// A buffered answer, or a stream handler's body.
+type ReplyBody = Either<Full<Bytes>, ChannelBody>;
+
+fn full(body: Bytes) -> Response<ReplyBody> {
+    Response::new(Either::Left(Full::new(body)))
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<ReplyBody> {
+    let mut response = full(Bytes::from_static(body.as_bytes()));
     *response.status_mut() = status;
     response
 }
@@ -213,13 +280,16 @@ async fn handle(
     cert: Option<Arc<CertInfo>>,
     allowed: bool,
     shared: Arc<Shared>,
-) -> Result<Response<Full<Bytes>>, NoAnswer> {
+) -> Result<Response<ReplyBody>, NoAnswer> {
     if !allowed {
         // The TLS `verify_client` hook rejected this client.
         return Ok(plain(StatusCode::UNAUTHORIZED, "Forbidden"));
     }
     let config = &shared.config;
-    let headers = request.headers();
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    // Node: `req.headers['transfer-encoding'] === 'chunked'`.
+    let is_stream = header_text(headers, "transfer-encoding") == Some("chunked");
     let compress = header_text(headers, GRC_COMPRESS).is_some_and(|v| v.contains("gzip"));
     let info = match headers.get("_gr") {
         None => None,
@@ -245,7 +315,27 @@ async fn handle(
         .and_then(|text| serde_json::from_str::<Value>(text).ok())
         .unwrap_or_else(|| json!({}));
 
-    let limited = Limited::new(request.into_body(), config.max_message_size);
+    if let Some(route) = &shared.stream {
+        if route.all || is_stream {
+            let meta = StreamMeta {
+                info_headers: info,
+                action,
+                args,
+                is_stream,
+                compress,
+                remote: peer,
+                cert,
+            };
+            let request = StreamRequest {
+                meta,
+                headers: parts.headers,
+                body: BodyStream::new(body, Some(config.read_timeout), None),
+            };
+            return serve_stream(request, Arc::clone(&route.handler)).await;
+        }
+    }
+
+    let limited = Limited::new(body, config.max_message_size);
     let body = match tokio::time::timeout(config.read_timeout, limited.collect()).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -317,7 +407,52 @@ async fn handle(
     } else {
         reply.into_bytes()
     };
-    Ok(Response::new(Full::new(Bytes::from(reply))))
+    Ok(full(Bytes::from(reply)))
+}
+
+/// Runs a stream handler in its own task (it keeps reading the request body while hyper
+/// writes its response) and answers with the response head it starts.
+async fn serve_stream(
+    request: StreamRequest,
+    handler: Arc<dyn StreamHandler>,
+) -> Result<Response<ReplyBody>, NoAnswer> {
+    let peer = request.meta.remote;
+    let (head_tx, head_rx) = oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel();
+    let responder = StreamResponder::new(head_tx, done_rx, request.meta.compress);
+    let task = tokio::spawn(async move {
+        let ok = match AssertUnwindSafe(handler.handle(request, responder))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!("grenache http server: the stream handler for {peer} failed: {e}");
+                false
+            }
+            Err(_) => {
+                tracing::error!("grenache http server: the stream handler for {peer} panicked");
+                false
+            }
+        };
+        let _ = done_tx.send(ok);
+        ok
+    });
+    // Until the response body owns it, the handler dies with this request's service future.
+    let guard = AbortOnDrop(task.abort_handle());
+    match head_rx.await {
+        Ok(mut response) => {
+            response.body_mut().own_task(guard);
+            Ok(response.map(Either::Right))
+        }
+        // The responder was dropped unused: an empty 200 if the handler succeeded.
+        Err(_) => match task.await {
+            Ok(true) => Ok(full(Bytes::new())),
+            _ => Err(NoAnswer(
+                "the stream handler failed before answering".to_string(),
+            )),
+        },
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -420,6 +555,165 @@ impl PeerRpcClient {
     ) -> Result<Value, RpcError> {
         self.send(dest, name, payload, Instant::now() + timeout)
             .await
+    }
+
+    /// Opens a raw stream to one worker of `name`, chosen at random among the lookup results
+    /// (Node's `peer.stream(key, {timeout, headers})`): a chunked `POST /` with the headers
+    /// `_gr: ["<rid>","<name>"]`, `connection: close`, `transfer-encoding: chunked` and
+    /// `options.headers`. Returns once connected; write the request body into
+    /// [`RpcStream::body`] and await [`RpcStream::response`] (from another task, or after
+    /// finishing the body, as a server may only answer once it has read it all).
+    ///
+    /// `options.timeout` bounds the whole exchange (Node ignores it for streams); without
+    /// it, only the lookup is bounded (by the Link's timeouts).
+    pub async fn stream(&self, name: &str, options: StreamOptions) -> Result<RpcStream, RpcError> {
+        let deadline = options.timeout.map(|t| Instant::now() + t);
+        let dests = match deadline {
+            Some(deadline) => lookup_before(&self.link, name, deadline).await?,
+            None => self.link.lookup(name).await?,
+        };
+        let dest = super::pick_dest(&dests, |_| false, 0)
+            .ok_or(RpcError::Lookup(LinkError::LookupEmpty))?;
+        self.open_stream(dest, name, &options, deadline).await
+    }
+
+    /// Like [`PeerRpcClient::stream`] to the worker at `dest` (`ip:port`), without a lookup.
+    pub async fn stream_to(
+        &self,
+        dest: &str,
+        name: &str,
+        options: StreamOptions,
+    ) -> Result<RpcStream, RpcError> {
+        let deadline = options.timeout.map(|t| Instant::now() + t);
+        self.open_stream(dest, name, &options, deadline).await
+    }
+
+    async fn open_stream(
+        &self,
+        dest: &str,
+        name: &str,
+        options: &StreamOptions,
+        deadline: Option<Instant>,
+    ) -> Result<RpcStream, RpcError> {
+        let rid = new_rid();
+        let headers = super::stream::stream_headers(&rid, name, &options.headers)?;
+        let scheme = if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{dest}/");
+        let failed = |reason: String| {
+            RpcError::Request(format!("request to {url} failed, reason: {reason}"))
+        };
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect(dest)
+                .await
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::ConnectionRefused => {
+                        failed(format!("connect ECONNREFUSED {dest}"))
+                    }
+                    _ => failed(format!("connect {e} {dest}")),
+                })?;
+            let _ = tcp.set_nodelay(true);
+            let io: Box<dyn Io> = match &self.config.tls {
+                None => Box::new(tcp),
+                Some(tls) => Box::new(tls.connect(dest, tcp).await.map_err(&failed)?),
+            };
+            hyper::client::conn::http1::handshake::<_, ChannelBody>(TokioIo::new(io))
+                .await
+                .map_err(|e| failed(crate::http_client::chain(&e)))
+        };
+        let (mut sender, connection) = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, connect)
+                .await
+                .map_err(|_| RpcError::Timeout)??,
+            None => connect.await?,
+        };
+        let timed_out: TimedOut = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&timed_out);
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let outcome = match deadline {
+                None => connection.await,
+                Some(deadline) => tokio::select! {
+                    outcome = &mut connection => outcome,
+                    () = tokio::time::sleep_until(deadline) => {
+                        // Set before the connection drops, so readers and writers see
+                        // ERR_TIMEOUT rather than a closed connection.
+                        flag.store(true, Ordering::Release);
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = outcome {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    // The response future's own timer fired first and dropped the exchange.
+                    flag.store(true, Ordering::Release);
+                }
+                tracing::debug!("grenache http stream: connection ended: {e}");
+            }
+        });
+        let ready = sender.ready();
+        let ready = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, ready)
+                .await
+                .map_err(|_| RpcError::Timeout)?,
+            None => ready.await,
+        };
+        ready.map_err(|e| failed(crate::http_client::chain(&e)))?;
+        let mut builder = hyper::Request::builder()
+            .method(hyper::Method::POST)
+            .uri("/");
+        let mut has_host = false;
+        for (header, value) in headers {
+            has_host |= header == hyper::header::HOST;
+            builder = builder.header(header, value);
+        }
+        if !has_host {
+            builder = builder.header(hyper::header::HOST, dest);
+        }
+        let (body, channel) = super::stream::client_body(Arc::clone(&timed_out));
+        let request = builder.body(channel).map_err(|e| failed(e.to_string()))?;
+        let answer = sender.send_request(request);
+        let response = async move {
+            let answer = match deadline {
+                Some(deadline) => {
+                    let mut answer = std::pin::pin!(answer);
+                    tokio::select! {
+                        answer = &mut answer => answer,
+                        () = tokio::time::sleep_until(deadline) => {
+                            // Before the exchange is dropped: the writer's error must say
+                            // ERR_TIMEOUT too.
+                            timed_out.store(true, Ordering::Release);
+                            return Err(RpcError::Timeout);
+                        }
+                    }
+                }
+                None => answer.await,
+            };
+            match answer {
+                Ok(answer) => {
+                    let (parts, body) = answer.into_parts();
+                    Ok(StreamResponse {
+                        status: parts.status,
+                        headers: parts.headers,
+                        body: BodyStream::new(body, None, Some(Arc::clone(&timed_out))),
+                    })
+                }
+                Err(_) if timed_out.load(Ordering::Acquire) => Err(RpcError::Timeout),
+                Err(e) => Err(RpcError::Request(format!(
+                    "request to {url} failed, reason: {}",
+                    crate::http_client::chain(&e)
+                ))),
+            }
+        };
+        Ok(RpcStream {
+            rid,
+            dest: dest.to_string(),
+            body,
+            response: PendingResponse::new(response),
+        })
     }
 
     async fn send(

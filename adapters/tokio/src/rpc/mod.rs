@@ -19,6 +19,7 @@
 //! ```
 
 pub mod http;
+pub mod stream;
 pub mod ws;
 
 use std::fmt;
@@ -117,6 +118,10 @@ pub enum RpcError {
     /// The HTTP answer carried another request's rid (`ERR_REPLY_RID_MISMATCH`; Node ignores
     /// such an answer and times out).
     ReplyRidMismatch,
+    /// A stream was asked of a transport without streams (WebSocket;
+    /// `ERR_STREAM_UNSUPPORTED`, where Node's `peer.stream` fails with
+    /// `t.requestStream is not a function`).
+    StreamUnsupported,
 }
 
 impl RpcError {
@@ -174,6 +179,9 @@ impl fmt::Display for RpcError {
             RpcError::ReplyEncodingCompression => f.write_str("ERR_REPLY_ENCODING_COMPRESSION"),
             RpcError::ReplyRidMismatch => f.write_str("ERR_REPLY_RID_MISMATCH"),
             RpcError::RequestEncodingCompression => f.write_str("ERR_REQUEST_ENCODING_COMPRESSION"),
+            RpcError::StreamUnsupported => f.write_str(
+                "ERR_STREAM_UNSUPPORTED: the WebSocket transport has no streams, use rpc::http",
+            ),
         }
     }
 }
@@ -315,6 +323,8 @@ impl Default for ServerConfig {
 pub(crate) struct Shared {
     pub(crate) handler: Arc<dyn Handler>,
     pub(crate) config: ServerConfig,
+    /// HTTP only: the streaming handler and which requests it gets.
+    pub(crate) stream: Option<stream::StreamRoute>,
 }
 
 /// A byte stream a server speaks WebSocket or HTTP over: TCP, or TLS over TCP.
@@ -471,9 +481,25 @@ impl ServerCore {
         serve: ServeConnection,
         transport: &'static str,
     ) -> Self {
+        Self::with_stream(link, handler, None, config, serve, transport)
+    }
+
+    /// Like [`ServerCore::new`], with the HTTP streaming route.
+    pub(crate) fn with_stream(
+        link: Link,
+        handler: Arc<dyn Handler>,
+        stream: Option<stream::StreamRoute>,
+        config: ServerConfig,
+        serve: ServeConnection,
+        transport: &'static str,
+    ) -> Self {
         ServerCore {
             listening: Listening::new(link, "server"),
-            shared: Arc::new(Shared { handler, config }),
+            shared: Arc::new(Shared {
+                handler,
+                config,
+                stream,
+            }),
             serve,
             transport,
         }

@@ -347,6 +347,17 @@ impl PeerRpcClient {
             .await
     }
 
+    /// Raw streams exist only on the HTTP transport (Node's `peer.stream` over WebSocket
+    /// fails with `t.requestStream is not a function`): always
+    /// [`RpcError::StreamUnsupported`]. See [`super::http::PeerRpcClient::stream`].
+    pub async fn stream(
+        &self,
+        _name: &str,
+        _options: super::stream::StreamOptions,
+    ) -> Result<super::stream::RpcStream, RpcError> {
+        Err(RpcError::StreamUnsupported)
+    }
+
     /// Closes every pooled connection; requests still waiting fail with
     /// `ERR_TRANSPORT_CLOSE`.
     pub fn stop(&self) {
