@@ -6,6 +6,7 @@
 #   ci/test.sh            everything
 #   FUZZ_SECONDS=0 ci/test.sh    everything but the fuzzing runs
 #   QEMU_TESTS=0 ci/test.sh      everything but the QEMU firmware integration (ci/qemu-test.sh)
+#   BOARD_BUILDS=0 ci/test.sh    everything but the board firmware builds (ci/firmware-*.sh)
 #   BENCH=1 ci/test.sh           also the grape benchmark (ci/bench-grape.sh; needs wrk)
 set -euo pipefail
 
@@ -107,6 +108,11 @@ fi
 if [ "${QEMU_TESTS:-1}" != "0" ]; then
     step "firmware on QEMU mps2-an386: the board announces itself and serves fib to Node and Rust clients"
     bash ci/qemu-test.sh
+fi
+
+if [ "${BOARD_BUILDS:-1}" != "0" ]; then
+    step "board firmware: ESP32-C3 Wi-Fi worker builds (sizes for docs/BENCHMARKS.md)"
+    bash ci/firmware-esp32c3.sh
 fi
 
 if [ "${BENCH:-0}" != "0" ]; then
