@@ -157,6 +157,13 @@ async fn client(transport: &str, grape: &str, name: &str, count: usize) {
     report("rust client -> worker", transport, count, elapsed);
 }
 
+/// The bare echo reads like Grenache's WebSocket peers do (the same read buffer), so that the
+/// comparison measures the framing, not tungstenite settings.
+fn bare_ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(grenache_tokio::rpc::ws::WS_READ_BUFFER)
+}
+
 async fn bare_server(transport: &str, port: u16) {
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     loop {
@@ -165,7 +172,10 @@ async fn bare_server(transport: &str, port: u16) {
         match transport {
             "ws" => {
                 tokio::spawn(async move {
-                    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    let Ok(mut ws) =
+                        tokio_tungstenite::accept_async_with_config(stream, Some(bare_ws_config()))
+                            .await
+                    else {
                         return;
                     };
                     while let Some(Ok(message)) = ws.next().await {
@@ -214,9 +224,13 @@ async fn bare_client(transport: &str, dest: &str, count: usize) {
                             .await
                             .unwrap();
                     stream.set_nodelay(true).unwrap();
-                    let (ws, _) = tokio_tungstenite::client_async(url.as_str(), stream)
-                        .await
-                        .unwrap();
+                    let (ws, _) = tokio_tungstenite::client_async_with_config(
+                        url.as_str(),
+                        stream,
+                        Some(bare_ws_config()),
+                    )
+                    .await
+                    .unwrap();
                     let (mut sink, mut stream) = ws.split();
                     let (mut sent, mut received) = (0usize, 0usize);
                     while sent < share.min(window) {

@@ -37,10 +37,10 @@ use futures_util::{SinkExt, Stream, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::{AbortHandle, JoinSet};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::link::{Link, LinkError};
+use crate::rpc::ws::ws_config;
 use crate::rpc::Listening;
 
 /// One published message: a text frame or a binary frame (Node: a `string` or a `Buffer`).
@@ -83,12 +83,6 @@ impl PubMessage {
             PubMessage::Binary(data) => Message::binary(data.clone()),
         }
     }
-}
-
-fn ws_config(max_message_size: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(max_message_size))
-        .max_frame_size(Some(max_message_size))
 }
 
 // ---------------------------------------------------------------------------------------
