@@ -16,13 +16,17 @@ link.start()
 const peer = new PeerRPCClient(link, {})
 peer.init()
 
-function run (n, done) {
+const latencies = [] // ms, of the measured run
+
+function run (n, done, record) {
   let started = 0
   let finished = 0
   const one = () => {
     if (started >= n) return
     started++
+    const sent = process.hrtime.bigint()
     peer.request(name, payload, { timeout: 30000 }, (err, data) => {
+      if (record) latencies.push(Number(process.hrtime.bigint() - sent) / 1e6)
       if (err || data !== payload) {
         console.error('bench_client.js:', err ? err.message : `bad echo ${data}`)
         process.exit(1)
@@ -44,8 +48,19 @@ run(inFlight, () => {
       requests: count,
       in_flight: inFlight,
       seconds: Math.round(seconds * 1000) / 1000,
-      req_per_s: Math.round(count / seconds)
+      req_per_s: Math.round(count / seconds),
+      p50_ms: percentile(50),
+      p99_ms: percentile(99)
     }))
     process.exit(0)
-  })
+  }, true)
 })
+
+// The p-th percentile of the latencies, in ms rounded to µs (the rule of bench_rpc.rs).
+function percentile (p) {
+  latencies.sort((a, b) => a - b)
+  const last = latencies.length - 1
+  if (last < 0) return 0
+  const at = Math.min(last, Math.ceil(last * p / 100))
+  return Math.round(latencies[at] * 1000) / 1000
+}

@@ -36,7 +36,23 @@ async fn echo(req: Request) -> Result<Value, RpcError> {
     Ok(req.payload)
 }
 
-fn report(what: &str, transport: &str, count: usize, elapsed: Duration) {
+/// The `p`-th percentile (0..=100) of `latencies` in milliseconds, rounded to µs.
+fn percentile_ms(latencies: &mut [Duration], p: usize) -> f64 {
+    latencies.sort_unstable();
+    let Some(last) = latencies.len().checked_sub(1) else {
+        return 0.0;
+    };
+    let at = (last * p).div_ceil(100).min(last);
+    (latencies[at].as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn report(
+    what: &str,
+    transport: &str,
+    count: usize,
+    elapsed: Duration,
+    mut latencies: Vec<Duration>,
+) {
     let per_s = count as f64 / elapsed.as_secs_f64();
     println!(
         "{}",
@@ -47,12 +63,15 @@ fn report(what: &str, transport: &str, count: usize, elapsed: Duration) {
             "in_flight": IN_FLIGHT,
             "seconds": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
             "req_per_s": per_s.round(),
+            "p50_ms": percentile_ms(&mut latencies, 50),
+            "p99_ms": percentile_ms(&mut latencies, 99),
         })
     );
 }
 
-/// Runs `count` calls of `one` with `IN_FLIGHT` at a time.
-async fn drive<F, Fut>(count: usize, one: F) -> Duration
+/// Runs `count` calls of `one` with `IN_FLIGHT` at a time; the wall time and the latency of
+/// every call.
+async fn drive<F, Fut>(count: usize, one: F) -> (Duration, Vec<Duration>)
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -64,16 +83,21 @@ where
         .map(|_| {
             let (one, next) = (Arc::clone(&one), Arc::clone(&next));
             tokio::spawn(async move {
+                let mut latencies = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < count {
+                    let sent = Instant::now();
                     one().await;
+                    latencies.push(sent.elapsed());
                 }
+                latencies
             })
         })
         .collect();
+    let mut latencies = Vec::with_capacity(count);
     for task in tasks {
-        task.await.unwrap();
+        latencies.extend(task.await.unwrap());
     }
-    started.elapsed()
+    (started.elapsed(), latencies)
 }
 
 #[tokio::main]
@@ -120,7 +144,7 @@ async fn worker(transport: &str, grape: &str, name: &str) {
 async fn client(transport: &str, grape: &str, name: &str, count: usize) {
     let link = Link::new(LinkConfig::new(grape)).unwrap();
     let timeout = Duration::from_secs(30);
-    let elapsed = match transport {
+    let (elapsed, latencies) = match transport {
         "ws" => {
             let client = ws::PeerRpcClient::new(link);
             // Warm-up: the lookup and the pooled connections.
@@ -154,7 +178,13 @@ async fn client(transport: &str, grape: &str, name: &str, count: usize) {
         }
         other => panic!("transport {other}"),
     };
-    report("rust client -> worker", transport, count, elapsed);
+    report(
+        "rust client -> worker",
+        transport,
+        count,
+        elapsed,
+        latencies,
+    );
 }
 
 /// The bare echo reads like Grenache's WebSocket peers do (the same read buffer), so that the
@@ -206,7 +236,7 @@ async fn bare_server(transport: &str, port: u16) {
 
 async fn bare_client(transport: &str, dest: &str, count: usize) {
     let body = Bytes::from("x".repeat(100));
-    let elapsed = match transport {
+    let (elapsed, latencies) = match transport {
         "ws" => {
             // As the Grenache client: up to 3 connections to the worker, 64 messages in
             // flight over them; the echo comes back in order on each connection.
@@ -233,7 +263,11 @@ async fn bare_client(transport: &str, dest: &str, count: usize) {
                     .unwrap();
                     let (mut sink, mut stream) = ws.split();
                     let (mut sent, mut received) = (0usize, 0usize);
+                    // The echo comes back in order: the send instants of the messages out.
+                    let mut sent_at = std::collections::VecDeque::new();
+                    let mut latencies = Vec::with_capacity(share);
                     while sent < share.min(window) {
+                        sent_at.push_back(Instant::now());
                         sink.send(Message::text(text.clone())).await.unwrap();
                         sent += 1;
                     }
@@ -242,17 +276,21 @@ async fn bare_client(transport: &str, dest: &str, count: usize) {
                             Some(Ok(Message::Text(_))) => received += 1,
                             other => panic!("{other:?}"),
                         }
+                        latencies.push(sent_at.pop_front().unwrap().elapsed());
                         if sent < share {
+                            sent_at.push_back(Instant::now());
                             sink.send(Message::text(text.clone())).await.unwrap();
                             sent += 1;
                         }
                     }
+                    latencies
                 }));
             }
+            let mut latencies = Vec::with_capacity(count);
             for task in tasks {
-                task.await.unwrap();
+                latencies.extend(task.await.unwrap());
             }
-            started.elapsed()
+            (started.elapsed(), latencies)
         }
         "http" => {
             // 64 keep-alive connections, one request in flight on each.
@@ -270,7 +308,9 @@ async fn bare_client(transport: &str, dest: &str, count: usize) {
                             .await
                             .unwrap();
                     tokio::spawn(connection);
+                    let mut latencies = Vec::new();
                     while next.fetch_add(1, Ordering::Relaxed) < count {
+                        let sent = Instant::now();
                         let request = hyper::Request::post("/")
                             .header(hyper::header::HOST, dest.as_str())
                             .body(Full::new(body.clone()))
@@ -278,15 +318,24 @@ async fn bare_client(transport: &str, dest: &str, count: usize) {
                         let response = sender.send_request(request).await.unwrap();
                         let got = response.into_body().collect().await.unwrap().to_bytes();
                         assert_eq!(got.len(), 100);
+                        latencies.push(sent.elapsed());
                     }
+                    latencies
                 }));
             }
+            let mut latencies = Vec::with_capacity(count);
             for task in tasks {
-                task.await.unwrap();
+                latencies.extend(task.await.unwrap());
             }
-            started.elapsed()
+            (started.elapsed(), latencies)
         }
         other => panic!("transport {other}"),
     };
-    report("bare echo (no Grenache framing)", transport, count, elapsed);
+    report(
+        "bare echo (no Grenache framing)",
+        transport,
+        count,
+        elapsed,
+        latencies,
+    );
 }

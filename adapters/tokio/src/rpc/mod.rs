@@ -72,7 +72,10 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + 
 /// [`RpcError::Remote`] (`null` otherwise). Any `Fn(Request) -> impl Future<Output =
 /// Result<Value, RpcError>>` closure is a handler.
 pub trait Handler: Send + Sync + 'static {
-    /// Answers one request. Many calls may run at once, on any thread.
+    /// Answers one request. Many calls may run at once, on any thread: those of one
+    /// WebSocket connection run concurrently on that connection's task (so that answers
+    /// ready together leave in one write), those of different connections in parallel. A
+    /// handler with heavy CPU work should move it off the task (`tokio::task::spawn_blocking`).
     fn handle(&self, request: Request) -> HandlerFuture;
 }
 

@@ -16,15 +16,17 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -35,7 +37,7 @@ use super::{
     Accepted, Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared, IDLE_TIMEOUT,
 };
 use crate::link::{Link, LinkError};
-use crate::tls::TlsClientConfig;
+use crate::tls::{CertInfo, TlsClientConfig};
 use crate::{lock, new_rid};
 use tokio_tungstenite::tungstenite::handshake::server::{
     ErrorResponse, Request as WsRequest, Response as WsResponse,
@@ -168,60 +170,52 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
             return;
         }
     };
-    // Handlers run in their own tasks (in parallel); dropping the set when the connection
-    // ends cancels those still running. The rids are kept to answer for a handler that
-    // panicked.
-    let mut running: JoinSet<String> = JoinSet::new();
-    let mut rids: HashMap<tokio::task::Id, Value> = HashMap::new();
+    // The handlers of this connection run concurrently on its task: a batch of requests read
+    // together is answered together, with one write (spawning a task per request cost more
+    // than the framing; a CPU-heavy handler should spawn its own work). Dropping the set
+    // when the connection ends cancels those still running.
+    let mut running = FuturesUnordered::new();
     let max_in_flight = shared.config.max_in_flight.max(1);
     loop {
         tokio::select! {
             message = ws.next(), if running.len() < max_in_flight => {
-                let request = match message {
-                    Some(Ok(Message::Text(text))) => decode_request(text.as_bytes()),
-                    Some(Ok(Message::Binary(data))) => decode_request(&data),
-                    Some(Ok(Message::Close(_))) | None => break,
-                    // Pings are answered by tungstenite itself.
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => {
-                        tracing::warn!("grenache ws server: closing the connection from {peer}: {e}");
+                // This message, then every other one already read, up to the in-flight bound.
+                let mut message = message;
+                loop {
+                    match message {
+                        Some(Ok(Message::Text(text))) => {
+                            start_request(&mut running, text.as_bytes(), &shared, peer, &cert);
+                        }
+                        Some(Ok(Message::Binary(data))) => {
+                            start_request(&mut running, &data, &shared, peer, &cert);
+                        }
+                        Some(Ok(Message::Close(_))) | None => return,
+                        // Pings are answered by tungstenite itself.
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            tracing::warn!("grenache ws server: closing the connection from {peer}: {e}");
+                            return;
+                        }
+                    }
+                    if running.len() >= max_in_flight {
                         break;
                     }
-                };
-                match request {
-                    Err(why) => tracing::warn!(
-                        "grenache ws server: dropping a message from {peer}: {why} (no reply, as Node)"
-                    ),
-                    Ok((rid, key, payload)) => {
-                        let request = Request {
-                            rid: rid.clone(),
-                            key: key_text(&key),
-                            payload,
-                            action: None,
-                            args: json!({}),
-                            remote: peer,
-                            cert: cert.clone(),
-                        };
-                        let handler = Arc::clone(&shared.handler);
-                        let reply_rid = rid.clone();
-                        let task = running.spawn(async move {
-                            let outcome = handler.handle(request).await;
-                            encode_reply(&reply_rid, &outcome)
-                        });
-                        rids.insert(task.id(), rid);
+                    match ws.next().now_or_never() {
+                        Some(next) => message = next,
+                        None => break,
                     }
                 }
             }
-            Some(done) = running.join_next_with_id() => {
+            Some(frame) = running.next() => {
                 // Queue this answer and every other one already done, then write them with
-                // one flush: under load that is one syscall for many answers.
-                let mut sent = ws.feed(Message::text(reply_frame(done, &mut rids, peer))).await;
+                // one flush.
+                let mut sent = ws.feed(Message::text(frame)).await;
                 let mut batch = 1;
                 while sent.is_ok() && batch < MAX_WRITE_BATCH {
-                    let Some(done) = running.try_join_next_with_id() else {
+                    let Some(Some(frame)) = running.next().now_or_never() else {
                         break;
                     };
-                    sent = ws.feed(Message::text(reply_frame(done, &mut rids, peer))).await;
+                    sent = ws.feed(Message::text(frame)).await;
                     batch += 1;
                 }
                 let written = match sent {
@@ -238,30 +232,49 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
     }
 }
 
+/// Decodes one request and adds its handler to `running`; a message that is not a request is
+/// dropped with a log line and no answer, as Node does.
+fn start_request(
+    running: &mut FuturesUnordered<BoxFuture<'static, String>>,
+    bytes: &[u8],
+    shared: &Shared,
+    peer: SocketAddr,
+    cert: &Option<Arc<CertInfo>>,
+) {
+    let (rid, key, payload) = match decode_request(bytes) {
+        Ok(request) => request,
+        Err(why) => {
+            tracing::warn!(
+                "grenache ws server: dropping a message from {peer}: {why} (no reply, as Node)"
+            );
+            return;
+        }
+    };
+    let request = Request {
+        rid: rid.clone(),
+        key: key_text(&key),
+        payload,
+        action: None,
+        args: json!({}),
+        remote: peer,
+        cert: cert.clone(),
+    };
+    let handling = AssertUnwindSafe(shared.handler.handle(request)).catch_unwind();
+    running.push(Box::pin(async move {
+        match handling.await {
+            Ok(outcome) => encode_reply(&rid, &outcome),
+            Err(_) => {
+                tracing::error!(
+                    "grenache ws server: the handler of request {rid} from {peer} panicked"
+                );
+                encode_reply(&rid, &Err(RpcError::new("ERR_HANDLER_PANIC")))
+            }
+        }
+    }));
+}
+
 /// Frames written with one flush at most (a bound on the latency the first of them sees).
 const MAX_WRITE_BATCH: usize = 64;
-
-/// The answer frame of a finished handler task; a task that panicked answers
-/// `ERR_HANDLER_PANIC` for its rid.
-fn reply_frame(
-    done: Result<(tokio::task::Id, String), tokio::task::JoinError>,
-    rids: &mut HashMap<tokio::task::Id, Value>,
-    peer: SocketAddr,
-) -> String {
-    match done {
-        Ok((id, frame)) => {
-            rids.remove(&id);
-            frame
-        }
-        Err(e) => {
-            let rid = rids.remove(&e.id()).unwrap_or(Value::Null);
-            tracing::error!(
-                "grenache ws server: the handler of request {rid} from {peer} failed: {e}"
-            );
-            encode_reply(&rid, &Err(RpcError::new("ERR_HANDLER_PANIC")))
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Client
