@@ -621,6 +621,9 @@ async fn run_connection(
                     // with one flush.
                     let mut sent = ws.feed(Message::text(frame)).await;
                     let mut batch = 1;
+                    // Requesters woken by the same batch of answers are about to send: let
+                    // them run first, so that their requests share this write.
+                    tokio::task::yield_now().await;
                     while sent.is_ok() && batch < MAX_WRITE_BATCH {
                         let Ok(frame) = frames.try_recv() else {
                             break;
