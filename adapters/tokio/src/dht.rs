@@ -16,6 +16,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
 use grenache_core::addr::PeerAddr;
@@ -180,6 +182,8 @@ pub struct Dht {
     tx: mpsc::Sender<Command>,
     local_addr: SocketAddrV4,
     id: NodeId,
+    /// Bumped by the DHT thread whenever the node's peer store gains or loses a peer.
+    store_changes: Arc<AtomicU64>,
 }
 
 /// The running DHT thread; dropping every [`Dht`] handle stops it.
@@ -215,6 +219,8 @@ impl Dht {
             let _ = node.start_bootstrap(now(clock));
         }
         let id = *node.id();
+        let store_changes = Arc::new(AtomicU64::new(0));
+        let changes = Arc::clone(&store_changes);
         let thread = std::thread::Builder::new()
             .name("grenache-dht".into())
             .spawn(move || {
@@ -236,10 +242,16 @@ impl Dht {
                             return;
                         }
                     };
-                    run(&mut node, socket, rx, clock).await;
+                    run(&mut node, socket, rx, clock, &changes).await;
                 });
             })?;
-        Ok((Dht { tx, local_addr, id }, DhtThread { thread }))
+        let dht = Dht {
+            tx,
+            local_addr,
+            id,
+            store_changes,
+        };
+        Ok((dht, DhtThread { thread }))
     }
 
     /// The UDP address the node listens on.
@@ -250,6 +262,14 @@ impl Dht {
     /// The node id.
     pub fn id(&self) -> &NodeId {
         &self.id
+    }
+
+    /// A counter that moves whenever this node's peer store gains or loses a peer (an
+    /// `announce_peer` of a new peer, an `unannounce`, an expiry; not a refresh). It moves
+    /// before the node answers the query that changed the store, so a client that saw the
+    /// answer sees the new count.
+    pub fn store_changes(&self) -> u64 {
+        self.store_changes.load(Ordering::Acquire)
     }
 
     async fn call<T>(
@@ -369,12 +389,26 @@ async fn send_to(
     }
 }
 
+/// Bumps `changes` when the node's peer count moved since `seen`; this runs after every
+/// datagram, timeout and command. A change that keeps the count (a new peer evicting the
+/// oldest one from a full store) goes unseen: answers kept for reuse then live out their short
+/// window (`grape::ApiConfig::lookup_reuse`).
+fn note_store_change(node: &HostNode, seen: &mut usize, changes: &AtomicU64) {
+    let len = node.store().len();
+    if len != *seen {
+        *seen = len;
+        changes.fetch_add(1, Ordering::Release);
+    }
+}
+
 async fn run(
     node: &mut HostNode,
     socket: tokio::net::UdpSocket,
     mut rx: mpsc::Receiver<Command>,
     clock: StdInstant,
+    changes: &AtomicU64,
 ) {
+    let mut store_len = node.store().len();
     let mut state = Loop {
         waiters: HashMap::new(),
         lookups: HashMap::new(),
@@ -386,6 +420,7 @@ async fn run(
     let mut input = vec![0u8; 65_536];
     let mut open = true;
     loop {
+        note_store_change(node, &mut store_len, changes);
         // Output first: queries of running operations, then finished operations.
         let t = now(clock);
         while let Some(tx) = node.poll_transmit(t, &mut out) {
@@ -422,7 +457,10 @@ async fn run(
                 Ok((n, SocketAddr::V4(from))) => {
                     let t = now(clock);
                     let data = input.get(..n).unwrap_or(&[]);
-                    if let Some(len) = node.handle_datagram(t, peer_of(from), data, &mut reply) {
+                    let answer = node.handle_datagram(t, peer_of(from), data, &mut reply);
+                    // Before the answer leaves: whoever sees it must see the change too.
+                    note_store_change(node, &mut store_len, changes);
+                    if let Some(len) = answer {
                         if let Some(bytes) = reply.get(..len) {
                             if let Err(e) = send_to(&socket, bytes, SocketAddr::V4(from)).await {
                                 tracing::debug!("DHT reply to {from} failed: {e}");
@@ -685,5 +723,9 @@ impl crate::grape::GrapeDht for Dht {
 
     fn dht_port(&self) -> u16 {
         self.local_addr.port()
+    }
+
+    fn store_changes(&self) -> u64 {
+        Dht::store_changes(self)
     }
 }

@@ -9,10 +9,14 @@
 //! * a non-empty answer is then reused for [`ApiConfig::lookup_reuse`] (100 ms by default; zero
 //!   turns reuse off), so a grape under load runs at most about ten traversals a second per
 //!   name. An empty answer is never reused (a client waiting for its first worker sees it as
-//!   soon as the DHT has it), and an `/announce` or `/unannounce` of a name through this grape
-//!   drops that name's answer at once.
+//!   soon as the DHT has it); an `/announce` or `/unannounce` of a name through this grape
+//!   drops that name's answer; and any change of this grape's own peer store (a new peer, an
+//!   unannounce or an expiry received over the DHT: [`GrapeDht::store_changes`]) drops every
+//!   kept answer.
 //!
-//! So no answer is older than the reuse window plus one traversal. The Node grape trades
+//! So an answer is at most the reuse window plus one traversal old, and only a change that
+//! happened on other nodes alone (which this grape could not have seen anyway without a new
+//! traversal) can be missing from it. The Node grape trades
 //! freshness the other way: it runs a traversal for every request and adds peers from its
 //! `_mem` cache, up to 80 s old, to each answer; Link clients cache answers for 10 s.
 //!
@@ -49,8 +53,13 @@ type Answer = Arc<Vec<SocketAddrV4>>;
 enum Entry {
     /// A traversal is running; its answer will be sent on this channel.
     Running(watch::Receiver<Option<Answer>>),
-    /// The answer of a traversal that ended at `at`, reusable until `at + reuse`.
-    Done { at: Instant, answer: Answer },
+    /// The answer of a traversal that ended at `at`, reusable until `at + reuse` while the
+    /// DHT's store change counter is still `store`.
+    Done {
+        at: Instant,
+        store: u64,
+        answer: Answer,
+    },
 }
 
 /// The lookups running now and the answers that may be reused, by name. See the module
@@ -81,7 +90,7 @@ impl LookupCoalescer {
     /// the one of the same name that was running when it arrived, or a reusable recent one.
     pub(crate) async fn lookup<D: GrapeDht>(&self, dht: &D, name: Vec<u8>) -> Answer {
         for _ in 0..MAX_ATTEMPTS {
-            match self.role(&name) {
+            match self.role(&name, dht.store_changes()) {
                 Role::Reuse(answer) => return answer,
                 Role::Leader(sender) => return self.lead(dht, name, sender).await,
                 Role::Follower(mut receiver) => {
@@ -112,10 +121,14 @@ impl LookupCoalescer {
 
     /// Joins the running lookup of `name`, reuses its recent answer, or registers a new lookup
     /// led by the caller.
-    fn role(&self, name: &[u8]) -> Role {
+    fn role(&self, name: &[u8], store: u64) -> Role {
         let mut entries = self.entries();
         match entries.get(name) {
-            Some(Entry::Done { at, answer }) if at.elapsed() < self.reuse => {
+            Some(Entry::Done {
+                at,
+                store: kept,
+                answer,
+            }) if at.elapsed() < self.reuse && *kept == store => {
                 return Role::Reuse(Arc::clone(answer));
             }
             // A receiver whose sender is gone belongs to a cancelled leader: replace it.
@@ -136,12 +149,15 @@ impl LookupCoalescer {
         name: Vec<u8>,
         sender: watch::Sender<Option<Answer>>,
     ) -> Answer {
-        // Unregisters the lookup if the leader is cancelled (dropped mid-way).
+        // Unregisters the lookup if the leader is cancelled (dropped mid-way). The store
+        // counter is read before the traversal: a change during it makes the answer
+        // unreusable at once.
         let mut registration = Registration {
             coalescer: self,
             name,
             sender: &sender,
             answer: None,
+            store: dht.store_changes(),
         };
         let answer = Arc::new(dht.lookup(registration.name.clone()).await);
         sender.send_replace(Some(Arc::clone(&answer)));
@@ -158,6 +174,7 @@ struct Registration<'a> {
     name: Vec<u8>,
     sender: &'a watch::Sender<Option<Answer>>,
     answer: Option<Answer>,
+    store: u64,
 }
 
 impl Drop for Registration<'_> {
@@ -184,7 +201,8 @@ impl Drop for Registration<'_> {
                 }
                 if entries.len() <= MAX_REUSED {
                     let at = Instant::now();
-                    entries.insert(name, Entry::Done { at, answer });
+                    let store = self.store;
+                    entries.insert(name, Entry::Done { at, store, answer });
                 } else {
                     entries.remove(&name);
                 }
@@ -200,7 +218,7 @@ impl Drop for Registration<'_> {
 mod tests {
     use super::*;
     use crate::grape::dht::{DhtError, GetQuery, GotItem, PutItem};
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use tokio::sync::Notify;
 
     /// A DHT whose lookups block until released, and that counts traversals.
@@ -319,6 +337,7 @@ mod tests {
     struct InstantDht {
         traversals: AtomicUsize,
         peers: Mutex<Vec<SocketAddrV4>>,
+        store: AtomicU64,
     }
 
     impl InstantDht {
@@ -330,6 +349,7 @@ mod tests {
             InstantDht {
                 traversals: AtomicUsize::new(0),
                 peers: Mutex::new(peers),
+                store: AtomicU64::new(0),
             }
         }
         fn traversals(&self) -> usize {
@@ -357,6 +377,24 @@ mod tests {
         fn dht_port(&self) -> u16 {
             1
         }
+        fn store_changes(&self) -> u64 {
+            self.store.load(Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_of_the_local_store_drops_kept_answers() {
+        let dht = InstantDht::new(&[1337]);
+        let coalescer = LookupCoalescer::new(Duration::from_secs(10));
+        coalescer.lookup(&dht, b"a".to_vec()).await;
+        coalescer.lookup(&dht, b"a".to_vec()).await;
+        assert_eq!(dht.traversals(), 1);
+        // An unannounce reached this grape over the DHT.
+        dht.store.fetch_add(1, Ordering::SeqCst);
+        coalescer.lookup(&dht, b"a".to_vec()).await;
+        assert_eq!(dht.traversals(), 2);
+        coalescer.lookup(&dht, b"a".to_vec()).await;
+        assert_eq!(dht.traversals(), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -51,6 +51,14 @@ pub trait GrapeDht: Send + Sync + 'static {
 
     /// The grape's own UDP port: `/announce` with port 0 announces this port (§2.5).
     fn dht_port(&self) -> u16;
+
+    /// A counter that moves whenever this grape's own peer store gains or loses a peer, before
+    /// the query that changed it is answered. The API drops the lookup answers it keeps for
+    /// reuse when it moves, so an `/unannounce` through any grape that reached this one is
+    /// seen here at once. The default (a constant) suits DHTs without such a store.
+    fn store_changes(&self) -> u64 {
+        0
+    }
 }
 
 /// Why a DHT operation failed. The API renders the [`fmt::Display`] text as a JSON string
