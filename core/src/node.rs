@@ -60,11 +60,13 @@ use crate::table::{Entry, InsertOutcome, RoutingTable, K};
 use crate::time::{earliest, Duration, Instant};
 use crate::token::TokenIssuer;
 
-/// Most peers a lookup collects and reports (Grape's `_mem.get(ih, 100)`).
+/// Most peers a lookup collects and reports (Grape's `_mem.get(ih, 100)`): the default of
+/// [`Node`]'s `LOOKUP_PEERS`.
 pub const MAX_LOOKUP_PEERS: usize = 100;
 /// Most bootstrap addresses a node keeps.
 pub const MAX_BOOTSTRAP: usize = 16;
-/// Most pings waiting for a free transaction slot (evictions and liveness checks).
+/// Most pings waiting for a free transaction slot (evictions and liveness checks): the
+/// default of [`Node`]'s `PINGS`.
 pub const MAX_PENDING_PINGS: usize = 32;
 /// A reply buffer of this size holds every answer the node writes (K nodes, 100 values, a
 /// 1000-byte BEP44 value with its signature). Smaller buffers work: what does not fit is not
