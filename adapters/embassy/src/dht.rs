@@ -66,9 +66,9 @@ pub const PINGS: usize = 4;
 /// Most services one board announces.
 pub const MAX_SERVICES: usize = 4;
 /// The buffer the node writes each outgoing datagram into. Below the core's
-/// [`grenache_core::node::REPLY_BUF_LEN`] (which covers 100 peers in one answer): the light node's answers carry
-/// at most [`TABLE`] nodes and [`PEERS`] peers, and its queries are short; an answer that
-/// does not fit is not sent, like a lost datagram.
+/// [`grenache_core::node::REPLY_BUF_LEN`] (which covers 100 peers in one answer): the light
+/// node's answers carry at most K = 20 nodes and [`PEERS`] peers (about 650 bytes), and its
+/// queries are short; an answer that does not fit is not sent, like a lost datagram.
 pub const DATAGRAM_LEN: usize = 768;
 /// Datagrams queued in each direction of the UDP socket.
 pub const UDP_PACKETS: usize = 4;
