@@ -26,6 +26,13 @@
 //! * `OPS`: operations (lookups, announces, puts, gets, bootstrap) running at once.
 //! * `CANDIDATES`: candidates per lookup (≥ 2·K recommended).
 //! * `INFLIGHT`: outstanding queries of all operations together.
+//! * `LOOKUP_PEERS` (default [`MAX_LOOKUP_PEERS`]): peers one lookup collects, in every
+//!   operation slot. A client that only announces never reads them: 0 saves 600 bytes a slot.
+//! * `VALUE` (default [`bep44::MAX_V_LEN`]): bytes of the BEP44 value buffer of every
+//!   operation slot (puts and gets). 0 for a client that never puts or gets: 1000 bytes a
+//!   slot; puts of larger values are refused, larger items found are ignored.
+//! * `PINGS` (default [`MAX_PENDING_PINGS`]): pings waiting for a free transaction slot
+//!   (about 80 bytes each); a small table needs few.
 //!
 //! # Differences from the Node grape, all interoperable
 //! * Expiry of announced peers is exact ([`NodeConfig::peer_ttl`], default 120 s, the
@@ -53,11 +60,13 @@ use crate::table::{Entry, InsertOutcome, RoutingTable, K};
 use crate::time::{earliest, Duration, Instant};
 use crate::token::TokenIssuer;
 
-/// Most peers a lookup collects and reports (Grape's `_mem.get(ih, 100)`).
+/// Most peers a lookup collects and reports (Grape's `_mem.get(ih, 100)`): the default of
+/// [`Node`]'s `LOOKUP_PEERS`.
 pub const MAX_LOOKUP_PEERS: usize = 100;
 /// Most bootstrap addresses a node keeps.
 pub const MAX_BOOTSTRAP: usize = 16;
-/// Most pings waiting for a free transaction slot (evictions and liveness checks).
+/// Most pings waiting for a free transaction slot (evictions and liveness checks): the
+/// default of [`Node`]'s `PINGS`.
 pub const MAX_PENDING_PINGS: usize = 32;
 /// A reply buffer of this size holds every answer the node writes (K nodes, 100 values, a
 /// 1000-byte BEP44 value with its signature). Smaller buffers work: what does not fit is not
@@ -124,7 +133,8 @@ pub enum StartError {
     BadTarget,
     /// Port 0.
     BadPort,
-    /// The value is empty or longer than BEP44 allows (1000 bytes), or a salt over 64 bytes.
+    /// The value is empty or longer than BEP44 allows (1000 bytes) or than the node's `VALUE`
+    /// capacity, or a salt over 64 bytes.
     BadValue,
 }
 
@@ -221,7 +231,7 @@ pub enum Event<'a> {
         nodes: usize,
     },
     /// A lookup ended: the peers of this node's store and those every answer carried, at most
-    /// [`MAX_LOOKUP_PEERS`], in random order.
+    /// the node's `LOOKUP_PEERS` (default [`MAX_LOOKUP_PEERS`]), in random order.
     LookupDone {
         /// The operation.
         op: OpId,
@@ -310,10 +320,10 @@ impl Target {
     }
 }
 
-/// The value of a put, or the item a get found.
+/// The value of a put, or the item a get found (`V`: the node's `VALUE` capacity).
 #[derive(Clone, Copy)]
-struct Value {
-    v: [u8; bep44::MAX_V_LEN],
+struct Value<const V: usize> {
+    v: [u8; V],
     v_len: usize,
     mutable: bool,
     k: [u8; bep44::PUBLIC_KEY_LEN],
@@ -331,9 +341,9 @@ struct Value {
     found: bool,
 }
 
-impl Value {
-    const EMPTY: Value = Value {
-        v: [0; bep44::MAX_V_LEN],
+impl<const V: usize> Value<V> {
+    const EMPTY: Value<V> = Value {
+        v: [0; V],
         v_len: 0,
         mutable: false,
         k: [0; bep44::PUBLIC_KEY_LEN],
@@ -360,18 +370,18 @@ impl Value {
     }
 }
 
-struct Op<const C: usize> {
+struct Op<const C: usize, const P: usize, const V: usize> {
     used: bool,
     generation: u16,
     kind: Kind,
     phase: Phase,
     lookup: Lookup<C>,
     port: u16,
-    peers: [PeerAddr; MAX_LOOKUP_PEERS],
+    peers: [PeerAddr; P],
     peers_len: usize,
     targets: [Target; C],
     targets_len: usize,
-    value: Value,
+    value: Value<V>,
     /// The put's key, or the get's target.
     key: Key,
     /// The first 3xx KRPC error a put received.
@@ -425,6 +435,9 @@ pub struct Node<
     const OPS: usize,
     const CANDIDATES: usize,
     const INFLIGHT: usize,
+    const LOOKUP_PEERS: usize = MAX_LOOKUP_PEERS,
+    const VALUE: usize = { bep44::MAX_V_LEN },
+    const PINGS: usize = MAX_PENDING_PINGS,
 > {
     id: NodeId,
     config: NodeConfig,
@@ -435,11 +448,11 @@ pub struct Node<
     tokens: TokenIssuer,
     bootstrap: [PeerAddr; MAX_BOOTSTRAP],
     bootstrap_len: usize,
-    ops: [Op<CANDIDATES>; OPS],
+    ops: [Op<CANDIDATES, LOOKUP_PEERS, VALUE>; OPS],
     /// Round-robin start of [`Node::poll_transmit`] over `ops`.
     next_op: usize,
     inflight: [Option<InFlight>; INFLIGHT],
-    pings: [Option<PendingPing>; MAX_PENDING_PINGS],
+    pings: [Option<PendingPing>; PINGS],
     next_tid: u16,
     next_maintenance: Instant,
     bootstrap_op: Option<OpId>,
@@ -454,7 +467,10 @@ impl<
         const OPS: usize,
         const CANDIDATES: usize,
         const INFLIGHT: usize,
-    > Node<R, TABLE, NAMES, PEERS, ITEMS, OPS, CANDIDATES, INFLIGHT>
+        const LOOKUP_PEERS: usize,
+        const VALUE: usize,
+        const PINGS: usize,
+    > Node<R, TABLE, NAMES, PEERS, ITEMS, OPS, CANDIDATES, INFLIGHT, LOOKUP_PEERS, VALUE, PINGS>
 {
     /// A node with a random id (from `rng`, as bittorrent-dht picks a new one on every start).
     pub fn new(mut rng: R, config: NodeConfig, now: Instant) -> Self {
@@ -483,7 +499,7 @@ impl<
                 phase: Phase::Done,
                 lookup: Lookup::idle(id, config.lookup, now),
                 port: 0,
-                peers: [PeerAddr::new([0; 4], 0); MAX_LOOKUP_PEERS],
+                peers: [PeerAddr::new([0; 4], 0); LOOKUP_PEERS],
                 peers_len: 0,
                 targets: [Target::EMPTY; CANDIDATES],
                 targets_len: 0,
@@ -493,7 +509,7 @@ impl<
             }),
             next_op: 0,
             inflight: [None; INFLIGHT],
-            pings: [None; MAX_PENDING_PINGS],
+            pings: [None; PINGS],
             next_tid: 1,
             next_maintenance: now.saturating_add(config.maintenance_interval),
             bootstrap_op: None,
@@ -557,7 +573,7 @@ impl<
         let op = self.start(now, Kind::Lookup, name)?;
         // The peers this node stores come first, as bittorrent-dht emits them on next tick.
         if let Some(i) = self.slot_of(op) {
-            let mut local = [PeerAddr::new([0; 4], 0); MAX_LOOKUP_PEERS];
+            let mut local = [PeerAddr::new([0; 4], 0); LOOKUP_PEERS];
             let n = self.store.sample(now, name, &mut self.rng, &mut local);
             if let Some(o) = self.ops.get_mut(i) {
                 for p in local.iter().take(n) {
@@ -614,7 +630,7 @@ impl<
     /// stores it locally, runs a `get` traversal for its key and sends `put` to every node
     /// that answered with a token. Ends with [`Event::PutDone`].
     pub fn put_immutable(&mut self, now: Instant, raw_v: &[u8]) -> Result<OpId, StartError> {
-        if raw_v.is_empty() || raw_v.len() > bep44::MAX_V_LEN {
+        if raw_v.is_empty() || !fits::<VALUE>(raw_v.len()) {
             return Err(StartError::BadValue);
         }
         let key = bep44::immutable_key(raw_v);
@@ -644,7 +660,7 @@ impl<
         cas: Option<i64>,
     ) -> Result<OpId, StartError> {
         if raw_v.is_empty()
-            || raw_v.len() > bep44::MAX_V_LEN
+            || !fits::<VALUE>(raw_v.len())
             || salt.is_some_and(|s| s.len() > bep44::MAX_SALT_LEN)
         {
             return Err(StartError::BadValue);
@@ -682,20 +698,25 @@ impl<
         let op = self.start(now, Kind::Get, key)?;
         let own = self.id;
         let local = if use_local {
-            self.items.get(key).map(|item| {
-                let mut v = Value::EMPTY;
-                v.set_v(item.v);
-                if let Some(m) = item.mutable {
-                    v.mutable = true;
-                    v.k = *m.k;
-                    v.seq = m.seq;
-                    v.sig = *m.sig;
-                }
-                v.from = own;
-                v.local = true;
-                v.found = true;
-                v
-            })
+            // An item over this node's VALUE capacity is not answered locally: the traversal
+            // runs, and finds nothing it can keep either.
+            self.items
+                .get(key)
+                .filter(|item| fits::<VALUE>(item.v.len()))
+                .map(|item| {
+                    let mut v = Value::EMPTY;
+                    v.set_v(item.v);
+                    if let Some(m) = item.mutable {
+                        v.mutable = true;
+                        v.k = *m.k;
+                        v.seq = m.seq;
+                        v.sig = *m.sig;
+                    }
+                    v.from = own;
+                    v.local = true;
+                    v.found = true;
+                    v
+                })
         } else {
             None
         };
@@ -999,7 +1020,11 @@ impl<
         }
     }
 
-    fn op_mut(&mut self, i: usize, generation: u16) -> Option<&mut Op<CANDIDATES>> {
+    fn op_mut(
+        &mut self,
+        i: usize,
+        generation: u16,
+    ) -> Option<&mut Op<CANDIDATES, LOOKUP_PEERS, VALUE>> {
         self.ops
             .get_mut(i)
             .filter(|o| o.used && o.generation == generation)
@@ -1200,6 +1225,9 @@ impl<
                             false,
                             target.token(),
                         ),
+                        // No put starts on a node without a value buffer: saying so here lets
+                        // the compiler drop the put encoders from light clients.
+                        Kind::Put if VALUE == 0 => Err(crate::bencode::BufferFull),
                         Kind::Put if o.value.mutable => krpc::encode_put_mutable(
                             buf,
                             &t,
@@ -1365,7 +1393,7 @@ impl<
         self.tokens.rotate_if_due(now, &mut self.rng);
         if now >= self.next_maintenance {
             self.next_maintenance = now.saturating_add(self.config.maintenance_interval);
-            let mut stale = [Entry::EMPTY; MAX_PENDING_PINGS];
+            let mut stale = [Entry::EMPTY; PINGS];
             let mut n = 0;
             for e in self.table.stale_before(now, self.config.node_liveness) {
                 if let Some(s) = stale.get_mut(n) {
@@ -1391,7 +1419,12 @@ fn nodes_of(entries: &[Entry], n: usize) -> impl Iterator<Item = (NodeId, PeerAd
     entries.iter().take(n).map(|e| (e.id, e.addr))
 }
 
-impl Value {
+/// Whether a BEP44 value of `len` bytes fits both BEP44's limit and a `V`-byte value buffer.
+const fn fits<const V: usize>(len: usize) -> bool {
+    len <= bep44::MAX_V_LEN && len <= V
+}
+
+impl<const V: usize> Value<V> {
     fn set_v(&mut self, v: &[u8]) {
         let n = v.len().min(self.v.len());
         if let (Some(dst), Some(src)) = (self.v.get_mut(..n), v.get(..n)) {
@@ -1411,7 +1444,7 @@ impl Value {
     }
 }
 
-impl<const C: usize> Op<C> {
+impl<const C: usize, const P: usize, const V: usize> Op<C, P, V> {
     fn add_peer(&mut self, p: PeerAddr) {
         if p.port == 0 || self.peers.iter().take(self.peers_len).any(|q| *q == p) {
             return;
@@ -1471,12 +1504,16 @@ impl<const C: usize> Op<C> {
 
     /// A `get` answer carried a value: keep it if it is the item we look for.
     fn offer_item(&mut self, from: NodeId, token: &[u8], v: Encoded<'_>, r: &Response<'_>) {
+        // Nothing fits a node without a value buffer (and the check drops this code there).
+        if V == 0 {
+            return;
+        }
         if self.value.found && !self.value.mutable {
             return;
         }
         let mutable = r.k.is_some() || r.sig.is_some();
         if !mutable {
-            if bep44::immutable_key(v.raw) != self.key || v.raw.len() > bep44::MAX_V_LEN {
+            if bep44::immutable_key(v.raw) != self.key || !fits::<V>(v.raw.len()) {
                 return;
             }
             self.value.set_v(v.raw);
@@ -1500,7 +1537,7 @@ impl<const C: usize> Op<C> {
                 let seq = r.seq.unwrap_or(0);
                 let salt = self.value.salt();
                 if bep44::mutable_key(k, salt) != self.key
-                    || v.raw.len() > bep44::MAX_V_LEN
+                    || !fits::<V>(v.raw.len())
                     || !bep44::verify_mutable(k, salt, seq, v.raw, sig)
                 {
                     return;
@@ -2022,5 +2059,93 @@ mod tests {
             let _ = n.borrow_mut().handle_datagram(Instant::ZERO, addr(1), &bytes, &mut reply);
         });
         assert_eq!(n.borrow().store().len(), 0);
+    }
+
+    /// An announce-only light client: no lookup peers, no value buffer, few pings.
+    type LightNode = Node<SplitMix64, 20, 2, 4, 0, 2, 8, 8, 0, 0, 4>;
+
+    /// Delivers datagrams between a light node at `addr(0)` and a full node at `addr(1)`
+    /// until neither has anything to send.
+    fn pump(light: &mut LightNode, full: &mut TestNode, now: Instant) {
+        let mut buf = [0u8; REPLY_BUF_LEN];
+        let mut reply = [0u8; REPLY_BUF_LEN];
+        for _ in 0..100 {
+            let mut moved = false;
+            while let Some(t) = light.poll_transmit(now, &mut buf) {
+                assert_eq!(t.to, addr(1));
+                moved = true;
+                if let Some(n) = full.handle_datagram(now, addr(0), &buf[..t.len], &mut reply) {
+                    let _ = light.handle_datagram(now, addr(1), &reply[..n], &mut buf);
+                }
+            }
+            while let Some(t) = full.poll_transmit(now, &mut buf) {
+                moved = true;
+                if t.to == addr(0) {
+                    if let Some(n) = light.handle_datagram(now, addr(1), &buf[..t.len], &mut reply)
+                    {
+                        let _ = full.handle_datagram(now, addr(0), &reply[..n], &mut buf);
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the two nodes never went quiet");
+    }
+
+    #[test]
+    fn a_light_node_without_buffers_announces_and_refuses_puts() {
+        let now = Instant::ZERO;
+        let mut full = Box::new(TestNode::new(SplitMix64::new(1), NodeConfig::DEFAULT, now));
+        let mut light = LightNode::new(SplitMix64::new(2), NodeConfig::DEFAULT, now);
+        assert!(light.add_bootstrap(addr(1)));
+        // No value buffer: every put is refused before it starts.
+        assert_eq!(
+            light.put_immutable(now, b"5:hello"),
+            Err(StartError::BadValue)
+        );
+        let op = light.announce(now, b"svc", 1337).unwrap();
+        pump(&mut light, &mut full, now);
+        let mut acks = None;
+        while let Some(e) = light.poll_event() {
+            if let Event::AnnounceDone { op: o, result } = e {
+                assert_eq!(o, op);
+                acks = Some(result);
+            }
+        }
+        assert_eq!(acks, Some(Ok(1)));
+        let mut out = [PeerAddr::new([0; 4], 0); 4];
+        let n = full
+            .store()
+            .sample(now, b"svc", &mut SplitMix64::new(3), &mut out);
+        assert_eq!(&out[..n], &[PeerAddr::new(addr(0).ip, 1337)]);
+
+        // An item the full node holds is found by the traversal but not kept: it does not
+        // fit a zero-byte value buffer.
+        full.put_immutable(now, b"5:hello").unwrap();
+        let key = bep44::immutable_key(b"5:hello");
+        let op = light.get(now, &key, None, false).unwrap();
+        pump(&mut light, &mut full, now);
+        let mut got = None;
+        while let Some(e) = light.poll_event() {
+            if let Event::GetDone { op: o, item } = e {
+                assert_eq!(o, op);
+                got = Some(item.is_none());
+            }
+        }
+        assert_eq!(got, Some(true));
+    }
+
+    #[test]
+    fn a_small_value_buffer_bounds_puts() {
+        let now = Instant::ZERO;
+        let mut node: Node<SplitMix64, 20, 2, 4, 4, 2, 8, 8, 10, 16, 4> =
+            Node::new(SplitMix64::new(5), NodeConfig::DEFAULT, now);
+        assert_eq!(
+            node.put_immutable(now, b"17:far too long a value"),
+            Err(StartError::BadValue)
+        );
+        assert!(node.put_immutable(now, b"5:fits!").is_ok());
     }
 }

@@ -32,40 +32,51 @@ use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{IpAddress, IpEndpoint, Ipv4Address, Stack};
 use embassy_time::{Duration, Instant as EmbassyInstant, Timer};
 use grenache_core::addr::PeerAddr;
-use grenache_core::node::{Event, Node, NodeConfig, REPLY_BUF_LEN};
+use grenache_core::node::{Event, Node, NodeConfig};
 use grenache_core::Rng;
 
 use crate::{now, trace};
 
-/// Routing-table slots: two buckets' worth. A board talks to a handful of grapes; it does not
+/// Routing-table slots: one bucket's worth. A board talks to a handful of grapes; it does not
 /// serve as a routing hub.
-pub const TABLE: usize = 40;
+pub const TABLE: usize = 20;
 /// Service names other nodes may announce to this one (it answers `announce_peer` like any
 /// node, but keeps little).
-pub const NAMES: usize = 4;
+pub const NAMES: usize = 2;
 /// Announced peers kept for other nodes, all names together.
-pub const PEERS: usize = 8;
+pub const PEERS: usize = 4;
 /// BEP44 items kept for other nodes (none: a `put` to the board is refused).
 pub const ITEMS: usize = 0;
-/// Operations at once (about 4.8 KiB each: the core keeps a BEP44 value buffer and a
-/// 100-peer list in every slot). Two: the bootstrap and an announce, or two announces. With
-/// more services than free slots, a round announces what it can and retries the rest after
-/// [`RETRY_INTERVAL`].
+/// Operations at once (about 1.8 KiB each). Two: the bootstrap and an announce, or two
+/// announces. With more services than free slots, a round announces what it can and retries
+/// the rest after [`RETRY_INTERVAL`].
 pub const OPS: usize = 2;
-/// Candidates per traversal. Below the core's recommended 2·K = 40: a board lives on a LAN
-/// with a few grapes, and each candidate costs about 130 bytes in every operation slot.
-pub const CANDIDATES: usize = 16;
+/// Candidates per traversal. Well below the core's recommended 2·K = 40: a board lives on a
+/// LAN with a few grapes, and each candidate costs about 200 bytes in every operation slot.
+pub const CANDIDATES: usize = 8;
 /// Outstanding KRPC queries of all operations together.
 pub const INFLIGHT: usize = 8;
+/// Peers a lookup collects: none, the light client never looks up (it only announces).
+pub const LOOKUP_PEERS: usize = 0;
+/// BEP44 value bytes of an operation: none, the light client never puts or gets.
+pub const VALUE: usize = 0;
+/// Pings waiting for a transaction slot (evictions and liveness checks of a small table; a
+/// ping that finds no room is skipped and the node is checked at the next sweep).
+pub const PINGS: usize = 4;
 /// Most services one board announces.
 pub const MAX_SERVICES: usize = 4;
-/// Datagram buffers: the core's reply size covers every KRPC message it writes.
-pub const DATAGRAM_LEN: usize = REPLY_BUF_LEN;
+/// The buffer the node writes each outgoing datagram into. Below the core's
+/// [`grenache_core::node::REPLY_BUF_LEN`] (which covers 100 peers in one answer): the light
+/// node's answers carry at most K = 20 nodes and [`PEERS`] peers (about 650 bytes), and its
+/// queries are short; an answer that does not fit is not sent, like a lost datagram.
+pub const DATAGRAM_LEN: usize = 768;
 /// Datagrams queued in each direction of the UDP socket.
 pub const UDP_PACKETS: usize = 4;
-/// Bytes of the UDP socket's receive and send rings each (KRPC messages of a light client
-/// are mostly under 500 bytes; a full-size one still fits).
-pub const UDP_RING: usize = 2048;
+/// Bytes of the UDP socket's receive ring. Datagrams are handed to the node in place, so one
+/// of up to this size is read whole (a grape's answers with many peers are the long ones).
+pub const UDP_RX_RING: usize = 1536;
+/// Bytes of the UDP socket's send ring: at least one [`DATAGRAM_LEN`] datagram.
+pub const UDP_TX_RING: usize = DATAGRAM_LEN;
 
 /// How often the services are announced again (grapes keep a peer 120 s).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -76,17 +87,17 @@ pub const RETRY_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_DHT_PORT: u16 = 20002;
 
 /// The node type of a board.
-pub type LightNode<R> = Node<R, TABLE, NAMES, PEERS, ITEMS, OPS, CANDIDATES, INFLIGHT>;
+pub type LightNode<R> =
+    Node<R, TABLE, NAMES, PEERS, ITEMS, OPS, CANDIDATES, INFLIGHT, LOOKUP_PEERS, VALUE, PINGS>;
 
 /// Everything the DHT task needs, in one value the board puts in a static.
 pub struct DhtStorage<R: Rng> {
     /// The DHT node (exposed so a board can read its id or table).
     pub node: LightNode<R>,
     rx_meta: [PacketMetadata; UDP_PACKETS],
-    rx_ring: [u8; UDP_RING],
+    rx_ring: [u8; UDP_RX_RING],
     tx_meta: [PacketMetadata; UDP_PACKETS],
-    tx_ring: [u8; UDP_RING],
-    datagram: [u8; DATAGRAM_LEN],
+    tx_ring: [u8; UDP_TX_RING],
     out: [u8; DATAGRAM_LEN],
 }
 
@@ -97,10 +108,9 @@ impl<R: Rng> DhtStorage<R> {
         DhtStorage {
             node: Node::new(rng, config, now()),
             rx_meta: [PacketMetadata::EMPTY; UDP_PACKETS],
-            rx_ring: [0; UDP_RING],
+            rx_ring: [0; UDP_RX_RING],
             tx_meta: [PacketMetadata::EMPTY; UDP_PACKETS],
-            tx_ring: [0; UDP_RING],
-            datagram: [0; DATAGRAM_LEN],
+            tx_ring: [0; UDP_TX_RING],
             out: [0; DATAGRAM_LEN],
         }
     }
@@ -168,7 +178,6 @@ pub async fn run_announcer<R: Rng>(
         rx_ring,
         tx_meta,
         tx_ring,
-        datagram,
         out,
     } = storage;
     stack.wait_config_up().await;
@@ -240,19 +249,20 @@ pub async fn run_announcer<R: Rng>(
                 EmbassyInstant::now() + Duration::from_millis(wait)
             })
             .map_or(announce_at, |d| d.min(announce_at));
-        match select(socket.recv_from(datagram), Timer::at(wake)).await {
-            Either::First(Ok((n, meta))) => {
-                let (Some(from), Some(bytes)) = (peer(meta.endpoint), datagram.get(..n)) else {
-                    continue;
-                };
-                if let Some(len) = node.handle_datagram(now(), from, bytes, out) {
-                    if let Some(reply) = out.get(..len) {
-                        let _ = socket.send_to(reply, meta.endpoint).await;
-                    }
+        // The datagram is read in place from the receive ring (no copy, no second buffer);
+        // the answer goes to `out` and is sent once the ring is released.
+        let received = socket.recv_from_with(|bytes, meta| {
+            let from = peer(meta.endpoint)?;
+            let len = node.handle_datagram(now(), from, bytes, out)?;
+            Some((len, meta.endpoint))
+        });
+        match select(received, Timer::at(wake)).await {
+            Either::First(Some((len, to))) => {
+                if let Some(reply) = out.get(..len) {
+                    let _ = socket.send_to(reply, to).await;
                 }
             }
-            // Truncated datagrams (over DATAGRAM_LEN) are dropped.
-            Either::First(Err(_)) => {}
+            Either::First(None) => {}
             Either::Second(()) => node.handle_timeout(now()),
         }
     }

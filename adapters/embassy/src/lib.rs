@@ -28,10 +28,18 @@
 //! ```
 //!
 //! Placing the storage without copying it through the stack: [`worker::WorkerStorage::new`] is
-//! a `const fn`, so `static_cell::ConstStaticCell::new(WorkerStorage::new())` keeps it in
-//! `.bss`/`.data` and `.take()` hands out the `&'static mut`. [`dht::DhtStorage::new`] needs
-//! the RNG and the clock, so it is built at run time (`StaticCell::init`), which passes about
-//! 23 KiB through the caller's stack once: give the init task room for it.
+//! a `const fn`, so `static_cell::ConstStaticCell::new(WorkerStorage::new())` keeps it in a
+//! static and `.take()` hands out the `&'static mut`; its initial image is not all zero bytes
+//! (the WebSocket state has enum fields), so it sits in `.data` and costs its size in flash
+//! too. A board short of flash builds it at run time instead
+//! (`StaticCell::init_with(WorkerStorage::new)`, see `firmware/stm32-f429zi`).
+//! [`dht::DhtStorage::new`] needs the RNG and the clock, so it is built at run time
+//! (`StaticCell::init`), which may pass its 10 KiB through the caller's stack once: give the
+//! init task room for it.
+//!
+//! The worker's buffer sizes are const generics of [`worker::WorkerStorage`] with the
+//! module's consts as defaults (`WorkerStorage<N>`); the light node's capacities are the
+//! consts of [`dht`].
 //!
 //! # Memory
 //! Everything lives in the two storage values the board places in statics

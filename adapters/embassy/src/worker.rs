@@ -36,17 +36,24 @@ pub trait Handler {
     fn handle(&mut self, key: &str, payload: &[u8], out: &mut [u8]) -> Result<usize, &'static str>;
 }
 
-/// Receive window of each TCP socket.
+// The buffer sizes below are the defaults of the const generics of [`Connection`] (and so
+// of [`WorkerStorage`] and [`serve`]); a board with little RAM and small requests picks
+// smaller ones, see [`Connection`].
+
+/// Receive window of each TCP socket (default of `RX`).
 pub const TCP_RX: usize = 1024;
-/// Send buffer of each TCP socket.
+/// Send buffer of each TCP socket (default of `TX`).
 pub const TCP_TX: usize = 1024;
-/// Bytes of one HTTP request (head and body together), and the read buffer of a WebSocket.
+/// Bytes of one HTTP request (head and body together), and the read buffer of a WebSocket
+/// (default of `REQUEST`).
 pub const MAX_REQUEST: usize = 1536;
-/// Longest WebSocket message (a request frame) accepted; longer ones close with 1009.
+/// Longest WebSocket message (a request frame) accepted; longer ones close with 1009
+/// (default of `MESSAGE`).
 pub const MAX_MESSAGE: usize = 1024;
-/// Bytes the handler may write as its result.
+/// Bytes the handler may write as its result (default of `RESULT`).
 pub const MAX_RESULT: usize = 512;
-/// Bytes of a reply frame: the result plus the echoed rid and framing.
+/// Bytes of a reply frame: the result plus the echoed rid and framing (default of `REPLY`;
+/// keep `REPLY` about 192 bytes over `RESULT`, or long rids get `ERR_REPLY_TOO_LARGE`).
 pub const MAX_REPLY: usize = MAX_RESULT + 192;
 /// Header fields kept of a request (more → 431).
 pub const MAX_HEADERS: usize = 16;
@@ -63,42 +70,88 @@ pub const ERR_REPLY_TOO_LARGE: &str = "ERR_REPLY_TOO_LARGE";
 /// The error message when the service name is longer than [`MAX_KEY`] or badly escaped.
 pub const ERR_KEY: &str = "ERR_REQUEST_MALFORMED";
 
-/// The buffers of one connection slot.
-pub struct Connection {
-    tcp_rx: [u8; TCP_RX],
-    tcp_tx: [u8; TCP_TX],
-    req: [u8; MAX_REQUEST],
-    result: [u8; MAX_RESULT],
-    reply: [u8; MAX_REPLY],
-    ws: WsConnection<MAX_MESSAGE>,
+/// The buffers of one connection slot: the TCP socket's receive window (`RX`) and send
+/// buffer (`TX`), the request buffer (`REQUEST`: an HTTP request, head and body, or the
+/// WebSocket read buffer), the longest WebSocket message (`MESSAGE`), the handler's result
+/// (`RESULT`) and the reply frame (`REPLY`). The defaults are the consts of this module
+/// (6.2 KiB a slot); the tutorial's Fibonacci worker is served well by
+/// `Connection<512, 512, 768, 512, 64, 256>` (2.6 KiB), see `firmware/stm32-f429zi`.
+pub struct Connection<
+    const RX: usize = TCP_RX,
+    const TX: usize = TCP_TX,
+    const REQUEST: usize = MAX_REQUEST,
+    const MESSAGE: usize = MAX_MESSAGE,
+    const RESULT: usize = MAX_RESULT,
+    const REPLY: usize = MAX_REPLY,
+> {
+    tcp_rx: [u8; RX],
+    tcp_tx: [u8; TX],
+    req: [u8; REQUEST],
+    result: [u8; RESULT],
+    reply: [u8; REPLY],
+    ws: WsConnection<MESSAGE>,
 }
 
-impl Connection {
+impl<
+        const RX: usize,
+        const TX: usize,
+        const REQUEST: usize,
+        const MESSAGE: usize,
+        const RESULT: usize,
+        const REPLY: usize,
+    > Connection<RX, TX, REQUEST, MESSAGE, RESULT, REPLY>
+{
     /// An idle slot.
     pub const fn new() -> Self {
         Connection {
-            tcp_rx: [0; TCP_RX],
-            tcp_tx: [0; TCP_TX],
-            req: [0; MAX_REQUEST],
-            result: [0; MAX_RESULT],
-            reply: [0; MAX_REPLY],
+            tcp_rx: [0; RX],
+            tcp_tx: [0; TX],
+            req: [0; REQUEST],
+            result: [0; RESULT],
+            reply: [0; REPLY],
             ws: WsConnection::new(ws::Role::Server),
         }
     }
 }
 
-impl Default for Connection {
+impl<
+        const RX: usize,
+        const TX: usize,
+        const REQUEST: usize,
+        const MESSAGE: usize,
+        const RESULT: usize,
+        const REPLY: usize,
+    > Default for Connection<RX, TX, REQUEST, MESSAGE, RESULT, REPLY>
+{
     fn default() -> Self {
         Self::new()
     }
 }
 
-/// `N` connection slots: the worker's whole memory, for a static.
-pub struct WorkerStorage<const N: usize> {
-    conns: [Connection; N],
+/// `N` connection slots: the worker's whole memory, for a static. The other parameters are
+/// the buffer sizes of each slot, as for [`Connection`].
+pub struct WorkerStorage<
+    const N: usize,
+    const RX: usize = TCP_RX,
+    const TX: usize = TCP_TX,
+    const REQUEST: usize = MAX_REQUEST,
+    const MESSAGE: usize = MAX_MESSAGE,
+    const RESULT: usize = MAX_RESULT,
+    const REPLY: usize = MAX_REPLY,
+> {
+    conns: [Connection<RX, TX, REQUEST, MESSAGE, RESULT, REPLY>; N],
 }
 
-impl<const N: usize> WorkerStorage<N> {
+impl<
+        const N: usize,
+        const RX: usize,
+        const TX: usize,
+        const REQUEST: usize,
+        const MESSAGE: usize,
+        const RESULT: usize,
+        const REPLY: usize,
+    > WorkerStorage<N, RX, TX, REQUEST, MESSAGE, RESULT, REPLY>
+{
     /// `N` idle slots (a `const fn`, so the storage can be a plain `static` initialiser).
     pub const fn new() -> Self {
         WorkerStorage {
@@ -107,7 +160,16 @@ impl<const N: usize> WorkerStorage<N> {
     }
 }
 
-impl<const N: usize> Default for WorkerStorage<N> {
+impl<
+        const N: usize,
+        const RX: usize,
+        const TX: usize,
+        const REQUEST: usize,
+        const MESSAGE: usize,
+        const RESULT: usize,
+        const REPLY: usize,
+    > Default for WorkerStorage<N, RX, TX, REQUEST, MESSAGE, RESULT, REPLY>
+{
     fn default() -> Self {
         Self::new()
     }
@@ -115,11 +177,20 @@ impl<const N: usize> Default for WorkerStorage<N> {
 
 /// Serves Grenache RPC on TCP `port` forever, `N` connections at once. Await it from a
 /// dedicated task. The stack needs `N` free socket slots.
-pub async fn serve<H: Handler, const N: usize>(
+pub async fn serve<
+    H: Handler,
+    const N: usize,
+    const RX: usize,
+    const TX: usize,
+    const REQUEST: usize,
+    const MESSAGE: usize,
+    const RESULT: usize,
+    const REPLY: usize,
+>(
     stack: Stack<'_>,
     port: u16,
     handler: &mut H,
-    storage: &mut WorkerStorage<N>,
+    storage: &mut WorkerStorage<N, RX, TX, REQUEST, MESSAGE, RESULT, REPLY>,
 ) -> ! {
     // The slots run in one task; the handler is called synchronously, never across an
     // await, so a `RefCell` borrow can never be contended.
@@ -136,11 +207,19 @@ pub async fn serve<H: Handler, const N: usize>(
     }
 }
 
-async fn slot<H: Handler>(
+async fn slot<
+    H: Handler,
+    const RX: usize,
+    const TX: usize,
+    const REQUEST: usize,
+    const MESSAGE: usize,
+    const RESULT: usize,
+    const REPLY: usize,
+>(
     stack: Stack<'_>,
     port: u16,
     handler: &core::cell::RefCell<&mut H>,
-    conn: &mut Connection,
+    conn: &mut Connection<RX, TX, REQUEST, MESSAGE, RESULT, REPLY>,
 ) {
     let Connection {
         tcp_rx,
@@ -157,9 +236,9 @@ async fn slot<H: Handler>(
         }
         *ws = WsConnection::new(ws::Role::Server);
         let mut bufs = Bufs {
-            req,
-            result,
-            reply,
+            req: &mut req[..],
+            result: &mut result[..],
+            reply: &mut reply[..],
             ws,
             handler,
         };
@@ -172,11 +251,13 @@ async fn slot<H: Handler>(
     }
 }
 
-struct Bufs<'c, 'h, H: Handler> {
-    req: &'c mut [u8; MAX_REQUEST],
-    result: &'c mut [u8; MAX_RESULT],
-    reply: &'c mut [u8; MAX_REPLY],
-    ws: &'c mut WsConnection<MAX_MESSAGE>,
+/// A slot's buffers as slices, so that the HTTP and WebSocket code is not duplicated for
+/// every buffer size (only the WebSocket state keeps its message size).
+struct Bufs<'c, 'h, H: Handler, const MESSAGE: usize> {
+    req: &'c mut [u8],
+    result: &'c mut [u8],
+    reply: &'c mut [u8],
+    ws: &'c mut WsConnection<MESSAGE>,
     handler: &'c core::cell::RefCell<&'h mut H>,
 }
 
@@ -276,17 +357,18 @@ fn head_of(buf: &[u8]) -> Result<Status<Head>, HttpError> {
     })
 }
 
-async fn http_conn<H: Handler>(
+async fn http_conn<H: Handler, const MESSAGE: usize>(
     sock: &mut TcpSocket<'_>,
-    b: &mut Bufs<'_, '_, H>,
+    b: &mut Bufs<'_, '_, H, MESSAGE>,
 ) -> Result<(), Closed> {
+    let max_request = b.req.len();
     let mut len = 0usize;
     let mut served = false;
     loop {
         let head = match head_of(b.req.get(..len).unwrap_or(&[])) {
             Err(e) => return send_status(sock, e.status()).await,
             Ok(Status::Partial) => {
-                if len >= MAX_REQUEST {
+                if len >= max_request {
                     return send_status(sock, 431).await;
                 }
                 // Between requests a connection may idle only briefly.
@@ -311,7 +393,7 @@ async fn http_conn<H: Handler>(
             Some(Err(())) => return send_status(sock, 400).await,
             None => {}
         }
-        let max_body = (MAX_REQUEST - head.len) as u64;
+        let max_body = max_request.saturating_sub(head.len) as u64;
         let mut dec = match BodyDecoder::new(head.body, max_body) {
             Ok(d) => d,
             Err(e) => return send_status(sock, e.status()).await,
@@ -329,7 +411,7 @@ async fn http_conn<H: Handler>(
             if p.done {
                 break;
             }
-            if len >= MAX_REQUEST {
+            if len >= max_request {
                 // Squeeze out consumed chunk framing before giving up.
                 if rd > wr {
                     b.req.copy_within(rd..len, wr);
@@ -361,9 +443,9 @@ async fn http_conn<H: Handler>(
     }
 }
 
-async fn ws_conn<H: Handler>(
+async fn ws_conn<H: Handler, const MESSAGE: usize>(
     sock: &mut TcpSocket<'_>,
-    b: &mut Bufs<'_, '_, H>,
+    b: &mut Bufs<'_, '_, H, MESSAGE>,
     mut end: usize,
 ) -> Result<(), Closed> {
     // A server never masks: the generator is never asked for a key.
