@@ -4,8 +4,10 @@
 # limit of this machine), in one run, on 127.0.0.1:
 #
 #   1. /lookup of one announced name: requests/s, p50, p99 (wrk, keep-alive). Each grape runs in
-#      a pair with a second grape of its own kind, so every lookup is a real DHT traversal
-#      (get_peers over UDP to the other grape) plus the HTTP round trip.
+#      a pair with a second grape of its own kind, so a lookup is a real DHT traversal (get_peers
+#      over UDP to the other grape) plus the HTTP round trip. The Rust grape runs twice: with its
+#      default --lookup_reuse (100 ms: answers are reused that long) and with 0 (a traversal for
+#      every request, or a share of a concurrent one of the same name).
 #   2. RSS of each grape idle, then after NAMES distinct names were announced through it (and of
 #      its peer, which stores them).
 #
@@ -68,12 +70,14 @@ wait_api() { # wait_api <aph>: at most 20 s
     fail "grape API on port $1 not answering after 20 s"
 }
 
-# start_pair <kind> <program> <offset>: a measured grape and its peer, bootstrapped to each other.
+# start_pair <kind> <program> <offset> [flags of the measured grape…]: a measured grape and its
+# peer, bootstrapped to each other.
 start_pair() {
     local kind=$1 prog=$2 off=$3
+    shift 3
     local dp1=$((BASE_PORT + off)) dp2=$((BASE_PORT + off + 1))
     local aph1=$((BASE_PORT + 100 + off)) aph2=$((BASE_PORT + 100 + off + 1))
-    "$prog" --dp "$dp1" --aph "$aph1" --bn "127.0.0.1:$dp2" --dpa 600000 2>>"$work/$kind.log" &
+    "$prog" --dp "$dp1" --aph "$aph1" --bn "127.0.0.1:$dp2" --dpa 600000 "$@" 2>>"$work/$kind.log" &
     pids+=($!); eval "${kind}_pid=$!"; eval "${kind}_aph=$aph1"
     "$prog" --dp "$dp2" --aph "$aph2" --bn "127.0.0.1:$dp1" --dpa 600000 2>>"$work/$kind.log" &
     pids+=($!); eval "${kind}_peer_pid=$!"
@@ -90,6 +94,8 @@ start_pair() {
 }
 
 start_pair rust "$RUST_GRAPE" 0
+# The same without reusing answers: every request a traversal (or a share of a concurrent one).
+start_pair rust0 "$RUST_GRAPE" 20 --lookup_reuse 0
 start_pair node "$NODE_GRAPE" 10
 "$FIXED" "$((BASE_PORT + 199))" 2>/dev/null &
 pids+=($!)
@@ -111,10 +117,11 @@ EOF
 
 declare -A rps p50 p99 reqs errs load
 for round in $(seq "$ROUNDS"); do
-  for target in fixed rust node; do
+  for target in fixed rust rust0 node; do
     case $target in
         fixed) port=$((BASE_PORT + 199)) ;;
         rust) port=$rust_aph ;;
+        rust0) port=$rust0_aph ;;
         node) port=$node_aph ;;
     esac
     # Every target must give the same answer.
@@ -166,10 +173,11 @@ echo "## Grape benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$TH
 echo
 echo "| /lookup of one announced name | round | requests/s | p50 ms | p99 ms | requests | errors | load avg |"
 echo "|---|---|---|---|---|---|---|---|"
-for target in fixed rust node; do
+for target in fixed rust rust0 node; do
     label=$target
     [ "$target" = fixed ] && label="fixed-body server (baseline)"
     [ "$target" = rust ] && label="Rust grape (release)"
+    [ "$target" = rust0 ] && label="Rust grape, --lookup_reuse 0"
     [ "$target" = node ] && label="Node grape 1.0.0 ($(node --version))"
     for round in $(seq "$ROUNDS"); do
         key="$target.$round"
