@@ -207,22 +207,9 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
                 }
             }
             Some(frame) = running.next() => {
-                // Queue this answer and every other one already done, then write them with
-                // one flush.
-                let mut sent = ws.feed(Message::text(frame)).await;
-                let mut batch = 1;
-                while sent.is_ok() && batch < MAX_WRITE_BATCH {
-                    let Some(Some(frame)) = running.next().now_or_never() else {
-                        break;
-                    };
-                    sent = ws.feed(Message::text(frame)).await;
-                    batch += 1;
-                }
-                let written = match sent {
-                    Ok(()) => ws.flush().await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = written {
+                // This answer and every other one already done, in one write.
+                let ready = || running.next().now_or_never().flatten();
+                if let Err(e) = write_batch(&mut ws, frame, ready).await {
                     tracing::debug!("grenache ws server: cannot answer {peer}: {e}");
                     break;
                 }
@@ -275,6 +262,26 @@ fn start_request(
 
 /// Frames written with one flush at most (a bound on the latency the first of them sees).
 const MAX_WRITE_BATCH: usize = 64;
+
+/// Writes `first` and every further frame `ready` has at once (up to [`MAX_WRITE_BATCH`]),
+/// then flushes once: under load, one syscall carries many frames.
+async fn write_batch<S>(
+    ws: &mut S,
+    first: String,
+    mut ready: impl FnMut() -> Option<String>,
+) -> Result<(), tokio_tungstenite::tungstenite::Error>
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    ws.feed(Message::text(first)).await?;
+    for _ in 1..MAX_WRITE_BATCH {
+        let Some(frame) = ready() else {
+            break;
+        };
+        ws.feed(Message::text(frame)).await?;
+    }
+    ws.flush().await
+}
 
 // ---------------------------------------------------------------------------------------
 // Client
@@ -617,25 +624,10 @@ async fn run_connection(
             frame = frames.recv() => match frame {
                 Some(frame) => {
                     last_use = Instant::now();
-                    // Queue this request and every other one already waiting, then write them
-                    // with one flush.
-                    let mut sent = ws.feed(Message::text(frame)).await;
-                    let mut batch = 1;
                     // Requesters woken by the same batch of answers are about to send: let
                     // them run first, so that their requests share this write.
                     tokio::task::yield_now().await;
-                    while sent.is_ok() && batch < MAX_WRITE_BATCH {
-                        let Ok(frame) = frames.try_recv() else {
-                            break;
-                        };
-                        sent = ws.feed(Message::text(frame)).await;
-                        batch += 1;
-                    }
-                    let written = match sent {
-                        Ok(()) => ws.flush().await,
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = written {
+                    if let Err(e) = write_batch(&mut ws, frame, || frames.try_recv().ok()).await {
                         tracing::debug!("grenache ws client: sending to {dest} failed: {e}");
                         break;
                     }
