@@ -221,135 +221,30 @@ mod tests {
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use tokio::sync::Notify;
 
-    /// A DHT whose lookups block until released, and that counts traversals.
+    /// A DHT that counts traversals. A gated one blocks every lookup until released and
+    /// answers `127.0.0.1:(1000 + traversal number + first byte of the name)`; an answering one
+    /// answers its peer list at once.
     #[derive(Default)]
-    struct GatedDht {
+    struct FakeDht {
         traversals: AtomicUsize,
+        gated: bool,
         release: Notify,
-    }
-
-    impl GrapeDht for GatedDht {
-        async fn lookup(&self, name: Vec<u8>) -> Vec<SocketAddrV4> {
-            let n = self.traversals.fetch_add(1, Ordering::SeqCst);
-            self.release.notified().await;
-            let port = u16::try_from(n).unwrap_or(0) + 1000 + u16::from(name[0]);
-            vec![SocketAddrV4::new([127, 0, 0, 1].into(), port)]
-        }
-        async fn announce(&self, _: Vec<u8>, _: u16) -> Result<usize, DhtError> {
-            Err(DhtError::NoNodes)
-        }
-        async fn unannounce(&self, _: Vec<u8>, _: u16) -> Result<usize, DhtError> {
-            Err(DhtError::NoNodes)
-        }
-        async fn put(&self, _: PutItem) -> Result<[u8; 20], DhtError> {
-            Err(DhtError::NoNodes)
-        }
-        async fn get(&self, _: GetQuery) -> Result<Option<GotItem>, DhtError> {
-            Ok(None)
-        }
-        fn dht_port(&self) -> u16 {
-            1
-        }
-    }
-
-    /// Lets the spawned lookups reach their await points.
-    async fn settle() {
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
-        }
-    }
-
-    #[tokio::test]
-    async fn concurrent_lookups_of_one_name_share_one_traversal() {
-        let dht = Arc::new(GatedDht::default());
-        let coalescer = Arc::new(LookupCoalescer::new(Duration::ZERO));
-        let mut tasks = Vec::new();
-        for _ in 0..5 {
-            let (dht, coalescer) = (Arc::clone(&dht), Arc::clone(&coalescer));
-            tasks.push(tokio::spawn(async move {
-                coalescer.lookup(dht.as_ref(), b"a".to_vec()).await
-            }));
-        }
-        settle().await;
-        assert_eq!(dht.traversals.load(Ordering::SeqCst), 1);
-        dht.release.notify_waiters();
-        for task in tasks {
-            let answer = task.await.expect("task");
-            assert_eq!(answer[0].port(), 1000 + u16::from(b'a'));
-        }
-        assert!(coalescer.entries().is_empty());
-    }
-
-    #[tokio::test]
-    async fn different_names_and_later_requests_start_their_own_traversal() {
-        let dht = Arc::new(GatedDht::default());
-        let coalescer = Arc::new(LookupCoalescer::new(Duration::ZERO));
-        let spawn = |name: &'static [u8]| {
-            let (dht, coalescer) = (Arc::clone(&dht), Arc::clone(&coalescer));
-            tokio::spawn(async move { coalescer.lookup(dht.as_ref(), name.to_vec()).await })
-        };
-        let (a, b) = (spawn(b"a"), spawn(b"b"));
-        settle().await;
-        assert_eq!(dht.traversals.load(Ordering::SeqCst), 2);
-        dht.release.notify_waiters();
-        a.await.expect("a");
-        b.await.expect("b");
-        // The first traversal is over: a new request does not get its answer.
-        let again = spawn(b"a");
-        settle().await;
-        assert_eq!(dht.traversals.load(Ordering::SeqCst), 3);
-        dht.release.notify_waiters();
-        assert_eq!(
-            again.await.expect("again")[0].port(),
-            1002 + u16::from(b'a')
-        );
-    }
-
-    #[tokio::test]
-    async fn followers_of_a_cancelled_leader_get_an_answer() {
-        let dht = Arc::new(GatedDht::default());
-        let coalescer = Arc::new(LookupCoalescer::new(Duration::ZERO));
-        let leader = {
-            let (dht, coalescer) = (Arc::clone(&dht), Arc::clone(&coalescer));
-            tokio::spawn(async move { coalescer.lookup(dht.as_ref(), b"a".to_vec()).await })
-        };
-        settle().await;
-        let follower = {
-            let (dht, coalescer) = (Arc::clone(&dht), Arc::clone(&coalescer));
-            tokio::spawn(async move { coalescer.lookup(dht.as_ref(), b"a".to_vec()).await })
-        };
-        settle().await;
-        assert_eq!(dht.traversals.load(Ordering::SeqCst), 1);
-        // The leader's client hangs up: the follower leads a new traversal.
-        leader.abort();
-        settle().await;
-        assert_eq!(dht.traversals.load(Ordering::SeqCst), 2);
-        dht.release.notify_waiters();
-        let answer = tokio::time::timeout(Duration::from_secs(5), follower)
-            .await
-            .expect("follower answered")
-            .expect("task");
-        assert_eq!(answer[0].port(), 1001 + u16::from(b'a'));
-        assert!(coalescer.entries().is_empty());
-    }
-
-    /// A DHT that answers at once with `peers` and counts traversals.
-    struct InstantDht {
-        traversals: AtomicUsize,
         peers: Mutex<Vec<SocketAddrV4>>,
         store: AtomicU64,
     }
 
-    impl InstantDht {
-        fn new(peers: &[u16]) -> Self {
-            let peers = peers
-                .iter()
-                .map(|&port| SocketAddrV4::new([127, 0, 0, 1].into(), port))
-                .collect();
-            InstantDht {
-                traversals: AtomicUsize::new(0),
+    impl FakeDht {
+        fn gated() -> Self {
+            FakeDht {
+                gated: true,
+                ..FakeDht::default()
+            }
+        }
+        fn answering(ports: &[u16]) -> Self {
+            let peers = ports.iter().map(|&port| local(port)).collect();
+            FakeDht {
                 peers: Mutex::new(peers),
-                store: AtomicU64::new(0),
+                ..FakeDht::default()
             }
         }
         fn traversals(&self) -> usize {
@@ -357,10 +252,19 @@ mod tests {
         }
     }
 
-    impl GrapeDht for InstantDht {
-        async fn lookup(&self, _: Vec<u8>) -> Vec<SocketAddrV4> {
-            self.traversals.fetch_add(1, Ordering::SeqCst);
-            self.peers.lock().expect("lock").clone()
+    fn local(port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new([127, 0, 0, 1].into(), port)
+    }
+
+    impl GrapeDht for FakeDht {
+        async fn lookup(&self, name: Vec<u8>) -> Vec<SocketAddrV4> {
+            let n = self.traversals.fetch_add(1, Ordering::SeqCst);
+            if !self.gated {
+                return self.peers.lock().expect("lock").clone();
+            }
+            self.release.notified().await;
+            let port = u16::try_from(n).unwrap_or(0) + 1000 + u16::from(name[0]);
+            vec![local(port)]
         }
         async fn announce(&self, _: Vec<u8>, _: u16) -> Result<usize, DhtError> {
             Err(DhtError::NoNodes)
@@ -382,9 +286,90 @@ mod tests {
         }
     }
 
+    /// Lets the spawned lookups reach their await points.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_lookups_of_one_name_share_one_traversal() {
+        let dht = Arc::new(FakeDht::gated());
+        let coalescer = Arc::new(LookupCoalescer::new(Duration::ZERO));
+        let mut tasks = Vec::new();
+        for _ in 0..5 {
+            let (dht, coalescer) = (Arc::clone(&dht), Arc::clone(&coalescer));
+            tasks.push(tokio::spawn(async move {
+                coalescer.lookup(dht.as_ref(), b"a".to_vec()).await
+            }));
+        }
+        settle().await;
+        assert_eq!(dht.traversals(), 1);
+        dht.release.notify_waiters();
+        for task in tasks {
+            let answer = task.await.expect("task");
+            assert_eq!(answer[0].port(), 1000 + u16::from(b'a'));
+        }
+        assert!(coalescer.entries().is_empty());
+    }
+
+    #[tokio::test]
+    async fn different_names_and_later_requests_start_their_own_traversal() {
+        let dht = Arc::new(FakeDht::gated());
+        let coalescer = Arc::new(LookupCoalescer::new(Duration::ZERO));
+        let spawn = |name: &'static [u8]| {
+            let (dht, coalescer) = (Arc::clone(&dht), Arc::clone(&coalescer));
+            tokio::spawn(async move { coalescer.lookup(dht.as_ref(), name.to_vec()).await })
+        };
+        let (a, b) = (spawn(b"a"), spawn(b"b"));
+        settle().await;
+        assert_eq!(dht.traversals(), 2);
+        dht.release.notify_waiters();
+        a.await.expect("a");
+        b.await.expect("b");
+        // The first traversal is over: a new request does not get its answer.
+        let again = spawn(b"a");
+        settle().await;
+        assert_eq!(dht.traversals(), 3);
+        dht.release.notify_waiters();
+        assert_eq!(
+            again.await.expect("again")[0].port(),
+            1002 + u16::from(b'a')
+        );
+    }
+
+    #[tokio::test]
+    async fn followers_of_a_cancelled_leader_get_an_answer() {
+        let dht = Arc::new(FakeDht::gated());
+        let coalescer = Arc::new(LookupCoalescer::new(Duration::ZERO));
+        let leader = {
+            let (dht, coalescer) = (Arc::clone(&dht), Arc::clone(&coalescer));
+            tokio::spawn(async move { coalescer.lookup(dht.as_ref(), b"a".to_vec()).await })
+        };
+        settle().await;
+        let follower = {
+            let (dht, coalescer) = (Arc::clone(&dht), Arc::clone(&coalescer));
+            tokio::spawn(async move { coalescer.lookup(dht.as_ref(), b"a".to_vec()).await })
+        };
+        settle().await;
+        assert_eq!(dht.traversals(), 1);
+        // The leader's client hangs up: the follower leads a new traversal.
+        leader.abort();
+        settle().await;
+        assert_eq!(dht.traversals(), 2);
+        dht.release.notify_waiters();
+        let answer = tokio::time::timeout(Duration::from_secs(5), follower)
+            .await
+            .expect("follower answered")
+            .expect("task");
+        assert_eq!(answer[0].port(), 1001 + u16::from(b'a'));
+        assert!(coalescer.entries().is_empty());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_change_of_the_local_store_drops_kept_answers() {
-        let dht = InstantDht::new(&[1337]);
+        let dht = FakeDht::answering(&[1337]);
         let coalescer = LookupCoalescer::new(Duration::from_secs(10));
         coalescer.lookup(&dht, b"a".to_vec()).await;
         coalescer.lookup(&dht, b"a".to_vec()).await;
@@ -399,7 +384,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn answers_are_reused_inside_the_window_only() {
-        let dht = InstantDht::new(&[1337]);
+        let dht = FakeDht::answering(&[1337]);
         let coalescer = LookupCoalescer::new(Duration::from_millis(100));
         coalescer.lookup(&dht, b"a".to_vec()).await;
         tokio::time::advance(Duration::from_millis(99)).await;
@@ -415,21 +400,18 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn empty_answers_are_not_reused() {
-        let dht = InstantDht::new(&[]);
+        let dht = FakeDht::answering(&[]);
         let coalescer = LookupCoalescer::new(Duration::from_millis(100));
         assert!(coalescer.lookup(&dht, b"a".to_vec()).await.is_empty());
         // The first worker appears: the very next lookup sees it.
-        dht.peers
-            .lock()
-            .expect("lock")
-            .push(SocketAddrV4::new([127, 0, 0, 1].into(), 1337));
+        dht.peers.lock().expect("lock").push(local(1337));
         assert_eq!(coalescer.lookup(&dht, b"a".to_vec()).await.len(), 1);
         assert_eq!(dht.traversals(), 2);
     }
 
     #[tokio::test(start_paused = true)]
     async fn forget_drops_the_reusable_answer() {
-        let dht = InstantDht::new(&[1337]);
+        let dht = FakeDht::answering(&[1337]);
         let coalescer = LookupCoalescer::new(Duration::from_secs(10));
         coalescer.lookup(&dht, b"a".to_vec()).await;
         coalescer.lookup(&dht, b"a".to_vec()).await;
@@ -441,7 +423,7 @@ mod tests {
 
     #[tokio::test]
     async fn forget_detaches_a_running_traversal() {
-        let dht = Arc::new(GatedDht::default());
+        let dht = Arc::new(FakeDht::gated());
         let coalescer = Arc::new(LookupCoalescer::new(Duration::from_secs(10)));
         let spawn = || {
             let (dht, coalescer) = (Arc::clone(&dht), Arc::clone(&coalescer));
@@ -453,14 +435,14 @@ mod tests {
         // A request after the announce does not join the traversal that started before it.
         let after = spawn();
         settle().await;
-        assert_eq!(dht.traversals.load(Ordering::SeqCst), 2);
+        assert_eq!(dht.traversals(), 2);
         dht.release.notify_waiters();
         before.await.expect("before");
         after.await.expect("after");
         // Only the later traversal's answer is kept.
         let again = coalescer.lookup(dht.as_ref(), b"a".to_vec()).await;
         assert_eq!(again[0].port(), 1001 + u16::from(b'a'));
-        assert_eq!(dht.traversals.load(Ordering::SeqCst), 2);
+        assert_eq!(dht.traversals(), 2);
     }
 
     #[test]
@@ -470,7 +452,7 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
-        let dht = InstantDht::new(&[1]);
+        let dht = FakeDht::answering(&[1]);
         runtime.block_on(async {
             for i in 0..MAX_REUSED + 10 {
                 coalescer.lookup(&dht, i.to_string().into_bytes()).await;
