@@ -19,6 +19,15 @@ use grenache_tokio::rpc::{http, ws, ServerConfig};
 use grenache_tokio::{Link, LinkConfig, Request, RpcError};
 use serde_json::{json, Value};
 
+/// Starts `server` on a free loopback port; its `ip:port`.
+async fn listen_local(server: &http::PeerRpcServer) -> String {
+    server
+        .listen_on("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+        .to_string()
+}
+
 const VISIBLE: Duration = Duration::from_secs(20);
 const CHUNK: usize = 64 * 1024;
 
@@ -490,11 +499,7 @@ async fn rust_stream_client_and_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_stream_client_to_rust_buffered_server() {
     let server = http::PeerRpcServer::new(no_grape(), rust_buffered_handler);
-    let dest = server
-        .listen_on("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-        .to_string();
+    let dest = listen_local(&server).await;
     let client = http::PeerRpcClient::new(no_grape());
     let stream = client
         .stream_to(&dest, "rpc_buf", StreamOptions::new())
@@ -531,11 +536,7 @@ async fn a_stream_nobody_reads_stops_the_writer() {
         },
         ServerConfig::default(),
     );
-    let dest = server
-        .listen_on("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-        .to_string();
+    let dest = listen_local(&server).await;
     let client = http::PeerRpcClient::new(no_grape());
     let stream = client
         .stream_to(&dest, "svc", StreamOptions::new())
@@ -582,11 +583,7 @@ async fn stream_timeouts_are_enforced() {
         },
         ServerConfig::default(),
     );
-    let dest = server
-        .listen_on("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-        .to_string();
+    let dest = listen_local(&server).await;
     let client = http::PeerRpcClient::new(no_grape());
     let timeout = Duration::from_millis(400);
     let started = Instant::now();
@@ -652,11 +649,7 @@ async fn failing_handlers_break_the_body_and_silent_ones_get_an_empty_200() {
         },
         ServerConfig::default(),
     );
-    let dest = server
-        .listen_on("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-        .to_string();
+    let dest = listen_local(&server).await;
     let client = http::PeerRpcClient::new(no_grape());
     let open = |action: &'static str| {
         let client = client.clone();
@@ -840,11 +833,7 @@ async fn an_idle_stream_body_times_out_on_the_server() {
         },
         config,
     );
-    let dest = server
-        .listen_on("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-        .to_string();
+    let dest = listen_local(&server).await;
     let client = http::PeerRpcClient::new(no_grape());
     let stream = client
         .stream_to(
