@@ -14,6 +14,7 @@
 extern crate std;
 
 pub mod addr;
+pub mod announcer;
 pub mod base64;
 pub mod bencode;
 pub mod bep44;

@@ -25,13 +25,13 @@ use core::mem::size_of;
 
 use grenache_core::rng::SplitMix64;
 
-use crate::dht::{DhtStorage, LightNode};
+use crate::dht::{DhtStorage, LightClient};
 use crate::worker::{Connection, WorkerStorage};
 
 /// Bytes of the DHT task's storage (node, UDP rings, datagram buffers), with an 8-byte RNG.
 pub const DHT_STORAGE: usize = size_of::<DhtStorage<SplitMix64>>();
-/// Bytes of the light node alone (routing table, store, operations, in-flight queries).
-pub const LIGHT_NODE: usize = size_of::<LightNode<SplitMix64>>();
+/// Bytes of the announce client alone (its traversal candidates and the service name).
+pub const LIGHT_CLIENT: usize = size_of::<LightClient>();
 /// Bytes of one worker connection slot with the default sizes (TCP buffers, request, result,
 /// reply, WS state).
 pub const CONNECTION: usize = size_of::<Connection>();
@@ -54,7 +54,7 @@ mod tests {
 
     #[test]
     fn memory_figures() {
-        std::println!("LightNode           {LIGHT_NODE} B");
+        std::println!("LightClient         {LIGHT_CLIENT} B");
         std::println!("DhtStorage          {DHT_STORAGE} B");
         std::println!("worker::Connection  {CONNECTION} B");
         std::println!("WorkerStorage<4>    {} B", worker_storage::<4>());
@@ -71,6 +71,6 @@ mod tests {
         );
         assert_eq!(worker_storage::<4>(), 4 * CONNECTION);
         let rings = dht::UDP_RX_RING + dht::UDP_TX_RING + dht::DATAGRAM_LEN;
-        assert!(DHT_STORAGE >= LIGHT_NODE + rings);
+        assert!(DHT_STORAGE >= LIGHT_CLIENT + rings);
     }
 }

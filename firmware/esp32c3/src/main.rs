@@ -33,7 +33,6 @@ use esp_radio::wifi::{
     AuthenticationMethodConfig, Config as WifiConfig, ControllerConfig, Interface, Password, Ssid,
     WifiController,
 };
-use grenache_core::node::NodeConfig;
 use grenache_embassy::dht::{self, AnnounceConfig, DhtStorage};
 use grenache_embassy::worker::{self, Fibonacci, WorkerStorage};
 use log::{error, info, warn};
@@ -207,7 +206,7 @@ async fn main(spawner: Spawner) -> ! {
     );
 
     static DHT: StaticCell<DhtStorage<HardwareRng>> = StaticCell::new();
-    let dht_storage = DHT.init(DhtStorage::new(HardwareRng(rng), NodeConfig::DEFAULT));
+    let dht_storage = DHT.init(DhtStorage::new(HardwareRng(rng)));
     // Built at run time: a `ConstStaticCell` would put its non-zero initial value in `.data`,
     // that is 12.5 KiB of flash too.
     static WORKER: StaticCell<WorkerStorage<WORKER_SLOTS>> = StaticCell::new();
