@@ -33,8 +33,9 @@
 //! [`Announcer::poll_timeout`] and [`Announcer::handle_timeout`].
 
 use crate::addr::PeerAddr;
+use crate::bencode::{self, Dict};
 use crate::id::{NodeId, Target};
-use crate::krpc::{self, Message, Query};
+use crate::krpc;
 use crate::lookup::{Token, MAX_TARGET_LEN};
 use crate::node::Transmit;
 use crate::rng::Rng;
@@ -268,24 +269,32 @@ impl<const C: usize> Announcer<C> {
 
     /// Handles a datagram from `from`: an answer to one of this round's queries, or a query
     /// to answer. Returns the length of the answer written into `out`, if any.
+    ///
+    /// Reads only what the client needs (`y`, `t`, `q`; `r.id`, `r.token`, `r.nodes`) with the
+    /// bencode decoder; [`krpc::parse`] would read every argument of every method, and flash
+    /// is short. As there, a repeated key counts with its last value.
     pub fn handle_datagram(
         &mut self,
         from: PeerAddr,
         bytes: &[u8],
         out: &mut [u8],
     ) -> Option<usize> {
-        let msg = krpc::parse(bytes).ok()?;
-        let (t, r) = match msg {
-            Message::Query { t, query, .. } => {
-                return match query {
-                    Query::Ping | Query::FindNode { .. } | Query::GetPeers { .. } => {
+        let msg = bencode::decode(bytes).ok()?.0.as_dict()?;
+        let t = field(msg, b"t")?;
+        let r = match field(msg, b"y")? {
+            b"q" => {
+                // bittorrent-dht answers nothing to a query without arguments.
+                msg.get(b"a").filter(bencode::Value::is_truthy)?;
+                return match field(msg, b"q")? {
+                    b"ping" | b"find_node" | b"get_peers" => {
                         krpc::encode_response_id(out, t, &self.id).ok()
                     }
                     _ => None,
                 };
             }
-            Message::Response { t, r } => (t, Some(r)),
-            Message::Error { t, .. } => (t, None),
+            b"r" => msg.get(b"r").and_then(|r| r.as_dict()),
+            b"e" => None,
+            _ => return None,
         };
         let [round, i] = krpc::tid_of(t)?.to_be_bytes();
         if round != self.round || self.phase == Phase::Idle {
@@ -296,26 +305,29 @@ impl<const C: usize> Announcer<C> {
         if c.addr != from || !matches!(c.state, State::Asked | State::Announcing) {
             return None;
         }
-        let Some(r) = r else {
-            c.state = State::Failed;
-            self.advance();
-            return None;
+        let nodes = match (r, c.state) {
+            (None, _) => {
+                c.state = State::Failed;
+                None
+            }
+            (Some(_), State::Announcing) => {
+                c.state = State::Acked;
+                None
+            }
+            (Some(r), _) => {
+                if let Some(id) = field(r, b"id").and_then(NodeId::from_slice) {
+                    c.id = Some(id);
+                }
+                c.token = field(r, b"token").and_then(Token::new);
+                c.state = if c.token.is_some() {
+                    State::Answered
+                } else {
+                    State::Failed
+                };
+                field(r, b"nodes")
+            }
         };
-        if c.state == State::Announcing {
-            c.state = State::Acked;
-            self.advance();
-            return None;
-        }
-        if r.id.is_some() {
-            c.id = r.id;
-        }
-        c.token = r.token.and_then(Token::new);
-        c.state = if c.token.is_some() {
-            State::Answered
-        } else {
-            State::Failed
-        };
-        for (id, addr) in r.nodes.into_iter().flatten() {
+        for (id, addr) in nodes.map(krpc::Nodes::new).into_iter().flatten() {
             self.insert(id, addr);
         }
         self.advance();
@@ -393,9 +405,15 @@ impl<const C: usize> Announcer<C> {
     }
 }
 
+/// The byte string under `key` in `d`.
+fn field<'a>(d: Dict<'a>, key: &[u8]) -> Option<&'a [u8]> {
+    d.get(key).and_then(|v| v.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::krpc::{Message, Query};
     use crate::node::{Node, NodeConfig};
     use crate::rng::SplitMix64;
     use std::vec::Vec;
