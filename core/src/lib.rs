@@ -26,6 +26,7 @@ pub mod krpc;
 pub mod lookup;
 pub mod node;
 pub mod rng;
+pub mod sha1;
 pub mod store;
 pub mod table;
 pub mod time;
