@@ -34,7 +34,7 @@
 
 use crate::addr::PeerAddr;
 use crate::bencode::{self, Dict};
-use crate::id::{NodeId, Target};
+use crate::id::{Distance, NodeId};
 use crate::krpc;
 use crate::lookup::{Token, MAX_TARGET_LEN};
 use crate::node::Transmit;
@@ -89,8 +89,8 @@ struct Candidate {
 }
 
 /// How readily a candidate slot is given up for a new node: free or failed slots first
-/// (`true`), then the farthest (the distance key of [`Target::key`]).
-type Rank = (bool, (u128, u32));
+/// (`true`), then the farthest (the [`Distance`] to the name).
+type Rank = (bool, Distance);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -107,7 +107,6 @@ pub struct Announcer<const C: usize> {
     phase: Phase,
     name: [u8; MAX_TARGET_LEN],
     name_len: u8,
-    target: Target,
     port: u16,
     /// First byte of every transaction id of this round (random): answers to an older round
     /// or forged without seeing the query are ignored.
@@ -124,7 +123,6 @@ impl<const C: usize> Announcer<C> {
             phase: Phase::Idle,
             name: [0; MAX_TARGET_LEN],
             name_len: 0,
-            target: Target::new(&[]),
             port: 0,
             round: 0,
             queries: 0,
@@ -166,7 +164,6 @@ impl<const C: usize> Announcer<C> {
         }
         slot.copy_from_slice(name);
         self.name_len = len;
-        self.target = Target::new(name);
         self.port = port;
         self.round = rng.next_u32().to_le_bytes()[0];
         self.queries = 0;
@@ -223,6 +220,7 @@ impl<const C: usize> Announcer<C> {
     /// The next query to send, written into `buf`: `get_peers` to the closest candidates not
     /// yet asked, then `announce_peer` to those that gave a token. `None` when nothing is to
     /// be sent now.
+    #[inline(never)]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.advance();
         let (want, next) = match self.phase {
@@ -233,12 +231,12 @@ impl<const C: usize> Announcer<C> {
             _ => return None,
         };
         // The closest candidate in state `want`; bootstrap addresses (no id yet) first.
-        let mut best: Option<(usize, Option<(u128, u32)>)> = None;
+        let mut best: Option<(usize, Option<Distance>)> = None;
         for (i, c) in self.cands.iter().enumerate() {
             let Some(c) = c.filter(|c| c.state == want) else {
                 continue;
             };
-            let key = c.id.map(|id| self.target.key(&id));
+            let key = c.id.map(|id| Distance::between(self.name(), &id));
             if best.is_none_or(|(_, b)| key < b) {
                 best = Some((i, key));
             }
@@ -273,6 +271,7 @@ impl<const C: usize> Announcer<C> {
     /// Reads only what the client needs (`y`, `t`, `q`; `r.id`, `r.token`, `r.nodes`) with the
     /// bencode decoder; [`krpc::parse`] would read every argument of every method, and flash
     /// is short. As there, a repeated key counts with its last value.
+    #[inline(never)]
     pub fn handle_datagram(
         &mut self,
         from: PeerAddr,
@@ -346,14 +345,14 @@ impl<const C: usize> Announcer<C> {
         {
             return;
         }
-        let key = self.target.key(&id);
+        let key = Distance::between(self.name(), &id);
         let mut victim: Option<(usize, Rank)> = None;
         for (i, c) in self.cands.iter().enumerate() {
             let rank = match c {
-                None => (true, (u128::MAX, u32::MAX)),
-                Some(c) if c.state == State::Failed => (true, (0, 0)),
+                None => (true, Distance::MAX),
+                Some(c) if c.state == State::Failed => (true, Distance::default()),
                 Some(c) if matches!(c.state, State::New | State::Answered) => match c.id {
-                    Some(cid) => (false, self.target.key(&cid)),
+                    Some(cid) => (false, Distance::between(self.name(), &cid)),
                     None => continue,
                 },
                 Some(_) => continue,
@@ -413,6 +412,7 @@ fn field<'a>(d: Dict<'a>, key: &[u8]) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::Target;
     use crate::krpc::{Message, Query};
     use crate::node::{Node, NodeConfig};
     use crate::rng::SplitMix64;

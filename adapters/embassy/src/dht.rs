@@ -183,12 +183,23 @@ pub async fn run_announcer<R: Rng>(
     // service of this round so far reached a node.
     let mut service = services.len();
     let mut round_ok = true;
+    // The answer to the last query received, not sent yet.
+    let mut reply: Option<(usize, IpEndpoint)> = None;
     loop {
-        while let Some(tx) = client.poll_transmit(now(), out) {
-            if let Some(bytes) = out.get(..tx.len) {
+        // That answer, then the client's queries, through one send (each await point costs
+        // flash).
+        loop {
+            let (len, to) = match reply.take() {
+                Some(r) => r,
+                None => match client.poll_transmit(now(), out) {
+                    Some(tx) => (tx.len, endpoint(tx.to)),
+                    None => break,
+                },
+            };
+            if let Some(bytes) = out.get(..len) {
                 // A send fails only for an unroutable address or an oversized datagram;
                 // the query then times out like a lost one.
-                let _ = socket.send_to(bytes, endpoint(tx.to)).await;
+                let _ = socket.send_to(bytes, to).await;
             }
         }
         if let Some(acks) = client.poll_done() {
@@ -234,12 +245,7 @@ pub async fn run_announcer<R: Rng>(
             Some((len, meta.endpoint))
         });
         match select(received, Timer::at(wake)).await {
-            Either::First(Some((len, to))) => {
-                if let Some(reply) = out.get(..len) {
-                    let _ = socket.send_to(reply, to).await;
-                }
-            }
-            Either::First(None) => {}
+            Either::First(r) => reply = r,
             Either::Second(()) => client.handle_timeout(now()),
         }
     }
