@@ -365,6 +365,20 @@ fn head_of(buf: &[u8]) -> Result<Status<Head>, HttpError> {
     })
 }
 
+/// The reason phrase of each status the worker sends ([`HttpError::status`] and 200): its own
+/// short list, so that the core's whole [`http::reason_phrase`] table stays out of a board's
+/// flash.
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
 /// What a connection asks of its socket next.
 enum Io {
     /// Read more request bytes, waiting at most this long.
@@ -412,7 +426,8 @@ impl Conn {
     fn status(&mut self, reply: &mut [u8], status: u16) -> Io {
         self.mode = Mode::Closing;
         let close = [Header::new("Connection", b"close")];
-        match http::write_response_head(reply, status, None, &close, BodyKind::Length(0)) {
+        let reason = reason(status);
+        match http::write_response_head_with(reply, status, reason, &close, BodyKind::Length(0)) {
             Ok(n) => Io::Write(n),
             Err(_) => Io::Close,
         }
@@ -504,7 +519,7 @@ impl Conn {
                     };
                     let length = BodyKind::Length(n as u64);
                     let head_room = b.reply.get_mut(..HEAD_ROOM).unwrap_or(&mut []);
-                    let h = http::write_response_head(head_room, 200, None, &[], length)
+                    let h = http::write_response_head_with(head_room, 200, "OK", &[], length)
                         .map_err(|_| ());
                     // A pipelined request may follow in the same buffer.
                     b.req.copy_within(rd..self.len, 0);
@@ -536,14 +551,12 @@ impl Conn {
                         return Io::Read(IDLE_TIMEOUT);
                     }
                     let input = b.req.get_mut(*start..self.len).unwrap_or(&mut []);
-                    let n = match b.ws.feed(input) {
+                    let msg = match b.ws.feed(input) {
                         Ok((used, ev)) => {
                             *start += used;
                             match ev {
-                                Some(Event::Text(t)) => {
-                                    answer(b.handler, t.as_bytes(), b.result, b.reply)
-                                }
-                                Some(Event::Binary(m)) => answer(b.handler, m, b.result, b.reply),
+                                Some(Event::Text(t)) => Some(t.as_bytes()),
+                                Some(Event::Binary(m)) => Some(m),
                                 Some(Event::Close { .. }) => {
                                     *closing = true;
                                     None
@@ -557,6 +570,7 @@ impl Conn {
                             None
                         }
                     };
+                    let n = msg.and_then(|m| answer(b.handler, m, b.result, b.reply));
                     if let Some(n) = n.filter(|_| b.ws.can_send()) {
                         let head_room = b.reply.get_mut(..HEAD_ROOM).unwrap_or(&mut []);
                         let h = ws::write_frame_header(
@@ -664,6 +678,32 @@ mod tests {
         assert!(call(br#"{"number":92}"#).is_err());
         assert!(call(b"null").is_err());
         assert!(call(br#"{"number":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn status_heads_carry_the_reason_and_close() {
+        extern crate std;
+        let mut c = Conn {
+            len: 0,
+            served: false,
+            mode: Mode::Head,
+        };
+        let mut out = [0u8; 128];
+        for (status, line) in [
+            (400, "400 Bad Request"),
+            (413, "413 Payload Too Large"),
+            (431, "431 Request Header Fields Too Large"),
+            (501, "501 Not Implemented"),
+            (505, "505 HTTP Version Not Supported"),
+        ] {
+            let Io::Write(n) = c.status(&mut out, status) else {
+                panic!("no head for {status}");
+            };
+            let want =
+                std::format!("HTTP/1.1 {line}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+            assert_eq!(core::str::from_utf8(&out[..n]).unwrap(), want);
+            assert!(matches!(c.mode, Mode::Closing));
+        }
     }
 
     #[test]
