@@ -220,6 +220,8 @@ impl<const C: usize> Announcer<C> {
     /// The next query to send, written into `buf`: `get_peers` to the closest candidates not
     /// yet asked, then `announce_peer` to those that gave a token. `None` when nothing is to
     /// be sent now.
+    // Out of line: a board calls it from an async loop, whose state machine would otherwise
+    // carry a copy at each call site (measured: 92 B less flash with both out of line).
     #[inline(never)]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.advance();
@@ -271,6 +273,7 @@ impl<const C: usize> Announcer<C> {
     /// Reads only what the client needs (`y`, `t`, `q`; `r.id`, `r.token`, `r.nodes`) with the
     /// bencode decoder; [`krpc::parse`] would read every argument of every method, and flash
     /// is short. As there, a repeated key counts with its last value.
+    // Out of line, as `poll_transmit`.
     #[inline(never)]
     pub fn handle_datagram(
         &mut self,

@@ -434,6 +434,8 @@ impl Conn {
     }
 
     /// Moves the connection on until it needs the socket.
+    // Out of line: inlined, its parsers sit inside the task's poll function next to every
+    // await state (measured: 356 B more flash).
     #[inline(never)]
     fn step<H: Handler, const MESSAGE: usize>(&mut self, b: &mut Bufs<'_, '_, H, MESSAGE>) -> Io {
         let max_request = b.req.len();

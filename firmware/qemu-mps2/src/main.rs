@@ -162,7 +162,7 @@ async fn main(spawner: Spawner) {
     // Sockets: the worker's slots, the DHT and the control port.
     static RESOURCES: StaticCell<StackResources<{ WORKER_SLOTS + 2 }>> = StaticCell::new();
     // No hardware RNG on this board (nor in QEMU's model of it). The seed spreads ephemeral
-    // ports, TCP sequence numbers, the DHT node id and its token secret: the MAC tells boards
+    // ports, TCP sequence numbers, the DHT node id and its transaction ids: the MAC tells boards
     // apart and the LAN9118's free-running counter (25 MHz since reset) varies between boots.
     // Not a secret, which a real board must fix with its TRNG.
     let free_run = u64::from(nic.free_run());
