@@ -102,15 +102,15 @@ impl core::fmt::Display for PutError {
 
 /// The key of an immutable item: `sha1(raw_v)`, `raw_v` being the canonical bencoding of `v`.
 pub fn immutable_key(raw_v: &[u8]) -> Key {
-    sha1_smol::Sha1::from(raw_v).digest().bytes()
+    crate::sha1::sha1(raw_v)
 }
 
 /// The key of a mutable item: `sha1(k ‖ salt)` (no salt and an empty salt give `sha1(k)`).
 pub fn mutable_key(k: &[u8; PUBLIC_KEY_LEN], salt: Option<&[u8]>) -> Key {
-    let mut h = sha1_smol::Sha1::new();
+    let mut h = crate::sha1::Sha1::new();
     h.update(k);
     h.update(salt.unwrap_or(&[]));
-    h.digest().bytes()
+    h.digest()
 }
 
 /// Writes the data a mutable item's signature covers into `buf` and returns it: the bencoded

@@ -1336,10 +1336,22 @@ pub fn write_response_head(
     headers: &[Header<'_>],
     body: BodyKind,
 ) -> Result<usize, WriteError> {
+    let reason = reason.unwrap_or_else(|| reason_phrase(status));
+    write_response_head_with(out, status, reason, headers, body)
+}
+
+/// [`write_response_head`] with the reason phrase given: a server that sends a few known
+/// statuses does not link the [`reason_phrase`] table (about 1.3 KiB of a board's flash).
+pub fn write_response_head_with(
+    out: &mut [u8],
+    status: u16,
+    reason: &str,
+    headers: &[Header<'_>],
+    body: BodyKind,
+) -> Result<usize, WriteError> {
     if !(100..=999).contains(&status) {
         return Err(WriteError::InvalidField);
     }
-    let reason = reason.unwrap_or_else(|| reason_phrase(status));
     if !reason.bytes().all(|b| is(b, VALUE)) {
         return Err(WriteError::InvalidField);
     }

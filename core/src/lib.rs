@@ -14,6 +14,7 @@
 extern crate std;
 
 pub mod addr;
+pub mod announcer;
 pub mod base64;
 pub mod bencode;
 pub mod bep44;
@@ -25,6 +26,7 @@ pub mod krpc;
 pub mod lookup;
 pub mod node;
 pub mod rng;
+pub mod sha1;
 pub mod store;
 pub mod table;
 pub mod time;

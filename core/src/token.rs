@@ -123,10 +123,10 @@ impl TokenIssuer {
 fn token_with(ip: [u8; 4], secret: &[u8; SECRET_LEN]) -> [u8; TOKEN_LEN] {
     let mut text = [0u8; 15];
     let len = dotted(ip, &mut text);
-    let mut h = sha1_smol::Sha1::new();
+    let mut h = crate::sha1::Sha1::new();
     h.update(text.get(..len).unwrap_or(&[]));
     h.update(secret);
-    h.digest().bytes()
+    h.digest()
 }
 
 /// Writes `ip` as Node prints an IPv4 address (`"10.0.0.1"`, no leading zeros) and returns the

@@ -1,99 +1,80 @@
-//! The DHT light client: bootstrap, announce the board's services, answer queries.
+//! The DHT light client: bootstrap, announce the board's services, answer pings.
 //!
-//! One task owns a UDP socket and a small [`Node`] and runs this loop forever:
+//! One task owns a UDP socket and an [`Announcer`] (the core's announce-only client, see
+//! [`grenache_core::announcer`]) and runs this loop forever:
 //!
 //! ```text
-//!   send every node.poll_transmit(); read every node.poll_event();
-//!   select { datagram => node.handle_datagram (+ the reply),
-//!            timer (node.poll_timeout(), next announce) => node.handle_timeout / announce }
+//!   send every announcer.poll_transmit();
+//!   a round finished (poll_done)? → next service, or schedule the next round
+//!   select { datagram => announcer.handle_datagram (+ the answer to a ping),
+//!            timer (poll_timeout(), next round) => handle_timeout / start a round }
 //! ```
 //!
 //! # Announcing
-//! Each service is announced with [`Node::announce`]: a `get_peers` traversal that collects
-//! write tokens, then `announce_peer` with the worker's port to every node that gave one. A
-//! grape stores the UDP source address of that query, i.e. the board's own IP, with the given
-//! port: what a client's lookup then returns.
+//! A round announces each service in turn: it starts from the configured grapes (the
+//! bootstrap), runs a `get_peers` traversal for the name that collects write tokens from the
+//! closest nodes it finds, then sends `announce_peer` with the worker's port to every node that
+//! gave one. A grape stores the UDP source address of that query, i.e. the board's own IP,
+//! with the given port: what a client's lookup then returns.
 //!
-//! Grapes forget a peer after `--dht_peer_maxAge` (120 s by default), so the services are
-//! announced again every [`AnnounceConfig::interval`] ([`DEFAULT_INTERVAL`], 30 s: four tries
-//! inside one TTL, so one or two lost rounds do not drop the board from lookups). A round
-//! that reached no node is retried after [`RETRY_INTERVAL`].
+//! Grapes forget a peer after `--dht_peer_maxAge` (120 s by default), so rounds repeat every
+//! [`AnnounceConfig::interval`] ([`DEFAULT_INTERVAL`], 30 s: four tries inside one TTL, so one
+//! or two lost rounds do not drop the board from lookups). A round in which some service
+//! reached no node is retried after [`RETRY_INTERVAL`].
 //!
 //! # Grape restarts
-//! A restarted grape has an empty store and a new id. The next announce round stores the
-//! board again (at most `interval` later): its traversal starts from the routing table and,
-//! when that has nothing, from the bootstrap addresses. Queries to a grape that is down time
-//! out, and the node drops unresponsive nodes from its table; when the table is empty, the
-//! node's own maintenance tick ([`Node::handle_timeout`], every
-//! `NodeConfig::maintenance_interval`) starts a new bootstrap from the configured addresses.
+//! A restarted grape has an empty store and a new id. Every round starts again from the
+//! configured addresses and learns the ids from the answers, so the next round (at most
+//! `interval` later) stores the board on it again; a grape that is down only costs its
+//! queries' timeout.
 
 use embassy_futures::select::{select, Either};
 use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{IpAddress, IpEndpoint, Ipv4Address, Stack};
 use embassy_time::{Duration, Instant as EmbassyInstant, Timer};
 use grenache_core::addr::PeerAddr;
-use grenache_core::node::{Event, Node, NodeConfig};
+use grenache_core::announcer::Announcer;
 use grenache_core::Rng;
 
 use crate::{now, trace};
 
-/// Routing-table slots: one bucket's worth. A board talks to a handful of grapes; it does not
-/// serve as a routing hub.
-pub const TABLE: usize = 20;
-/// Service names other nodes may announce to this one (it answers `announce_peer` like any
-/// node, but keeps little).
-pub const NAMES: usize = 2;
-/// Announced peers kept for other nodes, all names together.
-pub const PEERS: usize = 4;
-/// BEP44 items kept for other nodes (none: a `put` to the board is refused).
-pub const ITEMS: usize = 0;
-/// Operations at once (about 1.8 KiB each). Two: the bootstrap and an announce, or two
-/// announces. With more services than free slots, a round announces what it can and retries
-/// the rest after [`RETRY_INTERVAL`].
-pub const OPS: usize = 2;
-/// Candidates per traversal. Well below the core's recommended 2·K = 40: a board lives on a
-/// LAN with a few grapes, and each candidate costs about 200 bytes in every operation slot.
+/// Traversal candidates: the closest nodes of a service name the client keeps, and so the most
+/// nodes one round announces to. A board lives on a LAN with a few grapes.
 pub const CANDIDATES: usize = 8;
-/// Outstanding KRPC queries of all operations together.
-pub const INFLIGHT: usize = 8;
-/// Peers a lookup collects: none, the light client never looks up (it only announces).
-pub const LOOKUP_PEERS: usize = 0;
-/// BEP44 value bytes of an operation: none, the light client never puts or gets.
-pub const VALUE: usize = 0;
-/// Pings waiting for a transaction slot (evictions and liveness checks of a small table; a
-/// ping that finds no room is skipped and the node is checked at the next sweep).
-pub const PINGS: usize = 4;
 /// Most services one board announces.
 pub const MAX_SERVICES: usize = 4;
-/// The buffer the node writes each outgoing datagram into. Below the core's
-/// [`grenache_core::node::REPLY_BUF_LEN`] (which covers 100 peers in one answer): the light
-/// node's answers carry at most K = 20 nodes and [`PEERS`] peers (about 650 bytes), and its
-/// queries are short; an answer that does not fit is not sent, like a lost datagram.
-pub const DATAGRAM_LEN: usize = 768;
+/// Most bootstrap addresses used.
+pub const MAX_BOOTSTRAP: usize = CANDIDATES;
+/// The buffer each outgoing datagram is written into: the client's queries (an
+/// `announce_peer` with a 128-byte name and a 20-byte token is about 260 bytes) and its
+/// answers (`{id}`) are short.
+pub const DATAGRAM_LEN: usize = 320;
 /// Datagrams queued in each direction of the UDP socket.
 pub const UDP_PACKETS: usize = 4;
-/// Bytes of the UDP socket's receive ring. Datagrams are handed to the node in place, so one
-/// of up to this size is read whole (a grape's answers with many peers are the long ones).
+/// Bytes of the UDP socket's receive ring. Datagrams are handed to the client in place, so one
+/// of up to this size is read whole (a grape's `get_peers` answers with 20 nodes and many
+/// peers are the long ones; longer ones are lost like a dropped datagram).
 pub const UDP_RX_RING: usize = 1536;
-/// Bytes of the UDP socket's send ring: at least one [`DATAGRAM_LEN`] datagram.
-pub const UDP_TX_RING: usize = DATAGRAM_LEN;
+/// Bytes of the UDP socket's send ring: a few [`DATAGRAM_LEN`] datagrams (a round sends up
+/// to three queries at once).
+pub const UDP_TX_RING: usize = 3 * DATAGRAM_LEN;
 
 /// How often the services are announced again (grapes keep a peer 120 s).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
-/// When a round failed (no node answered, or no operation slot), the next try.
+/// When a round failed (a service reached no node), the next try.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(5);
 /// The UDP port the light client binds by default (any port works: grapes learn it from the
 /// datagrams).
 pub const DEFAULT_DHT_PORT: u16 = 20002;
 
-/// The node type of a board.
-pub type LightNode<R> =
-    Node<R, TABLE, NAMES, PEERS, ITEMS, OPS, CANDIDATES, INFLIGHT, LOOKUP_PEERS, VALUE, PINGS>;
+/// The DHT client of a board.
+pub type LightClient = Announcer<CANDIDATES>;
 
 /// Everything the DHT task needs, in one value the board puts in a static.
 pub struct DhtStorage<R: Rng> {
-    /// The DHT node (exposed so a board can read its id or table).
-    pub node: LightNode<R>,
+    /// The announce client (exposed so a board can read its id).
+    pub client: LightClient,
+    rng: R,
     rx_meta: [PacketMetadata; UDP_PACKETS],
     rx_ring: [u8; UDP_RX_RING],
     tx_meta: [PacketMetadata; UDP_PACKETS],
@@ -102,11 +83,12 @@ pub struct DhtStorage<R: Rng> {
 }
 
 impl<R: Rng> DhtStorage<R> {
-    /// Storage with a new node (random id from `rng`, which must be a real random source:
-    /// token secrets come from it too).
-    pub fn new(rng: R, config: NodeConfig) -> Self {
+    /// Storage with a new client (random id from `rng`, which must be a real random source:
+    /// each round's transaction ids come from it too).
+    pub fn new(mut rng: R) -> Self {
         DhtStorage {
-            node: Node::new(rng, config, now()),
+            client: Announcer::new(&mut rng),
+            rng,
             rx_meta: [PacketMetadata::EMPTY; UDP_PACKETS],
             rx_ring: [0; UDP_RX_RING],
             tx_meta: [PacketMetadata::EMPTY; UDP_PACKETS],
@@ -120,13 +102,13 @@ impl<R: Rng> DhtStorage<R> {
 #[derive(Clone, Copy, Debug)]
 pub struct AnnounceConfig<'a> {
     /// Grapes to bootstrap from (their DHT UDP addresses, e.g. `dp` 20001/20002 of the
-    /// tutorial). At most [`grenache_core::node::MAX_BOOTSTRAP`] are used.
+    /// tutorial). At most [`MAX_BOOTSTRAP`] are used.
     pub bootstrap: &'a [PeerAddr],
     /// Service names to announce (at most [`MAX_SERVICES`]).
     pub services: &'a [&'a str],
     /// The TCP port of the worker, announced with each service.
     pub service_port: u16,
-    /// The local UDP port of the DHT node.
+    /// The local UDP port of the DHT client.
     pub dht_port: u16,
     /// Re-announce period; keep it well under the grapes' peer TTL (120 s).
     pub interval: Duration,
@@ -165,15 +147,16 @@ fn peer(e: IpEndpoint) -> Option<PeerAddr> {
 }
 
 /// Runs the light client forever on `stack`: waits for the network configuration, binds
-/// `config.dht_port`, bootstraps, then announces `config.services` every `config.interval`
-/// and answers queries. Await it from a dedicated task.
+/// `config.dht_port`, then announces `config.services` every `config.interval` and answers
+/// pings. Await it from a dedicated task.
 pub async fn run_announcer<R: Rng>(
     stack: Stack<'_>,
     storage: &mut DhtStorage<R>,
     config: &AnnounceConfig<'_>,
 ) -> ! {
     let DhtStorage {
-        node,
+        client,
+        rng,
         rx_meta,
         rx_ring,
         tx_meta,
@@ -187,83 +170,83 @@ pub async fn run_announcer<R: Rng>(
         trace!("dht: cannot bind UDP port {}", config.dht_port);
         Timer::after(RETRY_INTERVAL).await;
     }
-    for b in config.bootstrap {
-        node.add_bootstrap(*b);
-    }
-    let _ = node.start_bootstrap(now());
-    let mut next_announce = EmbassyInstant::now();
-    // Announces of the round in progress, and how many of them stored the board somewhere.
-    let mut pending = 0usize;
-    let mut round_ok = false;
+    let seeds = config
+        .bootstrap
+        .get(..MAX_BOOTSTRAP)
+        .unwrap_or(config.bootstrap);
+    let services = config
+        .services
+        .get(..MAX_SERVICES)
+        .unwrap_or(config.services);
+    let mut next_round = EmbassyInstant::now();
+    // The service being announced (`services.len()` between rounds), and whether every
+    // service of this round so far reached a node.
+    let mut service = services.len();
+    let mut round_ok = true;
+    // The answer to the last query received, not sent yet.
+    let mut reply: Option<(usize, IpEndpoint)> = None;
     loop {
-        let t = now();
-        while let Some(tx) = node.poll_transmit(t, out) {
-            if let Some(bytes) = out.get(..tx.len) {
+        // That answer, then the client's queries, through one send (each await point costs
+        // flash).
+        loop {
+            let (len, to) = match reply.take() {
+                Some(r) => r,
+                None => match client.poll_transmit(now(), out) {
+                    Some(tx) => (tx.len, endpoint(tx.to)),
+                    None => break,
+                },
+            };
+            if let Some(bytes) = out.get(..len) {
                 // A send fails only for an unroutable address or an oversized datagram;
                 // the query then times out like a lost one.
-                let _ = socket.send_to(bytes, endpoint(tx.to)).await;
+                let _ = socket.send_to(bytes, to).await;
             }
         }
-        while let Some(event) = node.poll_event() {
-            match event {
-                Event::Bootstrapped { nodes, .. } => trace!("dht: bootstrapped, {} nodes", nodes),
-                Event::AnnounceDone { result, .. } => {
-                    pending = pending.saturating_sub(1);
-                    match result {
-                        Ok(acks) => {
-                            trace!("dht: announced to {} nodes", acks);
-                            round_ok |= acks > 0;
-                        }
-                        Err(e) => trace!("dht: announce failed: {}", e.message()),
-                    }
-                    if pending == 0 && !round_ok {
-                        next_announce = EmbassyInstant::now() + RETRY_INTERVAL;
-                    }
+        if let Some(acks) = client.poll_done() {
+            trace!("dht: announced to {} nodes", acks);
+            round_ok &= acks > 0;
+            service += 1;
+        }
+        if !client.is_running() {
+            if service >= services.len() && EmbassyInstant::now() >= next_round {
+                // A new round.
+                service = 0;
+                round_ok = true;
+                next_round = EmbassyInstant::now() + config.interval;
+            }
+            if let Some(name) = services.get(service) {
+                let port = config.service_port;
+                if client.start(rng, name.as_bytes(), port, seeds).is_err() {
+                    trace!("dht: cannot announce (no grape, bad name or port)");
+                    round_ok = false;
+                    service += 1;
                 }
-                _ => {}
+                // Started rounds have queries to send: go round once more.
+                continue;
+            }
+            if !round_ok {
+                next_round = next_round.min(EmbassyInstant::now() + RETRY_INTERVAL);
+                round_ok = true;
             }
         }
-        if pending == 0 && EmbassyInstant::now() >= next_announce {
-            let t = now();
-            round_ok = false;
-            next_announce = EmbassyInstant::now() + config.interval;
-            for name in config.services.iter().take(MAX_SERVICES) {
-                match node.announce(t, name.as_bytes(), config.service_port) {
-                    Ok(_) => pending += 1,
-                    Err(_) => next_announce = EmbassyInstant::now() + RETRY_INTERVAL,
-                }
-            }
-            // Started operations have queries to send: go round once more.
-            continue;
-        }
-        // While a round runs, its end (an event) schedules the next one.
-        let announce_at = if pending == 0 {
-            next_announce
-        } else {
-            EmbassyInstant::MAX
-        };
-        let wake = node
-            .poll_timeout()
-            .map(|d| {
+        let wake = match client.poll_timeout() {
+            Some(d) => {
                 let wait = d.as_millis().saturating_sub(now().as_millis());
                 EmbassyInstant::now() + Duration::from_millis(wait)
-            })
-            .map_or(announce_at, |d| d.min(announce_at));
+            }
+            None if client.is_running() => EmbassyInstant::MAX,
+            None => next_round,
+        };
         // The datagram is read in place from the receive ring (no copy, no second buffer);
         // the answer goes to `out` and is sent once the ring is released.
         let received = socket.recv_from_with(|bytes, meta| {
             let from = peer(meta.endpoint)?;
-            let len = node.handle_datagram(now(), from, bytes, out)?;
+            let len = client.handle_datagram(from, bytes, out)?;
             Some((len, meta.endpoint))
         });
         match select(received, Timer::at(wake)).await {
-            Either::First(Some((len, to))) => {
-                if let Some(reply) = out.get(..len) {
-                    let _ = socket.send_to(reply, to).await;
-                }
-            }
-            Either::First(None) => {}
-            Either::Second(()) => node.handle_timeout(now()),
+            Either::First(r) => reply = r,
+            Either::Second(()) => client.handle_timeout(now()),
         }
     }
 }

@@ -6,10 +6,11 @@
 //!
 //! Two entry points, each meant to be awaited by its own embassy task of the board:
 //!
-//! * [`dht::run_announcer`]: a light DHT client on UDP (a small [`grenache_core::node::Node`])
-//!   that bootstraps from the configured grapes, announces the board's services with
-//!   `announce_peer` (so grapes store the board's own address) every
-//!   [`dht::DEFAULT_INTERVAL`], and answers queries (ping, find_node, get_peers, ...).
+//! * [`dht::run_announcer`]: a light DHT client on UDP (the core's announce-only
+//!   [`grenache_core::announcer::Announcer`]) that bootstraps from the configured grapes,
+//!   finds the closest nodes of each service name with `get_peers`, announces the board's
+//!   services to them with `announce_peer` (so grapes store the board's own address) every
+//!   [`dht::DEFAULT_INTERVAL`], and answers pings.
 //! * [`worker::serve`]: the RPC worker on one TCP port, speaking both Grenache transports:
 //!   HTTP (`POST` body `[rid,key,payload]`, as grenache-nodejs-http) and WebSocket (as
 //!   grenache-nodejs-ws; a request with `Upgrade: websocket` switches the connection).
@@ -33,12 +34,11 @@
 //! (the WebSocket state has enum fields), so it sits in `.data` and costs its size in flash
 //! too. A board short of flash builds it at run time instead
 //! (`StaticCell::init_with(WorkerStorage::new)`, see `firmware/stm32-f429zi`).
-//! [`dht::DhtStorage::new`] needs the RNG and the clock, so it is built at run time
-//! (`StaticCell::init`), which may pass its 10 KiB through the caller's stack once: give the
-//! init task room for it.
+//! [`dht::DhtStorage::new`] needs the RNG, so it is built at run time (`StaticCell::init`),
+//! which may pass its 4 KiB through the caller's stack once: give the init task room for it.
 //!
 //! The worker's buffer sizes are const generics of [`worker::WorkerStorage`] with the
-//! module's consts as defaults (`WorkerStorage<N>`); the light node's capacities are the
+//! module's consts as defaults (`WorkerStorage<N>`); the light client's capacities are the
 //! consts of [`dht`].
 //!
 //! # Memory

@@ -94,10 +94,10 @@ impl fmt::Display for HandshakeError {
 ///
 /// The key is used as given (already trimmed), as RFC 6455 §4.2.2 specifies.
 pub fn accept_key(sec_websocket_key: &[u8]) -> [u8; 28] {
-    let mut sha = sha1_smol::Sha1::new();
+    let mut sha = crate::sha1::Sha1::new();
     sha.update(sec_websocket_key);
     sha.update(GUID);
-    let digest = sha.digest().bytes();
+    let digest = sha.digest();
     let mut out = [0u8; 28];
     // 20 bytes always encode to exactly 28 characters, so this cannot fail.
     let _ = base64::encode(&digest, &mut out);

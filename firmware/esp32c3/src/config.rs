@@ -5,7 +5,7 @@
 //! names the variable, never the board at run time.
 
 use grenache_core::addr::PeerAddr;
-use grenache_core::node::MAX_BOOTSTRAP;
+use grenache_embassy::dht::MAX_BOOTSTRAP;
 
 /// The Wi-Fi network to join (`SSID`, 1 to 32 bytes; required).
 pub const SSID: &str = ssid(env!(
@@ -124,7 +124,7 @@ impl Grapes {
             let (port, end) = number(b, i + 1, 65535);
             assert!(port > 0, "GRAPES: a port is 1..=65535");
             i = end;
-            assert!(len < MAX_BOOTSTRAP, "GRAPES: too many grapes (at most 16)");
+            assert!(len < MAX_BOOTSTRAP, "GRAPES: too many grapes (at most 8)");
             list[len] = PeerAddr::new(ip, port as u16);
             len += 1;
             while i < b.len() && b[i] == b' ' {

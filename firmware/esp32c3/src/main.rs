@@ -11,8 +11,8 @@
 //!   grapes store the board's own address (which a client on the LAN can reach).
 //!
 //! Everything is given at build time (see `README.md`). The Wi-Fi task reconnects whenever the
-//! access point drops the board; DHCP starts over on each new link, and the DHT node
-//! bootstraps again from the grapes when its routing table ran empty meanwhile.
+//! access point drops the board; DHCP starts over on each new link, and every announce round
+//! of the DHT client starts from the grapes again.
 //!
 //! Memory: our code allocates nothing; esp-radio needs a heap (see [`HEAP_RECLAIMED`]).
 //! Logs go to the USB-serial-JTAG port / UART0 through esp-println (`espflash monitor`).
@@ -33,7 +33,6 @@ use esp_radio::wifi::{
     AuthenticationMethodConfig, Config as WifiConfig, ControllerConfig, Interface, Password, Ssid,
     WifiController,
 };
-use grenache_core::node::NodeConfig;
 use grenache_embassy::dht::{self, AnnounceConfig, DhtStorage};
 use grenache_embassy::worker::{self, Fibonacci, WorkerStorage};
 use log::{error, info, warn};
@@ -83,7 +82,7 @@ fn fail(why: &str) -> ! {
 /// The chip's random number generator as grenache-core's [`grenache_core::rng::Rng`].
 ///
 /// With the radio on, the ESP32-C3 mixes RF noise into it: a true random source, so the DHT
-/// node id and its token secret need no seeding. Created only after Wi-Fi has started.
+/// node id and its transaction ids need no seeding. Created only after Wi-Fi has started.
 struct HardwareRng(esp_hal::rng::Rng);
 
 impl grenache_core::rng::Rng for HardwareRng {
@@ -207,7 +206,7 @@ async fn main(spawner: Spawner) -> ! {
     );
 
     static DHT: StaticCell<DhtStorage<HardwareRng>> = StaticCell::new();
-    let dht_storage = DHT.init(DhtStorage::new(HardwareRng(rng), NodeConfig::DEFAULT));
+    let dht_storage = DHT.init(DhtStorage::new(HardwareRng(rng)));
     // Built at run time: a `ConstStaticCell` would put its non-zero initial value in `.data`,
     // that is 12.5 KiB of flash too.
     static WORKER: StaticCell<WorkerStorage<WORKER_SLOTS>> = StaticCell::new();

@@ -31,7 +31,6 @@ use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{Ipv4Address, Ipv4Cidr, StackResources, StaticConfigV4};
 use embassy_time::{Duration, Instant, Timer};
 use grenache_core::addr::PeerAddr;
-use grenache_core::node::NodeConfig;
 use grenache_core::rng::SplitMix64;
 use grenache_embassy::dht::{self, AnnounceConfig, DhtStorage};
 use grenache_embassy::worker::{self, Fibonacci, WorkerStorage};
@@ -163,7 +162,7 @@ async fn main(spawner: Spawner) {
     // Sockets: the worker's slots, the DHT and the control port.
     static RESOURCES: StaticCell<StackResources<{ WORKER_SLOTS + 2 }>> = StaticCell::new();
     // No hardware RNG on this board (nor in QEMU's model of it). The seed spreads ephemeral
-    // ports, TCP sequence numbers, the DHT node id and its token secret: the MAC tells boards
+    // ports, TCP sequence numbers, the DHT node id and its transaction ids: the MAC tells boards
     // apart and the LAN9118's free-running counter (25 MHz since reset) varies between boots.
     // Not a secret, which a real board must fix with its TRNG.
     let free_run = u64::from(nic.free_run());
@@ -176,10 +175,7 @@ async fn main(spawner: Spawner) {
         Err(_) => fail("cannot spawn the network task"),
     }
     static DHT: StaticCell<DhtStorage<SplitMix64>> = StaticCell::new();
-    let dht_storage = DHT.init(DhtStorage::new(
-        SplitMix64::new(seed ^ 0x5bd1_e995),
-        NodeConfig::DEFAULT,
-    ));
+    let dht_storage = DHT.init(DhtStorage::new(SplitMix64::new(seed ^ 0x5bd1_e995)));
     static WORKER: StaticCell<WorkerStorage<WORKER_SLOTS>> = StaticCell::new();
     let worker_storage = WORKER.init(WorkerStorage::new());
     match worker_task(stack, worker_storage) {

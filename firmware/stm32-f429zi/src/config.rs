@@ -3,7 +3,7 @@
 //! written a.b.c.d:port`), so a board is never flashed with an address it cannot use.
 //!
 //! * `GRAPES`: the grapes' DHT addresses (their `--dp` port), comma separated, at most
-//!   [`grenache_core::node::MAX_BOOTSTRAP`]; default [`DEFAULT_GRAPES`], the tutorial's two
+//!   [`grenache_embassy::dht::MAX_BOOTSTRAP`]; default [`DEFAULT_GRAPES`], the tutorial's two
 //!   grapes on one PC.
 //! * `WORKER_PORT`: the worker's TCP port; default 1337, as in the tutorial.
 
@@ -38,8 +38,8 @@ const fn grape_count(text: &str) -> usize {
         i += 1;
     }
     assert!(
-        n <= grenache_core::node::MAX_BOOTSTRAP,
-        "GRAPES: at most 16 grapes"
+        n <= grenache_embassy::dht::MAX_BOOTSTRAP,
+        "GRAPES: at most 8 grapes"
     );
     n
 }

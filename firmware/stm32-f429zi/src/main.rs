@@ -26,7 +26,6 @@ use embassy_stm32::peripherals::{ETH, ETH_SMA, RNG};
 use embassy_stm32::rng::{self, Rng};
 use embassy_stm32::time::Hertz;
 use embassy_stm32::{bind_interrupts, peripherals, Config};
-use grenache_core::node::NodeConfig;
 use grenache_embassy::dht::{self, AnnounceConfig, DhtStorage};
 use grenache_embassy::worker::{self, Fibonacci, WorkerStorage};
 use static_cell::{ConstStaticCell, StaticCell};
@@ -160,7 +159,7 @@ async fn main(spawner: Spawner) {
     spawner.spawn(unwrap!(net_task(runner)));
 
     static DHT: StaticCell<DhtStorage<HwRng>> = StaticCell::new();
-    let dht_storage = DHT.init(DhtStorage::new(rng, NodeConfig::DEFAULT));
+    let dht_storage = DHT.init(DhtStorage::new(rng));
     // Built at run time into .bss: a `ConstStaticCell` would keep the storage's initial image
     // (not all zero bytes: the WebSocket state has enum fields) in flash, 5 KiB of it.
     static WORKER: StaticCell<Worker> = StaticCell::new();
@@ -171,8 +170,9 @@ async fn main(spawner: Spawner) {
     stack.wait_config_up().await;
     if let Some(v4) = stack.config_v4() {
         info!(
-            "net: up at {} after {} ms; worker on tcp {}",
-            v4.address,
+            "net: up at {}/{} after {} ms; worker on tcp {}",
+            v4.address.address().octets(),
+            v4.address.prefix_len(),
             embassy_time::Instant::now().as_millis(),
             WORKER_PORT
         );

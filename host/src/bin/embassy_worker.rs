@@ -13,7 +13,6 @@ use embassy_executor::{Executor, Spawner};
 use embassy_net::{Config, Ipv4Address, Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
 use embassy_net_tuntap::TunTapDevice;
 use grenache_core::addr::PeerAddr;
-use grenache_core::node::NodeConfig;
 use grenache_embassy::dht::{self, AnnounceConfig, DhtStorage};
 use grenache_embassy::worker::{self, Fibonacci, WorkerStorage};
 use grenache_tokio::dht::OsRng;
@@ -124,7 +123,7 @@ fn main() {
     announce.dht_port = args.dht_port;
     announce.interval = embassy_time::Duration::from_secs(args.interval);
 
-    let dht_storage = Box::leak(Box::new(DhtStorage::new(rng, NodeConfig::DEFAULT)));
+    let dht_storage = Box::leak(Box::new(DhtStorage::new(rng)));
     let worker_storage = Box::leak(Box::new(WorkerStorage::<WORKERS>::new()));
     let handler = Box::leak(Box::new(Fibonacci));
     eprintln!(
