@@ -1,10 +1,12 @@
 //! The embassy adapter end to end on the host: `embassy_worker` (grenache-embassy on embassy's
-//! std executor, embassy-net on a TAP device) inside a network namespace with a Rust grape.
+//! std executor, embassy-net on a TAP device) inside a network namespace with a Rust grape, then
+//! a Node grape.
 //!
 //! Checks: the light client's `announce_peer` makes the grape store the worker under its own
 //! address; the Rust WebSocket and HTTP clients and the Node tutorial client get fib(10) = 89;
 //! garbage, a malformed frame, invalid JSON, oversized HTTP and WebSocket requests and
-//! half-open connections do not stop it; after a grape restart the worker is announced again.
+//! half-open connections do not stop it; after a grape restart the worker is announced again;
+//! with the Node grape (grenache-grape 1.0.0) in place of the Rust one, the same holds.
 //!
 //! Needs root (it creates a network namespace and a TAP device; CI runs as root), `ip`, and
 //! Node with `npm ci --prefix tests/interop`. It fails loudly when any of them is missing.
@@ -224,18 +226,7 @@ fn inner() {
 
     // The three clients.
     rust_clients_get_89(&rt, 1);
-    let out = Command::new("node")
-        .arg("fib_client.js")
-        .current_dir(interop_dir())
-        .env("GRAPE", GRAPE_API)
-        .output()
-        .expect("node is not runnable");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("in the sequence: 89"),
-        "Node client: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    node_client_gets_89();
 
     // The light client answers KRPC queries on its DHT port.
     let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -350,5 +341,55 @@ fn inner() {
     eprintln!("test: announced again {took:?} after the grape restart");
     rust_clients_get_89(&rt, 1);
     assert!(worker.0.try_wait().unwrap().is_none(), "the worker exited");
+
+    // The same board with the Node grape (bittorrent-dht) in its place: the light client's
+    // announce_peer is stored under the board's own address there too, its answers to the
+    // Node grape's queries do not upset it, and both kinds of client get 89 through it.
     drop(grape_proc);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut node_grape = node_grape();
+    let took = wait_announced(Duration::from_secs(40));
+    eprintln!("test: announced to the Node grape after {took:?}");
+    node_client_gets_89();
+    rust_clients_get_89(&rt, 1);
+    assert!(
+        node_grape.0.try_wait().unwrap().is_none(),
+        "the Node grape exited"
+    );
+    assert!(worker.0.try_wait().unwrap().is_none(), "the worker exited");
+}
+
+/// grenache-grape 1.0.0 from tests/interop on the Rust grape's ports (its bootstrap node is
+/// absent: the board finds it by itself).
+fn node_grape() -> Proc {
+    let grape = interop_dir().join("node_modules/grenache-grape/bin/grape.js");
+    spawn(
+        "node",
+        &[
+            grape.to_str().unwrap(),
+            "--dp",
+            "20001",
+            "--aph",
+            "30001",
+            "--bn",
+            "127.0.0.1:20009",
+        ],
+        true,
+    )
+}
+
+/// The seed tutorial's client (tests/interop/fib_client.js) through the grape on 30001.
+fn node_client_gets_89() {
+    let out = Command::new("node")
+        .arg("fib_client.js")
+        .current_dir(interop_dir())
+        .env("GRAPE", GRAPE_API)
+        .output()
+        .expect("node is not runnable");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("in the sequence: 89"),
+        "Node client: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
