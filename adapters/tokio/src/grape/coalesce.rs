@@ -38,6 +38,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::dht::GrapeDht;
+use super::handlers::render_peers;
 
 /// How many leaders a follower waits for before it runs the traversal itself. Only a leader
 /// that was cancelled (its client hung up) makes a follower try again.
@@ -47,7 +48,23 @@ const MAX_ATTEMPTS: usize = 3;
 pub(crate) const MAX_REUSED: usize = 4096;
 
 /// The answer of one traversal, shared by all the requests that waited for it.
-type Answer = Arc<Vec<SocketAddrV4>>;
+type Answer = Arc<LookupAnswer>;
+
+/// The peers a traversal found, and the `/lookup` body they make (rendered once, for every
+/// request that gets this answer).
+pub(crate) struct LookupAnswer {
+    /// The peers, in the DHT's order.
+    pub(crate) peers: Vec<SocketAddrV4>,
+    /// `render_peers(peers)`: the JSON body of the answer.
+    pub(crate) json: String,
+}
+
+impl LookupAnswer {
+    fn new(peers: Vec<SocketAddrV4>) -> Answer {
+        let json = render_peers(&peers);
+        Arc::new(LookupAnswer { peers, json })
+    }
+}
 
 /// What the coalescer knows about one name.
 enum Entry {
@@ -103,7 +120,7 @@ impl LookupCoalescer {
                 }
             }
         }
-        Arc::new(dht.lookup(name).await)
+        LookupAnswer::new(dht.lookup(name).await)
     }
 
     /// Drops what is known of `name` (after an announce or unannounce through this grape): its
@@ -159,7 +176,7 @@ impl LookupCoalescer {
             answer: None,
             store: dht.store_changes(),
         };
-        let answer = Arc::new(dht.lookup(registration.name.clone()).await);
+        let answer = LookupAnswer::new(dht.lookup(registration.name.clone()).await);
         sender.send_replace(Some(Arc::clone(&answer)));
         registration.answer = Some(Arc::clone(&answer));
         answer
@@ -190,7 +207,7 @@ impl Drop for Registration<'_> {
         }
         let name = std::mem::take(&mut self.name);
         match self.answer.take() {
-            Some(answer) if !answer.is_empty() && !coalescer.reuse.is_zero() => {
+            Some(answer) if !answer.peers.is_empty() && !coalescer.reuse.is_zero() => {
                 // Our own entry is in the map and is replaced, not added.
                 if entries.len() > MAX_REUSED {
                     let reuse = coalescer.reuse;
@@ -309,7 +326,7 @@ mod tests {
         dht.release.notify_waiters();
         for task in tasks {
             let answer = task.await.expect("task");
-            assert_eq!(answer[0].port(), 1000 + u16::from(b'a'));
+            assert_eq!(answer.peers[0].port(), 1000 + u16::from(b'a'));
         }
         assert!(coalescer.entries().is_empty());
     }
@@ -334,7 +351,7 @@ mod tests {
         assert_eq!(dht.traversals(), 3);
         dht.release.notify_waiters();
         assert_eq!(
-            again.await.expect("again")[0].port(),
+            again.await.expect("again").peers[0].port(),
             1002 + u16::from(b'a')
         );
     }
@@ -363,7 +380,7 @@ mod tests {
             .await
             .expect("follower answered")
             .expect("task");
-        assert_eq!(answer[0].port(), 1001 + u16::from(b'a'));
+        assert_eq!(answer.peers[0].port(), 1001 + u16::from(b'a'));
         assert!(coalescer.entries().is_empty());
     }
 
@@ -389,7 +406,7 @@ mod tests {
         coalescer.lookup(&dht, b"a".to_vec()).await;
         tokio::time::advance(Duration::from_millis(99)).await;
         let answer = coalescer.lookup(&dht, b"a".to_vec()).await;
-        assert_eq!((dht.traversals(), answer[0].port()), (1, 1337));
+        assert_eq!((dht.traversals(), answer.peers[0].port()), (1, 1337));
         tokio::time::advance(Duration::from_millis(1)).await;
         coalescer.lookup(&dht, b"a".to_vec()).await;
         assert_eq!(dht.traversals(), 2);
@@ -402,10 +419,10 @@ mod tests {
     async fn empty_answers_are_not_reused() {
         let dht = FakeDht::answering(&[]);
         let coalescer = LookupCoalescer::new(Duration::from_millis(100));
-        assert!(coalescer.lookup(&dht, b"a".to_vec()).await.is_empty());
+        assert!(coalescer.lookup(&dht, b"a".to_vec()).await.peers.is_empty());
         // The first worker appears: the very next lookup sees it.
         dht.peers.lock().expect("lock").push(local(1337));
-        assert_eq!(coalescer.lookup(&dht, b"a".to_vec()).await.len(), 1);
+        assert_eq!(coalescer.lookup(&dht, b"a".to_vec()).await.peers.len(), 1);
         assert_eq!(dht.traversals(), 2);
     }
 
@@ -441,7 +458,7 @@ mod tests {
         after.await.expect("after");
         // Only the later traversal's answer is kept.
         let again = coalescer.lookup(dht.as_ref(), b"a".to_vec()).await;
-        assert_eq!(again[0].port(), 1001 + u16::from(b'a'));
+        assert_eq!(again.peers[0].port(), 1001 + u16::from(b'a'));
         assert_eq!(dht.traversals(), 2);
     }
 

@@ -97,6 +97,16 @@ pub enum Endpoint {
 /// method. So `/lookup`, `/Lookup`, `/_lookup`, `/-lookup`, `/lookup_` reach the lookup, while
 /// `/LOOKUP`, `/lookUp`, `/lookup?x=1`, `/lookup/` and `/` do not.
 pub fn endpoint_for(target: &str) -> Option<Endpoint> {
+    // The paths every client sends, answered without the camelCase emulation (same result;
+    // this runs for every request).
+    match target {
+        "/lookup" => return Some(Endpoint::Lookup),
+        "/announce" => return Some(Endpoint::Announce),
+        "/unannounce" => return Some(Endpoint::Unannounce),
+        "/put" => return Some(Endpoint::Put),
+        "/get" => return Some(Endpoint::Get),
+        _ => {}
+    }
     // req.url.substr(1): drop the first character, whatever it is.
     let mut chars = target.chars();
     chars.next();
@@ -417,7 +427,7 @@ fn plan_get(data: Option<&Value>) -> Result<Plan, JsThrow> {
 pub(crate) async fn execute<D: GrapeDht>(dht: &D, lookups: &LookupCoalescer, plan: Plan) -> Reply {
     match plan {
         Plan::Reply(reply) => reply,
-        Plan::Lookup(name) => Reply::json(render_peers(&lookups.lookup(dht, name).await)),
+        Plan::Lookup(name) => Reply::json(lookups.lookup(dht, name).await.json.clone()),
         Plan::Announce { name, port } => {
             let port = if port == 0 { dht.dht_port() } else { port };
             let result = dht.announce(name.clone(), port).await;
@@ -605,6 +615,25 @@ mod tests {
             handle("/lookup", b"{\"data\":\"a\xffb\"}"),
             Plan::Lookup("a\u{fffd}b".as_bytes().to_vec())
         );
+    }
+
+    #[test]
+    fn canonical_paths_take_the_fast_way_to_the_same_endpoint() {
+        for (path, endpoint) in [
+            ("/lookup", Endpoint::Lookup),
+            ("/announce", Endpoint::Announce),
+            ("/unannounce", Endpoint::Unannounce),
+            ("/put", Endpoint::Put),
+            ("/get", Endpoint::Get),
+        ] {
+            assert_eq!(endpoint_for(path), Some(endpoint));
+            // The general rule (what the fast path skips) agrees.
+            let method = format!(
+                "handlePeer{}",
+                upper_first(&camel_case(&format!("-{}", &path[1..])))
+            );
+            assert_eq!(method, format!("handlePeer{endpoint:?}"));
+        }
     }
 
     #[test]
