@@ -13,7 +13,8 @@
 # ends QEMU through semihosting with a success status when told (`quit` on UDP port 7).
 # Everything is bounded in time; every failure says what failed and prints the board's log.
 #
-# It runs twice, on two networks:
+# It runs on two networks with Rust grapes, then once more on the last of them with two Node
+# grapes (grenache-grape 1.0.0 from tests/interop, bittorrent-dht) in their place:
 #   user  QEMU's user-mode network (slirp): the board is 10.0.2.15 behind QEMU's NAT, the host
 #         10.0.2.2; the board's ports are forwarded from 127.0.0.1 (no root needed). The grapes
 #         see the board as 127.0.0.1 and store 127.0.0.1:WORKER_PORT, which the forward makes
@@ -23,7 +24,8 @@
 #         grapes store 10.0.2.15:WORKER_PORT and the clients connect to the board directly.
 #         Grapes, QEMU and clients all run inside the namespace.
 #
-# Environment: QEMU_NETS (default "user tap"), QEMU_TIMEOUT (seconds, default 120),
+# Environment: QEMU_NETS (default "user tap"; the Node grapes run on the last one), QEMU_NODE_GRAPES
+# (default 1; 0 skips the Node grape case), QEMU_TIMEOUT (seconds, default 120),
 # FIRMWARE_TARGET_DIR (firmware build cache), CARGO_TARGET_DIR (host build cache, as ci/test.sh).
 set -euo pipefail
 
@@ -122,7 +124,8 @@ fi
     }'
 
 # ---------------------------------------------------------------------------------------------
-# One boot of the board on network $1 (user or tap), with two Rust grapes and both clients.
+# One boot of the board on network $1 (user or tap), with two grapes of kind $2 (rust or node)
+# and both clients.
 log=$(mktemp)
 logdir=$(mktemp -d)
 pids=()
@@ -157,7 +160,15 @@ bg_net() {
 
 passed=0
 run_board() {
-    local mode=$1 nic board_host grape_host
+    local mode=$1 kind=$2 nic board_host grape_host
+    local -a grape_cmd
+    case "$kind" in
+    rust) grape_cmd=("$grape") ;;
+    node) grape_cmd=(node "$here/tests/interop/node_modules/grenache-grape/bin/grape.js") ;;
+    *) fail "unknown grape kind '$kind' (rust or node)" ;;
+    esac
+    local tag=$mode
+    [ "$kind" = node ] && tag="$mode, Node grapes"
     case "$mode" in
     user)
         nic="user,model=lan9118,hostfwd=udp:127.0.0.1:$ctl_port-10.0.2.15:7,hostfwd=tcp:127.0.0.1:$worker_port-10.0.2.15:$worker_port"
@@ -178,10 +189,10 @@ run_board() {
     *) fail "unknown network mode '$mode' in QEMU_NETS (user or tap)" ;;
     esac
 
-    step "[$mode] two Rust grapes"
-    bg_net "$grape" --dp "$dp_a" --aph "$api_a" --bn "$grape_host:$dp_b" >"$logdir/grape_a.log" 2>&1 &
+    step "[$tag] two $kind grapes"
+    bg_net "${grape_cmd[@]}" --dp "$dp_a" --aph "$api_a" --bn "$grape_host:$dp_b" >"$logdir/grape_a.log" 2>&1 &
     pids+=($!)
-    bg_net "$grape" --dp "$dp_b" --aph "$api_b" --bn "$grape_host:$dp_a" >"$logdir/grape_b.log" 2>&1 &
+    bg_net "${grape_cmd[@]}" --dp "$dp_b" --aph "$api_b" --bn "$grape_host:$dp_a" >"$logdir/grape_b.log" 2>&1 &
     pids+=($!)
     # The board bootstraps once at boot: the grapes must answer before it starts.
     local port up
@@ -191,12 +202,12 @@ run_board() {
             if on_net bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then up=yes; break; fi
             sleep 0.1
         done
-        [ -n "$up" ] || { show_log; fail "[$mode] a grape did not open its API port $port within 10 s"; }
+        [ -n "$up" ] || { show_log; fail "[$tag] a grape did not open its API port $port within 10 s"; }
     done
     sleep 0.5
     echo "grapes up: A dht $dp_a api $api_a, B dht $dp_b api $api_b (bootstrap via $grape_host)"
 
-    step "[$mode] boot on mps2-an386 with a LAN9118"
+    step "[$tag] boot on mps2-an386 with a LAN9118"
     echo "qemu-system-arm -M mps2-an386 -nographic -monitor none -serial null -semihosting-config enable=on,target=native -nic $nic -kernel $elf"
     : >"$log"
     bg_net timeout "$QEMU_TIMEOUT" qemu-system-arm -M mps2-an386 -nographic -monitor none -serial null \
@@ -210,36 +221,36 @@ run_board() {
     done
     if [ -z "$announced" ]; then
         show_log
-        fail "[$mode] the board did not announce fibonacci_worker to a grape within 30 s (no 'dht: announced to N' in its log)"
+        fail "[$tag] the board did not announce fibonacci_worker to a grape within 30 s (no 'dht: announced to N' in its log)"
     fi
     echo "board up and announced; lookup of fibonacci_worker on grape B:"
     on_net curl -s -m 5 -X POST "http://127.0.0.1:$api_b/lookup" -d '{"data":"fibonacci_worker"}' || true
     echo
 
-    step "[$mode] Node tutorial client (grenache-nodejs-ws) -> grape B -> board"
-    ask_fib "$mode: node fib_client.js" on_net env GRAPE="http://127.0.0.1:$api_b" timeout 30 node "$here/tests/interop/fib_client.js"
+    step "[$tag] Node tutorial client (grenache-nodejs-ws) -> grape B -> board"
+    ask_fib "$tag: node fib_client.js" on_net env GRAPE="http://127.0.0.1:$api_b" timeout 30 node "$here/tests/interop/fib_client.js"
 
-    step "[$mode] Rust fib_client example -> grape B -> board"
-    ask_fib "$mode: rust fib_client" on_net timeout 30 "$fib_client" "http://127.0.0.1:$api_b" 10
+    step "[$tag] Rust fib_client example -> grape B -> board"
+    ask_fib "$tag: rust fib_client" on_net timeout 30 "$fib_client" "http://127.0.0.1:$api_b" 10
 
-    step "[$mode] UDP control port: echo, then quit"
+    step "[$tag] UDP control port: echo, then quit"
     local ctl=7
     [ "$mode" = user ] && ctl=$ctl_port
     if ! on_net timeout 30 node "$here/tests/qemu/udp_echo.js" "$ctl" "$board_host"; then
         show_log
-        fail "[$mode] the host could not talk to the board over UDP (see udp_echo's message above)"
+        fail "[$tag] the host could not talk to the board over UDP (see udp_echo's message above)"
     fi
     local status=0
     wait "$qemu_pid" || status=$?
     qemu_pid=""
     if [ "$status" -ne 0 ]; then
         show_log
-        if [ "$status" -eq 124 ]; then fail "[$mode] QEMU was still running after ${QEMU_TIMEOUT}s"; fi
-        fail "[$mode] QEMU exited with status $status (semihosting exit 1 = the firmware reported a failure)"
+        if [ "$status" -eq 124 ]; then fail "[$tag] QEMU was still running after ${QEMU_TIMEOUT}s"; fi
+        fail "[$tag] QEMU exited with status $status (semihosting exit 1 = the firmware reported a failure)"
     fi
     echo "--- board log ---"
     cat "$log"
-    echo "[$mode] the board exited through semihosting with status 0"
+    echo "[$tag] the board exited through semihosting with status 0"
     passed=$((passed + 4))
     stop_all
 }
@@ -258,7 +269,15 @@ ask_fib() { # name, command...: retried, since a lookup can precede the store
 }
 
 for mode in $QEMU_NETS; do
-    run_board "$mode"
+    run_board "$mode" rust
 done
+runs="$QEMU_NETS with Rust grapes"
+if [ "${QEMU_NODE_GRAPES:-1}" != "0" ]; then
+    # Issue #5's second case: the board joins a DHT of Node grapes by itself.
+    [ -d "$here/tests/interop/node_modules/grenache-grape" ] \
+        || fail "tests/interop/node_modules is missing: run npm ci --prefix tests/interop (QEMU_NODE_GRAPES=0 skips the Node grape case)"
+    run_board "${QEMU_NETS##* }" node
+    runs="$runs; ${QEMU_NETS##* } with Node grapes"
+fi
 echo
-echo "qemu firmware ($QEMU_NETS): $passed passed, 0 failed"
+echo "qemu firmware ($runs): $passed passed, 0 failed"
