@@ -716,6 +716,40 @@ async fn slow_and_idle_clients_are_dropped() {
 }
 
 #[tokio::test]
+async fn head_requests_get_the_head_only() {
+    let server = Server::default().await;
+    let mut client = server.connect().await;
+    let body = r#"{"data":"rest:util:net"}"#;
+    let head = format!(
+        "HEAD /lookup HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.send(head.as_bytes()).await;
+    // Then a POST on the same connection: its answer must not be mistaken for a HEAD body.
+    client.send(&post("/lookup", body)).await;
+    let mut all = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = client.stream.get_mut().read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&all);
+            if text.matches("HTTP/1.1").count() == 2 && text.ends_with(r#"["127.0.0.1:1337"]"#) {
+                break;
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    assert_eq!(text.matches(r#"["127.0.0.1:1337"]"#).count(), 1, "{text}");
+    assert!(text.ends_with(r#"["127.0.0.1:1337"]"#), "{text}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn garbage_never_takes_the_server_down() {
     let server = Server::default().await;
     let junk: &[&[u8]] = &[

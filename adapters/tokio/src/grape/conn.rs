@@ -42,6 +42,9 @@ const READ_CHUNK: usize = 4096;
 struct RequestHead {
     /// `CONNECT`: Node has no `connect` listener and drops the socket; so do we.
     connect: bool,
+    /// `HEAD`: the answer's head only (its `Content-Length` still that of the body), as
+    /// Node's http server does.
+    head_only: bool,
     /// The raw request-target, query included (the grape routes on it verbatim).
     target: String,
     keep_alive: bool,
@@ -119,6 +122,9 @@ pub(super) async fn serve_connection<D: GrapeDht>(
             &reply,
             keep_alive.then_some(config.header_timeout),
         );
+        if head.head_only {
+            out.truncate(out.len().saturating_sub(reply.body.len()));
+        }
         write_answer(&mut stream, &out, config).await?;
         if !keep_alive {
             let _ = stream.shutdown().await;
@@ -133,6 +139,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
         Status::Partial => Ok(None),
         Status::Complete((head, len)) => Ok(Some(RequestHead {
             connect: head.method == "CONNECT",
+            head_only: head.method == "HEAD",
             target: head.path.to_owned(),
             keep_alive: head.keep_alive,
             expect_continue: head.expect_continue,
@@ -360,7 +367,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(head.target, "/lookup?x=1");
-        assert!(!head.keep_alive && !head.connect);
+        assert!(!head.keep_alive && !head.connect && !head.head_only);
         assert_eq!(head.body, BodyKind::Length(2));
         assert_eq!(head.len, 48);
         let huge = format!("POST / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
