@@ -92,7 +92,7 @@ pub(super) async fn serve_connection<D: GrapeDht>(
             tokio::select! {
                 biased;
                 read = timeout_at(deadline, read_more(&mut stream, &mut buf)) => match read {
-                    // A slow or silent client: closed without an answer, as hyper and Node do.
+                    // A slow or silent client: closed without an answer, as Node does.
                     Err(_) | Ok(Ok(0)) => return Ok(()),
                     Ok(Ok(_)) => {}
                     Ok(Err(err)) => return Err(err),

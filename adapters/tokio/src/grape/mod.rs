@@ -61,10 +61,9 @@
 //!   is ignored.
 //! * Differences left: `serde_json` refuses numbers beyond f64 (`1e400`), lone surrogate
 //!   escapes and nesting deeper than 128, which JSON.parse accepts (→ 500
-//!   `ERR_GRAPE_PAYLOAD_INVALID`); HTTP/1.0 clients get an `HTTP/1.0` status line (Node says
-//!   1.1); hyper answers malformed requests itself (400/431 with an empty body, as Node does
-//!   with its own texts); `CONNECT` closes the connection (Node: no `connect` listener, socket
-//!   destroyed). For a local hit of a non-string `v`, `v` is rendered from its bencoding
+//!   `ERR_GRAPE_PAYLOAD_INVALID`); malformed requests get the framing error's status (400,
+//!   431, 501, 505) with an empty body and a closed connection, where Node sends its own
+//!   texts; `CONNECT` closes the connection (Node: no `connect` listener, socket destroyed). For a local hit of a non-string `v`, `v` is rendered from its bencoding
 //!   (`true` → `"1"`, `1.5` → `"1"`), where Node still holds the JavaScript value.
 //!
 //! # Slow and hostile clients
@@ -72,8 +71,9 @@
 //! A connection must deliver each request head within [`ApiConfig::header_timeout`] (5 s, also
 //! the idle keep-alive timeout), a body within [`ApiConfig::body_timeout`] (30 s); at most
 //! [`ApiConfig::max_connections`] (1024) connections are open at once; a body is never read past
-//! [`ApiConfig::max_payload`]; heads are capped near 16 KiB. Garbage bytes get hyper's `400` and
-//! a closed connection.
+//! [`ApiConfig::max_payload`]; heads are capped at 16 KiB (431) and 100 header fields.
+//! Garbage bytes get a `400` and a closed connection. The connection loop is
+//! `grape::conn`, on grenache-core's HTTP/1.1 framing.
 
 mod api;
 mod bencode;
