@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use grenache_host::init_logging;
 use grenache_tokio::grape::{
     parse_bootstrap, Grape, GrapeConfig, StartError, DEFAULT_DHT_CONCURRENCY, DEFAULT_LOOKUP_REUSE,
     DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TABLES, DEFAULT_MAX_VALUES, DEFAULT_NODE_LIVENESS,
@@ -119,21 +120,6 @@ impl Cli {
             lookup_reuse: Duration::from_millis(self.lookup_reuse),
         })
     }
-}
-
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => tracing::Level::WARN,
-        1 => tracing::Level::INFO,
-        2 => tracing::Level::DEBUG,
-        _ => tracing::Level::TRACE,
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
 }
 
 /// Resolves on SIGINT or SIGTERM.

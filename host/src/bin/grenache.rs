@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use grenache_host::init_logging;
 use grenache_tokio::grape::{BootstrapNode, Grape, GrapeConfig};
 use grenache_tokio::rpc::{http, ws};
 use grenache_tokio::{Link, LinkConfig, LinkError, Request, RpcError};
@@ -609,21 +610,6 @@ async fn demo(keep_running: bool) -> Result<(), Failure> {
         "Done: the worker answered every request."
     );
     Ok(())
-}
-
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => tracing::Level::WARN,
-        1 => tracing::Level::INFO,
-        2 => tracing::Level::DEBUG,
-        _ => tracing::Level::TRACE,
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
 }
 
 fn main() -> ExitCode {
