@@ -23,7 +23,6 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::Uri;
 use serde_json::Value;
@@ -443,7 +442,7 @@ impl Api {
         let headers = [(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
         let posted = self
             .http
-            .post(&uri, &headers, Bytes::from(body), self.max_response);
+            .post(&uri, &headers, body.as_bytes(), self.max_response);
         let (status, bytes) = match tokio::time::timeout(self.timeout, posted).await {
             Err(_) => return Err(LinkError::Timeout { url }),
             Ok(Err(HttpFailure::Transport(reason))) => {

@@ -609,12 +609,7 @@ impl PeerRpcClient {
         let connect = async {
             let tcp = tokio::net::TcpStream::connect(dest)
                 .await
-                .map_err(|e| match e.kind() {
-                    io::ErrorKind::ConnectionRefused => {
-                        failed(format!("connect ECONNREFUSED {dest}"))
-                    }
-                    _ => failed(format!("connect {e} {dest}")),
-                })?;
+                .map_err(|e| failed(crate::http_client::connect_reason(&e, dest)))?;
             let _ = tcp.set_nodelay(true);
             let io: Box<dyn Io> = match &self.config.tls {
                 None => Box::new(tcp),
@@ -736,28 +731,26 @@ impl PeerRpcClient {
             .parse()
             .map_err(|e| RpcError::Request(format!("invalid destination {dest:?}: {e}")))?;
         let compress_name = HeaderName::from_static(GRC_COMPRESS);
-        let (body, headers) = if self.config.compress {
+        let gzip_headers;
+        let plain_headers;
+        let (body, headers): (Vec<u8>, &[(HeaderName, HeaderValue)]) = if self.config.compress {
             let body = gzip(frame.as_bytes()).map_err(|_| RpcError::RequestEncodingCompression)?;
-            (
-                Bytes::from(body),
-                vec![(compress_name, HeaderValue::from_static("gzip"))],
-            )
+            gzip_headers = [(compress_name, HeaderValue::from_static("gzip"))];
+            (body, &gzip_headers)
         } else {
-            (
-                Bytes::from(frame),
-                vec![
-                    (compress_name, HeaderValue::from_static("none")),
-                    (
-                        CONTENT_TYPE,
-                        HeaderValue::from_static("text/plain;charset=UTF-8"),
-                    ),
-                ],
-            )
+            plain_headers = [
+                (compress_name, HeaderValue::from_static("none")),
+                (
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain;charset=UTF-8"),
+                ),
+            ];
+            (frame.into_bytes(), &plain_headers)
         };
         let posted = async {
             match &self.config.tls {
-                None => self.http.post(&uri, &headers, body, max).await,
-                Some(tls) => crate::http_client::post_tls(tls, dest, &headers, body, max).await,
+                None => self.http.post(&uri, headers, &body, max).await,
+                Some(tls) => crate::http_client::post_tls(tls, dest, headers, &body, max).await,
             }
         };
         let (status, bytes) = match tokio::time::timeout_at(deadline, posted).await {
@@ -782,7 +775,7 @@ impl PeerRpcClient {
         let bytes = if self.config.compress {
             gunzip(&bytes, max).map_err(|_| RpcError::ReplyEncodingCompression)?
         } else {
-            bytes.to_vec()
+            bytes
         };
         let (reply_rid, outcome) = decode_reply(&bytes).ok_or(RpcError::ReplyEmpty)?;
         if reply_rid.as_str() != Some(rid.as_str()) {

@@ -30,7 +30,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinSet};
@@ -202,7 +202,9 @@ impl From<LinkError> for RpcError {
 
 /// `[rid, key, payload]` as `JSON.stringify` writes it.
 pub(crate) fn encode_request(rid: &str, key: &str, payload: &Value) -> String {
-    json!([rid, key, payload]).to_string()
+    // Serialized in place (a tuple is a JSON array), not copied into a `json!` array first.
+    // Writing JSON values and strings into a `String` cannot fail: the default is unreachable.
+    serde_json::to_string(&(rid, key, payload)).unwrap_or_default()
 }
 
 /// Why a request frame is dropped without an answer (Node sends none either).
@@ -251,16 +253,18 @@ pub(crate) fn key_text(key: &Value) -> String {
 /// `[rid, err, result]` for a handler's outcome. Always a 3-element array: anything else
 /// crashes Node clients.
 pub(crate) fn encode_reply(rid: &Value, outcome: &Result<Value, RpcError>) -> String {
+    // As in `encode_request`, serialized in place; it cannot fail.
     match outcome {
-        Ok(result) => json!([rid, null, result]).to_string(),
+        Ok(result) => serde_json::to_string(&(rid, (), result)),
         Err(error) => {
             let data = match error {
-                RpcError::Remote { data, .. } => data.clone(),
-                _ => Value::Null,
+                RpcError::Remote { data, .. } => data,
+                _ => &Value::Null,
             };
-            json!([rid, error.wire_message(), data]).to_string()
+            serde_json::to_string(&(rid, error.wire_message(), data))
         }
     }
+    .unwrap_or_default()
 }
 
 /// Reads a reply frame: `None` when it is not a JSON array (WS ignores those, HTTP turns them
@@ -673,6 +677,7 @@ pub(crate) fn pick_dest(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn request_frames_are_node_bytes() {

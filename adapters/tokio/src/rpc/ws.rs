@@ -572,10 +572,9 @@ async fn connect(
     url: &str,
     config: &ClientConfig,
 ) -> Result<WebSocketStream<Box<dyn Io>>, String> {
-    let stream = TcpStream::connect(dest).await.map_err(|e| match e.kind() {
-        io::ErrorKind::ConnectionRefused => format!("connect ECONNREFUSED {dest}"),
-        _ => format!("connect {e} {dest}"),
-    })?;
+    let stream = TcpStream::connect(dest)
+        .await
+        .map_err(|e| crate::http_client::connect_reason(&e, dest))?;
     let _ = stream.set_nodelay(true);
     let io: Box<dyn Io> = match &config.tls {
         None => Box::new(stream),
