@@ -29,47 +29,19 @@ BUDGET="${BUDGET:-fail}"
 export CARGO_TARGET_DIR="${FIRMWARE_TARGET_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/grenache-rs/target-firmware}}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-step() { printf '\n=== %s\n' "$*"; }
-fail() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+# step, fail, firmware_build, find_size_tool, firmware_sizes
+. "$here/ci/lib/firmware.sh"
 
 step "firmware build ($target, release, firmware/stm32-f429zi)"
 cd "$fw"
-stale="(if firmware/stm32-f429zi/Cargo.lock is stale after a change of core or adapters/embassy: cd firmware/stm32-f429zi && cargo update --workspace)"
-if rustup target list --installed 2>/dev/null | grep -qx "$target" \
-    || rustup target add "$target" >/dev/null 2>&1; then
-    cargo fmt --check || fail "cargo fmt reports unformatted firmware code (cd firmware/stm32-f429zi && cargo fmt)"
-    cargo clippy --release --locked -- -D warnings || fail "clippy rejects the firmware $stale"
-    cargo build --release --locked || fail "the firmware does not build $stale"
-elif cargo +nightly --version >/dev/null 2>&1 \
-    && { rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src' \
-         || rustup +nightly component add rust-src >/dev/null 2>&1; }; then
-    echo "rustup cannot add $target: building core from source with nightly -Zbuild-std"
-    cargo +nightly build --release --locked -Zbuild-std=core || fail "the firmware does not build with nightly -Zbuild-std $stale"
-else
-    fail "no $target: 'rustup target add $target' failed and no nightly with rust-src for -Zbuild-std"
-fi
+firmware_build firmware/stm32-f429zi "$target" core
 elf="$CARGO_TARGET_DIR/$target/release/$bin"
 [ -f "$elf" ] || fail "the build produced no $elf"
 
 step "firmware sizes (budget: flash $FLASH_BUDGET bytes, static RAM $RAM_BUDGET bytes)"
-sizetool=""
-for t in llvm-size rust-size arm-none-eabi-size size; do
-    if command -v "$t" >/dev/null 2>&1; then sizetool=$t; break; fi
-done
-[ -n "$sizetool" ] || fail "no size tool (llvm-size, rust-size, arm-none-eabi-size or binutils' size)"
-sizes=$("$sizetool" -A "$elf") || fail "$sizetool cannot read $elf"
-printf '%s\n' "$sizes" | awk -v tool="$sizetool" '
-    $1 ~ /^\.(vector_table|text|rodata|data)$/ { flash += $2 }
-    $1 ~ /^\.(data|bss|uninit)$/ { ram += $2 }
-    $1 ~ /^\.(vector_table|text|rodata|data|bss|uninit)$/ { printf "  %-14s %8d\n", $1, $2 }
-    END {
-        printf "flash: %d bytes (%.1f KiB)   static RAM: %d bytes (%.1f KiB) + stack   [%s -A]\n",
-            flash, flash / 1024, ram, ram / 1024, tool
-    }'
-read -r flash ram < <(printf '%s\n' "$sizes" | awk '
-    $1 ~ /^\.(vector_table|text|rodata|data)$/ { flash += $2 }
-    $1 ~ /^\.(data|bss|uninit)$/ { ram += $2 }
-    END { print flash + 0, ram + 0 }')
+find_size_tool llvm-size rust-size arm-none-eabi-size size
+firmware_sizes "$elf" ".vector_table .text .rodata .data" ".data .bss .uninit"
+flash=$fw_flash ram=$fw_ram
 over=""
 [ "$flash" -lt "$FLASH_BUDGET" ] || over="flash $flash >= $FLASH_BUDGET bytes"
 [ "$ram" -lt "$RAM_BUDGET" ] || over="${over:+$over, }static RAM $ram >= $RAM_BUDGET bytes"

@@ -41,8 +41,8 @@ host_target="${CARGO_TARGET_DIR:-$HOME/.cache/grenache-rs/target}"
 fw_target="${FIRMWARE_TARGET_DIR:-$HOME/.cache/grenache-rs/target-firmware}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-step() { printf '\n=== %s\n' "$*"; }
-fail() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+# step, fail, firmware_build, find_size_tool, firmware_sizes
+. "$here/ci/lib/firmware.sh"
 
 step "qemu-system-arm"
 if ! command -v qemu-system-arm >/dev/null 2>&1; then
@@ -90,39 +90,13 @@ fib_client="$host_target/debug/examples/fib_client"
 step "firmware build ($target, release; grape DHT port $dp_a and worker port $worker_port baked in)"
 cd "$fw"
 export CARGO_TARGET_DIR="$fw_target" GRAPE_DHT_PORT="$dp_a" WORKER_PORT="$worker_port"
-stale="(if firmware/qemu-mps2/Cargo.lock is stale after a change of core or adapters/embassy: cd firmware/qemu-mps2 && cargo update --workspace)"
-if rustup target list --installed 2>/dev/null | grep -qx "$target" \
-    || rustup target add "$target" >/dev/null 2>&1; then
-    cargo fmt --check || fail "cargo fmt reports unformatted firmware code (cd firmware/qemu-mps2 && cargo fmt)"
-    cargo clippy --release --locked -- -D warnings || fail "clippy rejects the firmware $stale"
-    cargo build --release --locked || fail "the firmware does not build $stale"
-elif cargo +nightly --version >/dev/null 2>&1 \
-    && { rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src' \
-         || rustup +nightly component add rust-src >/dev/null 2>&1; }; then
-    echo "rustup cannot add $target: building core from source with nightly -Zbuild-std"
-    cargo +nightly build --release --locked -Zbuild-std=core || fail "the firmware does not build with nightly -Zbuild-std $stale"
-else
-    fail "no $target: 'rustup target add $target' failed and no nightly with rust-src for -Zbuild-std"
-fi
+firmware_build firmware/qemu-mps2 "$target" core
 elf="$CARGO_TARGET_DIR/$target/release/grenache-qemu-mps2"
 [ -f "$elf" ] || fail "the build produced no $elf"
 
 step "firmware sizes (for docs/BENCHMARKS.md, section \"Firmware sizes\")"
-sizetool=""
-for t in llvm-size rust-size arm-none-eabi-size size; do
-    if command -v "$t" >/dev/null 2>&1; then sizetool=$t; break; fi
-done
-if [ -z "$sizetool" ]; then
-    fail "no size tool (llvm-size, rust-size, arm-none-eabi-size or binutils' size)"
-fi
-"$sizetool" -A "$elf" | awk -v tool="$sizetool" '
-    $1 ~ /^\.(vector_table|text|rodata|data)$/ { flash += $2 }
-    $1 ~ /^\.(data|bss|uninit)$/ { ram += $2 }
-    $1 ~ /^\.(vector_table|text|rodata|data|bss|uninit)$/ { printf "  %-14s %8d\n", $1, $2 }
-    END {
-        printf "flash: %d bytes (%.1f KiB)   static RAM: %d bytes (%.1f KiB) + stack   [%s -A]\n",
-            flash, flash / 1024, ram, ram / 1024, tool
-    }'
+find_size_tool llvm-size rust-size arm-none-eabi-size size
+firmware_sizes "$elf" ".vector_table .text .rodata .data" ".data .bss .uninit"
 
 # ---------------------------------------------------------------------------------------------
 # One boot of the board on network $1 (user or tap), with two grapes of kind $2 (rust or node)

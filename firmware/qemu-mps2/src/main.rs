@@ -32,6 +32,7 @@ use embassy_net::{Ipv4Address, Ipv4Cidr, StackResources, StaticConfigV4};
 use embassy_time::{Duration, Instant, Timer};
 use grenache_core::addr::PeerAddr;
 use grenache_core::rng::SplitMix64;
+use grenache_embassy::config;
 use grenache_embassy::dht::{self, AnnounceConfig, DhtStorage};
 use grenache_embassy::worker::{self, Fibonacci, WorkerStorage};
 use lan9118::{Lan9118, MPS2_LAN9118_BASE};
@@ -42,36 +43,15 @@ const DEADLINE_SECS: u64 = 120;
 /// The UDP echo and control port.
 const ECHO_PORT: u16 = 7;
 /// The grape's DHT port on the host (`GRAPE_DHT_PORT` at build time, default 20001).
-const GRAPE_DHT_PORT: u16 = port_from_env(option_env!("GRAPE_DHT_PORT"), 20001);
+const GRAPE_DHT_PORT: u16 = config::port_or(option_env!("GRAPE_DHT_PORT"), 20001);
 /// The worker's TCP port (`WORKER_PORT` at build time, default 1337 as in the tutorial).
-const WORKER_PORT: u16 = port_from_env(option_env!("WORKER_PORT"), 1337);
+const WORKER_PORT: u16 = config::port_or(option_env!("WORKER_PORT"), 1337);
 /// Worker connections served at once (two, so back-to-back connections are not reset).
 const WORKER_SLOTS: usize = 2;
 /// The service the board announces.
 const SERVICES: [&str; 1] = ["fibonacci_worker"];
 /// Grapes to bootstrap from: the host, as seen from QEMU's user network.
 static GRAPES: [PeerAddr; 1] = [PeerAddr::new([10, 0, 2, 2], GRAPE_DHT_PORT)];
-
-/// A port number given at build time; a value that is not a port fails the build.
-const fn port_from_env(value: Option<&str>, default: u16) -> u16 {
-    let Some(text) = value else {
-        return default;
-    };
-    let bytes = text.as_bytes();
-    assert!(
-        !bytes.is_empty() && bytes.len() <= 5,
-        "a port is 1 to 5 digits"
-    );
-    let mut port: u32 = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        assert!(bytes[i].is_ascii_digit(), "a port is decimal digits");
-        port = port * 10 + (bytes[i] - b'0') as u32;
-        i += 1;
-    }
-    assert!(port > 0 && port <= 65535, "a port is 1..=65535");
-    port as u16
-}
 
 /// Ends QEMU through semihosting, with status 0 for success and 1 for failure.
 fn exit(success: bool) -> ! {
