@@ -16,6 +16,10 @@
 #
 #   ci/bench-grape.sh          defaults: 3 rounds of 10 s wrk runs, 32 connections, 10000 names
 #   DURATION=5s ROUNDS=5 CONNECTIONS=64 NAMES=1000 ci/bench-grape.sh
+#   PIN=1 CONNECTIONS=8 ci/bench-grape.sh   measured servers on CPU 1 with one runtime thread,
+#                                           wrk (-t1) and the peer grapes on CPU 0 (needs
+#                                           taskset and 2 CPUs): the tail latency without the
+#                                           servers and wrk preempting each other
 #
 # The wrk runs alternate between the three servers, ROUNDS times, so that a change of machine
 # load hits all of them alike; every round is printed, with the load average.
@@ -32,12 +36,23 @@ THREADS="${THREADS:-2}"
 NAMES="${NAMES:-10000}"
 ROUNDS="${ROUNDS:-3}"
 BASE_PORT="${BASE_PORT:-47000}"
-
 fail() { printf 'FAILED: %s\n' "$*" >&2; exit 1; }
 command -v wrk >/dev/null || fail "wrk is not installed (Debian: apt-get install -y wrk)"
 command -v python3 >/dev/null || fail "python3 is not installed"
 command -v curl >/dev/null || fail "curl is not installed"
 command -v node >/dev/null || fail "node is not installed"
+PIN="${PIN:-0}"
+# Prefixes of the measured servers and of everything else (wrk, the peer grapes).
+server_cmd=()
+other_cmd=()
+if [ "$PIN" = 1 ]; then
+    command -v taskset >/dev/null || fail "PIN=1 needs taskset (util-linux)"
+    [ "$(nproc)" -ge 2 ] || fail "PIN=1 needs 2 CPUs"
+    server_cmd=(env TOKIO_WORKER_THREADS=1 taskset -c 1)
+    other_cmd=(taskset -c 0)
+    THREADS=1
+fi
+
 NODE_GRAPE="$here/tests/interop/node_modules/.bin/grape"
 [ -x "$NODE_GRAPE" ] || fail "$NODE_GRAPE is missing: run npm ci --prefix tests/interop"
 
@@ -77,9 +92,10 @@ start_pair() {
     shift 3
     local dp1=$((BASE_PORT + off)) dp2=$((BASE_PORT + off + 1))
     local aph1=$((BASE_PORT + 100 + off)) aph2=$((BASE_PORT + 100 + off + 1))
-    "$prog" --dp "$dp1" --aph "$aph1" --bn "127.0.0.1:$dp2" --dpa 600000 "$@" 2>>"$work/$kind.log" &
+    "${server_cmd[@]}" "$prog" --dp "$dp1" --aph "$aph1" --bn "127.0.0.1:$dp2" --dpa 600000 "$@" \
+        2>>"$work/$kind.log" &
     pids+=($!); eval "${kind}_pid=$!"; eval "${kind}_aph=$aph1"
-    "$prog" --dp "$dp2" --aph "$aph2" --bn "127.0.0.1:$dp1" --dpa 600000 2>>"$work/$kind.log" &
+    "${other_cmd[@]}" "$prog" --dp "$dp2" --aph "$aph2" --bn "127.0.0.1:$dp1" --dpa 600000 2>>"$work/$kind.log" &
     pids+=($!); eval "${kind}_peer_pid=$!"
     wait_api "$aph1"
     wait_api "$aph2"
@@ -97,7 +113,7 @@ start_pair rust "$RUST_GRAPE" 0
 # The same without reusing answers: every request a traversal (or a share of a concurrent one).
 start_pair rust0 "$RUST_GRAPE" 20 --lookup_reuse 0
 start_pair node "$NODE_GRAPE" 10
-"$FIXED" "$((BASE_PORT + 199))" 2>/dev/null &
+"${server_cmd[@]}" "$FIXED" "$((BASE_PORT + 199))" 2>/dev/null &
 pids+=($!)
 sleep 0.5
 
@@ -129,7 +145,7 @@ for round in $(seq "$ROUNDS"); do
     [ "$answer" = '["127.0.0.1:1337"]' ] || fail "$target answers $answer to the lookup"
     key="$target.$round"
     load[$key]=$(cut -d' ' -f1 /proc/loadavg)
-    wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" -s "$work/lookup.lua" \
+    "${other_cmd[@]}" wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" -s "$work/lookup.lua" \
         "http://127.0.0.1:$port/lookup" >"$work/wrk-$key.txt"
     read -r _ rps[$key] p50[$key] p99[$key] reqs[$key] errs[$key] \
         < <(grep '^RESULT' "$work/wrk-$key.txt")
@@ -169,7 +185,9 @@ EOF
 done
 
 echo
-echo "## Grape benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
+pinned=""
+[ "$PIN" = 1 ] && pinned=", PIN=1: servers on CPU 1 with one thread, wrk and peers on CPU 0"
+echo "## Grape benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION$pinned)"
 echo
 echo "| /lookup of one announced name | round | requests/s | p50 ms | p99 ms | requests | errors | load avg |"
 echo "|---|---|---|---|---|---|---|---|"

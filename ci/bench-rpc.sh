@@ -7,14 +7,21 @@
 # Clients find workers through two real Node grapes (lookups are cached by both Links).
 # Prints one JSON line per run. Needs node and `npm ci --prefix tests/interop`.
 #
-#   ci/bench-rpc.sh                 COUNT=20000 requests per run
-#   COUNT=50000 ci/bench-rpc.sh
+# Pairs that are compared run alternately ROUNDS times, so that a change of machine load hits
+# both alike: Node client -> Node worker with Node client -> Rust worker, and the Rust pair
+# with the bare echo (these get RUST_COUNT requests: at COUNT they finish in a fraction of a
+# second).
+#
+#   ci/bench-rpc.sh                 COUNT=20000, RUST_COUNT=100000, ROUNDS=3
+#   COUNT=50000 ROUNDS=5 ci/bench-rpc.sh
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grenache-rs/target}"
 COUNT="${COUNT:-20000}"
+RUST_COUNT="${RUST_COUNT:-$((COUNT * 5))}"
+ROUNDS="${ROUNDS:-3}"
 interop="$here/tests/interop"
 [ -d "$interop/node_modules/grenache-nodejs-ws" ] || { echo "run: npm ci --prefix tests/interop" >&2; exit 1; }
 
@@ -22,7 +29,12 @@ cargo build --release -q -p grenache-tokio --example bench_rpc
 bench="$CARGO_TARGET_DIR/release/examples/bench_rpc"
 
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+results=$(mktemp)
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -f "$results"
+}
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -53,10 +65,42 @@ for t in ws http; do
   wait_visible "bench_node_$t"
   wait_visible "bench_rust_$t"
   node_client() { (cd "$interop" && GRAPE=$GB TRANSPORT=$t NAME="$1" COUNT=$COUNT node bench_client.js) | sed "s/\"setup\":\"node client -> worker\"/\"setup\":\"node client -> $2 worker\"/"; }
-  rust_client() { "$bench" client "$t" "$GB" "$1" "$COUNT" | sed "s/\"setup\":\"rust client -> worker\"/\"setup\":\"rust client -> $2 worker\"/"; }
-  node_client "bench_node_$t" node
-  node_client "bench_rust_$t" rust
-  rust_client "bench_rust_$t" rust
-  rust_client "bench_node_$t" node
-  "$bench" bare-client "$t" "127.0.0.1:$bare" "$COUNT"
+  rust_client() { "$bench" client "$t" "$GB" "$1" "$3" | sed "s/\"setup\":\"rust client -> worker\"/\"setup\":\"rust client -> $2 worker\"/"; }
+  for _ in $(seq "$ROUNDS"); do
+    node_client "bench_node_$t" node | tee -a "$results"
+    node_client "bench_rust_$t" rust | tee -a "$results"
+  done
+  for _ in $(seq "$ROUNDS"); do
+    rust_client "bench_rust_$t" rust "$RUST_COUNT" | tee -a "$results"
+    "$bench" bare-client "$t" "127.0.0.1:$bare" "$RUST_COUNT" | tee -a "$results"
+  done
+  rust_client "bench_node_$t" node "$COUNT" | tee -a "$results"
 done
+
+# Medians over the rounds, and the ratios issue #4 states its goals in.
+python3 - "$results" <<'EOF'
+import json, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if line.startswith("{"):
+        r = json.loads(line)
+        runs.setdefault((r["transport"], r["setup"]), []).append(r)
+print("\n| transport | setup | runs | median req/s | median p50 ms | median p99 ms |")
+print("|---|---|---:|---:|---:|---:|")
+med = {}
+for (t, setup), rs in sorted(runs.items()):
+    m = statistics.median(r["req_per_s"] for r in rs)
+    med[(t, setup)] = m
+    print("| %s | %s | %d | %.0f | %.2f | %.2f |" % (t, setup, len(rs), m,
+          statistics.median(r["p50_ms"] for r in rs), statistics.median(r["p99_ms"] for r in rs)))
+print()
+for t in ("ws", "http"):
+    pair = med.get((t, "rust client -> rust worker"))
+    node = med.get((t, "node client -> node worker"))
+    bare = med.get((t, "bare echo (no Grenache framing)"))
+    n2r = med.get((t, "node client -> rust worker"))
+    if pair and node and bare and n2r:
+        print("%s: Rust pair = %.1fx the Node pair, %.0f %% of the bare echo; Node client against"
+              " the Rust worker = %.2fx against the Node worker" % (t, pair / node, 100 * pair / bare, n2r / node))
+EOF
