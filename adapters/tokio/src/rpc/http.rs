@@ -466,8 +466,9 @@ pub struct ClientConfig {
     pub compress: bool,
     /// Largest answer read back, in bytes (also after gunzip). Default 100 MiB.
     pub max_response_size: usize,
-    /// Idle keep-alive connections are closed after this long. Default 4 s: Node HTTP
-    /// servers close idle sockets after 5 s, and reusing one at that moment fails.
+    /// Idle keep-alive connections are not reused after this long, and are closed within half
+    /// as long again. Default 4 s: Node HTTP servers close idle sockets after 5 s, and reusing
+    /// one at that moment fails. At most 64 idle connections are kept per worker, 256 in all.
     pub idle_timeout: Duration,
     /// Connect with TLS (`https://{ip:port}/`, Node `secure`). Default `None` (`http://`).
     /// Like Node's HTTPS client, every request opens its own connection.
