@@ -315,10 +315,11 @@ fn encode_request(
             .iter()
             .map(|f| f.name.len() + f.value.len() + 4)
             .sum::<usize>();
-    let mut request = vec![0u8; room + body.len()];
+    let mut request = vec![0u8; room];
     let len = write_request_head(&mut request, "POST", path, fields, length)
         .map_err(|e| HttpFailure::Transport(format!("cannot write the request head: {e:?}")))?;
     request.truncate(len);
+    request.reserve_exact(body.len());
     request.extend_from_slice(body);
     Ok(request)
 }
