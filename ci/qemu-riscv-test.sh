@@ -26,34 +26,20 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-fw="$here/firmware/qemu-riscv-virt"
 target=riscv32imac-unknown-none-elf
-QEMU_TIMEOUT="${QEMU_TIMEOUT:-120}"
 QEMU_NETS="${QEMU_NETS:-user}"
 QEMU_NODE_GRAPES="${QEMU_NODE_GRAPES:-0}"
-RATE_REQUESTS="${RATE_REQUESTS:-100}"
-host_target="${CARGO_TARGET_DIR:-$HOME/.cache/grenache-rs/target}"
-# The firmware has its own rustflags (linker script): a target dir of its own avoids rebuilding
-# the host workspace's dependencies back and forth.
-fw_target="${FIRMWARE_TARGET_DIR:-$HOME/.cache/grenache-rs/target-firmware}"
-export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # step, fail, firmware_build, find_size_tool, firmware_sizes
 . "$here/ci/lib/firmware.sh"
-# need_qemu, need_node_packages, board_ports, build_host_tools, run_boards
+# need_qemu, board_host_setup, board_firmware_build, run_boards; the settings
+# QEMU_TIMEOUT, RATE_REQUESTS, host_target and fw_target
 . "$here/ci/lib/qemu-board.sh"
 
 need_qemu qemu-system-riscv32 qemu-system-misc virt
-need_node_packages
-board_ports
-build_host_tools "$host_target"
+board_host_setup
 
-step "firmware build ($target, release; grape DHT port $dp_a and worker port $worker_port baked in)"
-cd "$fw"
-export CARGO_TARGET_DIR="$fw_target" GRAPE_DHT_PORT="$dp_a" WORKER_PORT="$worker_port"
-firmware_build firmware/qemu-riscv-virt "$target" core
-elf="$CARGO_TARGET_DIR/$target/release/grenache-qemu-riscv-virt"
-[ -f "$elf" ] || fail "the build produced no $elf"
+board_firmware_build firmware/qemu-riscv-virt "$target" grenache-qemu-riscv-virt
 
 step "firmware sizes (for docs/BENCHMARKS.md, section \"Firmware sizes\")"
 find_size_tool llvm-size rust-size riscv64-unknown-elf-size size

@@ -8,14 +8,26 @@
 #   . "$here/ci/lib/firmware.sh"
 #   . "$here/ci/lib/qemu-board.sh"
 #   need_qemu qemu-system-arm qemu-system-arm mps2-an386
-#   need_node_packages; board_ports; build_host_tools "$host_target"
-#   ... build the firmware ...
+#   board_host_setup
+#   board_firmware_build firmware/qemu-mps2 thumbv7em-none-eabihf grenache-qemu-mps2
+#   ... print its sizes ...
 #   board_title="mps2-an386 with a LAN9118"
 #   board_qemu() { qemu_cmd=(qemu-system-arm ... -nic "$1,model=lan9118" -kernel "$elf"); }
 #   run_boards "qemu firmware"
 #
-# Settings read: QEMU_TIMEOUT (seconds a boot may last), QEMU_NETS (networks: user and/or tap),
-# QEMU_NODE_GRAPES (1: one more boot with Node grapes on the last network), RATE_REQUESTS.
+# Settings read: QEMU_NETS (networks: user and/or tap; the script sets its default),
+# QEMU_NODE_GRAPES (1, the default: one more boot with Node grapes on the last network),
+# QEMU_TIMEOUT (seconds a boot may last, default 120), RATE_REQUESTS (default 100),
+# CARGO_TARGET_DIR (host build cache, as ci/test.sh; sets host_target) and FIRMWARE_TARGET_DIR
+# (firmware build cache; sets fw_target).
+
+QEMU_TIMEOUT="${QEMU_TIMEOUT:-120}"
+RATE_REQUESTS="${RATE_REQUESTS:-100}"
+host_target="${CARGO_TARGET_DIR:-$HOME/.cache/grenache-rs/target}"
+# The firmware has its own rustflags (linker script): a target dir of its own avoids rebuilding
+# the host workspace's dependencies back and forth.
+fw_target="${FIRMWARE_TARGET_DIR:-$HOME/.cache/grenache-rs/target-firmware}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # need_qemu BINARY PACKAGE MACHINE
 # Installs Debian's PACKAGE with apt-get when BINARY is missing, prints its version and checks
@@ -77,6 +89,27 @@ build_host_tools() {
         || fail "cannot build the host's grape and fib_client"
     grape="$1/debug/grape"
     fib_client="$1/debug/examples/fib_client"
+}
+
+# board_host_setup: Node and its packages, the free ports, the host's grape and fib_client.
+board_host_setup() {
+    need_node_packages
+    board_ports
+    build_host_tools "$host_target"
+}
+
+# board_firmware_build DIR TARGET BIN
+# Builds the board crate DIR (e.g. firmware/qemu-mps2) for TARGET in fw_target with the grape's
+# DHT port and the worker port baked in (ci/lib/firmware.sh's firmware_build: fmt, clippy,
+# build); sets `elf` to the image BIN. Leaves the shell in DIR.
+board_firmware_build() {
+    local dir=$1 target=$2 bin=$3
+    step "firmware build ($target, release; grape DHT port $dp_a and worker port $worker_port baked in)"
+    cd "$here/$dir"
+    export CARGO_TARGET_DIR="$fw_target" GRAPE_DHT_PORT="$dp_a" WORKER_PORT="$worker_port"
+    firmware_build "$dir" "$target" core
+    elf="$CARGO_TARGET_DIR/$target/release/$bin"
+    [ -f "$elf" ] || fail "the build produced no $elf"
 }
 
 # ---------------------------------------------------------------------------------------------

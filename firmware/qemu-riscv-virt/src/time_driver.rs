@@ -52,6 +52,11 @@ fn write_u32(addr: usize, value: u32) {
     unsafe { core::ptr::write_volatile(addr as *mut u32, value) }
 }
 
+/// The raw `mtime` (10 MHz since QEMU started), for the stack's seed.
+pub fn counter() -> u64 {
+    mtime()
+}
+
 /// `mtime`, read as two halves (RV32 has no 64-bit load): the high half is read again until it
 /// did not change, so a carry between the two reads cannot give a value 2^32 off.
 fn mtime() -> u64 {
