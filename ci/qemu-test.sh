@@ -30,250 +30,28 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-fw="$here/firmware/qemu-mps2"
 target=thumbv7em-none-eabihf
-QEMU_TIMEOUT="${QEMU_TIMEOUT:-120}"
 QEMU_NETS="${QEMU_NETS:-user tap}"
-RATE_REQUESTS="${RATE_REQUESTS:-100}"
-host_target="${CARGO_TARGET_DIR:-$HOME/.cache/grenache-rs/target}"
-# The firmware has its own rustflags (linker script): a target dir of its own avoids rebuilding
-# the host workspace's dependencies back and forth.
-fw_target="${FIRMWARE_TARGET_DIR:-$HOME/.cache/grenache-rs/target-firmware}"
-export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # step, fail, firmware_build, find_size_tool, firmware_sizes
 . "$here/ci/lib/firmware.sh"
+# need_qemu, board_host_setup, board_firmware_build, run_boards; the settings
+# QEMU_TIMEOUT, RATE_REQUESTS, host_target and fw_target
+. "$here/ci/lib/qemu-board.sh"
 
-step "qemu-system-arm"
-if ! command -v qemu-system-arm >/dev/null 2>&1; then
-    echo "installing Debian's qemu-system-arm (apt-get install -y qemu-system-arm)"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-arm >/dev/null; } \
-        || fail "cannot install qemu-system-arm with apt-get (needs root and Debian's package mirror)"
-fi
-qemu-system-arm --version | head -n 1
-qemu-system-arm -M help | grep -q '^mps2-an386' || fail "this QEMU has no mps2-an386 machine (QEMU >= 5.2 needed)"
-command -v node >/dev/null 2>&1 || fail "node is not installed: the host side uses Node (tests/qemu, tests/interop)"
-[ -d "$here/tests/interop/node_modules/grenache-nodejs-ws" ] || {
-    echo "installing the pinned Node packages (tests/interop: npm ci)"
-    (cd "$here/tests/interop" && npm ci --no-audit --no-fund --loglevel=error) \
-        || fail "npm ci in tests/interop failed (the npm registry must be reachable)"
-}
+# QEMU >= 5.2 has the mps2-an386 machine.
+need_qemu qemu-system-arm qemu-system-arm mps2-an386
+board_host_setup
 
-# Free ports on the host: grape A (DHT, API), grape B (DHT, API), the worker (TCP, forwarded
-# to the board), the control port (UDP, forwarded to the board's port 7).
-free_ports() {
-    node -e '
-      const net = require("net"), dgram = require("dgram");
-      const want = Number(process.argv[1]); const out = new Set(); const held = [];
-      (async () => {
-        while (out.size < want) {
-          const s = net.createServer(); await new Promise(r => s.listen(0, "127.0.0.1", r));
-          const p = s.address().port; held.push(s);
-          const u = dgram.createSocket("udp4");
-          const ok = await new Promise(r => { u.once("error", () => r(false)); u.bind(p, "127.0.0.1", () => r(true)); });
-          if (ok) { held.push(u); out.add(p); }
-        }
-        console.log([...out].join(" ")); held.forEach(h => h.close());
-      })();' "$1"
-}
-read -r dp_a api_a dp_b api_b worker_port ctl_port <<<"$(free_ports 6)" \
-    || fail "cannot find free ports on 127.0.0.1"
-[ -n "${ctl_port:-}" ] || fail "cannot find free ports on 127.0.0.1"
-echo "ports: grape A dht $dp_a api $api_a, grape B dht $dp_b api $api_b, worker $worker_port, control $ctl_port"
-
-step "host binaries: grape and the fib_client example"
-(cd "$here" && CARGO_TARGET_DIR="$host_target" cargo build --locked -p grenache-host --bin grape --example fib_client) \
-    || fail "cannot build the host's grape and fib_client"
-grape="$host_target/debug/grape"
-fib_client="$host_target/debug/examples/fib_client"
-
-step "firmware build ($target, release; grape DHT port $dp_a and worker port $worker_port baked in)"
-cd "$fw"
-export CARGO_TARGET_DIR="$fw_target" GRAPE_DHT_PORT="$dp_a" WORKER_PORT="$worker_port"
-firmware_build firmware/qemu-mps2 "$target" core
-elf="$CARGO_TARGET_DIR/$target/release/grenache-qemu-mps2"
-[ -f "$elf" ] || fail "the build produced no $elf"
+board_firmware_build firmware/qemu-mps2 "$target" grenache-qemu-mps2
 
 step "firmware sizes (for docs/BENCHMARKS.md, section \"Firmware sizes\")"
 find_size_tool llvm-size rust-size arm-none-eabi-size size
 firmware_sizes "$elf" ".vector_table .text .rodata .data" ".data .bss .uninit"
 
-# ---------------------------------------------------------------------------------------------
-# One boot of the board on network $1 (user or tap), with two grapes of kind $2 (rust or node)
-# and both clients.
-log=$(mktemp)
-logdir=$(mktemp -d)
-pids=()
-qemu_pid=""
-netns=""
-stop_all() {
-    for p in "${pids[@]}" $qemu_pid; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}" $qemu_pid; do wait "$p" 2>/dev/null || true; done
-    pids=()
-    qemu_pid=""
-    if [ -n "$netns" ]; then ip netns del "$netns" 2>/dev/null || true; netns=""; fi
+board_title="mps2-an386 with a LAN9118"
+board_qemu() {
+    qemu_cmd=(qemu-system-arm -M mps2-an386 -nographic -monitor none -serial null
+        -semihosting-config enable=on,target=native -nic "$1,model=lan9118" -kernel "$elf")
 }
-cleanup() {
-    stop_all
-    rm -f "$log"
-    rm -rf "$logdir"
-}
-trap cleanup EXIT
-show_log() {
-    echo "--- board log (semihosting) ---" >&2; cat "$log" >&2; echo "--- end of board log ---" >&2
-    for g in a b; do echo "--- grape $g log (tail) ---" >&2; tail -n 20 "$logdir/grape_$g.log" >&2 || true; done
-}
-# Runs a command on the test network: inside the namespace in tap mode.
-on_net() {
-    if [ -n "$netns" ]; then ip netns exec "$netns" "$@"; else "$@"; fi
-}
-# The same for a background process: `bg_net cmd... &`; the exec makes $! the process itself
-# (not a subshell around it), so that stop_all's kill reaches it.
-bg_net() {
-    if [ -n "$netns" ]; then exec ip netns exec "$netns" "$@"; else exec "$@"; fi
-}
-
-passed=0
-run_board() {
-    local mode=$1 kind=$2 nic board_host grape_host
-    local -a grape_cmd
-    case "$kind" in
-    rust) grape_cmd=("$grape") ;;
-    node) grape_cmd=(node "$here/tests/interop/node_modules/grenache-grape/bin/grape.js") ;;
-    *) fail "unknown grape kind '$kind' (rust or node)" ;;
-    esac
-    local tag=$mode
-    [ "$kind" = node ] && tag="$mode, Node grapes"
-    case "$mode" in
-    user)
-        nic="user,model=lan9118,hostfwd=udp:127.0.0.1:$ctl_port-10.0.2.15:7,hostfwd=tcp:127.0.0.1:$worker_port-10.0.2.15:$worker_port"
-        board_host=127.0.0.1 # through the forwards
-        grape_host=127.0.0.1
-        ;;
-    tap)
-        netns="grenache-qemu-$$"
-        ip netns add "$netns" || fail "cannot create network namespace $netns (tap mode needs root and iproute2; QEMU_NETS=user skips it)"
-        on_net ip link set lo up
-        on_net ip tuntap add dev tap0 mode tap || fail "cannot create tap0 in $netns (/dev/net/tun?)"
-        on_net ip addr add 10.0.2.2/24 dev tap0
-        on_net ip link set tap0 up
-        nic="tap,ifname=tap0,script=no,downscript=no,model=lan9118"
-        board_host=10.0.2.15 # the board's own address
-        grape_host=10.0.2.2  # so that the grapes tell the board addresses it can reach
-        ;;
-    *) fail "unknown network mode '$mode' in QEMU_NETS (user or tap)" ;;
-    esac
-
-    step "[$tag] two $kind grapes"
-    bg_net "${grape_cmd[@]}" --dp "$dp_a" --aph "$api_a" --bn "$grape_host:$dp_b" >"$logdir/grape_a.log" 2>&1 &
-    pids+=($!)
-    bg_net "${grape_cmd[@]}" --dp "$dp_b" --aph "$api_b" --bn "$grape_host:$dp_a" >"$logdir/grape_b.log" 2>&1 &
-    pids+=($!)
-    # The board bootstraps once at boot: the grapes must answer before it starts.
-    local port up
-    for port in "$api_a" "$api_b"; do
-        up=""
-        for _ in $(seq 1 100); do
-            if on_net bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then up=yes; break; fi
-            sleep 0.1
-        done
-        [ -n "$up" ] || { show_log; fail "[$tag] a grape did not open its API port $port within 10 s"; }
-    done
-    sleep 0.5
-    echo "grapes up: A dht $dp_a api $api_a, B dht $dp_b api $api_b (bootstrap via $grape_host)"
-
-    step "[$tag] boot on mps2-an386 with a LAN9118"
-    echo "qemu-system-arm -M mps2-an386 -nographic -monitor none -serial null -semihosting-config enable=on,target=native -nic $nic -kernel $elf"
-    : >"$log"
-    bg_net timeout "$QEMU_TIMEOUT" qemu-system-arm -M mps2-an386 -nographic -monitor none -serial null \
-        -semihosting-config enable=on,target=native -nic "$nic" -kernel "$elf" >"$log" 2>&1 &
-    qemu_pid=$!
-    local announced=""
-    for _ in $(seq 1 300); do
-        if grep -q 'dht: announced to [1-9]' "$log"; then announced=yes; break; fi
-        kill -0 "$qemu_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if [ -z "$announced" ]; then
-        show_log
-        fail "[$tag] the board did not announce fibonacci_worker to a grape within 30 s (no 'dht: announced to N' in its log)"
-    fi
-    echo "board up and announced; lookup of fibonacci_worker on grape B:"
-    on_net curl -s -m 5 -X POST "http://127.0.0.1:$api_b/lookup" -d '{"data":"fibonacci_worker"}' || true
-    echo
-
-    step "[$tag] Node tutorial client (grenache-nodejs-ws) -> grape B -> board"
-    ask_fib "$tag: node fib_client.js" on_net env GRAPE="http://127.0.0.1:$api_b" timeout 30 node "$here/tests/interop/fib_client.js"
-
-    step "[$tag] Rust fib_client example -> grape B -> board"
-    ask_fib "$tag: rust fib_client" on_net timeout 30 "$fib_client" "http://127.0.0.1:$api_b" 10
-    expect="Fibonacci number at place 20 in the sequence: 10946"
-    ask_fib "$tag: rust fib_client 20" on_net timeout 30 "$fib_client" "http://127.0.0.1:$api_b" 20
-    expect="Fibonacci number at place 1 in the sequence: 1"
-    ask_fib "$tag: rust fib_client 1" on_net timeout 30 "$fib_client" "http://127.0.0.1:$api_b" 1
-    expect=$expect_10
-
-    # Informative only (issue #5 sets no goal): sequential HTTP requests, one connection each.
-    step "[$tag] informative: $RATE_REQUESTS HTTP requests to the board, one after another"
-    local ok started elapsed_ms
-    started=$(date +%s%N)
-    ok=$(on_net timeout 60 bash -c '
-        n=0
-        for _ in $(seq "$1"); do
-            curl -s -m 5 -X POST -d "[\"r\",\"fibonacci_worker\",{\"number\":10}]" "http://$2/" \
-                | grep -q "^\[\"r\",null,89\]$" && n=$((n + 1))
-        done
-        echo "$n"' _ "$RATE_REQUESTS" "$board_host:$worker_port" 2>/dev/null) || ok=0
-    elapsed_ms=$((($(date +%s%N) - started) / 1000000))
-    echo "$tag: $ok of $RATE_REQUESTS answered fib(10) = 89 in $elapsed_ms ms" \
-        "($(awk -v n="$ok" -v ms="$elapsed_ms" 'BEGIN { printf "%.0f", (ms > 0 ? n * 1000 / ms : 0) }') requests/s, curl's connection setup included)"
-
-    step "[$tag] UDP control port: echo, then quit"
-    local ctl=7
-    [ "$mode" = user ] && ctl=$ctl_port
-    if ! on_net timeout 30 node "$here/tests/qemu/udp_echo.js" "$ctl" "$board_host"; then
-        show_log
-        fail "[$tag] the host could not talk to the board over UDP (see udp_echo's message above)"
-    fi
-    local status=0
-    wait "$qemu_pid" || status=$?
-    qemu_pid=""
-    if [ "$status" -ne 0 ]; then
-        show_log
-        if [ "$status" -eq 124 ]; then fail "[$tag] QEMU was still running after ${QEMU_TIMEOUT}s"; fi
-        fail "[$tag] QEMU exited with status $status (semihosting exit 1 = the firmware reported a failure)"
-    fi
-    echo "--- board log ---"
-    cat "$log"
-    echo "[$tag] the board exited through semihosting with status 0"
-    passed=$((passed + 6)) # announce, Node client, Rust client x3, UDP control and exit
-    stop_all
-}
-
-expect_10="Fibonacci number at place 10 in the sequence: 89"
-expect=$expect_10
-ask_fib() { # name, command...: retried, since a lookup can precede the store
-    local name=$1 out="" try
-    shift
-    for try in 1 2 3; do
-        out=$("$@" 2>&1) && [ "$(printf '%s' "$out" | tail -n 1)" = "$expect" ] && { echo "$name: $out"; return 0; }
-        echo "$name, try $try: $out"
-        sleep 2
-    done
-    show_log
-    fail "$name did not get '$expect' from the board through grape B"
-}
-
-for mode in $QEMU_NETS; do
-    run_board "$mode" rust
-done
-runs="$QEMU_NETS with Rust grapes"
-if [ "${QEMU_NODE_GRAPES:-1}" != "0" ]; then
-    # Issue #5's second case: the board joins a DHT of Node grapes by itself.
-    [ -d "$here/tests/interop/node_modules/grenache-grape" ] \
-        || fail "tests/interop/node_modules is missing: run npm ci --prefix tests/interop (QEMU_NODE_GRAPES=0 skips the Node grape case)"
-    run_board "${QEMU_NETS##* }" node
-    runs="$runs; ${QEMU_NETS##* } with Node grapes"
-fi
-echo
-echo "qemu firmware ($runs): $passed passed, 0 failed"
+run_boards "qemu firmware"

@@ -5,7 +5,8 @@
 #
 #   ci/test.sh            everything
 #   FUZZ_SECONDS=0 ci/test.sh    everything but the fuzzing runs
-#   QEMU_TESTS=0 ci/test.sh      everything but the QEMU firmware integration (ci/qemu-test.sh)
+#   QEMU_TESTS=0 ci/test.sh      everything but the QEMU firmware integration (ci/qemu-test.sh,
+#                                ci/qemu-riscv-test.sh)
 #   BOARD_BUILDS=0 ci/test.sh    everything but the board firmware builds (ci/firmware-*.sh)
 #   BENCH=1 ci/test.sh           also the grape benchmark (ci/bench-grape.sh; needs wrk)
 set -euo pipefail
@@ -111,6 +112,8 @@ fi
 if [ "${QEMU_TESTS:-1}" != "0" ]; then
     step "firmware on QEMU mps2-an386: the board announces itself and serves fib to Node and Rust clients"
     bash ci/qemu-test.sh
+    step "firmware on QEMU RISC-V virt (virtio-net): the board announces itself and serves fib to Node and Rust clients"
+    bash ci/qemu-riscv-test.sh
 fi
 
 if [ "${BOARD_BUILDS:-1}" != "0" ]; then

@@ -1,6 +1,7 @@
-//! A `log` backend over semihosting, so the adapter's traces reach the host's stdout.
+//! A `log` backend over semihosting, so the adapter's traces reach the host's stdout (the QEMU
+//! boards include it as `#[path = "../../qemu-common/logger.rs"] mod logger;`; it prints through
+//! board.rs's `print`).
 
-use cortex_m_semihosting::hprintln;
 use log::{LevelFilter, Log, Metadata, Record};
 
 struct Semihosting;
@@ -12,7 +13,12 @@ impl Log for Semihosting {
 
     fn log(&self, record: &Record<'_>) {
         let ms = embassy_time::Instant::now().as_millis();
-        hprintln!("[{} ms] {} {}", ms, record.level(), record.args());
+        crate::board::print(format_args!(
+            "[{} ms] {} {}",
+            ms,
+            record.level(),
+            record.args()
+        ));
     }
 
     fn flush(&self) {}

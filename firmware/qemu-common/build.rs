@@ -1,4 +1,6 @@
-//! Puts memory.x where cortex-m-rt's link.x looks for it.
+//! The build script of both QEMU boards (their Cargo.toml: `build = "../qemu-common/build.rs"`;
+//! cargo runs it in the board's directory): puts the board's memory.x where the runtime's
+//! link.x (cortex-m-rt, riscv-rt) looks for it.
 use std::{env, fs, path::PathBuf};
 
 fn main() {
