@@ -9,9 +9,7 @@
 const { Readable } = require('stream')
 const Link = require('grenache-nodejs-link')
 const { PeerRPCClient } = require('grenache-nodejs-http')
-
-// Byte i of the test pattern (the Rust tests use the same formula).
-const patternByte = (i) => (i ^ (i >>> 8) ^ (i >>> 16)) & 0xff
+const { patternByte, readPattern } = require('./stream_pattern')
 
 const name = process.env.NAME || 'rpc_stream'
 const headers = JSON.parse(process.env.HEADERS || '{}')
@@ -32,21 +30,8 @@ const finish = (out) => {
 setTimeout(() => finish({ err: 'SCRIPT_TIMEOUT', len: 0, pattern: false, text: null }), timeout + 5000)
 
 const req = peer.stream(name, { timeout, headers })
-let len = 0
-let pattern = true
-const kept = []
-req.on('data', (d) => {
-  for (let i = 0; i < d.length; i++) {
-    if (d[i] !== patternByte(len + i)) { pattern = false; break }
-  }
-  if (len + d.length <= 65536) kept.push(d)
-  len += d.length
-})
-req.on('end', () => {
-  const text = len <= 65536 ? Buffer.concat(kept).toString('utf8') : null
-  finish({ err: null, len, pattern: pattern && len > 0, text })
-})
-req.on('error', (e) => finish({ err: e.message, len, pattern: false, text: null }))
+const received = readPattern(req, ({ len, pattern, text }) => finish({ err: null, len, pattern, text }))
+req.on('error', (e) => finish({ err: e.message, len: received(), pattern: false, text: null }))
 
 if (process.env.SIZE) {
   const size = parseInt(process.env.SIZE, 10)

@@ -12,8 +12,7 @@
 //              {payload, key, isStream}.
 const Link = require('grenache-nodejs-link')
 const { PeerRPCServer } = require('grenache-nodejs-http')
-
-const patternByte = (i) => (i ^ (i >>> 8) ^ (i >>> 16)) & 0xff
+const { readPattern } = require('./stream_pattern')
 
 const name = process.env.NAME || 'rpc_stream'
 const port = parseInt(process.env.PORT, 10)
@@ -33,18 +32,7 @@ service.on('stream', (req, rep, meta, handler) => {
     req.pipe(rep)
     return
   }
-  let len = 0
-  let pattern = true
-  const kept = []
-  req.on('data', (d) => {
-    for (let i = 0; i < d.length; i++) {
-      if (d[i] !== patternByte(len + i)) { pattern = false; break }
-    }
-    if (len + d.length <= 65536) kept.push(d)
-    len += d.length
-  })
-  req.on('end', () => {
-    const body = Buffer.concat(kept)
+  readPattern(req, ({ len, pattern, body, text }) => {
     if (!meta.isStream) {
       const [rid, , payload] = JSON.parse(body.toString())
       handler.reply(rid, null, { buffered: payload })
@@ -52,8 +40,8 @@ service.on('stream', (req, rep, meta, handler) => {
     }
     handler.reply(meta.infoHeaders[0], null, {
       len,
-      pattern: pattern && len > 0,
-      text: len <= 65536 ? body.toString('utf8') : null,
+      pattern,
+      text,
       action: meta.action,
       args: meta.args,
       infoHeaders: meta.infoHeaders,
