@@ -39,9 +39,13 @@ function run (n, done, record) {
 }
 
 run(inFlight, () => {
+  const cpu0 = process.cpuUsage()
+  const io0 = syscalls()
   const t0 = process.hrtime.bigint()
   run(count, () => {
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+    const cpu = process.cpuUsage(cpu0)
+    const io = syscalls()
     console.log(JSON.stringify({
       setup: 'node client -> worker',
       transport,
@@ -50,7 +54,11 @@ run(inFlight, () => {
       seconds: Math.round(seconds * 1000) / 1000,
       req_per_s: Math.round(count / seconds),
       p50_ms: percentile(50),
-      p99_ms: percentile(99)
+      p99_ms: percentile(99),
+      cpu_us_per_req: Math.round((cpu.user + cpu.system) / count * 10) / 10,
+      user_us_per_req: Math.round(cpu.user / count * 10) / 10,
+      reads_per_req: io && io0 ? Math.round((io.syscr - io0.syscr) / count * 1000) / 1000 : undefined,
+      writes_per_req: io && io0 ? Math.round((io.syscw - io0.syscw) / count * 1000) / 1000 : undefined
     }))
     process.exit(0)
   }, true)
@@ -63,4 +71,15 @@ function percentile (p) {
   if (last < 0) return 0
   const at = Math.min(last, Math.ceil(last * p / 100))
   return Math.round(latencies[at] * 1000) / 1000
+}
+
+// Read and write syscalls of this process so far (Linux only, else undefined).
+function syscalls () {
+  try {
+    const text = require('fs').readFileSync('/proc/self/io', 'utf8')
+    const field = (name) => parseInt(text.match(new RegExp(name + ': (\\d+)'))[1], 10)
+    return { syscr: field('syscr'), syscw: field('syscw') }
+  } catch (e) {
+    return undefined
+  }
 }
