@@ -4,6 +4,10 @@
 //! it stores is unchanged.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../../adapters/tokio/tests/common/mod.rs"]
+mod common;
+
+use common::{free_tcp_port, free_udp_port};
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -22,24 +26,8 @@ impl Drop for Grape {
     }
 }
 
-fn free_udp() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_tcp() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start() -> Grape {
-    let (dht, api) = (free_udp(), free_tcp());
+    let (dht, api) = (free_udp_port(), free_tcp_port());
     let child = Command::new(env!("CARGO_BIN_EXE_grape"))
         .args([
             "--dp",

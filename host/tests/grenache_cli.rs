@@ -8,6 +8,7 @@
 #[path = "../../adapters/tokio/tests/common/mod.rs"]
 mod common;
 
+use common::{free_tcp_port, free_udp_port};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -90,16 +91,6 @@ fn grenache_until(args: &[&str], done: impl Fn(&Output) -> bool) -> Output {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn free_tcp_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn free_udp_port() -> u16 {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.local_addr().unwrap().port()
 }
 
 /// Two `grape` processes bootstrapped to each other; their API URLs.

@@ -40,20 +40,47 @@ pub fn interop_dir() -> PathBuf {
     dir
 }
 
-/// A free TCP port on 127.0.0.1 (released before returning: a tiny race, fine for tests).
+/// A free TCP port on 127.0.0.1, never handed out before in this process.
+///
+/// The port is released before returning (the caller gives it to a child process), so
+/// another process may take it in between: a tiny race. Within one test process there is
+/// none: two binds to port 0 in a row can get the same port once the first is closed (it
+/// happened: two grapes given one API port), so every port handed out is remembered.
 pub fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free TCP port")
+    unused_port(|| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+    })
 }
 
-/// A free UDP port on 127.0.0.1.
+/// A free UDP port on 127.0.0.1, never handed out before in this process (as
+/// [`free_tcp_port`]).
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free UDP port")
+    unused_port(|| {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+    })
+}
+
+/// The first port `bind` gives that no earlier call handed out (TCP and UDP alike).
+fn unused_port(bind: impl Fn() -> std::io::Result<u16>) -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..1000 {
+        let port = bind().expect("binding 127.0.0.1:0");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!(
+        "no new free port in 1000 binds ({} handed out)",
+        given.len()
+    );
 }
 
 /// A child process killed (and reaped) on drop.
