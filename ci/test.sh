@@ -44,6 +44,9 @@ cargo fmt --all -- --check || fail "cargo fmt reports unformatted code (run carg
 step "clippy (all targets, all features, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+step "API docs build without warnings (broken intra-doc links, bad doc markup)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
+
 step "tests: workspace, default features"
 cargo test --workspace
 
