@@ -11,7 +11,7 @@
 # The worker finds itself through two Rust grapes (the client's lookup is cached after the
 # warm-up, so the grapes are idle while measuring). CPU times come from /proc/<pid>/stat
 # (utime, stime: clock ticks, so the resolution is 1e6 / (CLK_TCK * COUNT) µs per request).
-# Prints one line per run; no thresholds.
+# Prints one line per run; no thresholds. Needs node (for free ports, ci/lib/ports.sh).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,9 +39,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$here/ci/lib/ports.sh"
 
-dp1=$(free_port); dp2=$(free_port); aph1=$(free_port); aph2=$(free_port)
+# Two grapes and a bare echo server per transport.
+read -r dp1 dp2 aph1 aph2 bare_ws bare_http <<<"$(free_ports 6)"
 "$grape" --dp "$dp1" --aph "$aph1" --bn "127.0.0.1:$dp2" 2>/dev/null & pids+=($!)
 "$grape" --dp "$dp2" --aph "$aph2" --bn "127.0.0.1:$dp1" 2>/dev/null & pids+=($!)
 
@@ -76,7 +77,7 @@ measure() {
 for t in $TRANSPORTS; do
     name="cpu_bench_$t"
     "$bench" worker "$t" "http://127.0.0.1:$aph1" "$name" & worker=$!; pids+=($worker)
-    bare=$(free_port)
+    bare_var="bare_$t"; bare=${!bare_var}
     "$bench" bare-server "$t" "$bare" & server=$!; pids+=($server)
     visible=no
     for _ in $(seq 200); do

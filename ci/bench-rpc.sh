@@ -54,9 +54,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$here/ci/lib/ports.sh"
 
-dp1=$(free_port); dp2=$(free_port); aph1=$(free_port); aph2=$(free_port)
+# Two grapes, and per transport a Node worker and a bare echo server.
+read -r dp1 dp2 aph1 aph2 port_ws bare_ws port_http bare_http <<<"$(free_ports 8)"
 grape="$interop/node_modules/grenache-grape/bin/grape.js"
 "${server_cmd[@]}" node "$grape" --dp "$dp1" --aph "$aph1" --bn "127.0.0.1:$dp2" >/dev/null 2>&1 & pids+=($!)
 "${server_cmd[@]}" node "$grape" --dp "$dp2" --aph "$aph2" --bn "127.0.0.1:$dp1" >/dev/null 2>&1 & pids+=($!)
@@ -74,10 +75,10 @@ wait_visible() {
 }
 
 for t in ws http; do
-  port=$(free_port)
+  port_var="port_$t"; port=${!port_var}
   (cd "$interop" && GRAPE=$GA TRANSPORT=$t NAME="bench_node_$t" PORT=$port exec "${server_cmd[@]}" node bench_worker.js) & pids+=($!)
   "${server_cmd[@]}" "$bench" worker "$t" "$GA" "bench_rust_$t" & pids+=($!)
-  bare=$(free_port)
+  bare_var="bare_$t"; bare=${!bare_var}
   "${server_cmd[@]}" "$bench" bare-server "$t" "$bare" & pids+=($!)
   wait_visible "bench_node_$t"
   wait_visible "bench_rust_$t"

@@ -21,6 +21,9 @@
 # CARGO_TARGET_DIR (host build cache, as ci/test.sh; sets host_target) and FIRMWARE_TARGET_DIR
 # (firmware build cache; sets fw_target).
 
+# free_ports
+. "$here/ci/lib/ports.sh"
+
 QEMU_TIMEOUT="${QEMU_TIMEOUT:-120}"
 RATE_REQUESTS="${RATE_REQUESTS:-100}"
 host_target="${CARGO_TARGET_DIR:-$HOME/.cache/grenache-rs/target}"
@@ -52,23 +55,6 @@ need_node_packages() {
         (cd "$here/tests/interop" && npm ci --no-audit --no-fund --loglevel=error) \
             || fail "npm ci in tests/interop failed (the npm registry must be reachable)"
     }
-}
-
-# free_ports N: prints N distinct ports free for both TCP and UDP on 127.0.0.1.
-free_ports() {
-    node -e '
-      const net = require("net"), dgram = require("dgram");
-      const want = Number(process.argv[1]); const out = new Set(); const held = [];
-      (async () => {
-        while (out.size < want) {
-          const s = net.createServer(); await new Promise(r => s.listen(0, "127.0.0.1", r));
-          const p = s.address().port; held.push(s);
-          const u = dgram.createSocket("udp4");
-          const ok = await new Promise(r => { u.once("error", () => r(false)); u.bind(p, "127.0.0.1", () => r(true)); });
-          if (ok) { held.push(u); out.add(p); }
-        }
-        console.log([...out].join(" ")); held.forEach(h => h.close());
-      })();' "$1"
 }
 
 # board_ports: sets dp_a api_a dp_b api_b worker_port ctl_port: grape A (DHT, API), grape B
