@@ -34,14 +34,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, Stream, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc};
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::link::{Link, LinkError};
 use crate::rpc::ws::ws_config;
-use crate::rpc::Listening;
+use crate::rpc::{accept_bounded, Listening};
 
 /// One published message: a text frame or a binary frame (Node: a `string` or a `Buffer`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,42 +146,19 @@ impl PeerPub {
         let (sender, config) = (self.sender.clone(), self.config.clone());
         let local = self
             .listening
-            .listen_on(addr, move |listener| accept_loop(listener, sender, config))
+            .listen_on(addr, move |listener| async move {
+                let max = config.max_connections;
+                accept_bounded(listener, max, "grenache publisher", |stream, peer| {
+                    serve_subscriber(stream, peer, sender.clone(), config.clone())
+                })
+                .await
+            })
             .await?;
         tracing::info!("grenache publisher listening on {local}");
         Ok(local)
     }
 
-    /// The bound address, once listening.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listening.local_addr()
-    }
-
-    /// The bound port, once listening.
-    pub fn port(&self) -> Option<u16> {
-        self.local_addr().map(|a| a.port())
-    }
-
-    /// The Link this publisher announces with.
-    pub fn link(&self) -> &Link {
-        self.listening.link()
-    }
-
-    /// Announces `name` at this publisher's port once.
-    pub async fn announce(&self, name: &str) -> Result<(), LinkError> {
-        self.listening.announce(name).await
-    }
-
-    /// Announces `name` now and periodically (see [`Link::start_announcing`]). `false` if not
-    /// listening or already announcing it.
-    pub fn start_announcing(&self, name: &str) -> bool {
-        self.listening.start_announcing(name, None)
-    }
-
-    /// Stops announcing `name`; `false` if it was not.
-    pub fn stop_announcing(&self, name: &str) -> bool {
-        self.listening.stop_announcing(name)
-    }
+    crate::rpc::listening_methods!("publisher", listening);
 
     /// Sends `message` to every connected subscriber (Node `pub(msg)`) and returns how many
     /// sockets it was queued for (0 when nobody is connected: the message is dropped).
@@ -198,32 +175,6 @@ impl PeerPub {
     /// the publisher does the same.
     pub fn stop(&self) {
         self.listening.stop();
-    }
-}
-
-/// Accepts subscribers; aborting this task drops the `JoinSet`, which closes every socket.
-async fn accept_loop(
-    listener: TcpListener,
-    sender: broadcast::Sender<PubMessage>,
-    config: PubConfig,
-) {
-    let max = config.max_connections.max(1);
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept(), if connections.len() < max => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_subscriber(stream, peer, sender.clone(), config.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!("grenache publisher: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next() => {}
-            else => break,
-        }
     }
 }
 

@@ -183,36 +183,7 @@ impl PeerRpcServer {
         self.core.listen_on(addr).await
     }
 
-    /// The bound address, once listening.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.core.local_addr()
-    }
-
-    /// The bound port, once listening.
-    pub fn port(&self) -> Option<u16> {
-        self.local_addr().map(|a| a.port())
-    }
-
-    /// The Link this worker announces with.
-    pub fn link(&self) -> &Link {
-        self.core.link()
-    }
-
-    /// Announces `name` at this worker's port once.
-    pub async fn announce(&self, name: &str) -> Result<(), LinkError> {
-        self.core.announce(name).await
-    }
-
-    /// Announces `name` now and periodically (see [`Link::start_announcing`]; the interval is
-    /// the Link's `announce_interval`). `false` if not listening or already announcing it.
-    pub fn start_announcing(&self, name: &str) -> bool {
-        self.core.start_announcing(name, None)
-    }
-
-    /// Stops announcing `name`; `false` if it was not.
-    pub fn stop_announcing(&self, name: &str) -> bool {
-        self.core.stop_announcing(name)
-    }
+    super::listening_methods!("worker", core.listening);
 
     /// Stops listening, closes every connection and stops the announcers. Dropping the
     /// server does the same.

@@ -356,6 +356,46 @@ pub(crate) struct Accepted {
 pub(crate) type ServeConnection =
     fn(Accepted, Arc<Shared>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// The public methods every announcing listener has alike (the RPC workers of both
+/// transports and the publisher), delegated to its [`Listening`] at `self.<path>`; `$what`
+/// names the listener in the docs ("worker", "publisher").
+macro_rules! listening_methods {
+    ($what:literal, $($path:ident).+) => {
+        /// The bound address, once listening.
+        pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+            self.$($path).+.local_addr()
+        }
+
+        /// The bound port, once listening.
+        pub fn port(&self) -> Option<u16> {
+            self.local_addr().map(|a| a.port())
+        }
+
+        #[doc = concat!("The Link this ", $what, " announces with.")]
+        pub fn link(&self) -> &crate::link::Link {
+            self.$($path).+.link()
+        }
+
+        #[doc = concat!("Announces `name` at this ", $what, "'s port once.")]
+        pub async fn announce(&self, name: &str) -> Result<(), crate::link::LinkError> {
+            self.$($path).+.announce(name).await
+        }
+
+        /// Announces `name` now and periodically (see
+        /// [`Link::start_announcing`](crate::link::Link::start_announcing); the interval is
+        /// the Link's `announce_interval`). `false` if not listening or already announcing it.
+        pub fn start_announcing(&self, name: &str) -> bool {
+            self.$($path).+.start_announcing(name, None)
+        }
+
+        /// Stops announcing `name`; `false` if it was not.
+        pub fn stop_announcing(&self, name: &str) -> bool {
+            self.$($path).+.stop_announcing(name)
+        }
+    };
+}
+pub(crate) use listening_methods;
+
 /// A listening socket's accept task and the names announced at its port: listening,
 /// announcing and stopping, shared by the RPC workers of both transports and the publisher.
 pub(crate) struct Listening {
@@ -474,7 +514,8 @@ impl Drop for Listening {
 
 /// A worker's listening socket and its connections, the same for both transports.
 pub(crate) struct ServerCore {
-    listening: Listening,
+    /// Where the workers' [`listening_methods`] go.
+    pub(crate) listening: Listening,
     shared: Arc<Shared>,
     serve: ServeConnection,
     transport: &'static str,
@@ -512,10 +553,6 @@ impl ServerCore {
         }
     }
 
-    pub(crate) fn link(&self) -> &Link {
-        self.listening.link()
-    }
-
     pub(crate) async fn listen(&self, port: u16) -> io::Result<SocketAddr> {
         self.listen_on(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
             .await
@@ -525,28 +562,17 @@ impl ServerCore {
         let (shared, serve, transport) = (Arc::clone(&self.shared), self.serve, self.transport);
         let local = self
             .listening
-            .listen_on(addr, move |listener| {
-                accept_loop(listener, shared, serve, transport)
+            .listen_on(addr, move |listener| async move {
+                let max = shared.config.max_connections;
+                let what = format!("grenache {transport} server");
+                accept_bounded(listener, max, &what, |stream, peer| {
+                    accept_one(stream, peer, Arc::clone(&shared), serve, transport)
+                })
+                .await
             })
             .await?;
         tracing::info!("grenache {} server listening on {local}", self.transport);
         Ok(local)
-    }
-
-    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
-        self.listening.local_addr()
-    }
-
-    pub(crate) async fn announce(&self, name: &str) -> Result<(), LinkError> {
-        self.listening.announce(name).await
-    }
-
-    pub(crate) fn start_announcing(&self, name: &str, interval: Option<Duration>) -> bool {
-        self.listening.start_announcing(name, interval)
-    }
-
-    pub(crate) fn stop_announcing(&self, name: &str) -> bool {
-        self.listening.stop_announcing(name)
     }
 
     pub(crate) fn stop(&self) {
@@ -554,26 +580,30 @@ impl ServerCore {
     }
 }
 
-/// Accepts connections and serves each in its own task. Aborting this task drops the
-/// `JoinSet`, which aborts every connection.
-async fn accept_loop(
+/// Accepts connections and serves each in its own task made by `serve`, at most `max` (at
+/// least 1) at once: past that, connections wait in the kernel's backlog. `what` names the
+/// listener in log lines. Aborting this task drops the `JoinSet`, which aborts every
+/// connection.
+pub(crate) async fn accept_bounded<F>(
     listener: TcpListener,
-    shared: Arc<Shared>,
-    serve: ServeConnection,
-    transport: &'static str,
-) {
-    let max = shared.config.max_connections.max(1);
+    max: usize,
+    what: &str,
+    mut serve: impl FnMut(TcpStream, SocketAddr) -> F,
+) where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let max = max.max(1);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept(), if connections.len() < max => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(accept_one(stream, peer, Arc::clone(&shared), serve, transport));
+                    connections.spawn(serve(stream, peer));
                 }
                 Err(e) => {
                     // Typically out of file descriptors: wait a little instead of spinning.
-                    tracing::warn!("grenache {transport} server: accept failed: {e}");
+                    tracing::warn!("{what}: accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
@@ -678,6 +708,52 @@ pub(crate) fn pick_dest(
 mod tests {
     use super::*;
     use serde_json::json;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn accept_bounded_serves_at_most_max_connections_and_aborts_them_when_stopped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (served_tx, mut served) = tokio::sync::mpsc::unbounded_channel();
+        let accept = tokio::spawn(async move {
+            accept_bounded(listener, 2, "test server", move |mut stream, _| {
+                let served_tx = served_tx.clone();
+                async move {
+                    let _ = served_tx.send(());
+                    // Served until the client closes.
+                    let mut byte = [0u8; 1];
+                    let _ = stream.read(&mut byte).await;
+                }
+            })
+            .await
+        });
+        let wait = Duration::from_secs(5);
+        let first = TcpStream::connect(addr).await.unwrap();
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        let _third = TcpStream::connect(addr).await.unwrap();
+        for _ in 0..2 {
+            tokio::time::timeout(wait, served.recv()).await.unwrap();
+        }
+        let early = tokio::time::timeout(Duration::from_millis(200), served.recv()).await;
+        assert!(
+            early.is_err(),
+            "a third connection was served while two were open"
+        );
+        drop(first);
+        tokio::time::timeout(wait, served.recv())
+            .await
+            .expect("the third connection is served once the first closes");
+
+        accept.abort();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(wait, second.read(&mut byte))
+            .await
+            .unwrap();
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "stopping the accept task closes the served connections: {read:?}"
+        );
+    }
 
     #[test]
     fn request_frames_are_node_bytes() {
