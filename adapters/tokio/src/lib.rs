@@ -30,6 +30,12 @@ pub mod tls;
 pub use link::{Link, LinkConfig, LinkError};
 pub use rpc::{Handler, Request, RpcError};
 
+// docs/FROM_NODE.md, the guide for users of the Node packages: its Rust blocks are doctests,
+// so `cargo test --doc` keeps every name and signature in it true.
+#[doc = include_str!("../../../docs/FROM_NODE.md")]
+#[cfg(doctest)]
+pub struct FromNodeGuide;
+
 use std::sync::{Mutex, MutexGuard};
 
 /// Locks a mutex, ignoring poisoning: every critical section in this crate leaves its data

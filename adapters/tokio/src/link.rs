@@ -30,7 +30,11 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use crate::http_client::{HttpClient, HttpFailure};
+
 use crate::{js_string, lock, new_rid};
+/// The ed25519 key [`Link::put_mutable`] signs with (ed25519-dalek's, through grenache-core),
+/// re-exported so that callers need no other crate to name it.
+pub use grenache_core::bep44::SigningKey;
 
 /// Default gap between two announces of [`Link::start_announcing`]; each actual gap is
 /// uniform in [0.5, 1.5] × the interval (10–30 s), as Node's jitter.
@@ -372,7 +376,7 @@ impl Link {
     /// §7 Q16): a salt that is itself JSON (`"123"`, `"[1]"`) is not taken as text.
     pub async fn put_mutable(
         &self,
-        key: &grenache_core::bep44::SigningKey,
+        key: &SigningKey,
         value: &str,
         seq: i64,
         salt: Option<&str>,

@@ -26,7 +26,10 @@ use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls;
+/// The rustls this crate is built with, for [`TlsServerConfig::from_rustls`] and
+/// [`TlsClientConfig::from_rustls`]: build those configurations with these types, so that no
+/// second, mismatched rustls version is needed.
+pub use tokio_rustls::rustls;
 
 /// A peer certificate as handlers and the [`TlsServerConfig::verify_client`] hook see it.
 #[derive(Clone, PartialEq, Eq)]
