@@ -385,7 +385,7 @@ macro_rules! listening_methods {
         /// [`Link::start_announcing`](crate::link::Link::start_announcing); the interval is
         /// the Link's `announce_interval`). `false` if not listening or already announcing it.
         pub fn start_announcing(&self, name: &str) -> bool {
-            self.$($path).+.start_announcing(name, None)
+            self.$($path).+.start_announcing(name)
         }
 
         /// Stops announcing `name`; `false` if it was not.
@@ -473,11 +473,12 @@ impl Listening {
         self.link.announce(name, port).await
     }
 
-    pub(crate) fn start_announcing(&self, name: &str, interval: Option<Duration>) -> bool {
+    /// Announces `name` at this port every `announce_interval` of the Link.
+    pub(crate) fn start_announcing(&self, name: &str) -> bool {
         let Ok(port) = self.port() else {
             return false;
         };
-        let started = self.link.start_announcing(name, port, interval);
+        let started = self.link.start_announcing(name, port, None);
         if started {
             lock(&self.state).announced.push(name.to_string());
         }
