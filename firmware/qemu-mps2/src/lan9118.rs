@@ -7,13 +7,16 @@
 //! through a buffer of its own. It does not use the chip's interrupt line: the SysTick handler
 //! calls [`poll_tick`] every millisecond, which wakes the network task when it waits for a frame.
 //!
-//! All `unsafe` of the firmware is in [`Regs::read`] and [`Regs::write`].
+//! The registers are reached through `qemu-common/mmio.rs`; the one `unsafe` here is the
+//! creation of the window in [`Lan9118::take`].
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::Context;
 
 use embassy_net_driver::{Capabilities, HardwareAddress, LinkState};
 use embassy_sync::waitqueue::AtomicWaker;
+
+use crate::mmio::Mmio;
 
 /// The LAN9118's register window on the MPS2 boards (AN385, AN386, AN500, AN505...).
 pub const MPS2_LAN9118_BASE: usize = 0x4020_0000;
@@ -93,27 +96,17 @@ pub enum InitError {
     Timeout,
 }
 
-/// The register window. Only [`Lan9118::take`] makes one, at most once.
+/// The register window (256 bytes). Only [`Lan9118::take`] makes one, at most once.
 #[derive(Clone, Copy)]
-struct Regs {
-    base: usize,
-}
+struct Regs(Mmio<0x100>);
 
 impl Regs {
-    #[allow(unsafe_code)]
     fn read(self, offset: usize) -> u32 {
-        // SAFETY: `base` is the LAN9118 window (256 bytes of device registers, set by `take`,
-        // which hands it out once) and every `offset` used is one of the 4-byte aligned register
-        // offsets below 0x100 named above, so the address is a valid, aligned MMIO register that
-        // no Rust object aliases. Volatile access keeps each read, since reading a FIFO port pops.
-        unsafe { core::ptr::read_volatile((self.base + offset) as *const u32) }
+        self.0.read(offset)
     }
 
-    #[allow(unsafe_code)]
     fn write(self, offset: usize, value: u32) {
-        // SAFETY: as in `read`: an aligned device register inside the window this driver owns;
-        // writes to device registers cannot break Rust memory safety.
-        unsafe { core::ptr::write_volatile((self.base + offset) as *mut u32, value) }
+        self.0.write(offset, value)
     }
 
     fn spin_until(self, offset: usize, mask: u32, want: u32) -> Result<(), InitError> {
@@ -159,13 +152,17 @@ pub struct Lan9118 {
 }
 
 impl Lan9118 {
-    /// Resets the controller at `base`, reads its MAC address and enables RX and TX.
-    /// Fails if called twice or if no LAN9118 answers there.
-    pub fn take(base: usize) -> Result<Self, InitError> {
+    /// Resets the controller at [`MPS2_LAN9118_BASE`], reads its MAC address and enables RX
+    /// and TX. Fails if called twice or if no LAN9118 answers there.
+    #[allow(unsafe_code)]
+    pub fn take() -> Result<Self, InitError> {
         if critical_section::with(|_| TAKEN.swap(true, Ordering::Relaxed)) {
             return Err(InitError::Taken);
         }
-        let regs = Regs { base };
+        // SAFETY: MPS2_LAN9118_BASE is the LAN9118's 256-byte register window on the MPS2
+        // boards (aligned, device registers only, no DMA: frames pass through FIFO registers);
+        // `TAKEN` makes this the only window on it.
+        let regs = Regs(unsafe { Mmio::new(MPS2_LAN9118_BASE) });
         let test = regs.read(BYTE_TEST);
         if test != BYTE_TEST_PATTERN {
             return Err(InitError::NotFound(test));

@@ -14,12 +14,14 @@ mod board;
 mod lan9118;
 #[path = "../../qemu-common/logger.rs"]
 mod logger;
+#[path = "../../qemu-common/mmio.rs"]
+mod mmio;
 mod time_driver;
 
 /// The semihosting crate, for ../qemu-common/board.rs.
 use cortex_m_semihosting as semihosting;
 use embassy_executor::Spawner;
-use lan9118::{Lan9118, MPS2_LAN9118_BASE};
+use lan9118::Lan9118;
 
 /// The NIC, for ../qemu-common/board.rs.
 type Nic = Lan9118;
@@ -34,7 +36,7 @@ async fn main(spawner: Spawner) {
     logger::init();
     board::print(format_args!("boot: grenache-qemu-mps2 on mps2-an386"));
 
-    let nic = match Lan9118::take(MPS2_LAN9118_BASE) {
+    let nic = match Lan9118::take() {
         Ok(nic) => nic,
         Err(e) => {
             board::print(format_args!("lan9118: {:?}", e));

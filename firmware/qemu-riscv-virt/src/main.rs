@@ -14,6 +14,8 @@
 mod board;
 #[path = "../../qemu-common/logger.rs"]
 mod logger;
+#[path = "../../qemu-common/mmio.rs"]
+mod mmio;
 mod time_driver;
 mod virtio_net;
 

@@ -18,8 +18,9 @@
 //! No interrupts: the machine timer handler calls [`poll_tick`] every millisecond, which wakes
 //! the network task when it waits for a frame or for a free transmit buffer.
 //!
-//! All `unsafe` of this module is in [`Regs`] (volatile register accesses) and in the accesses
-//! to the static [`Dma`] block, each with its safety argument.
+//! The registers are reached through `qemu-common/mmio.rs`; the `unsafe` of this module is the
+//! creation of the slots' windows in [`VirtioNet::probe`] and the accesses to the static [`Dma`]
+//! block, each with its safety argument.
 
 use core::cell::UnsafeCell;
 use core::ptr::{addr_of, addr_of_mut};
@@ -28,6 +29,8 @@ use core::task::Context;
 
 use embassy_net_driver::{Capabilities, HardwareAddress, LinkState};
 use embassy_sync::waitqueue::AtomicWaker;
+
+use crate::mmio::Mmio;
 
 /// The first virtio-mmio slot of QEMU's virt boards.
 pub const VIRT_MMIO_BASE: usize = 0x1000_1000;
@@ -207,34 +210,23 @@ static DMA: DmaCell = DmaCell(UnsafeCell::new(Dma {
     tx: Queue::EMPTY,
 }));
 
-/// One virtio-mmio slot's register window.
+/// One virtio-mmio slot's register window (0x1000 bytes: registers, then from [`CONFIG`] the
+/// device's configuration space).
 #[derive(Clone, Copy)]
-struct Regs {
-    base: usize,
-}
+struct Regs(Mmio<VIRT_MMIO_STRIDE>);
 
 impl Regs {
-    #[allow(unsafe_code)]
     fn read(self, offset: usize) -> u32 {
-        // SAFETY: `base` is one of QEMU virt's virtio-mmio slots (0x1000 bytes of device
-        // registers each; an empty slot reads as zero) and every `offset` is one of the aligned
-        // register offsets named above, below 0x100, so the address is a valid, aligned MMIO
-        // register that no Rust object aliases.
-        unsafe { core::ptr::read_volatile((self.base + offset) as *const u32) }
+        self.0.read(offset)
     }
 
-    #[allow(unsafe_code)]
     fn write(self, offset: usize, value: u32) {
-        // SAFETY: as in `read`; the registers written only steer the device, whose DMA is
-        // confined to the static `Dma` block whose addresses this driver gives it.
-        unsafe { core::ptr::write_volatile((self.base + offset) as *mut u32, value) }
+        self.0.write(offset, value)
     }
 
-    #[allow(unsafe_code)]
+    /// Byte `index` of the device configuration space (virtio-mmio allows byte reads there).
     fn config_byte(self, index: usize) -> u8 {
-        // SAFETY: byte `index` (< 6, the MAC address) of the slot's device configuration space,
-        // inside the same register window; virtio-mmio allows byte reads there.
-        unsafe { core::ptr::read_volatile((self.base + CONFIG + index) as *const u8) }
+        self.0.read_u8(CONFIG + index)
     }
 
     fn set_status(self, bits: u32) {
@@ -340,9 +332,12 @@ impl VirtioNet {
         }
         let mut found = None;
         for slot in 0..VIRT_MMIO_SLOTS {
-            let regs = Regs {
-                base: VIRT_MMIO_BASE + slot * VIRT_MMIO_STRIDE,
-            };
+            // SAFETY: QEMU virt's virtio-mmio slots are 0x1000-byte windows of device
+            // registers from VIRT_MMIO_BASE, VIRT_MMIO_STRIDE apart (an empty slot reads as
+            // zero); `TAKEN` makes this the only driver on them, and the registers written only
+            // steer the device, whose DMA is confined to the static `Dma` block whose addresses
+            // this driver gives it.
+            let regs = Regs(unsafe { Mmio::new(VIRT_MMIO_BASE + slot * VIRT_MMIO_STRIDE) });
             if regs.read(MAGIC_VALUE) == MAGIC && regs.read(DEVICE_ID) == DEVICE_ID_NET {
                 found = Some(regs);
                 break;
@@ -435,7 +430,7 @@ impl VirtioNet {
 
     /// The base address of the virtio-mmio slot in use.
     pub fn base(&self) -> usize {
-        self.regs.base
+        self.regs.0.base()
     }
 
     /// Copies the next good received frame into `self.frame`, gives its buffer back to the
