@@ -411,7 +411,8 @@ enum Owner {
 
 #[derive(Clone, Copy, Debug)]
 struct InFlight {
-    tid: u16,
+    /// Random, see [`krpc::QUERY_TID_LEN`].
+    tid: u32,
     to: PeerAddr,
     expect: Option<NodeId>,
     deadline: Instant,
@@ -453,7 +454,6 @@ pub struct Node<
     next_op: usize,
     inflight: [Option<InFlight>; INFLIGHT],
     pings: [Option<PendingPing>; PINGS],
-    next_tid: u16,
     next_maintenance: Instant,
     bootstrap_op: Option<OpId>,
 }
@@ -510,7 +510,6 @@ impl<
             next_op: 0,
             inflight: [None; INFLIGHT],
             pings: [None; PINGS],
-            next_tid: 1,
             next_maintenance: now.saturating_add(config.maintenance_interval),
             bootstrap_op: None,
         }
@@ -979,12 +978,13 @@ impl<
         t: &[u8],
         answer: Result<Response<'_>, i64>,
     ) {
-        let Some(tid) = krpc::tid_of(t) else { return };
-        // The answer must come from the IP we asked (k-rpc-socket does not check the port).
+        let Some(tid) = krpc::tid32_of(t) else { return };
+        // The answer must come from the exact address we asked: k-rpc-socket checks only the
+        // IP, which lets any process on that host (or a spoofer guessing its counter) answer.
         let Some(slot) = self
             .inflight
             .iter_mut()
-            .find(|f| f.is_some_and(|f| f.tid == tid && f.to.ip == from.ip))
+            .find(|f| f.is_some_and(|f| f.tid == tid && f.to == from))
         else {
             return;
         };
@@ -1122,7 +1122,7 @@ impl<
                 break;
             };
             let tid = self.take_tid();
-            if let Ok(len) = krpc::encode_ping(buf, &krpc::tid(tid), &self.id) {
+            if let Ok(len) = krpc::encode_ping(buf, &krpc::tid32(tid), &self.id) {
                 self.set_inflight(i, now, tid, p.to, Some(p.id), p.owner);
                 return Some(Transmit { to: p.to, len });
             }
@@ -1155,7 +1155,7 @@ impl<
                         LookupAction::Query { to, id } => {
                             let generation = o.generation;
                             let tid = self.take_tid();
-                            let t = krpc::tid(tid);
+                            let t = krpc::tid32(tid);
                             let o = self.ops.get(i)?;
                             let target = o.lookup.target();
                             let written = match o.kind {
@@ -1201,7 +1201,7 @@ impl<
                     };
                     let slot = self.free_inflight()?;
                     let tid = self.take_tid();
-                    let t = krpc::tid(tid);
+                    let t = krpc::tid32(tid);
                     let own = self.id;
                     let o = self.ops.get(i)?;
                     let target = o.targets.get(ti)?;
@@ -1274,10 +1274,18 @@ impl<
         self.inflight.iter().position(Option::is_none)
     }
 
-    fn take_tid(&mut self) -> u16 {
-        // 2-byte big-endian counter from 1, wrapping 65535 → 1, like k-rpc-socket.
-        let tid = self.next_tid;
-        self.next_tid = if tid == u16::MAX { 1 } else { tid + 1 };
+    fn take_tid(&mut self) -> u32 {
+        // Random rather than k-rpc-socket's 16-bit counter: a spoofer can neither predict the
+        // next id nor try all of them within a query's lifetime. Unique among the queries in
+        // flight, so that an answer matches one query; a few draws suffice (at most INFLIGHT
+        // of 2^32 values are taken), a repeat after them is only a lost answer.
+        let mut tid = self.rng.next_u32();
+        for _ in 0..4 {
+            if !self.inflight.iter().flatten().any(|f| f.tid == tid) {
+                break;
+            }
+            tid = self.rng.next_u32();
+        }
         tid
     }
 
@@ -1285,7 +1293,7 @@ impl<
         &mut self,
         slot: usize,
         now: Instant,
-        tid: u16,
+        tid: u32,
         to: PeerAddr,
         expect: Option<NodeId>,
         owner: Owner,
@@ -2147,5 +2155,75 @@ mod tests {
             Err(StartError::BadValue)
         );
         assert!(node.put_immutable(now, b"5:fits!").is_ok());
+    }
+
+    /// A `get_peers` answer with `t`, id `[id; 20]` and `values`.
+    fn peers_answer(t: &[u8], id: u8, values: &[PeerAddr]) -> Vec<u8> {
+        let mut buf = [0u8; REPLY_BUF_LEN];
+        let n = krpc::encode_response_values(
+            &mut buf,
+            t,
+            &NodeId([id; 20]),
+            b"tk",
+            values.iter().copied(),
+        )
+        .unwrap();
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn an_answer_from_the_right_ip_but_another_port_is_ignored() {
+        let mut n = lone_node();
+        n.add_bootstrap(addr(1));
+        let op = n.lookup(Instant::ZERO, b"svc").unwrap();
+        let mut buf = [0u8; REPLY_BUF_LEN];
+        let tx = n.poll_transmit(Instant::ZERO, &mut buf).unwrap();
+        assert_eq!(tx.to, addr(1));
+        let t = krpc::parse(&buf[..tx.len]).unwrap().t().to_vec();
+        assert_eq!(t.len(), krpc::QUERY_TID_LEN);
+        // Another process on the queried host answers first, with the right tid.
+        let forged = peers_answer(&t, 0xee, &[PeerAddr::new([6, 6, 6, 6], 666)]);
+        let same_ip = PeerAddr::new(addr(1).ip, addr(1).port + 1);
+        let mut reply = [0u8; REPLY_BUF_LEN];
+        assert_eq!(
+            n.handle_datagram(Instant::ZERO, same_ip, &forged, &mut reply),
+            None
+        );
+        let honest = peers_answer(&t, 0x01, &[PeerAddr::new([10, 9, 9, 9], 1337)]);
+        n.handle_datagram(Instant::ZERO, addr(1), &honest, &mut reply);
+        let _ = n.poll_transmit(Instant::ZERO, &mut buf);
+        match n.poll_event() {
+            Some(Event::LookupDone { op: o, peers }) => {
+                assert_eq!(o, op);
+                assert_eq!(peers, &[PeerAddr::new([10, 9, 9, 9], 1337)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The forger was not learned either.
+        assert!(n.table().iter().all(|e| e.addr != same_ip));
+    }
+
+    #[test]
+    fn transaction_ids_are_random_not_a_counter() {
+        let mut n = lone_node();
+        for i in 1..=12 {
+            n.add_bootstrap(addr(i));
+        }
+        n.lookup(Instant::ZERO, b"svc").unwrap();
+        let mut buf = [0u8; REPLY_BUF_LEN];
+        let mut tids = Vec::new();
+        while let Some(tx) = n.poll_transmit(Instant::ZERO, &mut buf) {
+            let t = krpc::parse(&buf[..tx.len]).unwrap().t().to_vec();
+            tids.push(krpc::tid32_of(&t).unwrap());
+            assert!(tids.len() <= 12);
+        }
+        assert_eq!(tids.len(), 12);
+        let steps: Vec<u32> = tids.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+        // A counter (of any stride) repeats its step; 11 random steps do not.
+        assert!(steps.windows(2).all(|w| w[0] != w[1]), "{tids:x?}");
+        let mut unique = tids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), tids.len());
     }
 }
