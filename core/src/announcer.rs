@@ -466,6 +466,16 @@ mod tests {
                 let _ = net.grapes[i].start_bootstrap(net.now);
             }
             net.settle();
+            // Grapes enter each other's tables only once they answered a query, and this
+            // harness hands a grape every query of a round before it may send its pings
+            // (whose queue holds 8): more rounds let the grapes started together learn each
+            // other, as later lookups and announces would.
+            for _ in 0..2 {
+                for g in &mut net.grapes {
+                    let _ = g.start_bootstrap(net.now);
+                }
+                net.settle();
+            }
             net
         }
 

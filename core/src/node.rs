@@ -68,6 +68,10 @@ pub const MAX_BOOTSTRAP: usize = 16;
 /// Most pings waiting for a free transaction slot (evictions and liveness checks): the
 /// default of [`Node`]'s `PINGS`.
 pub const MAX_PENDING_PINGS: usize = 32;
+/// Most pings in flight at once to nodes that queried us and are not in the routing table yet
+/// (they enter it when they answer): a query flood from made-up ids costs at most this many
+/// of the node's transaction slots, for a query timeout each.
+pub const MAX_VERIFY_INFLIGHT: usize = 4;
 /// A reply buffer of this size holds every answer the node writes (K nodes, 100 values, a
 /// 1000-byte BEP44 value with its signature). Smaller buffers work: what does not fit is not
 /// answered.
@@ -407,6 +411,8 @@ enum Owner {
     },
     /// A liveness ping of a table node.
     Liveness { id: NodeId },
+    /// A ping of a node that sent us a query: it enters the table if it answers.
+    Verify,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -795,7 +801,32 @@ impl<
         }
     }
 
-    /// Learns a node that sent us something with a valid id.
+    /// A node sent us a query. bittorrent-dht adds it to its table at once, so that any host
+    /// can fill the table with ids it makes up (and dead addresses). Here a known contact at
+    /// its known address is refreshed; anyone else is pinged first (at most
+    /// [`MAX_VERIFY_INFLIGHT`] at a time) and enters the table only when it answers, from
+    /// that address, with that id.
+    fn querier(&mut self, now: Instant, id: NodeId, from: PeerAddr) {
+        if id == self.id || from.port == 0 {
+            return;
+        }
+        if self.table.get(&id).is_some_and(|e| e.addr == from) {
+            self.table.seen(now, &id);
+            return;
+        }
+        self.queue_ping(from, id, Owner::Verify);
+    }
+
+    /// Drops `id` from the table after a failed query to `to`, if the table has it at `to`:
+    /// a query to the same id at an address some answer named (forged or stale) says nothing
+    /// about the contact we know.
+    fn drop_if_at(&mut self, id: &NodeId, to: PeerAddr) {
+        if self.table.get(id).is_some_and(|e| e.addr == to) {
+            self.table.remove(id);
+        }
+    }
+
+    /// Learns a node that answered one of our queries with a valid id.
     fn learn(&mut self, now: Instant, id: NodeId, addr: PeerAddr) {
         if id == self.id || addr.port == 0 {
             return;
@@ -812,15 +843,32 @@ impl<
     }
 
     fn queue_ping(&mut self, to: PeerAddr, id: NodeId, owner: Owner) {
-        let already = self.pings.iter().flatten().any(|p| p.id == id)
+        let already = self
+            .pings
+            .iter()
+            .flatten()
+            .any(|p| p.id == id && p.to == to)
             || self.inflight.iter().flatten().any(|f| {
                 f.expect == Some(id)
+                    && f.to == to
                     && !matches!(f.owner, Owner::Traverse { .. } | Owner::Send { .. })
             });
         if already {
             return;
         }
-        if let Some(slot) = self.pings.iter_mut().find(|p| p.is_none()) {
+        // A verification of a querier only takes a free place; the pings that keep the table
+        // honest (evictions, liveness) may also take a verification's place, so that a query
+        // flood never crowds them out.
+        let verify = matches!(owner, Owner::Verify);
+        let slot = match self.pings.iter().position(Option::is_none) {
+            Some(i) => Some(i),
+            None if !verify => self
+                .pings
+                .iter()
+                .position(|p| p.is_some_and(|p| matches!(p.owner, Owner::Verify))),
+            None => None,
+        };
+        if let Some(slot) = slot.and_then(|i| self.pings.get_mut(i)) {
             *slot = Some(PendingPing { to, id, owner });
         }
     }
@@ -835,9 +883,7 @@ impl<
         reply: &mut [u8],
     ) -> Option<usize> {
         if let Some(id) = id {
-            // Learned before the answer is built, so that it can appear in its own `nodes`
-            // as with bittorrent-dht.
-            self.learn(now, id, from);
+            self.querier(now, id, from);
         }
         let own = self.id;
         let written = match query {
@@ -998,7 +1044,7 @@ impl<
                 if f.expect.is_some_and(|e| e != rid) {
                     // EUNEXPECTEDNODE: the address now answers with another id.
                     if let Some(e) = f.expect {
-                        self.table.remove(&e);
+                        self.drop_if_at(&e, f.to);
                     }
                     self.fail(now, f);
                     return;
@@ -1069,8 +1115,9 @@ impl<
                     t.state = SendState::Acked;
                 }
             }
-            Owner::Evict { .. } | Owner::Liveness { .. } => {
-                // `seen` above already refreshed the stale node; the candidate is dropped.
+            Owner::Evict { .. } | Owner::Liveness { .. } | Owner::Verify => {
+                // `learn` and `seen` above already refreshed the stale node (the eviction
+                // candidate is dropped) or inserted the verified querier.
             }
         }
     }
@@ -1084,7 +1131,7 @@ impl<
                 }
                 if let Some(id) = f.expect {
                     // k-rpc drops a node whose traversal query fails (`krpc:264-268`).
-                    self.table.remove(&id);
+                    self.drop_if_at(&id, f.to);
                 }
             }
             Owner::Send {
@@ -1108,17 +1155,34 @@ impl<
                     .evict_and_insert(now, &stale, candidate, candidate_addr);
             }
             Owner::Liveness { id } => {
-                self.table.remove(&id);
+                self.drop_if_at(&id, f.to);
             }
+            Owner::Verify => {}
         }
     }
 
     /// The next query to send, written into `buf` (use [`REPLY_BUF_LEN`] bytes). Call it
     /// until it returns `None` after every input and timeout.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        // Pings first: they keep the table honest and are few.
+        // Pings first: they keep the table honest and are few. Verifications of queriers are
+        // capped so that a query flood from dead addresses cannot hold the lookups' slots.
         while let Some(i) = self.free_inflight() {
-            let Some(p) = self.pings.iter_mut().find_map(Option::take) else {
+            let verifying = self
+                .inflight
+                .iter()
+                .flatten()
+                .filter(|f| matches!(f.owner, Owner::Verify))
+                .count();
+            let Some(p) = self
+                .pings
+                .iter_mut()
+                .find(|p| {
+                    p.is_some_and(|p| {
+                        verifying < MAX_VERIFY_INFLIGHT || !matches!(p.owner, Owner::Verify)
+                    })
+                })
+                .and_then(Option::take)
+            else {
                 break;
             };
             let tid = self.take_tid();
@@ -1808,8 +1872,21 @@ mod tests {
         expected.extend_from_slice(&[0x16; 20]);
         expected.extend_from_slice(b"e1:t2:aa1:y1:re");
         assert_eq!(r, expected);
-        // The querier was learned.
+        // The querier is not learned yet: it is pinged, and enters the table when it answers.
+        assert_eq!(n.table().len(), 0);
+        let mut buf = [0u8; REPLY_BUF_LEN];
+        let tx = n.poll_transmit(Instant::ZERO, &mut buf).unwrap();
+        assert_eq!(tx.to, addr(1));
+        let t = krpc::parse(&buf[..tx.len]).unwrap().t().to_vec();
+        let mut pong = [0u8; REPLY_BUF_LEN];
+        let querier = NodeId(core::array::from_fn(|i| i as u8 + 1));
+        let len = krpc::encode_response_id(&mut pong, &t, &querier).unwrap();
+        assert_eq!(
+            n.handle_datagram(Instant::ZERO, addr(1), &pong[..len], &mut buf),
+            None
+        );
         assert_eq!(n.table().len(), 1);
+        assert_eq!(n.table().get(&querier).unwrap().addr, addr(1));
     }
 
     #[test]
@@ -2225,5 +2302,45 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), tids.len());
+    }
+
+    #[test]
+    fn a_query_flood_from_unverified_ids_does_not_enter_the_table() {
+        let mut n = lone_node();
+        let mut reply = [0u8; REPLY_BUF_LEN];
+        let mut buf = [0u8; REPLY_BUF_LEN];
+        let mut pinged = 0;
+        let mut now = Instant::ZERO;
+        for i in 0..1000u32 {
+            let mut id = [0u8; 20];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            id[19] = 0xaa;
+            let from = PeerAddr::new([10, 66, (i >> 8) as u8, i as u8], 6881);
+            let mut q = b"d1:ad2:id20:".to_vec();
+            q.extend_from_slice(&id);
+            q.extend_from_slice(b"e1:q4:ping1:t2:aa1:y1:qe");
+            // Still answered: a querier is served, only not trusted.
+            assert!(n.handle_datagram(now, from, &q, &mut reply).is_some());
+            while let Some(tx) = n.poll_transmit(now, &mut buf) {
+                assert!(tx.to.ip[1] == 66);
+                pinged += 1;
+            }
+            let verifying = n
+                .inflight
+                .iter()
+                .flatten()
+                .filter(|f| f.owner == Owner::Verify)
+                .count();
+            assert!(verifying <= MAX_VERIFY_INFLIGHT);
+            now = now.saturating_add(Duration::from_millis(10));
+            if n.poll_timeout().is_some_and(|t| t <= now) {
+                n.handle_timeout(now);
+            }
+        }
+        // Nobody answered the pings: nobody entered.
+        assert_eq!(n.table().len(), 0);
+        // 10 s of flood, one ping slot freed per 2 s timeout per verification slot.
+        assert!(pinged <= MAX_VERIFY_INFLIGHT * 6, "{pinged} pings");
+        assert!(pinged >= MAX_VERIFY_INFLIGHT, "{pinged} pings");
     }
 }
