@@ -33,6 +33,9 @@
 //!   slot; puts of larger values are refused, larger items found are ignored.
 //! * `PINGS` (default [`MAX_PENDING_PINGS`]): pings waiting for a free transaction slot
 //!   (about 80 bytes each); a small table needs few.
+//! * `SOURCES` (default [`DEFAULT_SOURCES`]): source IPs whose answer budget
+//!   ([`NodeConfig::answer_limit`], [`crate::ratelimit`]) is tracked, about 32 bytes each; 0
+//!   turns the limit off (a board's light client).
 //!
 //! # Differences from the Node grape, all interoperable
 //! * Expiry of announced peers is exact ([`NodeConfig::peer_ttl`], default 120 s, the
@@ -54,6 +57,7 @@ use crate::bep44::{self, ItemStore, Key, PutError};
 use crate::id::{NodeId, ID_LEN};
 use crate::krpc::{self, Message, MutablePut, Query, Response, Signed};
 use crate::lookup::{Lookup, LookupAction, LookupConfig, ResponseOutcome, MAX_TARGET_LEN};
+use crate::ratelimit::{RateLimit, SourceLimiter, DEFAULT_SOURCES};
 use crate::rng::Rng;
 use crate::store::AnnounceStore;
 use crate::table::{Entry, InsertOutcome, RoutingTable, K};
@@ -96,6 +100,10 @@ pub struct NodeConfig {
     /// The address given with `-b`: when set, an announce also stores `host:port` in this
     /// node's own store, as bittorrent-dht does (`dht:406-413`).
     pub host: Option<[u8; 4]>,
+    /// What the node may answer one source IP ([`RateLimit::DEFAULT`]: 64 KiB/s and 100
+    /// answers/s, bursts of 256 KiB and 400); answers over it are not sent. Node answers
+    /// everything.
+    pub answer_limit: RateLimit,
 }
 
 impl NodeConfig {
@@ -106,6 +114,7 @@ impl NodeConfig {
         node_liveness: Duration::from_secs(5 * 60),
         maintenance_interval: Duration::from_secs(60),
         host: None,
+        answer_limit: RateLimit::DEFAULT,
     };
 }
 
@@ -445,6 +454,7 @@ pub struct Node<
     const LOOKUP_PEERS: usize = MAX_LOOKUP_PEERS,
     const VALUE: usize = { bep44::MAX_V_LEN },
     const PINGS: usize = MAX_PENDING_PINGS,
+    const SOURCES: usize = DEFAULT_SOURCES,
 > {
     id: NodeId,
     config: NodeConfig,
@@ -462,6 +472,8 @@ pub struct Node<
     pings: [Option<PendingPing>; PINGS],
     next_maintenance: Instant,
     bootstrap_op: Option<OpId>,
+    /// The budget of answers per source IP.
+    limiter: SourceLimiter<SOURCES>,
 }
 
 impl<
@@ -476,7 +488,22 @@ impl<
         const LOOKUP_PEERS: usize,
         const VALUE: usize,
         const PINGS: usize,
-    > Node<R, TABLE, NAMES, PEERS, ITEMS, OPS, CANDIDATES, INFLIGHT, LOOKUP_PEERS, VALUE, PINGS>
+        const SOURCES: usize,
+    >
+    Node<
+        R,
+        TABLE,
+        NAMES,
+        PEERS,
+        ITEMS,
+        OPS,
+        CANDIDATES,
+        INFLIGHT,
+        LOOKUP_PEERS,
+        VALUE,
+        PINGS,
+        SOURCES,
+    >
 {
     /// A node with a random id (from `rng`, as bittorrent-dht picks a new one on every start).
     pub fn new(mut rng: R, config: NodeConfig, now: Instant) -> Self {
@@ -488,6 +515,8 @@ impl<
     pub fn with_id(id: NodeId, mut rng: R, config: NodeConfig, now: Instant) -> Self {
         let tokens = TokenIssuer::new(now, &mut rng);
         let store = AnnounceStore::with_hash_seed(rng.next_u32());
+        let seed = u64::from(rng.next_u32()) << 32 | u64::from(rng.next_u32());
+        let limiter = SourceLimiter::new(config.answer_limit, seed);
         Node {
             id,
             config,
@@ -518,6 +547,7 @@ impl<
             pings: [None; PINGS],
             next_maintenance: now.saturating_add(config.maintenance_interval),
             bootstrap_op: None,
+            limiter,
         }
     }
 
@@ -789,7 +819,12 @@ impl<
     ) -> Option<usize> {
         let message = krpc::parse(datagram).ok()?;
         match message {
-            Message::Query { t, id, query } => self.answer(now, from, t, id, query, reply),
+            Message::Query { t, id, query } => {
+                let len = self.answer(now, from, t, id, query, reply)?;
+                // An answer over its source's budget is not sent: no forged source turns the
+                // node into an amplifier beyond `NodeConfig::answer_limit`.
+                self.limiter.admit(now, from.ip, len).then_some(len)
+            }
             Message::Response { t, r } => {
                 self.on_answer(now, from, t, Ok(r));
                 None
@@ -2342,5 +2377,31 @@ mod tests {
         // 10 s of flood, one ping slot freed per 2 s timeout per verification slot.
         assert!(pinged <= MAX_VERIFY_INFLIGHT * 6, "{pinged} pings");
         assert!(pinged >= MAX_VERIFY_INFLIGHT, "{pinged} pings");
+    }
+
+    #[test]
+    fn answers_to_one_source_stay_within_its_budget_and_others_are_served() {
+        let mut n = lone_node();
+        let limit = n.config().answer_limit;
+        // A 47-byte get_peers without an id, from a forged source, one a millisecond.
+        let q = b"d1:ad9:info_hash3:svce1:q9:get_peers1:t2:aa1:y1:qe";
+        let victim = PeerAddr::new([10, 7, 7, 7], 6881);
+        let mut reply = [0u8; REPLY_BUF_LEN];
+        let (mut packets, mut bytes) = (0u32, 0usize);
+        for ms in 0..=1_000 {
+            let now = Instant::from_millis(ms);
+            if let Some(len) = n.handle_datagram(now, victim, q, &mut reply) {
+                packets += 1;
+                bytes += len;
+            }
+        }
+        // Over one second: at most the burst plus one second of rate.
+        assert_eq!(packets, limit.packets_burst + limit.packets_per_sec);
+        assert!(bytes <= (limit.bytes_burst + limit.bytes_per_sec) as usize);
+        // Another source, at the same time: every query answered.
+        let now = Instant::from_millis(1_000);
+        let other = PeerAddr::new([10, 7, 7, 8], 6881);
+        assert!((0..50).all(|_| n.handle_datagram(now, other, q, &mut reply).is_some()));
+        assert!(n.handle_datagram(now, victim, q, &mut reply).is_none());
     }
 }
