@@ -787,6 +787,11 @@ impl<
         op.lookup
             .restart(target, seeds, now)
             .map_err(|_| StartError::BadTarget)?;
+        // The bootstrap nodes are asked in every traversal, and announces and puts go to them
+        // too: ids made up next to a name cannot hide what the trusted grapes hold.
+        for a in self.bootstrap.iter().take(self.bootstrap_len) {
+            op.lookup.pin(*a);
+        }
         op.used = true;
         op.generation = op.generation.wrapping_add(1);
         op.kind = kind;
@@ -1704,6 +1709,8 @@ mod tests {
         seq: u64,
         events: Vec<(usize, OwnedEvent)>,
         sent: usize,
+        /// Datagrams to this IP are answered by [`sybil_answer`].
+        sybil_ip: Option<[u8; 4]>,
     }
 
     #[derive(Clone, Debug, PartialEq)]
@@ -1739,6 +1746,7 @@ mod tests {
                 seq: 0,
                 events: Vec::new(),
                 sent: 0,
+                sybil_ip: None,
             }
         }
 
@@ -1814,6 +1822,10 @@ mod tests {
                                 let r = reply[..n].to_vec();
                                 self.send(to, from, &r);
                             }
+                        }
+                    } else if self.sybil_ip == Some(to.ip) {
+                        if let Some(r) = sybil_answer(to, &bytes) {
+                            self.send(to, from, &r);
                         }
                     }
                 } else {
@@ -2403,5 +2415,80 @@ mod tests {
         let other = PeerAddr::new([10, 7, 7, 8], 6881);
         assert!((0..50).all(|_| n.handle_datagram(now, other, q, &mut reply).is_some()));
         assert!(n.handle_datagram(now, victim, q, &mut reply).is_none());
+    }
+
+    /// The id of the Sybil at `port`: `SYBIL_NAME`'s bytes, then the port, so that every
+    /// Sybil is closer to that name than any honest node.
+    fn sybil_id(port: u16) -> NodeId {
+        let mut id = [0x5b; 20];
+        id[..SYBIL_NAME.len()].copy_from_slice(SYBIL_NAME);
+        id[18..].copy_from_slice(&port.to_be_bytes());
+        NodeId(id)
+    }
+
+    const SYBIL_NAME: &[u8] = b"svc";
+    const SYBIL_IP: [u8; 4] = [10, 66, 0, 1];
+    const SYBILS: u16 = 40;
+
+    /// What the Sybil at `to` answers: its id to everything, and for traversal queries a token
+    /// and 20 other Sybils, never a value; announces are acknowledged and dropped.
+    fn sybil_answer(to: PeerAddr, q: &[u8]) -> Option<Vec<u8>> {
+        let Ok(Message::Query { t, query, .. }) = krpc::parse(q) else {
+            return None;
+        };
+        let me = sybil_id(to.port);
+        let mut buf = [0u8; REPLY_BUF_LEN];
+        let others = (1..=20u16).map(|i| {
+            let port = (to.port + i - 1) % SYBILS + 1;
+            (sybil_id(port), PeerAddr::new(SYBIL_IP, port))
+        });
+        let n = match query {
+            Query::FindNode { .. } | Query::GetPeers { .. } | Query::Get { .. } => {
+                krpc::encode_response_nodes_token(&mut buf, t, &me, others, b"tk")
+            }
+            _ => krpc::encode_response_id(&mut buf, t, &me),
+        };
+        n.ok().map(|n| buf[..n].to_vec())
+    }
+
+    #[test]
+    fn sybils_next_to_a_name_do_not_hide_what_the_bootstrap_node_holds() {
+        let mut net = Net::new(10, 21);
+        net.bootstrap_all();
+        net.sybil_ip = Some(SYBIL_IP);
+        // 40 Sybils from one IP query every honest node and answer its verification pings.
+        for _ in 0..2 {
+            for port in 1..=SYBILS {
+                let mut ping = b"d1:ad2:id20:".to_vec();
+                ping.extend_from_slice(sybil_id(port).as_bytes());
+                ping.extend_from_slice(b"e1:q4:ping1:t2:sy1:y1:qe");
+                for i in 0..10 {
+                    net.send(PeerAddr::new(SYBIL_IP, port), addr(i), &ping);
+                }
+            }
+            net.run_for(3_000);
+        }
+        let sybils_in = |net: &Net, i: usize| {
+            net.nodes[i]
+                .table()
+                .iter()
+                .filter(|e| e.addr.ip == SYBIL_IP)
+                .count()
+        };
+        assert!(sybils_in(&net, 5) > 0, "the Sybils did not get in at all");
+        // Honest nodes stay in the table.
+        assert!(
+            net.nodes[5]
+                .table()
+                .iter()
+                .filter(|e| e.addr.ip != SYBIL_IP)
+                .count()
+                >= 9
+        );
+        // A worker announced now is found through another node: the bootstrap node (0) is
+        // asked in both traversals, whatever the Sybils say.
+        assert!(net.announce(3, SYBIL_NAME, 4000).unwrap() >= 1);
+        let (peers, _) = net.lookup(5, SYBIL_NAME);
+        assert_eq!(peers, vec![PeerAddr::new(addr(3).ip, 4000)]);
     }
 }
