@@ -104,6 +104,16 @@ pub struct NodeConfig {
     /// answers/s, bursts of 256 KiB and 400); answers over it are not sent. Node answers
     /// everything.
     pub answer_limit: RateLimit,
+    /// Most nodes of one routing-table bucket from one IP address (10, half of K): one host
+    /// with many ports and made-up ids cannot own a bucket, e.g. the one around a service
+    /// name. Half of K and per bucket rather than per table, so that test networks of dozens
+    /// of grapes on 127.0.0.1 still route: only the two farthest buckets are ever cut, and
+    /// lookups reach those parts of the id space through the nodes they hold.
+    pub max_per_ip_in_bucket: usize,
+    /// Most nodes of one routing-table bucket from one IPv4 /24 (16): a subnet cannot own a
+    /// whole bucket, while a deployment of many grapes in one private /24 loses at most 4 of
+    /// the 20 places of its fullest buckets.
+    pub max_per_subnet_in_bucket: usize,
 }
 
 impl NodeConfig {
@@ -115,6 +125,8 @@ impl NodeConfig {
         maintenance_interval: Duration::from_secs(60),
         host: None,
         answer_limit: RateLimit::DEFAULT,
+        max_per_ip_in_bucket: K / 2,
+        max_per_subnet_in_bucket: 16,
     };
 }
 
@@ -517,11 +529,13 @@ impl<
         let store = AnnounceStore::with_hash_seed(rng.next_u32());
         let seed = u64::from(rng.next_u32()) << 32 | u64::from(rng.next_u32());
         let limiter = SourceLimiter::new(config.answer_limit, seed);
+        let mut table = RoutingTable::new(id);
+        table.set_address_limits(config.max_per_ip_in_bucket, config.max_per_subnet_in_bucket);
         Node {
             id,
             config,
             rng,
-            table: RoutingTable::new(id),
+            table,
             store,
             items: ItemStore::new(),
             tokens,
@@ -2476,6 +2490,10 @@ mod tests {
                 .count()
         };
         assert!(sybils_in(&net, 5) > 0, "the Sybils did not get in at all");
+        // One host holds at most its share of the one bucket its ids fall in.
+        for i in 0..10 {
+            assert!(sybils_in(&net, i) <= NodeConfig::DEFAULT.max_per_ip_in_bucket);
+        }
         // Honest nodes stay in the table.
         assert!(
             net.nodes[5]
