@@ -47,6 +47,22 @@
 //!   5 minutes. Traversals here are cheap (no dead-node stalls), and fresh tokens never go
 //!   stale.
 //! * Malformed datagrams are dropped; none of them can crash the node (§7 Q3).
+//!
+//! # Hardening against hosts on the same network (also differences from Node)
+//! * Queries carry random 4-byte transaction ids ([`krpc::QUERY_TID_LEN`]; Node peers echo
+//!   `t` verbatim), and an answer counts only from the exact address (IP and port) the query
+//!   went to: k-rpc-socket's 16-bit counter matched on the IP alone lets another process on
+//!   that host, or anyone guessing, answer first.
+//! * A node that only sent us a query is pinged and enters the routing table when it answers
+//!   ([`MAX_VERIFY_INFLIGHT`] such pings at once): made-up ids and dead addresses cannot fill
+//!   the table. Known live contacts are never evicted for newcomers (ping-before-evict).
+//! * A bucket holds at most [`NodeConfig::max_per_ip_in_bucket`] nodes of one IP and
+//!   [`NodeConfig::max_per_subnet_in_bucket`] of one /24.
+//! * Every traversal also queries the bootstrap nodes, wherever their ids are, and announces
+//!   and puts go to them when they answered with a token ([`crate::lookup::Lookup::pin`]):
+//!   Sybil ids next to a name cannot hide what the operator's trusted grapes hold.
+//! * Answers to one source IP are bounded by [`NodeConfig::answer_limit`]
+//!   ([`crate::ratelimit`]); an answer over budget is not sent.
 //! * The `unannounce` query ([`crate::krpc::UNANNOUNCE`]) is an extension: a node that
 //!   receives it with a valid token removes the (source IP, port) entry; Node grapes ignore
 //!   unknown queries.
