@@ -855,6 +855,11 @@ impl<
         let message = krpc::parse(datagram).ok()?;
         match message {
             Message::Query { t, id, query } => {
+                // A source out of budget gets no answer, so its query is not even processed:
+                // nothing stored, no verification ping to an address that may be forged.
+                if !self.limiter.would_admit(now, from.ip, 1) {
+                    return None;
+                }
                 let len = self.answer(now, from, t, id, query, reply)?;
                 // An answer over its source's budget is not sent: no forged source turns the
                 // node into an amplifier beyond `NodeConfig::answer_limit`.
@@ -2440,6 +2445,15 @@ mod tests {
         // Over one second: at most the burst plus one second of rate.
         assert_eq!(packets, limit.packets_burst + limit.packets_per_sec);
         assert!(bytes <= (limit.bytes_burst + limit.bytes_per_sec) as usize);
+        // Over budget, a query is not even processed: no verification ping to the victim.
+        let mut q = b"d1:ad2:id20:".to_vec();
+        q.extend_from_slice(&[0x42; 20]);
+        q.extend_from_slice(b"e1:q4:ping1:t2:aa1:y1:qe");
+        assert!(n
+            .handle_datagram(Instant::from_millis(1_000), victim, &q, &mut reply)
+            .is_none());
+        assert!(n.pings.iter().flatten().all(|p| p.to != victim));
+        let q = b"d1:ad9:info_hash3:svce1:q9:get_peers1:t2:aa1:y1:qe";
         // Another source, at the same time: every query answered.
         let now = Instant::from_millis(1_000);
         let other = PeerAddr::new([10, 7, 7, 8], 6881);

@@ -131,6 +131,16 @@ impl<const N: usize> SourceLimiter<N> {
     /// Whether `len` bytes may be sent to `ip` at `now`; if so they are charged (one datagram,
     /// `len` bytes). With `N == 0` nothing is tracked and everything is allowed.
     pub fn admit(&mut self, now: Instant, ip: [u8; 4], len: usize) -> bool {
+        self.check(now, ip, len, true)
+    }
+
+    /// Whether `len` bytes could be sent to `ip` at `now`, charging nothing: a node asks
+    /// before it does any work for a query whose answer could not be sent anyway.
+    pub fn would_admit(&mut self, now: Instant, ip: [u8; 4], len: usize) -> bool {
+        self.check(now, ip, len, false)
+    }
+
+    fn check(&mut self, now: Instant, ip: [u8; 4], len: usize, charge: bool) -> bool {
         let limit = self.limit;
         let Some(slot) = self.slot_for(now, ip) else {
             return true;
@@ -140,8 +150,10 @@ impl<const N: usize> SourceLimiter<N> {
         if slot.packets < MILLI || slot.bytes < cost {
             return false;
         }
-        slot.packets -= MILLI;
-        slot.bytes -= cost;
+        if charge {
+            slot.packets -= MILLI;
+            slot.bytes -= cost;
+        }
         true
     }
 
@@ -268,5 +280,13 @@ mod tests {
     fn a_zero_capacity_limiter_allows_everything() {
         let mut l: SourceLimiter<0> = SourceLimiter::new(LIMIT, 6);
         assert!((0..10_000).all(|_| l.admit(Instant::ZERO, [10, 0, 0, 1], 1500)));
+    }
+
+    #[test]
+    fn asking_charges_nothing() {
+        let mut l: SourceLimiter<16> = SourceLimiter::new(LIMIT, 7);
+        assert!((0..1_000).all(|_| l.would_admit(Instant::ZERO, [10, 0, 0, 1], 900)));
+        assert_eq!(flood(&mut l, [10, 0, 0, 1], 0, 1, 20_000), 20_000);
+        assert!(!l.would_admit(Instant::ZERO, [10, 0, 0, 1], 1));
     }
 }
