@@ -731,6 +731,37 @@ mod tests {
         }
     }
 
+    proptest! {
+        #[test]
+        fn address_limits_hold_under_random_inserts_and_evictions(
+            ops in proptest::collection::vec((any::<u16>(), 0u8..64, any::<bool>()), 0..300),
+        ) {
+            let mut rt = RoutingTable::<48>::new(OWN);
+            rt.set_address_limits(2, 3);
+            let mut rng = SplitMix64::new(10);
+            let pool: Vec<NodeId> = (0..96).map(|i| id_in_bucket(&mut rng, i % 3)).collect();
+            let mut now = 0u64;
+            for (x, a, evict) in ops {
+                now += u64::from(x % 20_000);
+                let id = pool[usize::from(x) % pool.len()];
+                // Four /24s of three hosts each, many ports.
+                let addr = PeerAddr::new([10, 0, a % 4, a % 3], 6000 + u16::from(a));
+                if let InsertOutcome::PingToEvict { stale, .. } = rt.insert(t(now), id, addr) {
+                    if evict {
+                        rt.evict_and_insert(t(now), &stale.0, id, addr);
+                    }
+                }
+                for b in 0..3 {
+                    let in_b: Vec<_> = rt.iter().filter(|e| bucket_index(&OWN, &e.id) == Some(b)).collect();
+                    for e in &in_b {
+                        prop_assert!(in_b.iter().filter(|o| o.addr.ip == e.addr.ip).count() <= 2);
+                        prop_assert!(in_b.iter().filter(|o| o.addr.ip[..3] == e.addr.ip[..3]).count() <= 3);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn one_ip_fills_at_most_its_share_of_a_bucket() {
         let mut rng = SplitMix64::new(31);
