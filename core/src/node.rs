@@ -889,7 +889,11 @@ impl<
             self.table.seen(now, &id);
             return;
         }
-        self.queue_ping(from, id, Owner::Verify);
+        // No ping for a stranger the table would refuse anyway (full of live nodes, or of
+        // its address): otherwise every query of such a node would cost a ping.
+        if self.table.has_room_for(now, &id, from) {
+            self.queue_ping(from, id, Owner::Verify);
+        }
     }
 
     /// Drops `id` from the table after a failed query to `to`, if the table has it at `to`:

@@ -258,6 +258,45 @@ impl<const N: usize> RoutingTable<N> {
         InsertOutcome::Inserted
     }
 
+    /// Whether [`insert`](Self::insert) could take `id` at `addr` now, or at least start a
+    /// ping-before-evict for it: not our id, not known, and neither its bucket nor its
+    /// address limits are full of nodes seen recently. Changes nothing. A node asks before it
+    /// pings a stranger to verify it, so that strangers the table would refuse anyway cost no
+    /// traffic.
+    pub fn has_room_for(&self, now: Instant, id: &NodeId, addr: PeerAddr) -> bool {
+        let Some(bucket) = bucket_index(&self.own, id) else {
+            return false;
+        };
+        if self.get(id).is_some() {
+            return false;
+        }
+        if self.iter().any(|e| e.addr == addr) {
+            // A restarted node: its old entry gives way (see the module docs).
+            return true;
+        }
+        let old_enough = |t: Instant| now.saturating_duration_since(t) >= PING_EVICT_AFTER;
+        let in_bucket = |e: &Entry| bucket_index(&self.own, &e.id) == Some(bucket);
+        let stale_where = |f: &dyn Fn(&Entry) -> bool| {
+            self.live().iter().any(|s| {
+                in_bucket(&s.entry)
+                    && f(&s.entry)
+                    && old_enough(s.entry.last_seen)
+                    && s.probed.is_none_or(old_enough)
+            })
+        };
+        let same_ip = |e: &Entry| e.addr.ip == addr.ip;
+        let same_subnet = |e: &Entry| e.addr.ip.get(..3) == addr.ip.get(..3);
+        for (same, limit) in [
+            (&same_ip as &dyn Fn(&Entry) -> bool, self.per_ip),
+            (&same_subnet, self.per_subnet),
+        ] {
+            if limit < K && self.count_in(bucket, same) >= limit && !stale_where(same) {
+                return false;
+            }
+        }
+        self.bucket_len(bucket) < K || stale_where(&|_| true)
+    }
+
     /// Ends a ping-before-evict: `stale` did not answer, so it is removed and the newcomer
     /// inserted in its place. If `stale` was seen again since it was surfaced (it sent us
     /// something in the meantime), it stays, and the newcomer is inserted only if there is
@@ -746,7 +785,14 @@ mod tests {
                 let id = pool[usize::from(x) % pool.len()];
                 // Four /24s of three hosts each, many ports.
                 let addr = PeerAddr::new([10, 0, a % 4, a % 3], 6000 + u16::from(a));
-                if let InsertOutcome::PingToEvict { stale, .. } = rt.insert(t(now), id, addr) {
+                let room = rt.has_room_for(t(now), &id, addr);
+                let outcome = rt.insert(t(now), id, addr);
+                // Where no room was announced, nothing is taken or pinged away.
+                prop_assert!(
+                    room || !matches!(outcome, InsertOutcome::Inserted | InsertOutcome::PingToEvict { .. }),
+                    "{:?}", outcome
+                );
+                if let InsertOutcome::PingToEvict { stale, .. } = outcome {
                     if evict {
                         rt.evict_and_insert(t(now), &stale.0, id, addr);
                     }
@@ -775,6 +821,8 @@ mod tests {
             port += 1;
         }
         assert_eq!(tb.bucket_len(0), 10);
+        assert!(!tb.has_room_for(t(0), &id_in_bucket(&mut rng, 0), sybil(port)));
+        assert!(tb.has_room_for(t(0), &id_in_bucket(&mut rng, 0), addr(99)));
         // Honest nodes from other hosts still find room, the sybils none, even much later
         // while the ones in the table are stale (they are pinged, not silently replaced).
         for i in 0..10 {
@@ -788,6 +836,9 @@ mod tests {
             tb.insert(t(1), id_in_bucket(&mut rng, 0), sybil(port)),
             InsertOutcome::AddressLimit
         ));
+        // Full bucket: room only where a stale node can be pinged away.
+        assert!(!tb.has_room_for(t(1), &id_in_bucket(&mut rng, 0), addr(99)));
+        assert!(tb.has_room_for(t(60_000), &id_in_bucket(&mut rng, 0), sybil(port + 1)));
         match tb.insert(t(60_000), id_in_bucket(&mut rng, 0), sybil(port + 1)) {
             InsertOutcome::PingToEvict { stale, .. } => assert_eq!(stale.1.ip, [10, 66, 0, 1]),
             other => panic!("{other:?}"),
