@@ -62,7 +62,8 @@
 //!   and puts go to them when they answered with a token ([`crate::lookup::Lookup::pin`]):
 //!   Sybil ids next to a name cannot hide what the operator's trusted grapes hold.
 //! * Answers to one source IP are bounded by [`NodeConfig::answer_limit`]
-//!   ([`crate::ratelimit`]); an answer over budget is not sent.
+//!   ([`crate::ratelimit`]): an answer over budget is not sent, and a query from a source
+//!   with no budget left is dropped unprocessed.
 //! * The `unannounce` query ([`crate::krpc::UNANNOUNCE`]) is an extension: a node that
 //!   receives it with a valid token removes the (source IP, port) entry; Node grapes ignore
 //!   unknown queries.
@@ -117,8 +118,8 @@ pub struct NodeConfig {
     /// node's own store, as bittorrent-dht does (`dht:406-413`).
     pub host: Option<[u8; 4]>,
     /// What the node may answer one source IP ([`RateLimit::DEFAULT`]: 64 KiB/s and 100
-    /// answers/s, bursts of 256 KiB and 400); answers over it are not sent. Node answers
-    /// everything.
+    /// answers/s, bursts of 256 KiB and 400): answers over it are not sent, and queries from a
+    /// source with no budget left are dropped unprocessed. Node answers everything.
     pub answer_limit: RateLimit,
     /// Most nodes of one routing-table bucket from one IP address (10, half of K): one host
     /// with many ports and made-up ids cannot own a bucket, e.g. the one around a service
