@@ -54,7 +54,8 @@ struct Cli {
           value_parser = clap::value_parser!(u16).range(1..))]
     dht_concurrency: u16,
 
-    /// Max cached per-target DHT lookup tables
+    /// Max /lookup answers kept for reuse, one per name (the grape's cache of per-target
+    /// traversal results, as bittorrent-dht's tables are; 0 = keep none)
     #[arg(long = "dht_maxTables", value_name = "N", default_value_t = DEFAULT_MAX_TABLES)]
     dht_max_tables: usize,
 

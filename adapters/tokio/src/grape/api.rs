@@ -12,8 +12,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 
+use super::announcers::Announcers;
 use super::coalesce::LookupCoalescer;
-use super::config::DEFAULT_MAX_PAYLOAD;
+use super::config::{DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TABLES, DEFAULT_PEER_MAX_AGE};
 use super::conn;
 use super::dht::GrapeDht;
 
@@ -27,6 +28,10 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_LOOKUP_REUSE: Duration = Duration::from_millis(100);
 /// Default time in-flight requests get to finish after shutdown was asked for.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Default of [`ApiConfig::body_grace`].
+pub const DEFAULT_BODY_GRACE: Duration = Duration::from_secs(5);
+/// Default of [`ApiConfig::body_min_rate`], in bytes per second.
+pub const DEFAULT_BODY_MIN_RATE: u32 = 1024;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -47,6 +52,16 @@ pub struct ApiConfig {
     /// How long a request body may take to arrive; an overrun gets `408` and the connection is
     /// closed (Node's `requestTimeout` does the same after 300 s).
     pub body_timeout: Duration,
+    /// A body must keep up [`ApiConfig::body_min_rate`] after this grace period, counted from
+    /// the end of its head (5 s by default). Together they close a body trickled byte by byte
+    /// (slowloris) after the grace period instead of holding its slot for the whole
+    /// [`ApiConfig::body_timeout`].
+    pub body_grace: Duration,
+    /// The least average rate, in bytes per second, at which a body must arrive once
+    /// [`ApiConfig::body_grace`] is over (1024 by default; 0: no minimum): by `grace + t`
+    /// seconds at least `t × rate` bytes must have come, or the request gets `408` and the
+    /// connection is closed. A full 8 KiB body may take 13 s at the defaults.
+    pub body_min_rate: u32,
     /// Simultaneous connections; when all are taken the server stops accepting (new clients wait
     /// in the kernel's listen queue) until one closes.
     pub max_connections: usize,
@@ -58,6 +73,14 @@ pub struct ApiConfig {
     /// answer is never reused, and an `/announce` or `/unannounce` through this grape drops
     /// the name's answer. See `grape::coalesce`.
     pub lookup_reuse: Duration,
+    /// Answers kept for [`ApiConfig::lookup_reuse`] at most, one per name (the grape's
+    /// `--dht_maxTables`, 5000 by default: the traversal results cached per target, as
+    /// bittorrent-dht's tables are; 0: none kept, concurrent lookups still share one traversal).
+    pub max_reused_lookups: usize,
+    /// How long the grape remembers which client IP announced a (name, port): only that IP may
+    /// `/unannounce` it (see `grape::announcers`). The peer TTL (`--dht_peer_maxAge`, 120 s by
+    /// default), renewed by every announce; zero: no expiry.
+    pub announce_ttl: Duration,
 }
 
 impl Default for ApiConfig {
@@ -66,9 +89,13 @@ impl Default for ApiConfig {
             max_payload: DEFAULT_MAX_PAYLOAD,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            body_grace: DEFAULT_BODY_GRACE,
+            body_min_rate: DEFAULT_BODY_MIN_RATE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             lookup_reuse: DEFAULT_LOOKUP_REUSE,
+            max_reused_lookups: DEFAULT_MAX_TABLES,
+            announce_ttl: DEFAULT_PEER_MAX_AGE,
         }
     }
 }
@@ -129,6 +156,8 @@ pub(super) struct Shared<D> {
     pub(super) dht: Arc<D>,
     /// Lookups of one name share a traversal.
     pub(super) lookups: LookupCoalescer,
+    /// Who announced what through this grape: who may unannounce it.
+    pub(super) announcers: Announcers,
     pub(super) config: ApiConfig,
     /// Flipped once shutdown starts: idle connections close, busy ones answer with
     /// `Connection: close`.
@@ -150,7 +179,8 @@ pub async fn serve_api<D: GrapeDht>(
     let max_connections = config.max_connections.clamp(1, u32::MAX as usize);
     let shared = Arc::new(Shared {
         dht,
-        lookups: LookupCoalescer::new(config.lookup_reuse),
+        lookups: LookupCoalescer::new(config.lookup_reuse, config.max_reused_lookups),
+        announcers: Announcers::new(config.announce_ttl),
         config: config.clone(),
         closing: closing_rx,
     });
@@ -189,7 +219,7 @@ pub async fn serve_api<D: GrapeDht>(
         tokio::spawn(async move {
             let _permit = permit;
             tokio::select! {
-                result = conn::serve_connection(stream, &shared) => {
+                result = conn::serve_connection(stream, peer.ip().to_canonical(), &shared) => {
                     if let Err(err) = result {
                         debug!("grape api: connection from {peer} ended: {err}");
                     }

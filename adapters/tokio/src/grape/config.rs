@@ -17,7 +17,7 @@ pub const DEFAULT_PEER_MAX_AGE: Duration = Duration::from_millis(120_000);
 pub const DEFAULT_NODE_LIVENESS: Duration = Duration::from_millis(300_000);
 /// Default `--check_maxPayloadSize`, in bytes.
 pub const DEFAULT_MAX_PAYLOAD: usize = 8192;
-/// Default `--dht_maxTables`: cached per-target traversal tables.
+/// Default `--dht_maxTables`: lookup answers kept for reuse ([`ApiConfig::max_reused_lookups`]).
 pub const DEFAULT_MAX_TABLES: usize = 5000;
 /// Default `--dht_maxValues`: stored BEP 44 items.
 pub const DEFAULT_MAX_VALUES: usize = 5000;
@@ -40,7 +40,10 @@ pub struct GrapeConfig {
     pub bootstrap: Vec<BootstrapNode>,
     /// `--dc/--dht_concurrency`: queries in flight per traversal.
     pub dht_concurrency: usize,
-    /// `--dht_maxTables`: cached per-target traversal tables.
+    /// `--dht_maxTables`: lookup answers kept for reuse, one per name
+    /// ([`ApiConfig::max_reused_lookups`]). bittorrent-dht caches per-target traversal
+    /// tables under this bound; this grape's cache of per-target traversal results is the
+    /// coalescer's, so the flag bounds that.
     pub dht_max_tables: usize,
     /// `--dht_maxValues`: stored BEP 44 items.
     pub dht_max_values: usize,
@@ -82,12 +85,15 @@ impl GrapeConfig {
         }
     }
 
-    /// The HTTP API settings this configuration implies (the payload limit; timeouts and the
-    /// connection cap keep their defaults).
+    /// The HTTP API settings this configuration implies (the payload limit, lookup reuse and
+    /// its cap, the peer TTL for the announcer record; timeouts and connection caps keep their
+    /// defaults).
     pub fn api_config(&self) -> ApiConfig {
         ApiConfig {
             max_payload: self.max_payload,
             lookup_reuse: self.lookup_reuse,
+            max_reused_lookups: self.dht_max_tables,
+            announce_ttl: self.dht_peer_max_age,
             ..ApiConfig::default()
         }
     }

@@ -16,7 +16,8 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use grenache_core::http::{
     parse_request_limited, write_response_head, BodyDecoder, BodyKind, Header, HttpError, Status,
@@ -66,6 +67,7 @@ enum Abort {
 /// a timeout or a framing error ends it, or the server shuts down while it is idle.
 pub(super) async fn serve_connection<D: GrapeDht>(
     mut stream: TcpStream,
+    client: IpAddr,
     shared: &Shared<D>,
 ) -> io::Result<()> {
     let config = &shared.config;
@@ -114,7 +116,23 @@ pub(super) async fn serve_connection<D: GrapeDht>(
         };
 
         let plan = handlers::handle(&head.target, &body);
-        let reply = handlers::execute(shared.dht.as_ref(), &shared.lookups, plan).await;
+        // While the DHT works, watch the socket: a client that hangs up takes its request with
+        // it. Dropping the handler drops its wait for the DHT, which then never starts the
+        // command if it is still queued, and cancels a lookup nobody else waits for. Bytes that
+        // arrive meanwhile (a pipelined request) are kept, up to a head's worth.
+        let work = handlers::execute(shared, client, plan);
+        tokio::pin!(work);
+        let reply = loop {
+            tokio::select! {
+                biased;
+                reply = &mut work => break reply,
+                read = read_more(&mut stream, &mut buf), if buf.len() < MAX_HEAD => match read {
+                    // Node does the same: an ended request socket aborts the request.
+                    Ok(0) | Err(_) => return Ok(()),
+                    Ok(_) => {}
+                },
+            }
+        };
         trace!("grape api: {} -> {}", head.target, reply.status);
         let keep_alive = head.keep_alive && !*closing.borrow();
         encode_reply(
@@ -166,7 +184,10 @@ async fn read_body<D: GrapeDht>(
     if head.expect_continue && !decoder.is_done() && buf.is_empty() {
         write_answer(stream, CONTINUE_RESPONSE, config).await?;
     }
-    let deadline = Instant::now() + config.body_timeout;
+    let start = Instant::now();
+    let deadline = start + config.body_timeout;
+    // Bytes of the body (framing included) received so far, for the minimum rate.
+    let mut received = u64::try_from(buf.len()).unwrap_or(u64::MAX);
     let mut body = Vec::new();
     loop {
         if !buf.is_empty() || decoder.is_done() {
@@ -183,13 +204,26 @@ async fn read_body<D: GrapeDht>(
                 continue;
             }
         }
-        match timeout_at(deadline, read_more(stream, buf)).await {
+        let due = progress_deadline(start, received, config).map_or(deadline, |d| d.min(deadline));
+        match timeout_at(due, read_more(stream, buf)).await {
             Err(_elapsed) => return Ok(Err(Abort::Answer(Reply::raw(408, "")))),
             Ok(Ok(0)) => return Ok(Err(Abort::Close)),
-            Ok(Ok(_)) => {}
+            Ok(Ok(n)) => received = received.saturating_add(u64::try_from(n).unwrap_or(0)),
             Ok(Err(err)) => return Err(err),
         }
     }
+}
+
+/// When a body that started at `start` and has brought `received` bytes falls behind
+/// [`ApiConfig::body_min_rate`](super::ApiConfig::body_min_rate): the grace period, plus the
+/// time those bytes buy at the minimum rate. `None`: no minimum (or past the clock's range).
+fn progress_deadline(start: Instant, received: u64, config: &super::ApiConfig) -> Option<Instant> {
+    let rate = u64::from(config.body_min_rate);
+    if rate == 0 {
+        return None;
+    }
+    let bought = Duration::from_millis(received.saturating_mul(1000) / rate);
+    start.checked_add(config.body_grace.saturating_add(bought))
 }
 
 /// The answer to a body that cannot be read: `413 ERR_GRAPE_PAYLOAD_SIZE` for one over the
@@ -329,7 +363,6 @@ fn with_date(f: impl FnOnce(&str)) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn answers_carry_nodes_headers_in_nodes_order() {

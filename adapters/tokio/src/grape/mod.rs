@@ -75,6 +75,7 @@
 //! Garbage bytes get a `400` and a closed connection. The connection loop is
 //! `grape::conn`, on grenache-core's HTTP/1.1 framing.
 
+mod announcers;
 mod api;
 mod bencode;
 mod coalesce;
@@ -85,9 +86,11 @@ mod handlers;
 mod js;
 mod start;
 
+pub use announcers::FORBIDDEN as ERR_UNANNOUNCE_FORBIDDEN;
 pub use api::{
-    bind_api, serve_api, ApiConfig, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_LOOKUP_REUSE, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE,
+    bind_api, serve_api, ApiConfig, DEFAULT_BODY_GRACE, DEFAULT_BODY_MIN_RATE,
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_LOOKUP_REUSE, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SHUTDOWN_GRACE,
 };
 pub use config::{
     parse_bootstrap, BootstrapError, BootstrapNode, GrapeConfig, DEFAULT_DHT_CONCURRENCY,
