@@ -17,9 +17,14 @@ use super::coalesce::LookupCoalescer;
 use super::config::{DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TABLES, DEFAULT_PEER_MAX_AGE};
 use super::conn;
 use super::dht::GrapeDht;
+use crate::limits::{client_ip, AllowList, ConnectionLimits, ConnectionTable, MinProgress};
 
 /// Default cap on simultaneous connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default cap on simultaneous connections from one client IP: a quarter of
+/// [`DEFAULT_MAX_CONNECTIONS`], room for a host running many workers and Link clients with
+/// their keep-alive pools, while one host never holds more than a quarter of the API.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = DEFAULT_MAX_CONNECTIONS / 4;
 /// Default head/idle timeout: Node's keep-alive timeout.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time allowed to receive a request body.
@@ -28,10 +33,11 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_LOOKUP_REUSE: Duration = Duration::from_millis(100);
 /// Default time in-flight requests get to finish after shutdown was asked for.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Default of [`ApiConfig::body_grace`].
-pub const DEFAULT_BODY_GRACE: Duration = Duration::from_secs(5);
-/// Default of [`ApiConfig::body_min_rate`], in bytes per second.
-pub const DEFAULT_BODY_MIN_RATE: u32 = 1024;
+/// Default of [`ApiConfig::body_progress`]: after 5 s, at least 1 KiB/s on average.
+pub const DEFAULT_BODY_PROGRESS: MinProgress = MinProgress {
+    grace: Duration::from_secs(5),
+    min_rate: 1024,
+};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -52,19 +58,22 @@ pub struct ApiConfig {
     /// How long a request body may take to arrive; an overrun gets `408` and the connection is
     /// closed (Node's `requestTimeout` does the same after 300 s).
     pub body_timeout: Duration,
-    /// A body must keep up [`ApiConfig::body_min_rate`] after this grace period, counted from
-    /// the end of its head (5 s by default). Together they close a body trickled byte by byte
-    /// (slowloris) after the grace period instead of holding its slot for the whole
-    /// [`ApiConfig::body_timeout`].
-    pub body_grace: Duration,
-    /// The least average rate, in bytes per second, at which a body must arrive once
-    /// [`ApiConfig::body_grace`] is over (1024 by default; 0: no minimum): by `grace + t`
-    /// seconds at least `t × rate` bytes must have come, or the request gets `408` and the
-    /// connection is closed. A full 8 KiB body may take 13 s at the defaults.
-    pub body_min_rate: u32,
+    /// The minimum progress of a body, counted from the end of its head: after `grace` (5 s),
+    /// at least `min_rate` (1024) bytes per second on average, or the request gets `408` and
+    /// the connection is closed ([`DEFAULT_BODY_PROGRESS`]). A body trickled byte by byte
+    /// (slowloris) is cut off after the grace period instead of holding its slot for the whole
+    /// [`ApiConfig::body_timeout`]; a full 8 KiB body may take 13 s at the defaults.
+    pub body_progress: MinProgress,
     /// Simultaneous connections; when all are taken the server stops accepting (new clients wait
     /// in the kernel's listen queue) until one closes.
     pub max_connections: usize,
+    /// Simultaneous connections from one client IP ([`DEFAULT_MAX_CONNECTIONS_PER_IP`], 256);
+    /// one more is closed as soon as it is accepted. IPv4 clients of a dual-stack listener
+    /// count as their IPv4 address.
+    pub max_connections_per_ip: usize,
+    /// The client networks that may connect (`--api-allow`; empty: everyone). Connections
+    /// from elsewhere are closed as soon as they are accepted, before a byte is read.
+    pub allow: AllowList,
     /// After the shutdown future resolves: how long in-flight requests may still finish before
     /// their connections are dropped.
     pub shutdown_grace: Duration,
@@ -89,9 +98,10 @@ impl Default for ApiConfig {
             max_payload: DEFAULT_MAX_PAYLOAD,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
-            body_grace: DEFAULT_BODY_GRACE,
-            body_min_rate: DEFAULT_BODY_MIN_RATE,
+            body_progress: DEFAULT_BODY_PROGRESS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            allow: AllowList::any(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             lookup_reuse: DEFAULT_LOOKUP_REUSE,
             max_reused_lookups: DEFAULT_MAX_TABLES,
@@ -185,6 +195,13 @@ pub async fn serve_api<D: GrapeDht>(
         closing: closing_rx,
     });
     let permits = Arc::new(Semaphore::new(max_connections));
+    // The fair share of each client IP. The semaphore above caps the total (and stops the
+    // accepting while every slot is taken); a connection takes its semaphore permit first, so
+    // the table's own total cap is never what refuses it.
+    let per_ip = ConnectionTable::new(ConnectionLimits {
+        total: max_connections,
+        per_ip: config.max_connections_per_ip,
+    });
     // Flipped when the grace period is over: every connection task drops its connection.
     let (abort_tx, abort_rx) = watch::channel(false);
 
@@ -210,6 +227,18 @@ pub async fn serve_api<D: GrapeDht>(
                 }
             },
         };
+        let ip = client_ip(peer.ip());
+        if !config.allow.allows(ip) {
+            debug!("grape api: {peer} is not in the allow-list: closed");
+            continue;
+        }
+        let ip_permit = match per_ip.try_acquire(ip) {
+            Ok(ip_permit) => ip_permit,
+            Err(refused) => {
+                debug!("grape api: {peer}: {refused}: closed");
+                continue;
+            }
+        };
         // Node's http server sets TCP_NODELAY too; a failure only costs latency.
         if let Err(err) = stream.set_nodelay(true) {
             debug!("grape api: TCP_NODELAY on {peer}: {err}");
@@ -217,9 +246,11 @@ pub async fn serve_api<D: GrapeDht>(
         let shared = Arc::clone(&shared);
         let mut abort = abort_rx.clone();
         tokio::spawn(async move {
+            // Dropped in reverse order: the IP's share is given back before the slot.
             let _permit = permit;
+            let _ip_permit = ip_permit;
             tokio::select! {
-                result = conn::serve_connection(stream, peer.ip().to_canonical(), &shared) => {
+                result = conn::serve_connection(stream, ip, &shared) => {
                     if let Err(err) = result {
                         debug!("grape api: connection from {peer} ended: {err}");
                     }

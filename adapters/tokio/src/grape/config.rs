@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::api::{ApiConfig, DEFAULT_LOOKUP_REUSE};
+use crate::limits::AllowList;
 
 /// Default `--dht_peer_maxAge`: announced peers expire after this long (0.67–1.33× of it).
 pub const DEFAULT_PEER_MAX_AGE: Duration = Duration::from_millis(120_000);
@@ -64,6 +65,9 @@ pub struct GrapeConfig {
     /// `--lookup_reuse` (an extension): how long a non-empty `/lookup` answer may be given
     /// again without a new traversal ([`ApiConfig::lookup_reuse`]).
     pub lookup_reuse: Duration,
+    /// `--api-allow` (an extension): the client networks that may connect to the HTTP API
+    /// ([`ApiConfig::allow`]; empty: everyone).
+    pub api_allow: AllowList,
 }
 
 impl GrapeConfig {
@@ -82,6 +86,7 @@ impl GrapeConfig {
             max_payload: DEFAULT_MAX_PAYLOAD,
             cache_max_age: None,
             lookup_reuse: DEFAULT_LOOKUP_REUSE,
+            api_allow: AllowList::any(),
         }
     }
 
@@ -94,6 +99,7 @@ impl GrapeConfig {
             lookup_reuse: self.lookup_reuse,
             max_reused_lookups: self.dht_max_tables,
             announce_ttl: self.dht_peer_max_age,
+            allow: self.api_allow.clone(),
             ..ApiConfig::default()
         }
     }

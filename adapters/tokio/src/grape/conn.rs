@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use grenache_core::http::{
     parse_request_limited, write_response_head, BodyDecoder, BodyKind, Header, HttpError, Status,
@@ -187,7 +187,7 @@ async fn read_body<D: GrapeDht>(
     let start = Instant::now();
     let deadline = start + config.body_timeout;
     // Bytes of the body (framing included) received so far, for the minimum rate.
-    let mut received = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+    let mut received = buf.len();
     let mut body = Vec::new();
     loop {
         if !buf.is_empty() || decoder.is_done() {
@@ -204,26 +204,15 @@ async fn read_body<D: GrapeDht>(
                 continue;
             }
         }
-        let due = progress_deadline(start, received, config).map_or(deadline, |d| d.min(deadline));
+        // The minimum-progress rule: a trickled body is cut off after the grace period.
+        let due = config.body_progress.deadline(start, received).min(deadline);
         match timeout_at(due, read_more(stream, buf)).await {
             Err(_elapsed) => return Ok(Err(Abort::Answer(Reply::raw(408, "")))),
             Ok(Ok(0)) => return Ok(Err(Abort::Close)),
-            Ok(Ok(n)) => received = received.saturating_add(u64::try_from(n).unwrap_or(0)),
+            Ok(Ok(n)) => received = received.saturating_add(n),
             Ok(Err(err)) => return Err(err),
         }
     }
-}
-
-/// When a body that started at `start` and has brought `received` bytes falls behind
-/// [`ApiConfig::body_min_rate`](super::ApiConfig::body_min_rate): the grace period, plus the
-/// time those bytes buy at the minimum rate. `None`: no minimum (or past the clock's range).
-fn progress_deadline(start: Instant, received: u64, config: &super::ApiConfig) -> Option<Instant> {
-    let rate = u64::from(config.body_min_rate);
-    if rate == 0 {
-        return None;
-    }
-    let bought = Duration::from_millis(received.saturating_mul(1000) / rate);
-    start.checked_add(config.body_grace.saturating_add(bought))
 }
 
 /// The answer to a body that cannot be read: `413 ERR_GRAPE_PAYLOAD_SIZE` for one over the
@@ -363,6 +352,7 @@ fn with_date(f: impl FnOnce(&str)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn answers_carry_nodes_headers_in_nodes_order() {
