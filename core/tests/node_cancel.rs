@@ -1,5 +1,6 @@
 //! `Node::cancel`: an abandoned operation gives back its slot and its transaction slots at
 //! once and reports nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use grenache_core::addr::PeerAddr;
 use grenache_core::node::{Node, NodeConfig, StartError, REPLY_BUF_LEN};
