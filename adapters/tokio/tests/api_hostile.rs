@@ -21,6 +21,16 @@ use tokio::sync::oneshot;
 
 const HONEST: &str = "127.0.0.1";
 
+/// The tests measure how fast the honest client is served: one at a time, so that one test's
+/// flood does not slow down another's honest client on a small machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A DHT that answers at once and records the unannounces it was asked for.
 #[derive(Default)]
 struct FakeDht {
@@ -150,25 +160,23 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> Result<Vec<u
     }
 }
 
-/// (a) 2000 connections from one host that stay idle and reconnect half a second after they
-/// are closed: the host gets its share (256 connections) and no more, and
-/// the honest client's lookups keep being answered at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_host_cannot_take_the_api() {
-    let server = serve(ApiConfig::default()).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let attackers: Vec<_> = (0..2000)
+/// `count` connections from `from` that stay silent and reconnect half a second after the
+/// server closes them, until `stop` is set (at most 200 rounds each).
+fn idle_flood(
+    from: &'static str,
+    count: usize,
+    to: SocketAddr,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..count)
         .map(|_| {
-            let stop = Arc::clone(&stop);
-            let to = server.addr;
+            let stop = Arc::clone(stop);
             tokio::spawn(async move {
-                // Connect, stay silent until closed, reconnect: bounded by the stop flag and
-                // by 200 rounds.
                 for _ in 0..200 {
                     if stop.load(Ordering::Relaxed) {
                         return;
                     }
-                    if let Ok(mut stream) = connect_from("127.0.0.2", to).await {
+                    if let Ok(mut stream) = connect_from(from, to).await {
                         let mut byte = [0u8; 1];
                         let wait = stream.read(&mut byte);
                         let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
@@ -177,25 +185,23 @@ async fn one_host_cannot_take_the_api() {
                 }
             })
         })
-        .collect();
-    // Let the flood arrive, then keep asking across an idle timeout (5 s) of the attackers.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+        .collect()
+}
+
+/// Honest lookups from 127.0.0.1 for `period`, each on a new connection: every one is
+/// answered within a second.
+async fn honest_lookups_stay_prompt(to: SocketAddr, period: Duration) {
     let started = Instant::now();
     let mut answered = 0;
-    while started.elapsed() < Duration::from_secs(6) {
+    while started.elapsed() < period {
         let asked = Instant::now();
-        let got = request(
-            HONEST,
-            server.addr,
-            "/lookup",
-            r#"{"data":"svc"}"#,
-            Duration::from_secs(3),
-        )
-        .await;
+        let body = r#"{"data":"svc"}"#;
+        let got = request(HONEST, to, "/lookup", body, Duration::from_secs(3)).await;
         assert_eq!(
             got,
             Some((200, r#"["127.0.0.1:1337"]"#.to_owned())),
-            "honest lookup {answered} under the flood"
+            "honest lookup {answered} under the flood, after {:?}",
+            asked.elapsed()
         );
         assert!(
             asked.elapsed() < Duration::from_secs(1),
@@ -206,6 +212,45 @@ async fn one_host_cannot_take_the_api() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(answered >= 10, "{answered}");
+}
+
+/// (a) 2000 idle, reconnecting connections from one host: it gets its share (256 connections)
+/// and no more, and the honest client's lookups keep being answered at once, also across the
+/// attacker's idle timeouts (5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_cannot_take_the_api() {
+    let _serial = one_at_a_time();
+    let server = serve(ApiConfig::default()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let attackers = idle_flood("127.0.0.2", 2000, server.addr, &stop);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    honest_lookups_stay_prompt(server.addr, Duration::from_secs(6)).await;
+    stop.store(true, Ordering::Relaxed);
+    for attacker in attackers {
+        attacker.abort();
+    }
+}
+
+/// (a') Five hosts whose idle connections together take every slot (4 × 256 = 1024): a
+/// newcomer with fewer connections displaces an idle one of the heaviest host, so the honest
+/// client is still served at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_hosts_together_cannot_take_the_api() {
+    let _serial = one_at_a_time();
+    let server = serve(ApiConfig::default()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut attackers = Vec::new();
+    for from in [
+        "127.0.0.2",
+        "127.0.0.3",
+        "127.0.0.4",
+        "127.0.0.5",
+        "127.0.0.6",
+    ] {
+        attackers.extend(idle_flood(from, 300, server.addr, &stop));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    honest_lookups_stay_prompt(server.addr, Duration::from_secs(6)).await;
     stop.store(true, Ordering::Relaxed);
     for attacker in attackers {
         attacker.abort();
@@ -218,6 +263,7 @@ async fn one_host_cannot_take_the_api() {
 /// answered meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_heads_and_bodies_are_cut_off_in_time() {
+    let _serial = one_at_a_time();
     let server = serve(ApiConfig::default()).await;
     let closed_in_time = Arc::new(AtomicUsize::new(0));
     let mut slow = Vec::new();
@@ -300,6 +346,7 @@ async fn slow_heads_and_bodies_are_cut_off_in_time() {
 /// (c) A client on another host cannot unannounce what 127.0.0.1 announced; the announcer can.
 #[tokio::test]
 async fn only_the_announcing_host_may_unannounce() {
+    let _serial = one_at_a_time();
     let server = serve(ApiConfig::default()).await;
     let within = Duration::from_secs(5);
     let svc = r#"{"data":["svc",1337]}"#;
@@ -376,6 +423,7 @@ fn black_hole(marker: &'static [u8]) -> BlackHole {
 /// traversal would take the 2 s query timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_of_clients_that_left_are_cancelled() {
+    let _serial = one_at_a_time();
     let hole = black_hole(b"honest-lookup");
     let mut config = GrapeConfig::new(0, 0);
     config.bind = Some(HONEST.to_owned());
@@ -441,6 +489,7 @@ async fn lookups_of_clients_that_left_are_cancelled() {
 /// IPv4 listener and on a dual-stack one (where IPv4 clients arrive as `::ffff:a.b.c.d`).
 #[tokio::test]
 async fn the_allow_list_keeps_other_hosts_out() {
+    let _serial = one_at_a_time();
     let allow: AllowList = "127.0.0.0/31, ::1".parse().unwrap();
     let config = ApiConfig {
         allow,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tracing::{debug, warn};
 
 use super::announcers::Announcers;
@@ -17,6 +17,7 @@ use super::coalesce::LookupCoalescer;
 use super::config::{DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TABLES, DEFAULT_PEER_MAX_AGE};
 use super::conn;
 use super::dht::GrapeDht;
+use super::fair::{share_key, Connections};
 use crate::limits::{client_ip, AllowList, ConnectionLimits, ConnectionTable, MinProgress};
 
 /// Default cap on simultaneous connections.
@@ -43,6 +44,22 @@ pub const DEFAULT_BODY_PROGRESS: MinProgress = MinProgress {
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Node's default listen backlog.
 const LISTEN_BACKLOG: i32 = 511;
+/// Connections that may wait for a slot while every one is taken (each for at most the head
+/// timeout); more are closed at once. They wait in their own tasks, so that the accept loop
+/// keeps serving the newcomers that displace idle connections (`grape::fair`).
+const MAX_WAITING: usize = 64;
+/// How long a newcomer waits for the slot of the idle connection it displaced.
+const HANDOFF_WAIT: Duration = Duration::from_secs(1);
+
+/// How an accepted connection gets its slot.
+enum Admission {
+    /// A slot was free.
+    Now(OwnedSemaphorePermit),
+    /// The slot of a displaced idle connection, once it has closed.
+    Displacing(oneshot::Receiver<OwnedSemaphorePermit>),
+    /// The next free slot (holding one of the [`MAX_WAITING`] places meanwhile).
+    Waiting(OwnedSemaphorePermit),
+}
 
 /// Settings of [`serve_api`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,26 +212,24 @@ pub async fn serve_api<D: GrapeDht>(
         closing: closing_rx,
     });
     let permits = Arc::new(Semaphore::new(max_connections));
-    // The fair share of each client IP. The semaphore above caps the total (and stops the
-    // accepting while every slot is taken); a connection takes its semaphore permit first, so
-    // the table's own total cap is never what refuses it.
+    // The cap per client (`fair::share_key`), connections waiting for a slot included. The
+    // semaphore above caps the connections being served, `waiting` those waiting for a free
+    // slot, and each served one can be displaced once (its newcomer waits for its slot); so
+    // the table's own total cap never refuses one.
     let per_ip = ConnectionTable::new(ConnectionLimits {
-        total: max_connections,
+        total: max_connections
+            .saturating_mul(2)
+            .saturating_add(MAX_WAITING),
         per_ip: config.max_connections_per_ip,
     });
+    let waiting = Arc::new(Semaphore::new(MAX_WAITING));
+    // Who may be displaced when every slot is taken.
+    let connections = Arc::new(Connections::default());
     // Flipped when the grace period is over: every connection task drops its connection.
     let (abort_tx, abort_rx) = watch::channel(false);
 
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -232,12 +247,31 @@ pub async fn serve_api<D: GrapeDht>(
             debug!("grape api: {peer} is not in the allow-list: closed");
             continue;
         }
-        let ip_permit = match per_ip.try_acquire(ip) {
+        // Counted from accept on, waiting for a slot included.
+        let key = share_key(ip);
+        let ip_permit = match per_ip.try_acquire(key) {
             Ok(ip_permit) => ip_permit,
             Err(refused) => {
                 debug!("grape api: {peer}: {refused}: closed");
                 continue;
             }
+        };
+        // A slot now; or, when every slot is taken, the slot of an idle connection of a
+        // heavier client (`grape::fair`); or else a wait for a free slot, in the connection's
+        // own task so that the accept loop goes on (a bounded number wait; more are closed).
+        let admission = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => Admission::Now(permit),
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => match connections.displace_for(key) {
+                Some(handoff) => Admission::Displacing(handoff),
+                None => match Arc::clone(&waiting).try_acquire_owned() {
+                    Ok(waiter) => Admission::Waiting(waiter),
+                    Err(_) => {
+                        debug!("grape api: {peer}: full, and {MAX_WAITING} already wait: closed");
+                        continue;
+                    }
+                },
+            },
         };
         // Node's http server sets TCP_NODELAY too; a failure only costs latency.
         if let Err(err) = stream.set_nodelay(true) {
@@ -245,18 +279,43 @@ pub async fn serve_api<D: GrapeDht>(
         }
         let shared = Arc::clone(&shared);
         let mut abort = abort_rx.clone();
+        let permits = Arc::clone(&permits);
+        let connections = Arc::clone(&connections);
         tokio::spawn(async move {
-            // Dropped in reverse order: the IP's share is given back before the slot.
-            let _permit = permit;
-            let _ip_permit = ip_permit;
+            let permit = match admission {
+                Admission::Now(permit) => permit,
+                Admission::Displacing(handoff) => {
+                    // The displaced connection is idle and closes at once.
+                    match tokio::time::timeout(HANDOFF_WAIT, handoff).await {
+                        Ok(Ok(permit)) => permit,
+                        _ => return,
+                    }
+                }
+                Admission::Waiting(_waiter) => {
+                    let mut closing = shared.closing.clone();
+                    tokio::select! {
+                        permit = permits.acquire_owned() => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => return,
+                        },
+                        () = tokio::time::sleep(shared.config.header_timeout) => return,
+                        _ = closing.wait_for(|stop| *stop) => return,
+                    }
+                }
+            };
+            let registration = connections.register(key);
+            let slot = registration.slot();
             tokio::select! {
-                result = conn::serve_connection(stream, ip, &shared) => {
+                result = conn::serve_connection(stream, ip, &shared, slot) => {
                     if let Err(err) = result {
                         debug!("grape api: connection from {peer} ended: {err}");
                     }
                 }
                 _ = abort.wait_for(|stop| *stop) => {}
             }
+            // The client's share first, so that a newcomer of the same client finds it free.
+            drop(ip_permit);
+            slot.release(permit);
         });
     }
     drop(listener);

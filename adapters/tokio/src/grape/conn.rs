@@ -30,6 +30,7 @@ use tracing::trace;
 
 use super::api::{http_date, Shared};
 use super::dht::GrapeDht;
+use super::fair::Slot;
 use super::handlers::{self, Reply};
 
 /// The largest request head: Node's default `--max-http-header-size` (16 KiB). Larger → 431.
@@ -69,14 +70,17 @@ pub(super) async fn serve_connection<D: GrapeDht>(
     mut stream: TcpStream,
     client: IpAddr,
     shared: &Shared<D>,
+    slot: &Slot,
 ) -> io::Result<()> {
     let config = &shared.config;
     let mut closing = shared.closing.clone();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(512);
     loop {
-        // The head, within the head timeout. An idle connection closes when shutdown starts.
+        // The head, within the head timeout. An idle connection closes when shutdown starts,
+        // and when it is displaced to make room for a lighter client (`grape::fair`).
         let deadline = Instant::now() + config.header_timeout;
+        slot.set_idle(true);
         let head = loop {
             match parse_head(&buf) {
                 Ok(Some(head)) => break head,
@@ -100,8 +104,10 @@ pub(super) async fn serve_connection<D: GrapeDht>(
                     Ok(Err(err)) => return Err(err),
                 },
                 _ = closing.wait_for(|stop| *stop), if idle => return Ok(()),
+                () = slot.displaced() => return Ok(()),
             }
         };
+        slot.set_idle(false);
         buf.drain(..head.len);
         if head.connect {
             return Ok(());

@@ -82,6 +82,7 @@ mod coalesce;
 mod config;
 mod conn;
 mod dht;
+mod fair;
 mod handlers;
 mod js;
 mod start;
