@@ -23,13 +23,7 @@ const HONEST: &str = "127.0.0.1";
 
 /// The tests measure how fast the honest client is served: one at a time, so that one test's
 /// flood does not slow down another's honest client on a small machine.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A DHT that answers at once and records the unannounces it was asked for.
 #[derive(Default)]
@@ -219,7 +213,7 @@ async fn honest_lookups_stay_prompt(to: SocketAddr, period: Duration) {
 /// attacker's idle timeouts (5 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_host_cannot_take_the_api() {
-    let _serial = one_at_a_time();
+    let _serial = ONE_AT_A_TIME.lock().await;
     let server = serve(ApiConfig::default()).await;
     let stop = Arc::new(AtomicBool::new(false));
     let attackers = idle_flood("127.0.0.2", 2000, server.addr, &stop);
@@ -236,7 +230,7 @@ async fn one_host_cannot_take_the_api() {
 /// client is still served at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_hosts_together_cannot_take_the_api() {
-    let _serial = one_at_a_time();
+    let _serial = ONE_AT_A_TIME.lock().await;
     let server = serve(ApiConfig::default()).await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut attackers = Vec::new();
@@ -263,7 +257,7 @@ async fn several_hosts_together_cannot_take_the_api() {
 /// answered meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_heads_and_bodies_are_cut_off_in_time() {
-    let _serial = one_at_a_time();
+    let _serial = ONE_AT_A_TIME.lock().await;
     let server = serve(ApiConfig::default()).await;
     let closed_in_time = Arc::new(AtomicUsize::new(0));
     let mut slow = Vec::new();
@@ -346,7 +340,7 @@ async fn slow_heads_and_bodies_are_cut_off_in_time() {
 /// (c) A client on another host cannot unannounce what 127.0.0.1 announced; the announcer can.
 #[tokio::test]
 async fn only_the_announcing_host_may_unannounce() {
-    let _serial = one_at_a_time();
+    let _serial = ONE_AT_A_TIME.lock().await;
     let server = serve(ApiConfig::default()).await;
     let within = Duration::from_secs(5);
     let svc = r#"{"data":["svc",1337]}"#;
@@ -423,7 +417,7 @@ fn black_hole(marker: &'static [u8]) -> BlackHole {
 /// traversal would take the 2 s query timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_of_clients_that_left_are_cancelled() {
-    let _serial = one_at_a_time();
+    let _serial = ONE_AT_A_TIME.lock().await;
     let hole = black_hole(b"honest-lookup");
     let mut config = GrapeConfig::new(0, 0);
     config.bind = Some(HONEST.to_owned());
@@ -489,7 +483,7 @@ async fn lookups_of_clients_that_left_are_cancelled() {
 /// IPv4 listener and on a dual-stack one (where IPv4 clients arrive as `::ffff:a.b.c.d`).
 #[tokio::test]
 async fn the_allow_list_keeps_other_hosts_out() {
-    let _serial = one_at_a_time();
+    let _serial = ONE_AT_A_TIME.lock().await;
     let allow: AllowList = "127.0.0.0/31, ::1".parse().unwrap();
     let config = ApiConfig {
         allow,
