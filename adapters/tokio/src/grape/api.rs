@@ -81,8 +81,10 @@ pub struct ApiConfig {
     /// (slowloris) is cut off after the grace period instead of holding its slot for the whole
     /// [`ApiConfig::body_timeout`]; a full 8 KiB body may take 13 s at the defaults.
     pub body_progress: MinProgress,
-    /// Simultaneous connections; when all are taken the server stops accepting (new clients wait
-    /// in the kernel's listen queue) until one closes.
+    /// Simultaneous connections served (1024). When all are taken, a newcomer from a client
+    /// with at least two connections fewer than the heaviest client takes over an idle
+    /// connection of that client; others wait for a free slot (at most 64 at once, each at
+    /// most [`ApiConfig::header_timeout`]) or, beyond that, are closed.
     pub max_connections: usize,
     /// Simultaneous connections from one client IP ([`DEFAULT_MAX_CONNECTIONS_PER_IP`], 256);
     /// one more is closed as soon as it is accepted. IPv4 clients of a dual-stack listener

@@ -2,8 +2,10 @@
 //!
 //! The loop per request: read a head (within [`ApiConfig::header_timeout`] of the previous
 //! answer, so it is also the idle timeout), read the body with the core's [`BodyDecoder`]
-//! (never past [`ApiConfig::max_payload`], within [`ApiConfig::body_timeout`]), run the
-//! handler, and write the answer in one `write` call. Pipelined requests are answered in order.
+//! (never past [`ApiConfig::max_payload`], at the minimum rate of
+//! [`ApiConfig::body_progress`], within [`ApiConfig::body_timeout`]), run the handler while
+//! watching for the client to hang up, and write the answer in one `write` call. Pipelined
+//! requests are answered in order.
 //!
 //! Why not hyper: the grape answers tiny JSON bodies, and its cost per request was mostly HTTP
 //! machinery (header maps, boxed bodies, a `Date` formatted per answer). The core's parser
@@ -13,6 +15,7 @@
 //! [`ApiConfig::header_timeout`]: super::ApiConfig::header_timeout
 //! [`ApiConfig::max_payload`]: super::ApiConfig::max_payload
 //! [`ApiConfig::body_timeout`]: super::ApiConfig::body_timeout
+//! [`ApiConfig::body_progress`]: super::ApiConfig::body_progress
 
 use std::cell::RefCell;
 use std::io;
