@@ -86,9 +86,10 @@ pub struct ApiConfig {
     /// connection of that client; others wait for a free slot (at most 64 at once, each at
     /// most [`ApiConfig::header_timeout`]) or, beyond that, are closed.
     pub max_connections: usize,
-    /// Simultaneous connections from one client IP ([`DEFAULT_MAX_CONNECTIONS_PER_IP`], 256);
-    /// one more is closed as soon as it is accepted. IPv4 clients of a dual-stack listener
-    /// count as their IPv4 address.
+    /// Simultaneous connections from one client ([`DEFAULT_MAX_CONNECTIONS_PER_IP`], 256),
+    /// those waiting for a slot included; one more is closed as soon as it is accepted. A
+    /// client is an IPv4 address (IPv4 clients of a dual-stack listener included) or an IPv6
+    /// /64 (one host commonly owns a whole /64).
     pub max_connections_per_ip: usize,
     /// The client networks that may connect (`--api-allow`; empty: everyone). Connections
     /// from elsewhere are closed as soon as they are accepted, before a byte is read.
