@@ -384,6 +384,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grape_flags_reach_the_api() {
+        let mut grape = super::super::GrapeConfig::new(20001, 30001);
+        let api = grape.api_config();
+        assert_eq!(api.max_reused_lookups, 5000);
+        assert_eq!(api.announce_ttl, Duration::from_secs(120));
+        assert_eq!(api.allow, AllowList::any());
+        assert_eq!(
+            (api.max_connections, api.max_connections_per_ip),
+            (1024, 256)
+        );
+        grape.dht_max_tables = 7;
+        grape.dht_peer_max_age = Duration::ZERO;
+        grape.api_allow = "10.0.0.0/8".parse().unwrap_or_default();
+        let api = grape.api_config();
+        assert_eq!(api.max_reused_lookups, 7);
+        assert_eq!(api.announce_ttl, Duration::ZERO);
+        assert_eq!(api.allow.nets().len(), 1);
+    }
+
+    #[test]
     fn dates_format_like_node() {
         assert_eq!(http_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
         let t = UNIX_EPOCH + Duration::from_secs(1_795_632_180);
