@@ -1503,6 +1503,43 @@ impl<
         })
     }
 
+    /// Abandons operation `op` (its caller lost interest, e.g. the client that asked for a
+    /// lookup went away): its slot is free at once, its outstanding queries are forgotten (late
+    /// answers to them are dropped like unsolicited ones, so they free their transaction slots
+    /// for other operations now rather than at their timeout) and no event is reported for it.
+    /// Returns `false` when `op` is not running (already finished, reported or cancelled).
+    pub fn cancel(&mut self, op: OpId) -> bool {
+        let Some(i) = self.slot_of(op) else {
+            return false;
+        };
+        let Some(o) = self.ops.get_mut(i) else {
+            return false;
+        };
+        o.used = false;
+        let generation = o.generation;
+        for slot in self.inflight.iter_mut() {
+            let owned = slot.as_ref().is_some_and(|f| match f.owner {
+                Owner::Traverse {
+                    op: j,
+                    generation: g,
+                }
+                | Owner::Send {
+                    op: j,
+                    generation: g,
+                    ..
+                } => j == i && g == generation,
+                Owner::Evict { .. } | Owner::Liveness { .. } => false,
+            });
+            if owned {
+                *slot = None;
+            }
+        }
+        if self.bootstrap_op == Some(op) {
+            self.bootstrap_op = None;
+        }
+        true
+    }
+
     /// When [`Node::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = Some(self.next_maintenance);
