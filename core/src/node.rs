@@ -1528,7 +1528,7 @@ impl<
                     generation: g,
                     ..
                 } => j == i && g == generation,
-                Owner::Evict { .. } | Owner::Liveness { .. } => false,
+                Owner::Evict { .. } | Owner::Liveness { .. } | Owner::Verify => false,
             });
             if owned {
                 *slot = None;
