@@ -63,7 +63,8 @@
 //!   Sybil ids next to a name cannot hide what the operator's trusted grapes hold.
 //! * Answers to one source IP are bounded by [`NodeConfig::answer_limit`]
 //!   ([`crate::ratelimit`]): an answer over budget is not sent, and a query from a source
-//!   with no budget left is dropped unprocessed.
+//!   with no budget left is dropped unprocessed. A routing-table contact (an address that
+//!   answered our query) gets the larger [`NodeConfig::contact_answer_limit`].
 //! * The `unannounce` query ([`crate::krpc::UNANNOUNCE`]) is an extension: a node that
 //!   receives it with a valid token removes the (source IP, port) entry; Node grapes ignore
 //!   unknown queries.
@@ -121,6 +122,11 @@ pub struct NodeConfig {
     /// answers/s, bursts of 256 KiB and 400): answers over it are not sent, and queries from a
     /// source with no budget left are dropped unprocessed. Node answers everything.
     pub answer_limit: RateLimit,
+    /// What the node may answer a routing-table contact, i.e. a source address (IP and port)
+    /// that answered one of our queries ([`RateLimit::CONTACT_DEFAULT`]: 8 MiB/s and 10,000
+    /// answers/s): a peer grape announcing for many workers at once is never limited, while a
+    /// forged source gets [`NodeConfig::answer_limit`].
+    pub contact_answer_limit: RateLimit,
     /// Most nodes of one routing-table bucket from one IP address (10, half of K): one host
     /// with many ports and made-up ids cannot own a bucket, e.g. the one around a service
     /// name. Half of K and per bucket rather than per table, so that test networks of dozens
@@ -142,6 +148,7 @@ impl NodeConfig {
         maintenance_interval: Duration::from_secs(60),
         host: None,
         answer_limit: RateLimit::DEFAULT,
+        contact_answer_limit: RateLimit::CONTACT_DEFAULT,
         max_per_ip_in_bucket: K / 2,
         max_per_subnet_in_bucket: 16,
     };
@@ -858,13 +865,22 @@ impl<
             Message::Query { t, id, query } => {
                 // A source out of budget gets no answer, so its query is not even processed:
                 // nothing stored, no verification ping to an address that may be forged.
-                if !self.limiter.would_admit(now, from.ip, 1) {
+                // A routing-table contact answered us from this exact address: it is a DHT
+                // node there, and gets the larger budget a busy peer grape needs.
+                let limit = if self.table.iter().any(|e| e.addr == from) {
+                    self.config.contact_answer_limit
+                } else {
+                    self.config.answer_limit
+                };
+                if !self.limiter.would_admit_under(now, from.ip, 1, &limit) {
                     return None;
                 }
                 let len = self.answer(now, from, t, id, query, reply)?;
                 // An answer over its source's budget is not sent: no forged source turns the
                 // node into an amplifier beyond `NodeConfig::answer_limit`.
-                self.limiter.admit(now, from.ip, len).then_some(len)
+                self.limiter
+                    .admit_under(now, from.ip, len, &limit)
+                    .then_some(len)
             }
             Message::Response { t, r } => {
                 self.on_answer(now, from, t, Ok(r));
@@ -2466,6 +2482,37 @@ mod tests {
         // 10 s of flood, one ping slot freed per 2 s timeout per verification slot.
         assert!(pinged <= MAX_VERIFY_INFLIGHT * 6, "{pinged} pings");
         assert!(pinged >= MAX_VERIFY_INFLIGHT, "{pinged} pings");
+    }
+
+    #[test]
+    fn a_routing_table_contact_gets_the_contact_budget_and_its_ip_on_another_port_does_not() {
+        let mut n = lone_node();
+        let contact = PeerAddr::new([10, 1, 1, 1], 6881);
+        let forged = PeerAddr::new([10, 1, 1, 1], 6882);
+        assert_eq!(
+            n.table.insert(Instant::ZERO, NodeId([0x77; 20]), contact),
+            InsertOutcome::Inserted
+        );
+        let q = b"d1:ad9:info_hash3:svce1:q9:get_peers1:t2:aa1:y1:qe";
+        let mut reply = [0u8; REPLY_BUF_LEN];
+        let stranger = n.config().answer_limit.packets_burst;
+        // Within one millisecond: the contact gets far more than a stranger's burst.
+        let answered = (0..stranger * 4)
+            .filter(|_| {
+                n.handle_datagram(Instant::from_millis(1), contact, q, &mut reply)
+                    .is_some()
+            })
+            .count();
+        assert_eq!(answered, (stranger * 4) as usize);
+        // The same IP on another port is no contact: the IP's buckets count for it only up
+        // to a stranger's burst.
+        let answered = (0..stranger * 4)
+            .filter(|_| {
+                n.handle_datagram(Instant::from_millis(1), forged, q, &mut reply)
+                    .is_some()
+            })
+            .count();
+        assert_eq!(answered, stranger as usize);
     }
 
     #[test]

@@ -62,6 +62,23 @@ impl RateLimit {
     };
 }
 
+impl RateLimit {
+    /// The budget of a grape's answers to a routing-table contact, an address that answered
+    /// one of our queries from that exact IP and port (so it is a DHT node there, not a forged
+    /// source): 8 MiB/s and 10,000 answers/s sustained, bursts of 16 MiB and 20,000 answers.
+    ///
+    /// A busy grape announces for every worker behind it: 10,000 names announced through it
+    /// in a few seconds are as many `get_peers` and `announce_peer` to each of its peers. Only
+    /// a source that forges a contact's exact address gets this budget, and then only towards
+    /// that contact, a DHT node that drops unsolicited answers.
+    pub const CONTACT_DEFAULT: RateLimit = RateLimit {
+        bytes_per_sec: 8 * 1024 * 1024,
+        bytes_burst: 16 * 1024 * 1024,
+        packets_per_sec: 10_000,
+        packets_burst: 20_000,
+    };
+}
+
 impl Default for RateLimit {
     fn default() -> Self {
         RateLimit::DEFAULT
@@ -131,21 +148,53 @@ impl<const N: usize> SourceLimiter<N> {
     /// Whether `len` bytes may be sent to `ip` at `now`; if so they are charged (one datagram,
     /// `len` bytes). With `N == 0` nothing is tracked and everything is allowed.
     pub fn admit(&mut self, now: Instant, ip: [u8; 4], len: usize) -> bool {
-        self.check(now, ip, len, true)
+        let limit = self.limit;
+        self.check(now, ip, len, true, &limit)
     }
 
     /// Whether `len` bytes could be sent to `ip` at `now`, charging nothing: a node asks
     /// before it does any work for a query whose answer could not be sent anyway.
     pub fn would_admit(&mut self, now: Instant, ip: [u8; 4], len: usize) -> bool {
-        self.check(now, ip, len, false)
+        let limit = self.limit;
+        self.check(now, ip, len, false, &limit)
     }
 
-    fn check(&mut self, now: Instant, ip: [u8; 4], len: usize, charge: bool) -> bool {
-        let limit = self.limit;
-        let Some(slot) = self.slot_for(now, ip) else {
+    /// [`SourceLimiter::admit`] under another budget than the table's own, for this one
+    /// answer (a node gives its routing-table contacts a larger one): the source's buckets
+    /// refill at that budget's rates, up to its bursts.
+    pub fn admit_under(
+        &mut self,
+        now: Instant,
+        ip: [u8; 4],
+        len: usize,
+        limit: &RateLimit,
+    ) -> bool {
+        self.check(now, ip, len, true, limit)
+    }
+
+    /// [`SourceLimiter::would_admit`] under another budget (see [`SourceLimiter::admit_under`]).
+    pub fn would_admit_under(
+        &mut self,
+        now: Instant,
+        ip: [u8; 4],
+        len: usize,
+        limit: &RateLimit,
+    ) -> bool {
+        self.check(now, ip, len, false, limit)
+    }
+
+    fn check(
+        &mut self,
+        now: Instant,
+        ip: [u8; 4],
+        len: usize,
+        charge: bool,
+        limit: &RateLimit,
+    ) -> bool {
+        let Some(slot) = self.slot_for(now, ip, limit) else {
             return true;
         };
-        slot.refill(now, &limit);
+        slot.refill(now, limit);
         let cost = u64::try_from(len).unwrap_or(u64::MAX).saturating_mul(MILLI);
         if slot.packets < MILLI || slot.bytes < cost {
             return false;
@@ -158,12 +207,11 @@ impl<const N: usize> SourceLimiter<N> {
     }
 
     /// The slot of `ip`, taking one of its set if it has none (see the module docs).
-    fn slot_for(&mut self, now: Instant, ip: [u8; 4]) -> Option<&mut Slot> {
+    fn slot_for(&mut self, now: Instant, ip: [u8; 4], limit: &RateLimit) -> Option<&mut Slot> {
         let sets = (N / WAYS).max(1);
         let set = usize::try_from(self.hash(ip) % u64::try_from(sets).unwrap_or(1)).unwrap_or(0);
         let start = set.saturating_mul(WAYS).min(N);
         let end = start.saturating_add(WAYS).min(N);
-        let limit = self.limit;
         let ways = self.slots.get_mut(start..end)?;
         if let Some(i) = ways.iter().position(|s| s.used && s.ip == ip) {
             return ways.get_mut(i);
