@@ -11,6 +11,8 @@
 //!   `'stream'` event), with backpressure both ways.
 //! * [`pubsub`]: publishers (`PeerPub`) and subscribers (`PeerSub`) over WebSocket, as
 //!   `grenache-nodejs-ws`, with subscribers that reconnect.
+//! * [`limits`]: what every server here shares against hostile hosts: connection caps per
+//!   client IP, client allow-lists, one memory budget across connections, minimum progress.
 //! * [`tls`]: mutual TLS for both RPC transports (`wss://`, `https://`), with Node-formatted
 //!   certificate fingerprints and a `verify_client` hook.
 //!
@@ -22,6 +24,7 @@
 pub mod dht;
 pub mod grape;
 mod http_client;
+pub mod limits;
 pub mod link;
 pub mod pubsub;
 pub mod rpc;
