@@ -39,6 +39,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::limits::ConnectionLimits;
 use crate::link::{Link, LinkError};
 use crate::rpc::ws::ws_config;
 use crate::rpc::{accept_bounded, Listening};
@@ -147,8 +148,12 @@ impl PeerPub {
         let local = self
             .listening
             .listen_on(addr, move |listener| async move {
-                let max = config.max_connections;
-                accept_bounded(listener, max, "grenache publisher", |stream, peer| {
+                // No per-IP share here (yet): the publisher keeps its single cap.
+                let limits = ConnectionLimits {
+                    total: config.max_connections,
+                    per_ip: config.max_connections,
+                };
+                accept_bounded(listener, limits, "grenache publisher", |stream, peer| {
                     serve_subscriber(stream, peer, sender.clone(), config.clone())
                 })
                 .await

@@ -36,6 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
+use crate::limits::{ConnectionLimits, ConnectionTable};
 use crate::link::{Link, LinkError};
 use crate::tls::{CertInfo, TlsServerConfig};
 use crate::{js_string, js_truthy, lock};
@@ -299,6 +300,12 @@ pub(crate) fn decode_reply(bytes: &[u8]) -> Option<(Value, Result<Value, RpcErro
 pub struct ServerConfig {
     /// Open connections at most; further clients wait in the listen backlog. Default 1024.
     pub max_connections: usize,
+    /// Open connections from one client IP at most (IPv4-mapped IPv6 addresses count as
+    /// their IPv4 address); a further connection from that IP is closed at once. Default 256,
+    /// a quarter of `max_connections`: one host, however many clients it runs, cannot take
+    /// every slot, yet one Node client process (3 pooled connections per worker) is far
+    /// below it.
+    pub max_connections_per_ip: usize,
     /// Requests of one WebSocket connection handled at once; the connection is not read
     /// further until one finishes (backpressure). Default 256.
     pub max_in_flight: usize,
@@ -309,6 +316,12 @@ pub struct ServerConfig {
     /// Bound on the WebSocket upgrade, on reading HTTP request headers and on reading a whole
     /// HTTP body. Default 30 s. It also bounds the TLS handshake.
     pub read_timeout: Duration,
+    /// WebSocket only: a connection from which nothing (no message, no pong) arrived for this
+    /// long is pinged, and closed (code 1001) if nothing arrives for as long again. Node's
+    /// `ws` clients answer pings by themselves, so a live client, even one with nothing to
+    /// ask, stays connected; a dead or silent one frees its slot within twice this time.
+    /// Default 30 s. (HTTP keep-alive connections idle for `read_timeout` are closed.)
+    pub idle_timeout: Duration,
     /// Serve over TLS (`wss://` or `https://`) with mutual authentication. Default `None`
     /// (plain `ws://` or `http://`, as Node without `secure`).
     pub tls: Option<TlsServerConfig>,
@@ -318,9 +331,11 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_connections: 1024,
+            max_connections_per_ip: 256,
             max_in_flight: 256,
             max_message_size: 100 << 20,
             read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
             tls: None,
         }
     }
@@ -564,9 +579,12 @@ impl ServerCore {
         let local = self
             .listening
             .listen_on(addr, move |listener| async move {
-                let max = shared.config.max_connections;
+                let limits = ConnectionLimits {
+                    total: shared.config.max_connections,
+                    per_ip: shared.config.max_connections_per_ip,
+                };
                 let what = format!("grenache {transport} server");
-                accept_bounded(listener, max, &what, |stream, peer| {
+                accept_bounded(listener, limits, &what, |stream, peer| {
                     accept_one(stream, peer, Arc::clone(&shared), serve, transport)
                 })
                 .await
@@ -581,27 +599,38 @@ impl ServerCore {
     }
 }
 
-/// Accepts connections and serves each in its own task made by `serve`, at most `max` (at
-/// least 1) at once: past that, connections wait in the kernel's backlog. `what` names the
-/// listener in log lines. Aborting this task drops the `JoinSet`, which aborts every
-/// connection.
+/// Accepts connections and serves each in its own task made by `serve`, at most
+/// `limits.total` at once and `limits.per_ip` from one client IP (each at least 1). Past the
+/// total, connections wait in the kernel's backlog; past its IP's share, a connection is
+/// closed at once (left in the backlog, it would hold up the other hosts queued behind it).
+/// `what` names the listener in log lines. Aborting this task drops the `JoinSet`, which
+/// aborts every connection.
 pub(crate) async fn accept_bounded<F>(
     listener: TcpListener,
-    max: usize,
+    limits: ConnectionLimits,
     what: &str,
     mut serve: impl FnMut(TcpStream, SocketAddr) -> F,
 ) where
     F: Future<Output = ()> + Send + 'static,
 {
-    let max = max.max(1);
+    let table = ConnectionTable::new(limits);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept(), if connections.len() < max => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    connections.spawn(serve(stream, peer));
-                }
+            accepted = listener.accept(), if !table.is_full() => match accepted {
+                Ok((stream, peer)) => match table.try_acquire(peer.ip()) {
+                    Ok(permit) => {
+                        let _ = stream.set_nodelay(true);
+                        let serving = serve(stream, peer);
+                        connections.spawn(async move {
+                            serving.await;
+                            drop(permit);
+                        });
+                    }
+                    Err(refused) => {
+                        tracing::debug!("{what}: closing the connection from {peer}: {refused}");
+                    }
+                },
                 Err(e) => {
                     // Typically out of file descriptors: wait a little instead of spinning.
                     tracing::warn!("{what}: accept failed: {e}");
@@ -717,7 +746,11 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (served_tx, mut served) = tokio::sync::mpsc::unbounded_channel();
         let accept = tokio::spawn(async move {
-            accept_bounded(listener, 2, "test server", move |mut stream, _| {
+            let limits = ConnectionLimits {
+                total: 2,
+                per_ip: 2,
+            };
+            accept_bounded(listener, limits, "test server", move |mut stream, _| {
                 let served_tx = served_tx.clone();
                 async move {
                     let _ = served_tx.send(());

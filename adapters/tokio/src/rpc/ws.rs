@@ -28,7 +28,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -149,11 +150,17 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
     // when the connection ends cancels those still running.
     let mut running = FuturesUnordered::new();
     let max_in_flight = shared.config.max_in_flight.max(1);
+    let mut liveness = Liveness::new(shared.config.idle_timeout);
+    // One timer for the connection's life, moved forward only when it fires early (re-arming
+    // it on every message would cost more than the message's framing).
+    let idle = tokio::time::sleep_until(liveness.deadline());
+    tokio::pin!(idle);
     loop {
         tokio::select! {
             message = ws.next(), if running.len() < max_in_flight => {
                 // This message, then every other one already read, up to the in-flight bound.
                 let mut message = message;
+                liveness.heard();
                 loop {
                     match message {
                         Some(Ok(Message::Text(text))) => {
@@ -187,7 +194,94 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
                     break;
                 }
             }
+            () = &mut idle => {
+                if running.len() >= max_in_flight {
+                    // We stopped reading (backpressure), so silence proves nothing.
+                    liveness.heard();
+                }
+                match liveness.check(Instant::now()) {
+                    Quiet::No => {}
+                    Quiet::Ping => {
+                        let ping = ws.send(Message::Ping(Default::default()));
+                        if !matches!(tokio::time::timeout(CLOSE_WAIT, ping).await, Ok(Ok(()))) {
+                            break;
+                        }
+                    }
+                    Quiet::Dead => {
+                        tracing::debug!(
+                            "grenache ws server: closing the connection from {peer}: silent, no pong"
+                        );
+                        let away = CloseFrame {
+                            code: CloseCode::Away,
+                            reason: "idle".into(),
+                        };
+                        let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(away))).await;
+                        break;
+                    }
+                }
+                idle.as_mut().reset(liveness.deadline());
+            }
             else => break,
+        }
+    }
+}
+
+/// How long a ping or a closing frame may take to leave: a peer that does not read is
+/// dropped rather than waited for.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// What a quiet connection deserves when its idle timer fires.
+#[derive(Debug, PartialEq)]
+enum Quiet {
+    /// Something arrived recently: nothing to do.
+    No,
+    /// Quiet for the idle timeout: ask for a sign of life.
+    Ping,
+    /// Quiet for the idle timeout after a ping: close.
+    Dead,
+}
+
+/// The idle rule of a server connection: ping after `idle` of silence, close after `idle`
+/// more of silence. Any frame (a request, a pong, a ping) counts as a sign of life.
+struct Liveness {
+    idle: Duration,
+    last_heard: Instant,
+    pinged: bool,
+}
+
+impl Liveness {
+    fn new(idle: Duration) -> Self {
+        Liveness {
+            // A zero timeout would ping in a busy loop.
+            idle: idle.max(Duration::from_millis(1)),
+            last_heard: Instant::now(),
+            pinged: false,
+        }
+    }
+
+    fn heard(&mut self) {
+        self.last_heard = Instant::now();
+        self.pinged = false;
+    }
+
+    /// When the timer should next fire.
+    fn deadline(&self) -> Instant {
+        let quiet = if self.pinged {
+            2 * self.idle
+        } else {
+            self.idle
+        };
+        self.last_heard + quiet
+    }
+
+    fn check(&mut self, now: Instant) -> Quiet {
+        if now < self.deadline() {
+            Quiet::No
+        } else if self.pinged {
+            Quiet::Dead
+        } else {
+            self.pinged = true;
+            Quiet::Ping
         }
     }
 }

@@ -1,0 +1,202 @@
+//! Both RPC workers under attack from another host: connection floods, idle and silent
+//! connections, slow heads and bodies, unfinished WebSocket fragments, large bodies and gzip
+//! bombs. The attackers send from 127.0.0.2 (loopback too), the honest client from
+//! 127.0.0.1, which must keep being served. No grape and no Node needed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use grenache_tokio::rpc::{http, ws, ServerConfig};
+use grenache_tokio::{Link, LinkConfig, Request, RpcError};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Where the attacks come from.
+const ATTACKER: &str = "127.0.0.2";
+
+fn unused_link() -> Link {
+    Link::new(LinkConfig::new("http://127.0.0.1:9")).unwrap()
+}
+
+async fn echo(req: Request) -> Result<Value, RpcError> {
+    Ok(json!({"echo": req.payload}))
+}
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+async fn ws_worker(config: ServerConfig) -> (ws::PeerRpcServer, SocketAddr) {
+    let server = ws::PeerRpcServer::with_config(unused_link(), echo, config);
+    let addr = server.listen_on(loopback()).await.unwrap();
+    (server, addr)
+}
+
+async fn http_worker(config: ServerConfig) -> (http::PeerRpcServer, SocketAddr) {
+    let server = http::PeerRpcServer::with_config(unused_link(), echo, config);
+    let addr = server.listen_on(loopback()).await.unwrap();
+    (server, addr)
+}
+
+/// A TCP connection to `addr` from the attacker's address.
+async fn attacker_connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(format!("{ATTACKER}:0").parse().unwrap())?;
+    socket.connect(addr).await
+}
+
+const UPGRADE: &[u8] =
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+/// Reads an HTTP response head (up to the blank line); `None` if the connection closes or
+/// nothing complete comes within `wait`.
+async fn read_head(socket: &mut TcpStream, wait: Duration) -> Option<String> {
+    let deadline = Instant::now() + wait;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
+        match tokio::time::timeout_at(deadline, socket.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// `n` WebSocket connections upgraded from the attacker's address, which then stay silent
+/// (they never read, so never answer a ping). Returns those the worker upgraded.
+async fn silent_ws_flood(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut sockets = Vec::new();
+    for _ in 0..n {
+        if let Ok(mut socket) = attacker_connect(addr).await {
+            if socket.write_all(UPGRADE).await.is_ok() {
+                sockets.push(socket);
+            }
+        }
+    }
+    let mut upgraded = Vec::new();
+    for mut socket in sockets {
+        let head = read_head(&mut socket, Duration::from_secs(2)).await;
+        if head.is_some_and(|h| h.starts_with("HTTP/1.1 101")) {
+            upgraded.push(socket);
+        }
+    }
+    upgraded
+}
+
+/// One request from 127.0.0.1 over WebSocket, answered within 2 s.
+async fn honest_ws_call(addr: SocketAddr) {
+    let (mut client, _) = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws")),
+    )
+    .await
+    .expect("the honest client is let in")
+    .unwrap();
+    client
+        .send(Message::text(r#"["honest","svc",{"n":1}]"#))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(2), client.next())
+        .await
+        .expect("the honest client is answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer, Message::text(r#"["honest",null,{"echo":{"n":1}}]"#));
+}
+
+/// One buffered request from 127.0.0.1 over HTTP, answered within 2 s.
+async fn honest_http_call(addr: SocketAddr) {
+    let client = http::PeerRpcClient::new(unused_link());
+    let answer = client
+        .request_to(
+            &addr.to_string(),
+            "svc",
+            json!({"n": 1}),
+            Duration::from_secs(2),
+        )
+        .await;
+    assert_eq!(answer, Ok(json!({"echo": {"n": 1}})));
+}
+
+#[tokio::test]
+async fn two_thousand_upgraded_ws_connections_from_one_host_leave_the_worker_reachable() {
+    let (_server, addr) = ws_worker(ServerConfig::default()).await;
+    let upgraded = silent_ws_flood(addr, 2000).await;
+    assert!(
+        (1..=256).contains(&upgraded.len()),
+        "one host gets at most its share: {}",
+        upgraded.len()
+    );
+    honest_ws_call(addr).await;
+}
+
+#[tokio::test]
+async fn more_idle_http_connections_from_one_host_than_slots_leave_the_worker_reachable() {
+    let (_server, addr) = http_worker(ServerConfig::default()).await;
+    let mut idle = Vec::new();
+    // More than the 1024 slots. (With 1500 or more, the accepted ones were seen closed within
+    // half a second even without a per-IP cap, for a reason not investigated, which would
+    // let this test pass without the cap.)
+    for _ in 0..1100 {
+        if let Ok(socket) = attacker_connect(addr).await {
+            idle.push(socket);
+        }
+    }
+    assert!(idle.len() > 1024, "the flood is larger than the worker");
+    honest_http_call(addr).await;
+}
+
+#[tokio::test]
+async fn ws_connections_that_do_not_answer_pings_are_closed_and_those_that_do_stay() {
+    let idle = Duration::from_millis(300);
+    let config = ServerConfig {
+        idle_timeout: idle,
+        ..ServerConfig::default()
+    };
+    let (_server, addr) = ws_worker(config).await;
+    let mut silent = silent_ws_flood(addr, 20).await;
+    assert_eq!(silent.len(), 20);
+    // A client that only reads (its WebSocket library answers pings), never asks anything.
+    let (mut live, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < 6 * idle {
+        if let Ok(message) = tokio::time::timeout(idle / 4, live.next()).await {
+            match message {
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                other => panic!("the live client was dropped: {other:?}"),
+            }
+        }
+    }
+    assert!(pings >= 2, "the live client was pinged: {pings}");
+    // The silent ones got a ping then a close frame, and the worker closed them.
+    for socket in &mut silent {
+        let mut sink = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(1), socket.read_to_end(&mut sink)).await;
+        assert!(closed.is_ok(), "a silent connection is closed");
+    }
+    // Still usable after all that quiet.
+    live.send(Message::text(r#"["late","svc",2]"#))
+        .await
+        .unwrap();
+    let answer = loop {
+        match tokio::time::timeout(Duration::from_secs(2), live.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Ping(_))) => continue,
+            other => break other.unwrap().unwrap(),
+        }
+    };
+    assert_eq!(answer, Message::text(r#"["late",null,{"echo":2}]"#));
+}
