@@ -23,8 +23,13 @@ fn unused_link() -> Link {
     Link::new(LinkConfig::new("http://127.0.0.1:9")).unwrap()
 }
 
+/// Echoes the payload, except a string, whose length is answered (big payloads, small
+/// answers).
 async fn echo(req: Request) -> Result<Value, RpcError> {
-    Ok(json!({"echo": req.payload}))
+    match req.payload {
+        Value::String(text) => Ok(json!(text.len())),
+        other => Ok(json!({"echo": other})),
+    }
 }
 
 fn loopback() -> SocketAddr {
@@ -199,4 +204,92 @@ async fn ws_connections_that_do_not_answer_pings_are_closed_and_those_that_do_st
         }
     };
     assert_eq!(answer, Message::text(r#"["late",null,{"echo":2}]"#));
+}
+
+/// A client WebSocket frame header with a zero mask (which leaves the payload as it is).
+fn frame_header(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
+    let mut header = vec![if fin { 0x80 } else { 0 } | opcode, 0x80 | 127];
+    header.extend_from_slice(&(len as u64).to_be_bytes());
+    header.extend_from_slice(&[0; 4]);
+    header
+}
+
+/// The first fragment of a binary request `["big","svc","xxx…` of `len` bytes, unfinished.
+fn first_fragment(len: usize) -> Vec<u8> {
+    let start = br#"["big","svc",""#;
+    let mut frame = frame_header(false, 0x2, len);
+    frame.extend_from_slice(start);
+    frame.resize(frame.len() + len - start.len(), b'x');
+    frame
+}
+
+/// What arrives within `wait`: `Some(bytes)` up to the close of the connection, `None` if
+/// it stays open.
+async fn read_until_closed(socket: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
+    match tokio::time::timeout(wait, socket.read_to_end(&mut bytes)).await {
+        Ok(_) => Some(bytes),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn unfinished_ws_fragments_stay_within_the_memory_budget() {
+    const MIB: usize = 1 << 20;
+    let config = ServerConfig {
+        memory_budget: 4 * MIB,
+        ..ServerConfig::default()
+    };
+    let (server, addr) = ws_worker(config).await;
+    let mut attackers = silent_ws_flood(addr, 12).await;
+    assert_eq!(attackers.len(), 12);
+    // 1 MiB each once charged (in 64 KiB steps), closing fragment included.
+    let fragment = MIB - 16;
+    for socket in &mut attackers {
+        socket.write_all(&first_fragment(fragment)).await.unwrap();
+    }
+    let (mut held, mut refused) = (Vec::new(), 0);
+    for mut socket in attackers {
+        match read_until_closed(&mut socket, Duration::from_millis(500)).await {
+            None => held.push(socket),
+            Some(bytes) => {
+                // A close frame with code 1009 (0x03f1).
+                assert_eq!(bytes.get(..1), Some(&[0x88][..]), "{bytes:?}");
+                assert_eq!(bytes.get(2..4), Some(&[0x03, 0xf1][..]), "{bytes:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((held.len(), refused), (4, 8));
+    assert_eq!(server.buffered_bytes(), 4 * MIB);
+
+    // Small requests still get through; a new large one is refused.
+    honest_ws_call(addr).await;
+    let (mut big, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    let payload = format!(r#"["r","svc","{}"]"#, "y".repeat(MIB));
+    let _ = big.send(Message::text(payload)).await;
+    let close = tokio::time::timeout(Duration::from_secs(2), big.next())
+        .await
+        .unwrap();
+    match close {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1009),
+        other => panic!("expected a 1009 close, got {other:?}"),
+    }
+
+    // A message already being received is not affected: it completes and is answered.
+    let mut first = held.remove(0);
+    first.write_all(&frame_header(true, 0x0, 2)).await.unwrap();
+    first.write_all(br#""]"#).await.unwrap();
+    let mut answer = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(2), first.read_exact(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut text = vec![0u8; usize::from(answer[1])];
+    first.read_exact(&mut text).await.unwrap();
+    let expected = format!(r#"["big",null,{}]"#, fragment - br#"["big","svc",""#.len());
+    assert_eq!(String::from_utf8(text).unwrap(), expected);
+    assert_eq!(server.buffered_bytes(), 3 * MIB);
 }

@@ -185,6 +185,13 @@ impl PeerRpcServer {
 
     super::listening_methods!("worker", core.listening);
 
+    /// Bytes of large requests buffered now by all connections, charged to
+    /// [`ServerConfig::memory_budget`] (requests up to [`super::SMALL_MESSAGE`] are not
+    /// counted).
+    pub fn buffered_bytes(&self) -> usize {
+        self.core.buffered_bytes()
+    }
+
     /// Stops listening, closes every connection and stops the announcers. Dropping the
     /// server does the same.
     pub fn stop(&self) {

@@ -36,7 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::limits::{ConnectionLimits, ConnectionTable};
+use crate::limits::{ConnectionLimits, ConnectionTable, MemoryBudget};
 use crate::link::{Link, LinkError};
 use crate::tls::{CertInfo, TlsServerConfig};
 use crate::{js_string, js_truthy, lock};
@@ -313,9 +313,26 @@ pub struct ServerConfig {
     /// Default 100 MiB, the limit of Node's `ws` both ways. A larger WS message closes the
     /// connection (code 1009); a larger HTTP body is answered 413.
     pub max_message_size: usize,
-    /// Bound on the WebSocket upgrade, on reading HTTP request headers and on reading a whole
-    /// HTTP body. Default 30 s. It also bounds the TLS handshake.
+    /// Bound on the WebSocket upgrade and on reading HTTP request headers (the whole head
+    /// must arrive within it: slow heads are cut off), and the grace period of
+    /// `min_body_rate`. Default 30 s. It also bounds the TLS handshake.
     pub read_timeout: Duration,
+    /// The minimum-progress rule of HTTP bodies: after `read_timeout`, a body must have
+    /// arrived at this many bytes per second on average, or the connection is closed without
+    /// an answer. Default 16 KiB/s: a trickling client cannot hold a connection and its
+    /// buffer for long, while an honest slow link (above 128 kbit/s) may send a body of any
+    /// size up to `max_message_size`.
+    pub min_body_rate: u64,
+    /// Bytes all connections of the worker may buffer at once for requests that are larger
+    /// than [`SMALL_MESSAGE`]: WebSocket messages and their fragments while they arrive, HTTP
+    /// bodies, and gzip bodies once inflated. Default 64 MiB. A request that does not fit is
+    /// refused (WebSocket close 1009, HTTP 413 `ERR_MEMORY_BUDGET`); a WebSocket message
+    /// sent as one frame (as Node's `ws` does) is charged whole when its frame header
+    /// arrives, so once started it is never refused. Requests up to [`SMALL_MESSAGE`] are
+    /// not charged, so honest small requests keep working while large ones are refused: in
+    /// all, a worker buffers at most this budget plus `max_connections` times
+    /// [`SMALL_MESSAGE`].
+    pub memory_budget: usize,
     /// WebSocket only: a connection from which nothing (no message, no pong) arrived for this
     /// long is pinged, and closed (code 1001) if nothing arrives for as long again. Node's
     /// `ws` clients answer pings by themselves, so a live client, even one with nothing to
@@ -335,16 +352,24 @@ impl Default for ServerConfig {
             max_in_flight: 256,
             max_message_size: 100 << 20,
             read_timeout: Duration::from_secs(30),
+            min_body_rate: 16 * 1024,
+            memory_budget: 64 << 20,
             idle_timeout: Duration::from_secs(30),
             tls: None,
         }
     }
 }
 
-/// What a connection task gets: the handler and the settings.
+/// Requests (one WebSocket message, one HTTP body, also once inflated) of at most this many
+/// bytes are not charged to [`ServerConfig::memory_budget`]: 64 KiB.
+pub const SMALL_MESSAGE: usize = 64 * 1024;
+
+/// What a connection task gets: the handler, the settings and the memory budget.
 pub(crate) struct Shared {
     pub(crate) handler: Arc<dyn Handler>,
     pub(crate) config: ServerConfig,
+    /// [`ServerConfig::memory_budget`], shared by all connections.
+    pub(crate) budget: MemoryBudget,
     /// HTTP only: the streaming handler and which requests it gets.
     pub(crate) stream: Option<stream::StreamRoute>,
 }
@@ -561,6 +586,7 @@ impl ServerCore {
             listening: Listening::new(link, "server"),
             shared: Arc::new(Shared {
                 handler,
+                budget: MemoryBudget::new(config.memory_budget),
                 config,
                 stream,
             }),
@@ -596,6 +622,11 @@ impl ServerCore {
 
     pub(crate) fn stop(&self) {
         self.listening.stop();
+    }
+
+    /// Bytes charged to the memory budget now, by all connections.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.shared.budget.used()
     }
 }
 

@@ -12,19 +12,21 @@
 //! in flight when a connection closes fail at once with `ERR_TRANSPORT_CLOSE` (Node lets them
 //! time out); an unreachable worker is an `ERR_REQUEST_GENERIC` error (it crashes Node).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -36,7 +38,9 @@ use tokio_tungstenite::WebSocketStream;
 use super::{
     decode_reply, decode_request, encode_reply, encode_request, key_text, lookup_before, pick_dest,
     Accepted, Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared, IDLE_TIMEOUT,
+    SMALL_MESSAGE,
 };
+use crate::limits::{MemoryBudget, Reservation};
 use crate::link::{Link, LinkError};
 use crate::tls::{CertInfo, TlsClientConfig};
 use crate::{lock, new_rid};
@@ -100,6 +104,13 @@ impl PeerRpcServer {
 
     super::listening_methods!("worker", core.listening);
 
+    /// Bytes of large requests buffered now by all connections, charged to
+    /// [`ServerConfig::memory_budget`] (requests up to [`super::SMALL_MESSAGE`] are not
+    /// counted).
+    pub fn buffered_bytes(&self) -> usize {
+        self.core.buffered_bytes()
+    }
+
     /// Stops listening, closes every connection and stops the announcers. Dropping the
     /// server does the same.
     pub fn stop(&self) {
@@ -132,6 +143,7 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
             Err(refusal)
         }
     };
+    let io = Metered::new(io, shared.budget.clone(), shared.config.max_message_size);
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(io, gate, Some(config));
     let mut ws = match tokio::time::timeout(shared.config.read_timeout, handshake).await {
         Ok(Ok(ws)) => ws,
@@ -164,14 +176,27 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
                 loop {
                     match message {
                         Some(Ok(Message::Text(text))) => {
+                            ws.get_mut().delivered();
                             start_request(&mut running, text.as_bytes(), &shared, peer, &cert);
                         }
                         Some(Ok(Message::Binary(data))) => {
+                            ws.get_mut().delivered();
                             start_request(&mut running, &data, &shared, peer, &cert);
                         }
                         Some(Ok(Message::Close(_))) | None => return,
                         // Pings are answered by tungstenite itself.
                         Some(Ok(_)) => {}
+                        Some(Err(_)) if ws.get_ref().refused => {
+                            tracing::warn!(
+                                "grenache ws server: closing the connection from {peer}: a message over the memory budget"
+                            );
+                            let refusal = CloseFrame {
+                                code: CloseCode::Size,
+                                reason: "ERR_MEMORY_BUDGET".into(),
+                            };
+                            let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(refusal))).await;
+                            return;
+                        }
                         Some(Err(e)) => {
                             tracing::warn!("grenache ws server: closing the connection from {peer}: {e}");
                             return;
@@ -348,6 +373,222 @@ where
         ws.feed(Message::text(frame)).await?;
     }
     ws.flush().await
+}
+
+// ---------------------------------------------------------------------------------------
+// Memory budget of a server connection
+
+/// A server connection's socket as tungstenite reads it, with every data message the client
+/// announces charged to the worker's memory budget before tungstenite buffers it.
+///
+/// tungstenite keeps an unfinished message (and its fragments) in memory and does not say how
+/// much, so the bytes are watched on their way in instead: past the upgrade request, each
+/// frame header gives its payload length, which is added to the message being received (a
+/// message larger than [`SMALL_MESSAGE`] is charged in full, rounded up to a multiple of
+/// it). When the budget cannot cover a
+/// frame, the read fails before tungstenite sees it, and the worker closes the connection with
+/// code 1009. The charge of a message is given back when tungstenite hands the message out.
+struct Metered {
+    io: Box<dyn Io>,
+    scan: Scan,
+    budget: MemoryBudget,
+    /// Larger messages are tungstenite's to refuse (close 1009 as well); not charged.
+    max_message: usize,
+    /// The message being received: its size so far and its charge.
+    current_len: usize,
+    current: Reservation,
+    /// Messages whose last frame has been announced, not yet handed out (oldest first).
+    complete: VecDeque<Reservation>,
+    /// The budget refused a frame: the connection must close with 1009.
+    refused: bool,
+}
+
+/// Where the incoming bytes are.
+enum Scan {
+    /// In the HTTP upgrade request; `matched` bytes of its final `\r\n\r\n` seen.
+    Head { matched: usize },
+    /// In a frame header; `len` bytes of it so far.
+    Header {
+        bytes: [u8; MAX_FRAME_HEADER],
+        len: usize,
+    },
+    /// In a frame payload; `left` bytes to go.
+    Payload { left: u64 },
+}
+
+/// Longest frame header: 2 bytes, an 8-byte length and a 4-byte mask.
+const MAX_FRAME_HEADER: usize = 14;
+
+impl Metered {
+    fn new(io: Box<dyn Io>, budget: MemoryBudget, max_message: usize) -> Self {
+        Metered {
+            io,
+            scan: Scan::Head { matched: 0 },
+            current_len: 0,
+            current: budget.reservation(),
+            budget,
+            max_message,
+            complete: VecDeque::new(),
+            refused: false,
+        }
+    }
+
+    /// A data message was handed out: its charge goes back to the budget.
+    fn delivered(&mut self) {
+        self.complete.pop_front();
+    }
+
+    /// Follows `data` through the stream; `false` when the budget refuses a frame.
+    fn scan(&mut self, mut data: &[u8]) -> bool {
+        while let Some((&byte, rest)) = data.split_first() {
+            match &mut self.scan {
+                Scan::Head { matched } => {
+                    *matched = match (*matched, byte) {
+                        (0 | 2, b'\r') => *matched + 1,
+                        (1 | 3, b'\n') => *matched + 1,
+                        (_, b'\r') => 1,
+                        _ => 0,
+                    };
+                    if *matched == 4 {
+                        self.scan = Scan::Header {
+                            bytes: [0; MAX_FRAME_HEADER],
+                            len: 0,
+                        };
+                    }
+                    data = rest;
+                }
+                Scan::Header { bytes, len } => {
+                    if let Some(slot) = bytes.get_mut(*len) {
+                        *slot = byte;
+                    }
+                    *len += 1;
+                    data = rest;
+                    let header = bytes.get(..*len).and_then(frame_header);
+                    if let Some((opcode, fin, payload)) = header {
+                        if !self.frame(opcode, fin, payload) {
+                            return false;
+                        }
+                        self.scan = Scan::Payload { left: payload };
+                    }
+                }
+                Scan::Payload { left } => {
+                    let available = u64::try_from(data.len()).unwrap_or(u64::MAX);
+                    let skip = (*left).min(available);
+                    *left -= skip;
+                    // `skip` is at most `data.len()`.
+                    data = data
+                        .get(usize::try_from(skip).unwrap_or(0)..)
+                        .unwrap_or(&[]);
+                    if *left == 0 {
+                        self.scan = Scan::Header {
+                            bytes: [0; MAX_FRAME_HEADER],
+                            len: 0,
+                        };
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Charges a data frame's payload to the message it belongs to.
+    fn frame(&mut self, opcode: u8, fin: bool, payload: u64) -> bool {
+        if opcode & 0x8 != 0 {
+            // Control frames: at most 125 bytes, not part of a message.
+            return true;
+        }
+        let payload = usize::try_from(payload).unwrap_or(usize::MAX);
+        self.current_len = self.current_len.saturating_add(payload);
+        // Charged in steps of SMALL_MESSAGE, so that the small last fragments of a large
+        // message seldom need more than it already holds.
+        let charge = self
+            .current_len
+            .div_ceil(SMALL_MESSAGE)
+            .saturating_mul(SMALL_MESSAGE);
+        if self.current_len > SMALL_MESSAGE
+            && self.current_len <= self.max_message
+            && !self.current.try_grow_to(charge)
+        {
+            self.refused = true;
+            return false;
+        }
+        if fin {
+            let charge = std::mem::replace(&mut self.current, self.budget.reservation());
+            self.complete.push_back(charge);
+            self.current_len = 0;
+        }
+        true
+    }
+}
+
+/// `(opcode, fin, payload length)` once `bytes` is a whole frame header, else `None`.
+fn frame_header(bytes: &[u8]) -> Option<(u8, bool, u64)> {
+    let (&first, rest) = bytes.split_first()?;
+    let (&second, rest) = rest.split_first()?;
+    let extended = match second & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let mask = if second & 0x80 != 0 { 4 } else { 0 };
+    if rest.len() < extended + mask {
+        return None;
+    }
+    let payload = match extended {
+        0 => u64::from(second & 0x7f),
+        n => rest
+            .get(..n)?
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)),
+    };
+    Some((first & 0x0f, first & 0x80 != 0, payload))
+}
+
+impl AsyncRead for Metered {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
+        let this = &mut *self;
+        if this.scan(buf.filled().get(before..).unwrap_or(&[])) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Ready(Err(io::Error::other("the memory budget is spent")))
+        }
+    }
+}
+
+impl AsyncWrite for Metered {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
