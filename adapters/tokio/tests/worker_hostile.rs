@@ -293,3 +293,161 @@ async fn unfinished_ws_fragments_stay_within_the_memory_budget() {
     assert_eq!(String::from_utf8(text).unwrap(), expected);
     assert_eq!(server.buffered_bytes(), 3 * MIB);
 }
+
+/// Sends `data` a few bytes at a time every `every`, until the worker closes the connection
+/// or `limit` passes; returns how long the worker let it go on.
+async fn trickle(
+    socket: &mut TcpStream,
+    data: &[u8],
+    every: Duration,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    for piece in data.chunks(4).cycle() {
+        if started.elapsed() > limit || socket.write_all(piece).await.is_err() {
+            break;
+        }
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(every, socket.read(&mut byte)).await {
+            break;
+        }
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn slow_http_heads_and_bodies_are_cut_off() {
+    let config = ServerConfig {
+        read_timeout: Duration::from_millis(300),
+        min_body_rate: 10_000,
+        ..ServerConfig::default()
+    };
+    let (_server, addr) = http_worker(config).await;
+    let every = Duration::from_millis(50);
+    let limit = Duration::from_secs(5);
+
+    // A head that never ends, 80 bytes per second.
+    let mut slow_head = attacker_connect(addr).await.unwrap();
+    slow_head.write_all(b"POST / HTTP/1.1\r\n").await.unwrap();
+    let lasted = trickle(&mut slow_head, b"x-pad: aaaaaaaaaaaa\r\n", every, limit).await;
+    assert!(
+        lasted < Duration::from_secs(1),
+        "slow head cut after {lasted:?}"
+    );
+
+    // A body announced as 1 MB that comes at 80 bytes per second.
+    let mut slow_body = attacker_connect(addr).await.unwrap();
+    slow_body
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        .await
+        .unwrap();
+    let lasted = trickle(&mut slow_body, b"xxxx", every, limit).await;
+    assert!(
+        lasted < Duration::from_secs(1),
+        "slow body cut after {lasted:?}"
+    );
+
+    // An honest body on a slow link, faster than the rule asks, is read whole although it
+    // takes longer than read_timeout.
+    let frame = format!(r#"["slow","svc","{}"]"#, "y".repeat(19_980));
+    let mut honest = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        frame.len()
+    );
+    honest.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    for piece in frame.as_bytes().chunks(2_000) {
+        honest.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert!(started.elapsed() > Duration::from_millis(500));
+    let answer = read_until_closed(&mut honest, Duration::from_secs(2))
+        .await
+        .expect("answered and closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(r#"["slow",null,19980]"#), "{answer}");
+}
+
+#[tokio::test]
+async fn slow_ws_upgrades_are_cut_off() {
+    let config = ServerConfig {
+        read_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let (_server, addr) = ws_worker(config).await;
+    let mut slow = attacker_connect(addr).await.unwrap();
+    slow.write_all(b"GET /ws HTTP/1.1\r\n").await.unwrap();
+    let lasted = trickle(
+        &mut slow,
+        b"x-pad: aaaaaaaaaaaa\r\n",
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        lasted < Duration::from_secs(1),
+        "slow upgrade cut after {lasted:?}"
+    );
+    honest_ws_call(addr).await;
+}
+
+/// A raw `POST /` from the attacker's address with this body and extra headers, its head
+/// and first `send` bytes of body written; the socket is returned open.
+async fn attacker_post(addr: SocketAddr, headers: &str, body: &[u8], send: usize) -> TcpStream {
+    let mut socket = attacker_connect(addr).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&body[..send]).await.unwrap();
+    socket
+}
+
+#[tokio::test]
+async fn large_http_bodies_stay_within_the_memory_budget() {
+    const MIB: usize = 1 << 20;
+    let config = ServerConfig {
+        memory_budget: 4 * MIB,
+        ..ServerConfig::default()
+    };
+    let (server, addr) = http_worker(config).await;
+    let body = vec![b'x'; 2 * MIB];
+    let mut attackers = Vec::new();
+    for _ in 0..12 {
+        attackers.push(attacker_post(addr, "", &body, MIB / 2).await);
+    }
+    let (mut held, mut refused) = (Vec::new(), 0);
+    for mut socket in attackers {
+        match read_until_closed(&mut socket, Duration::from_millis(500)).await {
+            None => held.push(socket),
+            Some(answer) => {
+                let answer = String::from_utf8_lossy(&answer).into_owned();
+                assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+                assert!(answer.ends_with("ERR_MEMORY_BUDGET"), "{answer}");
+                refused += 1;
+            }
+        }
+        assert!(server.buffered_bytes() <= 4 * MIB);
+    }
+    assert!(
+        !held.is_empty() && refused >= 1,
+        "held {}, refused {refused}",
+        held.len()
+    );
+    assert!(server.buffered_bytes() > 3 * MIB);
+
+    honest_http_call(addr).await;
+    let client = http::PeerRpcClient::new(unused_link());
+    let big = client
+        .request_to(
+            &addr.to_string(),
+            "svc",
+            json!("z".repeat(MIB)),
+            Duration::from_secs(2),
+        )
+        .await;
+    assert_eq!(big, Err(RpcError::Request("ERR_MEMORY_BUDGET".to_string())));
+}
