@@ -451,3 +451,59 @@ async fn large_http_bodies_stay_within_the_memory_budget() {
         .await;
     assert_eq!(big, Err(RpcError::Request("ERR_MEMORY_BUDGET".to_string())));
 }
+
+/// A gzip body of `members` concatenated members, each 8 MiB of zeros once inflated (a
+/// multi-member body inflates whole, as Node's zlib does): 64 KiB on the wire for 64 MiB.
+fn gzip_bomb(members: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(&vec![0u8; 8 << 20]).unwrap();
+    let member = encoder.finish().unwrap();
+    member.repeat(members)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bombs_do_not_stall_honest_requests() {
+    let (server, addr) = http_worker(ServerConfig::default()).await;
+    let bomb = std::sync::Arc::new(gzip_bomb(12));
+    let attack_until = Instant::now() + Duration::from_secs(3);
+    let mut bombers = Vec::new();
+    for _ in 0..4 {
+        let bomb = std::sync::Arc::clone(&bomb);
+        bombers.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while Instant::now() < attack_until {
+                let mut socket =
+                    attacker_post(addr, "grc-compress: gzip\r\n", &bomb, bomb.len()).await;
+                let answer = read_until_closed(&mut socket, Duration::from_secs(20)).await;
+                answers.push(String::from_utf8_lossy(&answer.unwrap_or_default()).into_owned());
+            }
+            answers
+        }));
+    }
+    // Let the bombs land first.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut slowest = Duration::ZERO;
+    let mut calls = 0;
+    while Instant::now() < attack_until {
+        let started = Instant::now();
+        honest_http_call(addr).await;
+        slowest = slowest.max(started.elapsed());
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut refused = 0;
+    for bomber in bombers {
+        for answer in bomber.await.unwrap() {
+            assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 4, "the bombs went off: {refused}");
+    // Inflated on the runtime instead, the bombs held the honest calls up for 500 ms.
+    assert!(
+        slowest < Duration::from_millis(300),
+        "honest latency {slowest:?} during the bombs ({calls} calls)"
+    );
+    assert_eq!(server.buffered_bytes(), 0, "the budget is given back");
+}
