@@ -445,12 +445,11 @@ impl MinProgress {
     /// The instant by which more than `received` bytes must have arrived, for data that
     /// started at `started`: `started + grace + received / min_rate`.
     pub fn deadline(&self, started: Instant, received: usize) -> Instant {
-        let allowance = if self.min_rate == 0 {
-            Duration::ZERO
-        } else {
-            let received = u64::try_from(received).unwrap_or(u64::MAX);
-            Duration::from_millis(received.saturating_mul(1000) / self.min_rate)
-        };
+        let received = u64::try_from(received).unwrap_or(u64::MAX);
+        let allowance = received
+            .saturating_mul(1000)
+            .checked_div(self.min_rate)
+            .map_or(Duration::ZERO, Duration::from_millis);
         started + self.grace.saturating_add(allowance)
     }
 }
