@@ -371,6 +371,34 @@ async fn slow_http_heads_and_bodies_are_cut_off() {
 }
 
 #[tokio::test]
+async fn slow_ws_messages_are_cut_off() {
+    let config = ServerConfig {
+        read_timeout: Duration::from_millis(300),
+        min_body_rate: 10_000,
+        // Long, so that only the minimum-progress rule can close the connection.
+        idle_timeout: Duration::from_secs(30),
+        ..ServerConfig::default()
+    };
+    let (_server, addr) = ws_worker(config).await;
+    let mut slow = silent_ws_flood(addr, 1).await.pop().unwrap();
+    slow.write_all(&frame_header(true, 0x2, 1_000_000))
+        .await
+        .unwrap();
+    let lasted = trickle(
+        &mut slow,
+        b"xxxx",
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        lasted < Duration::from_secs(1),
+        "slow message cut after {lasted:?}"
+    );
+    honest_ws_call(addr).await;
+}
+
+#[tokio::test]
 async fn slow_ws_upgrades_are_cut_off() {
     let config = ServerConfig {
         read_timeout: Duration::from_millis(300),

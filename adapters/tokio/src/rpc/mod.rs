@@ -317,11 +317,13 @@ pub struct ServerConfig {
     /// must arrive within it: slow heads are cut off), and the grace period of
     /// `min_body_rate`. Default 30 s. It also bounds the TLS handshake.
     pub read_timeout: Duration,
-    /// The minimum-progress rule of HTTP bodies: after `read_timeout`, a body must have
-    /// arrived at this many bytes per second on average, or the connection is closed without
-    /// an answer. Default 16 KiB/s: a trickling client cannot hold a connection and its
-    /// buffer for long, while an honest slow link (above 128 kbit/s) may send a body of any
-    /// size up to `max_message_size`.
+    /// The minimum-progress rule of HTTP bodies and WebSocket messages: after
+    /// `read_timeout`, a body or message must have arrived at this many bytes per second on
+    /// average since it started, or the connection is closed (HTTP: without an answer;
+    /// WebSocket: code 1008, checked as bytes arrive). Default 16 KiB/s: a
+    /// trickling client cannot hold a connection and its buffer for long, while an honest
+    /// slow link (above 128 kbit/s) may send a request of any size up to
+    /// `max_message_size`.
     pub min_body_rate: u64,
     /// Bytes all connections of the worker may buffer at once for requests that are larger
     /// than [`SMALL_MESSAGE`]: WebSocket messages and their fragments while they arrive, HTTP

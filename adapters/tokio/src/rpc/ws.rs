@@ -40,7 +40,7 @@ use super::{
     Accepted, Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared, IDLE_TIMEOUT,
     SMALL_MESSAGE,
 };
-use crate::limits::{MemoryBudget, Reservation};
+use crate::limits::{MemoryBudget, MinProgress, Reservation};
 use crate::link::{Link, LinkError};
 use crate::tls::{CertInfo, TlsClientConfig};
 use crate::{lock, new_rid};
@@ -143,7 +143,16 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
             Err(refusal)
         }
     };
-    let io = Metered::new(io, shared.budget.clone(), shared.config.max_message_size);
+    let progress = MinProgress {
+        grace: shared.config.read_timeout,
+        min_rate: shared.config.min_body_rate,
+    };
+    let io = Metered::new(
+        io,
+        shared.budget.clone(),
+        shared.config.max_message_size,
+        progress,
+    );
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(io, gate, Some(config));
     let mut ws = match tokio::time::timeout(shared.config.read_timeout, handshake).await {
         Ok(Ok(ws)) => ws,
@@ -186,6 +195,17 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
                         Some(Ok(Message::Close(_))) | None => return,
                         // Pings are answered by tungstenite itself.
                         Some(Ok(_)) => {}
+                        Some(Err(_)) if ws.get_ref().too_slow => {
+                            tracing::info!(
+                                "grenache ws server: closing the connection from {peer}: a message arriving too slowly"
+                            );
+                            let slow = CloseFrame {
+                                code: CloseCode::Policy,
+                                reason: "ERR_TOO_SLOW".into(),
+                            };
+                            let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(slow))).await;
+                            return;
+                        }
                         Some(Err(_)) if ws.get_ref().refused => {
                             tracing::warn!(
                                 "grenache ws server: closing the connection from {peer}: a message over the memory budget"
@@ -212,6 +232,10 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
                 }
             }
             Some(frame) = running.next() => {
+                if running.len() + 1 >= max_in_flight {
+                    // Reading resumes: the time it was paused is not the client's slowness.
+                    ws.get_mut().restart_progress();
+                }
                 // This answer and every other one already done, in one write.
                 let ready = || running.next().now_or_never().flatten();
                 if let Err(e) = write_batch(&mut ws, frame, ready).await {
@@ -401,6 +425,14 @@ struct Metered {
     complete: VecDeque<Reservation>,
     /// The budget refused a frame: the connection must close with 1009.
     refused: bool,
+    /// The minimum-progress rule of messages ([`ServerConfig::min_body_rate`]).
+    progress: MinProgress,
+    /// A message broke the minimum-progress rule: the connection must close with 1008.
+    too_slow: bool,
+    /// When the message being received started, and how many of its payload bytes have
+    /// arrived since.
+    message_started: Option<Instant>,
+    message_received: usize,
 }
 
 /// Where the incoming bytes are.
@@ -412,15 +444,21 @@ enum Scan {
         bytes: [u8; MAX_FRAME_HEADER],
         len: usize,
     },
-    /// In a frame payload; `left` bytes to go.
-    Payload { left: u64 },
+    /// In a frame payload; `left` bytes to go, of a data frame (`data`) that ends its
+    /// message (`fin`) or not.
+    Payload { left: u64, data: bool, fin: bool },
 }
 
 /// Longest frame header: 2 bytes, an 8-byte length and a 4-byte mask.
 const MAX_FRAME_HEADER: usize = 14;
 
 impl Metered {
-    fn new(io: Box<dyn Io>, budget: MemoryBudget, max_message: usize) -> Self {
+    fn new(
+        io: Box<dyn Io>,
+        budget: MemoryBudget,
+        max_message: usize,
+        progress: MinProgress,
+    ) -> Self {
         Metered {
             io,
             scan: Scan::Head { matched: 0 },
@@ -430,6 +468,25 @@ impl Metered {
             max_message,
             complete: VecDeque::new(),
             refused: false,
+            progress,
+            too_slow: false,
+            message_started: None,
+            message_received: 0,
+        }
+    }
+
+    /// Whether the message being received is behind the minimum-progress rule.
+    fn behind(&self, now: Instant) -> bool {
+        self.message_started
+            .is_some_and(|started| self.progress.deadline(started, self.message_received) <= now)
+    }
+
+    /// Starts the minimum-progress clock of the message being received afresh (while the
+    /// worker itself stops reading, the client cannot be blamed for slowness).
+    fn restart_progress(&mut self) {
+        if self.message_started.is_some() {
+            self.message_started = Some(Instant::now());
+            self.message_received = 0;
         }
     }
 
@@ -468,27 +525,52 @@ impl Metered {
                         if !self.frame(opcode, fin, payload) {
                             return false;
                         }
-                        self.scan = Scan::Payload { left: payload };
+                        let data = opcode & 0x8 == 0;
+                        if data && self.message_started.is_none() {
+                            self.message_started = Some(Instant::now());
+                            self.message_received = 0;
+                        }
+                        self.scan = Scan::Payload {
+                            left: payload,
+                            data,
+                            fin,
+                        };
+                        self.end_of_payload();
                     }
                 }
-                Scan::Payload { left } => {
+                Scan::Payload {
+                    left,
+                    data: in_data,
+                    ..
+                } => {
                     let available = u64::try_from(data.len()).unwrap_or(u64::MAX);
                     let skip = (*left).min(available);
                     *left -= skip;
                     // `skip` is at most `data.len()`.
-                    data = data
-                        .get(usize::try_from(skip).unwrap_or(0)..)
-                        .unwrap_or(&[]);
-                    if *left == 0 {
-                        self.scan = Scan::Header {
-                            bytes: [0; MAX_FRAME_HEADER],
-                            len: 0,
-                        };
+                    let skipped = usize::try_from(skip).unwrap_or(0);
+                    if *in_data {
+                        self.message_received = self.message_received.saturating_add(skipped);
                     }
+                    data = data.get(skipped..).unwrap_or(&[]);
+                    self.end_of_payload();
                 }
             }
         }
         true
+    }
+
+    /// Past the end of a payload, the next frame header begins (and the message ends with
+    /// the last byte of its final frame).
+    fn end_of_payload(&mut self) {
+        if let Scan::Payload { left: 0, data, fin } = self.scan {
+            if data && fin {
+                self.message_started = None;
+            }
+            self.scan = Scan::Header {
+                bytes: [0; MAX_FRAME_HEADER],
+                len: 0,
+            };
+        }
     }
 
     /// Charges a data frame's payload to the message it belongs to.
@@ -553,11 +635,19 @@ impl AsyncRead for Metered {
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
         let this = &mut *self;
-        if this.scan(buf.filled().get(before..).unwrap_or(&[])) {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Ready(Err(io::Error::other("the memory budget is spent")))
+        if !this.scan(buf.filled().get(before..).unwrap_or(&[])) {
+            return Poll::Ready(Err(io::Error::other("the memory budget is spent")));
         }
+        // Checked as bytes arrive (these included): a client that sends nothing at all is the
+        // idle rule's.
+        if this.behind(Instant::now()) {
+            this.too_slow = true;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "a message arriving too slowly",
+            )));
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
