@@ -10,6 +10,14 @@
 //!   `[null, "ERR_HEADER_PARSE_GR", null]` as Node does.
 //! * A body that is not a JSON array gets no answer (Node sends none): the connection is
 //!   closed, with a log line. A body over the size limit is answered 413.
+//! * Against hostile clients (see [`ServerConfig`]): at most `max_connections_per_ip`
+//!   connections per client IP; a request head must arrive within `read_timeout` (also the
+//!   idle time of a keep-alive connection); a body must arrive at `min_body_rate` on average
+//!   once `read_timeout` has passed, else the connection is closed; a body larger than
+//!   [`SMALL_MESSAGE`] is charged to the worker's `memory_budget` as it arrives, and so is its
+//!   gunzipped form (inflated on a blocking thread, off the async runtime), and a body the
+//!   budget cannot hold is answered 413 `ERR_MEMORY_BUDGET`. Streamed bodies (see
+//!   [`super::stream`]) are not charged: they flow with backpressure.
 //! * Raw streams (Node's `peer.stream` and `'stream'` event) are in [`super::stream`]:
 //!   [`PeerRpcClient::stream`] opens one, and a server built with
 //!   [`PeerRpcServer::with_stream_handler`] (or [`PeerRpcServer::streaming`], Node's
@@ -889,6 +897,31 @@ mod tests {
         assert_eq!(&packed[..3], &[0x1f, 0x8b, 0x08]);
         assert_eq!(packed[9], 3, "OS byte as Node's zlib");
         assert_eq!(gunzip(&packed, 100).unwrap(), b"[\"r\",null,1]");
+    }
+
+    #[test]
+    fn inflating_is_charged_and_stops_at_the_budget() {
+        let bomb = gzip(&vec![0u8; 4 << 20]).unwrap();
+        let budget = MemoryBudget::new(1 << 20);
+        let mut charge = budget.reservation();
+        assert_eq!(
+            inflate(&bomb, 100 << 20, Some(&mut charge)),
+            Err(Gunzip::OverBudget)
+        );
+        assert!(budget.used() <= 1 << 20);
+        drop(charge);
+        let small = gzip(&vec![1u8; SMALL_MESSAGE]).unwrap();
+        let mut charge = budget.reservation();
+        let _full = budget.try_reserve(1 << 20).unwrap();
+        assert_eq!(
+            inflate(&small, 100 << 20, Some(&mut charge)).map(|v| v.len()),
+            Ok(SMALL_MESSAGE),
+            "small bodies are not charged, so they pass when the budget is spent"
+        );
+        let packed = gzip(&vec![2u8; 200 << 10]).unwrap();
+        let mut charge = MemoryBudget::new(1 << 20).reservation();
+        assert!(inflate(&packed, 100 << 20, Some(&mut charge)).is_ok());
+        assert_eq!(charge.bytes(), 200 << 10);
     }
 
     #[test]

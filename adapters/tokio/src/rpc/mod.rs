@@ -331,9 +331,10 @@ pub struct ServerConfig {
     /// refused (WebSocket close 1009, HTTP 413 `ERR_MEMORY_BUDGET`); a WebSocket message
     /// sent as one frame (as Node's `ws` does) is charged whole when its frame header
     /// arrives, so once started it is never refused. Requests up to [`SMALL_MESSAGE`] are
-    /// not charged, so honest small requests keep working while large ones are refused: in
-    /// all, a worker buffers at most this budget plus `max_connections` times
-    /// [`SMALL_MESSAGE`].
+    /// not charged, so honest small requests keep working while large ones are refused: the
+    /// requests a worker buffers take at most this budget plus `max_connections` times
+    /// [`SMALL_MESSAGE`] (besides each connection's own read buffer). Streamed HTTP bodies
+    /// are not buffered, so not charged.
     pub memory_budget: usize,
     /// WebSocket only: a connection from which nothing (no message, no pong) arrived for this
     /// long is pinged, and closed (code 1001) if nothing arrives for as long again. Node's

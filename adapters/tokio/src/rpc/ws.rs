@@ -7,6 +7,12 @@
 //!   permessage-deflate and negotiates no subprotocol (either would crash a Node client).
 //! * The server never answers an unparseable or non-array message (as Node); it logs a line
 //!   and goes on with the connection. A message over the size limit closes the connection.
+//! * Against hostile clients (see [`ServerConfig`]): at most `max_connections_per_ip`
+//!   connections per client IP; the upgrade must arrive within `read_timeout`; a connection
+//!   quiet for `idle_timeout` is pinged and closed (1001) if still silent after as long again;
+//!   a message larger than [`SMALL_MESSAGE`] is charged to the worker's `memory_budget` as its
+//!   frame headers arrive, and closes the connection (1009) when the budget cannot hold it; a
+//!   message arriving slower than `min_body_rate` after `read_timeout` closes it (1008).
 //!
 //! Differences from Node, on purpose: timeouts are exact (Node checks every 10 s); requests
 //! in flight when a connection closes fail at once with `ERR_TRANSPORT_CLOSE` (Node lets them
@@ -1094,5 +1100,108 @@ fn deliver(pending: &Mutex<Pending>, bytes: &[u8], dest: &str) {
         None => tracing::debug!(
             "grenache ws client: ignoring an answer from {dest} for unknown request {rid}"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked client frame header (mask bytes zero).
+    fn header(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
+        let first = if fin { 0x80 } else { 0 } | opcode;
+        let mut bytes = match len {
+            0..=125 => vec![first, 0x80 | len as u8],
+            126..=0xffff => {
+                let mut h = vec![first, 0x80 | 126];
+                h.extend_from_slice(&(len as u16).to_be_bytes());
+                h
+            }
+            _ => {
+                let mut h = vec![first, 0x80 | 127];
+                h.extend_from_slice(&(len as u64).to_be_bytes());
+                h
+            }
+        };
+        bytes.extend_from_slice(&[0; 4]);
+        bytes
+    }
+
+    fn metered(budget: &MemoryBudget) -> Metered {
+        let progress = MinProgress {
+            grace: Duration::from_secs(30),
+            min_rate: 0,
+        };
+        Metered::new(
+            Box::new(tokio::io::empty()),
+            budget.clone(),
+            100 << 20,
+            progress,
+        )
+    }
+
+    #[test]
+    fn frame_headers_of_every_length_form() {
+        assert_eq!(frame_header(&header(true, 1, 5)), Some((1, true, 5)));
+        assert_eq!(frame_header(&header(false, 2, 300)), Some((2, false, 300)));
+        assert_eq!(
+            frame_header(&header(true, 0, 1 << 20)),
+            Some((0, true, 1 << 20))
+        );
+        // Incomplete: the mask or the extended length is missing.
+        assert_eq!(frame_header(&header(true, 1, 5)[..5]), None);
+        assert_eq!(frame_header(&header(true, 1, 1 << 20)[..9]), None);
+        assert_eq!(frame_header(&[0x81]), None);
+    }
+
+    #[test]
+    fn large_messages_are_charged_from_their_headers_until_handed_out() {
+        let budget = MemoryBudget::new(1 << 20);
+        let mut io = metered(&budget);
+        let mut stream = b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        // A small message (not charged), a ping, then 300 KiB in two fragments.
+        stream.extend(header(true, 1, 10));
+        stream.extend([b'x'; 10]);
+        stream.extend(header(true, 9, 0));
+        stream.extend(header(false, 2, 200 << 10));
+        // Fed byte by byte: headers split across reads are followed too.
+        for byte in &stream {
+            assert!(io.scan(std::slice::from_ref(byte)));
+        }
+        assert_eq!(budget.used(), 256 << 10, "200 KiB, in 64 KiB steps");
+        assert!(io.scan(&vec![0; 200 << 10]));
+        assert!(io.scan(&header(true, 0, 100 << 10)));
+        assert_eq!(budget.used(), 320 << 10);
+        assert_eq!(io.complete.len(), 2);
+        io.delivered();
+        assert_eq!(budget.used(), 320 << 10, "the small message held nothing");
+        io.delivered();
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_frame_over_the_budget_is_refused_before_its_payload() {
+        let budget = MemoryBudget::new(1 << 20);
+        let _other = budget.try_reserve(900 << 10).unwrap();
+        let mut io = metered(&budget);
+        assert!(io.scan(b"GET / HTTP/1.1\r\n\r\n"));
+        assert!(!io.scan(&header(true, 2, 200 << 10)));
+        assert!(io.refused);
+        assert_eq!(budget.used(), 900 << 10);
+    }
+
+    #[test]
+    fn liveness_pings_then_gives_up() {
+        let idle = Duration::from_secs(10);
+        let mut live = Liveness::new(idle);
+        let start = live.last_heard;
+        assert_eq!(live.check(start + idle / 2), Quiet::No);
+        assert_eq!(live.check(start + idle), Quiet::Ping);
+        assert_eq!(live.deadline(), start + 2 * idle);
+        assert_eq!(live.check(start + idle + idle / 2), Quiet::No);
+        assert_eq!(live.check(start + 2 * idle), Quiet::Dead);
+        live.heard();
+        assert!(!live.pinged);
+        assert!(live.deadline() >= start + idle);
     }
 }
