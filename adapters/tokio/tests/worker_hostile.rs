@@ -535,3 +535,88 @@ async fn gzip_bombs_do_not_stall_honest_requests() {
     );
     assert_eq!(server.buffered_bytes(), 0, "the budget is given back");
 }
+
+/// A connection from the attacker's address that reads nothing (with a small receive
+/// buffer, so that the worker's writes soon wait).
+async fn non_reading_attacker(addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .bind(format!("{ATTACKER}:0").parse().unwrap())
+        .unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Whether `check` comes true within 10 s (tried every 100 ms).
+async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Whether the worker lets a new connection from the attacker's address be upgraded
+/// (with `max_connections_per_ip: 1`, only once the previous one is gone).
+async fn attacker_slot_free(addr: SocketAddr) -> bool {
+    !silent_ws_flood(addr, 1).await.is_empty()
+}
+
+#[tokio::test]
+async fn clients_that_stop_reading_answers_are_dropped() {
+    let config = ServerConfig {
+        read_timeout: Duration::from_millis(300),
+        max_connections_per_ip: 1,
+        ..ServerConfig::default()
+    };
+    let (_ws_server, ws_addr) = ws_worker(config.clone()).await;
+    let (_http_server, http_addr) = http_worker(config).await;
+    // Requests whose answers (8 MB echoes) the attacker never reads.
+    let request = format!(r#"["big","svc",{{"pad":"{}"}}]"#, "p".repeat(8_000_000));
+
+    let mut ws = non_reading_attacker(ws_addr).await;
+    ws.write_all(UPGRADE).await.unwrap();
+    // The upgrade answer is read (tungstenite wants it awaited), nothing after it.
+    let upgraded = read_head(&mut ws, Duration::from_secs(2)).await.unwrap();
+    assert!(upgraded.starts_with("HTTP/1.1 101"), "{upgraded}");
+    ws.write_all(&frame_header(true, 0x1, request.len()))
+        .await
+        .unwrap();
+    ws.write_all(request.as_bytes()).await.unwrap();
+    assert!(
+        !attacker_slot_free(ws_addr).await,
+        "the first one holds the slot"
+    );
+    // The answer takes a while to make (8 MB of JSON), then writing it stalls for 300 ms.
+    let freed = eventually(|| attacker_slot_free(ws_addr)).await;
+    assert!(freed, "the stuck connection was dropped");
+
+    let mut http = non_reading_attacker(http_addr).await;
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        request.len()
+    );
+    http.write_all(head.as_bytes()).await.unwrap();
+    http.write_all(request.as_bytes()).await.unwrap();
+    let mut second = attacker_connect(http_addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let refused = tokio::time::timeout(Duration::from_millis(200), second.read(&mut byte)).await;
+    assert!(
+        matches!(refused, Ok(Ok(0) | Err(_))),
+        "the first one holds the slot"
+    );
+    let served = eventually(|| async {
+        let mut next = attacker_connect(http_addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        // Served means kept open, waiting for a request; refused means closed at once.
+        tokio::time::timeout(Duration::from_millis(200), next.read(&mut byte))
+            .await
+            .is_err()
+    })
+    .await;
+    assert!(served, "the stuck connection was dropped");
+    drop((ws, http));
+}

@@ -28,13 +28,14 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinSet};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::limits::{ConnectionLimits, ConnectionTable, MemoryBudget};
 use crate::link::{Link, LinkError};
@@ -315,7 +316,9 @@ pub struct ServerConfig {
     pub max_message_size: usize,
     /// Bound on the WebSocket upgrade and on reading HTTP request headers (the whole head
     /// must arrive within it: slow heads are cut off), and the grace period of
-    /// `min_body_rate`. Default 30 s. It also bounds the TLS handshake.
+    /// `min_body_rate`. Default 30 s. It also bounds the TLS handshake, and how long a client
+    /// may take no byte of what the worker writes to it (answers, pings): a client that
+    /// stops reading has its connection closed.
     pub read_timeout: Duration,
     /// The minimum-progress rule of HTTP bodies and WebSocket messages: after
     /// `read_timeout`, a body or message must have arrived at this many bytes per second on
@@ -677,6 +680,90 @@ pub(crate) async fn accept_bounded<F>(
     }
 }
 
+/// A server connection's stream whose writes fail once the client has taken no byte for
+/// `stall`: a client that stops reading cannot hold its connection (and the answers queued
+/// for it) forever.
+struct WriteStall<S> {
+    io: S,
+    stall: Duration,
+    /// Armed when a write first waits, disarmed when one goes through.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteStall<S> {
+    fn new(io: S, stall: Duration) -> Self {
+        WriteStall {
+            io,
+            stall,
+            timer: None,
+        }
+    }
+
+    /// What a write that got `poll`'s outcome returns: waiting is fine until the timer runs
+    /// out.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.timer = None;
+            return poll;
+        }
+        let stall = self.stall;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client has read nothing for too long",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteStall<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteStall<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.watch(cx, poll)
+    }
+}
+
 /// Runs the TLS handshake (when configured) and the hook, then serves the connection.
 async fn accept_one(
     stream: TcpStream,
@@ -687,7 +774,7 @@ async fn accept_one(
 ) {
     let accepted = match &shared.config.tls {
         None => Accepted {
-            io: Box::new(stream),
+            io: Box::new(WriteStall::new(stream, shared.config.read_timeout)),
             peer,
             cert: None,
             allowed: true,
@@ -721,7 +808,7 @@ async fn accept_one(
                 );
             }
             Accepted {
-                io: Box::new(stream),
+                io: Box::new(WriteStall::new(stream, shared.config.read_timeout)),
                 peer,
                 cert: cert.map(Arc::new),
                 allowed,
