@@ -48,11 +48,18 @@ async fn http_worker(config: ServerConfig) -> (http::PeerRpcServer, SocketAddr) 
     (server, addr)
 }
 
+/// A TCP socket bound to the attacker's address. It resets its connection when dropped, so
+/// that the floods leave no thousands of ports in TIME-WAIT behind for other tests.
+fn attacker_socket() -> std::io::Result<TcpSocket> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_zero_linger()?;
+    socket.bind(format!("{ATTACKER}:0").parse().unwrap())?;
+    Ok(socket)
+}
+
 /// A TCP connection to `addr` from the attacker's address.
 async fn attacker_connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(format!("{ATTACKER}:0").parse().unwrap())?;
-    socket.connect(addr).await
+    attacker_socket()?.connect(addr).await
 }
 
 const UPGRADE: &[u8] =
@@ -539,11 +546,8 @@ async fn gzip_bombs_do_not_stall_honest_requests() {
 /// A connection from the attacker's address that reads nothing (with a small receive
 /// buffer, so that the worker's writes soon wait).
 async fn non_reading_attacker(addr: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
+    let socket = attacker_socket().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    socket
-        .bind(format!("{ATTACKER}:0").parse().unwrap())
-        .unwrap();
     socket.connect(addr).await.unwrap()
 }
 
