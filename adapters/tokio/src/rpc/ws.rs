@@ -190,13 +190,14 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
                 liveness.heard();
                 loop {
                     match message {
+                        // The message's charge is given back once it is parsed.
                         Some(Ok(Message::Text(text))) => {
-                            ws.get_mut().delivered();
                             start_request(&mut running, text.as_bytes(), &shared, peer, &cert);
+                            ws.get_mut().delivered();
                         }
                         Some(Ok(Message::Binary(data))) => {
-                            ws.get_mut().delivered();
                             start_request(&mut running, &data, &shared, peer, &cert);
+                            ws.get_mut().delivered();
                         }
                         Some(Ok(Message::Close(_))) | None => return,
                         // Pings are answered by tungstenite itself.
