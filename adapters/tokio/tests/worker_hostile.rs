@@ -624,3 +624,41 @@ async fn clients_that_stop_reading_answers_are_dropped() {
     assert!(served, "the stuck connection was dropped");
     drop((ws, http));
 }
+
+#[tokio::test]
+async fn ws_messages_arriving_slowly_but_steadily_are_not_taken_for_idleness() {
+    let config = ServerConfig {
+        idle_timeout: Duration::from_millis(200),
+        read_timeout: Duration::from_millis(300),
+        min_body_rate: 10_000,
+        ..ServerConfig::default()
+    };
+    let (_server, addr) = ws_worker(config).await;
+    let mut honest = TcpStream::connect(addr).await.unwrap();
+    honest.write_all(UPGRADE).await.unwrap();
+    let head = read_head(&mut honest, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // 20 kB at 20 kB/s: twice the rule's rate, and longer than the idle rule's 400 ms.
+    let message = format!(r#"["slow","svc","{}"]"#, "s".repeat(19_980));
+    honest
+        .write_all(&frame_header(true, 0x2, message.len()))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for piece in message.as_bytes().chunks(2_000) {
+        honest.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(started.elapsed() > Duration::from_millis(900));
+    let mut answer = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(2), honest.read_exact(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer[0], 0x81, "a text frame, not a close");
+    let mut text = vec![0u8; usize::from(answer[1])];
+    honest.read_exact(&mut text).await.unwrap();
+    assert_eq!(String::from_utf8(text).unwrap(), r#"["slow",null,19980]"#);
+}

@@ -203,25 +203,14 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
                         // Pings are answered by tungstenite itself.
                         Some(Ok(_)) => {}
                         Some(Err(_)) if ws.get_ref().too_slow => {
-                            tracing::info!(
-                                "grenache ws server: closing the connection from {peer}: a message arriving too slowly"
-                            );
-                            let slow = CloseFrame {
-                                code: CloseCode::Policy,
-                                reason: "ERR_TOO_SLOW".into(),
-                            };
-                            let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(slow))).await;
+                            close_too_slow(&mut ws, peer).await;
                             return;
                         }
                         Some(Err(_)) if ws.get_ref().refused => {
                             tracing::warn!(
                                 "grenache ws server: closing the connection from {peer}: a message over the memory budget"
                             );
-                            let refusal = CloseFrame {
-                                code: CloseCode::Size,
-                                reason: "ERR_MEMORY_BUDGET".into(),
-                            };
-                            let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(refusal))).await;
+                            close_with(&mut ws, CloseCode::Size, "ERR_MEMORY_BUDGET").await;
                             return;
                         }
                         Some(Err(e)) => {
@@ -254,6 +243,15 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
                 if running.len() >= max_in_flight {
                     // We stopped reading (backpressure), so silence proves nothing.
                     liveness.heard();
+                } else if ws.get_ref().receiving() {
+                    // A message is arriving (a client cannot answer pings in the middle of a
+                    // frame): the minimum-progress rule judges it instead, here for a client
+                    // that went silent mid-message.
+                    if ws.get_ref().behind(Instant::now()) {
+                        close_too_slow(&mut ws, peer).await;
+                        break;
+                    }
+                    liveness.heard();
                 }
                 match liveness.check(Instant::now()) {
                     Quiet::No => {}
@@ -267,11 +265,7 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
                         tracing::debug!(
                             "grenache ws server: closing the connection from {peer}: silent, no pong"
                         );
-                        let away = CloseFrame {
-                            code: CloseCode::Away,
-                            reason: "idle".into(),
-                        };
-                        let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(away))).await;
+                        close_with(&mut ws, CloseCode::Away, "idle").await;
                         break;
                     }
                 }
@@ -285,6 +279,23 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
 /// How long a ping or a closing frame may take to leave: a peer that does not read is
 /// dropped rather than waited for.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Sends a close frame (within [`CLOSE_WAIT`]); the caller then drops the connection.
+async fn close_with(ws: &mut WebSocketStream<Metered>, code: CloseCode, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(frame))).await;
+}
+
+/// Closes a connection whose message broke the minimum-progress rule (1008).
+async fn close_too_slow(ws: &mut WebSocketStream<Metered>, peer: SocketAddr) {
+    tracing::info!(
+        "grenache ws server: closing the connection from {peer}: a message arriving too slowly"
+    );
+    close_with(ws, CloseCode::Policy, "ERR_TOO_SLOW").await;
+}
 
 /// What a quiet connection deserves when its idle timer fires.
 #[derive(Debug, PartialEq)]
@@ -480,6 +491,11 @@ impl Metered {
             message_started: None,
             message_received: 0,
         }
+    }
+
+    /// Whether a message is being received.
+    fn receiving(&self) -> bool {
+        self.message_started.is_some()
     }
 
     /// Whether the message being received is behind the minimum-progress rule.
