@@ -486,9 +486,13 @@ async fn read_body(
     }
     let started = Instant::now();
     let mut charge = budget.reservation();
-    let mut data = BytesMut::new();
+    // A body in one piece (the usual case) is kept as it came; more pieces are copied into
+    // one buffer (kept as a list, tiny chunks would cost far more than their bytes).
+    let mut single: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    let mut received = 0usize;
     loop {
-        let deadline = progress.deadline(started, data.len());
+        let deadline = progress.deadline(started, received);
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => return Err(BodyError::TooSlow),
             Ok(None) => break,
@@ -499,16 +503,23 @@ async fn read_body(
         let Ok(chunk) = frame.into_data() else {
             continue;
         };
-        let len = data.len().saturating_add(chunk.len());
-        if len > max {
+        received = received.saturating_add(chunk.len());
+        if received > max {
             return Err(BodyError::TooLarge);
         }
-        if len > SMALL_MESSAGE && !charge.try_grow_to(len) {
+        if received > SMALL_MESSAGE && !charge.try_grow_to(received) {
             return Err(BodyError::OverBudget);
         }
-        data.extend_from_slice(&chunk);
+        if received == chunk.len() {
+            single = Some(chunk);
+        } else {
+            if let Some(first) = single.take() {
+                joined.extend_from_slice(&first);
+            }
+            joined.extend_from_slice(&chunk);
+        }
     }
-    Ok((data.freeze(), charge))
+    Ok((single.unwrap_or_else(|| joined.freeze()), charge))
 }
 
 /// Runs a stream handler in its own task (it keeps reading the request body while hyper
