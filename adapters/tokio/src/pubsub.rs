@@ -92,7 +92,9 @@ impl PubMessage {
 /// Settings of a [`PeerPub`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PubConfig {
-    /// Subscriber sockets at most; further clients wait in the listen backlog. Default 1024.
+    /// Subscriber sockets at most; further clients wait for a slot (64 at most, fairly shared
+    /// between IPs; the others are closed). Subscribers are never closed to make room.
+    /// Default 1024.
     pub max_connections: usize,
     /// Subscriber sockets from one client IP at most; a further one is closed at once.
     /// Default 256, a quarter of `max_connections`, so that one host cannot take every slot.
@@ -156,9 +158,21 @@ impl PeerPub {
                     total: config.max_connections,
                     per_ip: config.max_connections_per_ip,
                 };
-                accept_bounded(listener, limits, "grenache publisher", |stream, peer| {
-                    serve_subscriber(stream, peer, sender.clone(), config.clone())
-                })
+                accept_bounded(
+                    listener,
+                    limits,
+                    "grenache publisher",
+                    |stream, peer, activity| {
+                        // A subscriber is never idle: it is never closed to make room.
+                        let busy = activity.busy();
+                        let serving =
+                            serve_subscriber(stream, peer, sender.clone(), config.clone());
+                        async move {
+                            serving.await;
+                            drop(busy);
+                        }
+                    },
+                )
                 .await
             })
             .await?;

@@ -662,3 +662,58 @@ async fn ws_messages_arriving_slowly_but_steadily_are_not_taken_for_idleness() {
     honest.read_exact(&mut text).await.unwrap();
     assert_eq!(String::from_utf8(text).unwrap(), r#"["slow",null,19980]"#);
 }
+
+#[tokio::test]
+async fn when_full_a_lighter_host_displaces_an_idle_connection_of_the_heaviest() {
+    let config = ServerConfig {
+        max_connections: 8,
+        max_connections_per_ip: 8,
+        ..ServerConfig::default()
+    };
+    let (_ws_server, ws_addr) = ws_worker(config.clone()).await;
+    let mut idle = silent_ws_flood(ws_addr, 8).await;
+    assert_eq!(idle.len(), 8, "the attacker alone fills the worker");
+    honest_ws_call(ws_addr).await;
+    let mut closed = 0;
+    for socket in &mut idle {
+        if read_until_closed(socket, Duration::from_millis(100))
+            .await
+            .is_some()
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 1, "one idle connection made room");
+
+    let (_http_server, http_addr) = http_worker(config).await;
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(attacker_connect(http_addr).await.unwrap());
+    }
+    honest_http_call(http_addr).await;
+}
+
+#[tokio::test]
+async fn busy_connections_are_not_displaced() {
+    let config = ServerConfig {
+        max_connections: 4,
+        max_connections_per_ip: 4,
+        ..ServerConfig::default()
+    };
+    let (_server, addr) = ws_worker(config).await;
+    // Each in the middle of a message: busy.
+    let mut busy = silent_ws_flood(addr, 4).await;
+    for socket in &mut busy {
+        socket.write_all(&first_fragment(1_000)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let honest = tokio::time::timeout(
+        Duration::from_millis(500),
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws")),
+    )
+    .await;
+    assert!(honest.is_err(), "the honest client waits for a slot");
+    // One busy connection ends: the waiting client gets its slot.
+    drop(busy.pop());
+    honest_ws_call(addr).await;
+}

@@ -60,7 +60,7 @@ use super::stream::{
 };
 use super::{
     decode_reply, decode_request, encode_reply, encode_request, key_text, lookup_before, Accepted,
-    Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared, SMALL_MESSAGE,
+    Busy, Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared, SMALL_MESSAGE,
 };
 use crate::http_client::{HttpClient, HttpFailure};
 use crate::limits::{MemoryBudget, MinProgress, Reservation};
@@ -250,10 +250,20 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
         peer,
         cert,
         allowed,
+        activity,
     } = accepted;
     let read_timeout = shared.config.read_timeout;
     let service = service_fn(move |request| {
-        handle(request, peer, cert.clone(), allowed, Arc::clone(&shared))
+        // Busy from a request's head to its answer's head (or its stream handler's end).
+        let busy = activity.busy();
+        handle(
+            request,
+            peer,
+            cert.clone(),
+            allowed,
+            Arc::clone(&shared),
+            busy,
+        )
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -299,6 +309,7 @@ async fn handle(
     cert: Option<Arc<CertInfo>>,
     allowed: bool,
     shared: Arc<Shared>,
+    busy: Busy,
 ) -> Result<Response<ReplyBody>, NoAnswer> {
     if !allowed {
         // The TLS `verify_client` hook rejected this client.
@@ -350,7 +361,7 @@ async fn handle(
                 headers: parts.headers,
                 body: BodyStream::new(body, Some(config.read_timeout), None),
             };
-            return serve_stream(request, Arc::clone(&route.handler)).await;
+            return serve_stream(request, Arc::clone(&route.handler), busy).await;
         }
     }
 
@@ -527,12 +538,14 @@ async fn read_body(
 async fn serve_stream(
     request: StreamRequest,
     handler: Arc<dyn StreamHandler>,
+    busy: Busy,
 ) -> Result<Response<ReplyBody>, NoAnswer> {
     let peer = request.meta.remote;
     let (head_tx, head_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
     let responder = StreamResponder::new(head_tx, done_rx, request.meta.compress);
     let task = tokio::spawn(async move {
+        let _busy = busy;
         let ok = match AssertUnwindSafe(handler.handle(request, responder))
             .catch_unwind()
             .await

@@ -22,11 +22,14 @@ pub mod http;
 pub mod stream;
 pub mod ws;
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -37,7 +40,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{Instant, Sleep};
 
-use crate::limits::{ConnectionLimits, ConnectionTable, MemoryBudget};
+use crate::limits::{client_ip, ConnectionLimits, ConnectionTable, MemoryBudget, Refused};
 use crate::link::{Link, LinkError};
 use crate::tls::{CertInfo, TlsServerConfig};
 use crate::{js_string, js_truthy, lock};
@@ -299,7 +302,10 @@ pub(crate) fn decode_reply(bytes: &[u8]) -> Option<(Value, Result<Value, RpcErro
 /// Settings of a worker (both transports).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Open connections at most; further clients wait in the listen backlog. Default 1024.
+    /// Open connections at most. Default 1024. When all are taken, a client from an IP with
+    /// fewer connections than the IP with the most takes the slot of one of that IP's idle
+    /// connections (no request being received or handled), which is closed; other clients
+    /// wait for a slot (64 at most, fairly shared between IPs; the others are closed).
     pub max_connections: usize,
     /// Open connections from one client IP at most (IPv4-mapped IPv6 addresses count as
     /// their IPv4 address); a further connection from that IP is closed at once. Default 256,
@@ -396,6 +402,8 @@ pub(crate) struct Accepted {
     /// `false` when the TLS `verify_client` hook rejected the client: the transport answers
     /// 401 instead of serving.
     pub(crate) allowed: bool,
+    /// Whether the connection is handling a request; the transport marks it busy.
+    pub(crate) activity: Activity,
 }
 
 /// Serves one accepted connection until it closes.
@@ -616,8 +624,15 @@ impl ServerCore {
                     per_ip: shared.config.max_connections_per_ip,
                 };
                 let what = format!("grenache {transport} server");
-                accept_bounded(listener, limits, &what, |stream, peer| {
-                    accept_one(stream, peer, Arc::clone(&shared), serve, transport)
+                accept_bounded(listener, limits, &what, |stream, peer, activity| {
+                    accept_one(
+                        stream,
+                        peer,
+                        activity,
+                        Arc::clone(&shared),
+                        serve,
+                        transport,
+                    )
                 })
                 .await
             })
@@ -636,45 +651,201 @@ impl ServerCore {
     }
 }
 
+/// How many requests a server connection is handling (or receiving) now. A connection at
+/// zero is idle: when the server is full, it may be closed to make room for a client from a
+/// less represented IP (see [`accept_bounded`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Activity(Arc<AtomicUsize>);
+
+impl Activity {
+    /// Marks the connection busy until the guard is dropped.
+    pub(crate) fn busy(&self) -> Busy {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        Busy(Arc::clone(&self.0))
+    }
+
+    fn is_idle(&self) -> bool {
+        self.0.load(Ordering::Acquire) == 0
+    }
+}
+
+/// A request in progress on a connection ([`Activity::busy`]).
+#[derive(Debug)]
+pub(crate) struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Connections accepted while the server is full that wait for a slot, at most.
+const MAX_WAITING: usize = 64;
+
+/// The open connections of an accept loop, by client IP, with what it takes to close an idle
+/// one.
+#[derive(Default)]
+struct OpenConnections {
+    by_task: HashMap<tokio::task::Id, (IpAddr, Activity, AbortHandle)>,
+    by_ip: HashMap<IpAddr, Vec<tokio::task::Id>>,
+}
+
+impl OpenConnections {
+    fn add(&mut self, ip: IpAddr, activity: Activity, abort: AbortHandle) {
+        let id = abort.id();
+        self.by_ip.entry(ip).or_default().push(id);
+        self.by_task.insert(id, (ip, activity, abort));
+    }
+
+    fn remove(&mut self, id: tokio::task::Id) {
+        let Some((ip, _, _)) = self.by_task.remove(&id) else {
+            return;
+        };
+        if let Some(ids) = self.by_ip.get_mut(&ip) {
+            ids.retain(|other| *other != id);
+            if ids.is_empty() {
+                self.by_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Closes an idle connection of the IP with the most connections, if `newcomer` would
+    /// still have fewer than it once let in. Returns whether one was closed (its slot frees
+    /// when its task ends).
+    fn displace_for(&mut self, newcomer: IpAddr) -> bool {
+        let theirs = self.by_ip.get(&newcomer).map_or(0, Vec::len);
+        let Some((_, heaviest)) = self.by_ip.iter().max_by_key(|(_, ids)| ids.len()) else {
+            return false;
+        };
+        if heaviest.len() <= theirs + 1 {
+            return false;
+        }
+        let idle = heaviest.iter().find_map(|id| {
+            let (_, activity, abort) = self.by_task.get(id)?;
+            activity.is_idle().then(|| abort.clone())
+        });
+        match idle {
+            Some(abort) => {
+                abort.abort();
+                // Out of the index now, so that the same connection is not picked twice.
+                self.remove(abort.id());
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Makes room in a full waiting list for a newcomer from `ip`: the oldest waiting connection
+/// of the IP with the most waiting is closed, if `ip` would still have fewer. Returns whether
+/// it was.
+fn make_room(waiting: &mut VecDeque<(TcpStream, SocketAddr)>, ip: IpAddr) -> bool {
+    let mut counts: HashMap<IpAddr, usize> = HashMap::new();
+    for (_, peer) in waiting.iter() {
+        *counts.entry(client_ip(peer.ip())).or_default() += 1;
+    }
+    let theirs = counts.get(&ip).copied().unwrap_or(0);
+    let Some((&heaviest, &most)) = counts.iter().max_by_key(|(_, n)| **n) else {
+        return false;
+    };
+    if most <= theirs + 1 {
+        return false;
+    }
+    let oldest = waiting
+        .iter()
+        .position(|(_, peer)| client_ip(peer.ip()) == heaviest);
+    oldest.and_then(|i| waiting.remove(i)).is_some()
+}
+
 /// Accepts connections and serves each in its own task made by `serve`, at most
-/// `limits.total` at once and `limits.per_ip` from one client IP (each at least 1). Past the
-/// total, connections wait in the kernel's backlog; past its IP's share, a connection is
-/// closed at once (left in the backlog, it would hold up the other hosts queued behind it).
-/// `what` names the listener in log lines. Aborting this task drops the `JoinSet`, which
-/// aborts every connection.
+/// `limits.total` at once and `limits.per_ip` from one client IP (each at least 1).
+///
+/// Past its IP's share, a connection is closed at once (left waiting, it would hold up the
+/// other hosts queued behind it). When every slot is taken, a newcomer whose IP has fewer
+/// connections (itself included) than the IP with the most takes the slot of one of that
+/// IP's idle connections ([`Activity`] at zero), which is closed; other newcomers wait here
+/// for a slot, [`MAX_WAITING`] of them, and when they are that many a newcomer takes the
+/// place of the oldest waiting connection of the IP with the most waiting if it would still
+/// have fewer, else it is closed. `what` names the listener in log lines. Aborting this task drops the `JoinSet`, which aborts every
+/// connection.
 pub(crate) async fn accept_bounded<F>(
     listener: TcpListener,
     limits: ConnectionLimits,
     what: &str,
-    mut serve: impl FnMut(TcpStream, SocketAddr) -> F,
+    mut serve: impl FnMut(TcpStream, SocketAddr, Activity) -> F,
 ) where
     F: Future<Output = ()> + Send + 'static,
 {
     let table = ConnectionTable::new(limits);
     let mut connections = JoinSet::new();
+    let mut open = OpenConnections::default();
+    let mut waiting: VecDeque<(TcpStream, SocketAddr)> = VecDeque::new();
+    // Serves `stream` if a slot is free; gives it back if the server is full.
+    let mut start = |stream: TcpStream,
+                     peer: SocketAddr,
+                     connections: &mut JoinSet<()>,
+                     open: &mut OpenConnections|
+     -> Option<(TcpStream, SocketAddr)> {
+        match table.try_acquire(peer.ip()) {
+            Ok(permit) => {
+                let _ = stream.set_nodelay(true);
+                let activity = Activity::default();
+                let serving = serve(stream, peer, activity.clone());
+                let abort = connections.spawn(async move {
+                    serving.await;
+                    drop(permit);
+                });
+                open.add(client_ip(peer.ip()), activity, abort);
+                None
+            }
+            Err(Refused::PerIp) => {
+                tracing::debug!(
+                    "{what}: closing the connection from {peer}: {}",
+                    Refused::PerIp
+                );
+                None
+            }
+            Err(Refused::Full) => Some((stream, peer)),
+        }
+    };
     loop {
         tokio::select! {
-            accepted = listener.accept(), if !table.is_full() => match accepted {
-                Ok((stream, peer)) => match table.try_acquire(peer.ip()) {
-                    Ok(permit) => {
-                        let _ = stream.set_nodelay(true);
-                        let serving = serve(stream, peer);
-                        connections.spawn(async move {
-                            serving.await;
-                            drop(permit);
-                        });
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let Some(full) = start(stream, peer, &mut connections, &mut open) else {
+                        continue;
+                    };
+                    let ip = client_ip(peer.ip());
+                    if open.displace_for(ip) {
+                        tracing::info!(
+                            "{what}: full; closing an idle connection of the busiest client for {peer}"
+                        );
+                        waiting.push_front(full);
+                    } else if waiting.len() < MAX_WAITING || make_room(&mut waiting, ip) {
+                        waiting.push_back(full);
+                    } else {
+                        tracing::debug!("{what}: closing the connection from {peer}: full");
                     }
-                    Err(refused) => {
-                        tracing::debug!("{what}: closing the connection from {peer}: {refused}");
-                    }
-                },
+                }
                 Err(e) => {
                     // Typically out of file descriptors: wait a little instead of spinning.
                     tracing::warn!("{what}: accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            Some(_) = connections.join_next() => {}
+            Some(ended) = connections.join_next_with_id() => {
+                let id = match ended {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                open.remove(id);
+                while let Some((stream, peer)) = waiting.pop_front() {
+                    if let Some(full) = start(stream, peer, &mut connections, &mut open) {
+                        waiting.push_front(full);
+                        break;
+                    }
+                }
+            }
             else => break,
         }
     }
@@ -768,6 +939,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteStall<S> {
 async fn accept_one(
     stream: TcpStream,
     peer: SocketAddr,
+    activity: Activity,
     shared: Arc<Shared>,
     serve: ServeConnection,
     transport: &'static str,
@@ -778,6 +950,7 @@ async fn accept_one(
             peer,
             cert: None,
             allowed: true,
+            activity,
         },
         Some(tls) => {
             let handshake = tls.acceptor.accept(stream);
@@ -812,6 +985,7 @@ async fn accept_one(
                 peer,
                 cert: cert.map(Arc::new),
                 allowed,
+                activity,
             }
         }
     };
@@ -871,7 +1045,7 @@ mod tests {
                 total: 2,
                 per_ip: 2,
             };
-            accept_bounded(listener, limits, "test server", move |mut stream, _| {
+            accept_bounded(listener, limits, "test server", move |mut stream, _, _| {
                 let served_tx = served_tx.clone();
                 async move {
                     let _ = served_tx.send(());

@@ -43,8 +43,8 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::{
     decode_reply, decode_request, encode_reply, encode_request, key_text, lookup_before, pick_dest,
-    Accepted, Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared, IDLE_TIMEOUT,
-    SMALL_MESSAGE,
+    Accepted, Activity, Busy, Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared,
+    IDLE_TIMEOUT, SMALL_MESSAGE,
 };
 use crate::limits::{MemoryBudget, MinProgress, Reservation};
 use crate::link::{Link, LinkError};
@@ -134,6 +134,7 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
         peer,
         cert,
         allowed,
+        activity,
     } = accepted;
     let config = ws_config(shared.config.max_message_size);
     // A client the TLS hook rejected gets `401 Forbidden` on its upgrade, as Node's
@@ -158,6 +159,7 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
         shared.budget.clone(),
         shared.config.max_message_size,
         progress,
+        activity.clone(),
     );
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(io, gate, Some(config));
     let mut ws = match tokio::time::timeout(shared.config.read_timeout, handshake).await {
@@ -192,11 +194,13 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
                     match message {
                         // The message's charge is given back once it is parsed.
                         Some(Ok(Message::Text(text))) => {
-                            start_request(&mut running, text.as_bytes(), &shared, peer, &cert);
+                            let busy = activity.busy();
+                            start_request(&mut running, text.as_bytes(), &shared, peer, &cert, busy);
                             ws.get_mut().delivered();
                         }
                         Some(Ok(Message::Binary(data))) => {
-                            start_request(&mut running, &data, &shared, peer, &cert);
+                            let busy = activity.busy();
+                            start_request(&mut running, &data, &shared, peer, &cert, busy);
                             ws.get_mut().delivered();
                         }
                         Some(Ok(Message::Close(_))) | None => return,
@@ -361,6 +365,7 @@ fn start_request(
     shared: &Shared,
     peer: SocketAddr,
     cert: &Option<Arc<CertInfo>>,
+    busy: Busy,
 ) {
     let (rid, key, payload) = match decode_request(bytes) {
         Ok(request) => request,
@@ -382,6 +387,7 @@ fn start_request(
     };
     let handling = AssertUnwindSafe(shared.handler.handle(request)).catch_unwind();
     running.push(Box::pin(async move {
+        let _busy = busy;
         match handling.await {
             Ok(outcome) => encode_reply(&rid, &outcome),
             Err(_) => {
@@ -450,6 +456,9 @@ struct Metered {
     /// When the message being received started, and how many of its payload bytes have
     /// arrived since.
     message_started: Option<Instant>,
+    /// The connection's activity, busy while a message arrives.
+    activity: Activity,
+    receiving: Option<Busy>,
     message_received: usize,
 }
 
@@ -476,6 +485,7 @@ impl Metered {
         budget: MemoryBudget,
         max_message: usize,
         progress: MinProgress,
+        activity: Activity,
     ) -> Self {
         Metered {
             io,
@@ -488,6 +498,8 @@ impl Metered {
             refused: false,
             progress,
             too_slow: false,
+            activity,
+            receiving: None,
             message_started: None,
             message_received: 0,
         }
@@ -552,6 +564,7 @@ impl Metered {
                         if data && self.message_started.is_none() {
                             self.message_started = Some(Instant::now());
                             self.message_received = 0;
+                            self.receiving = Some(self.activity.busy());
                         }
                         self.scan = Scan::Payload {
                             left: payload,
@@ -588,6 +601,7 @@ impl Metered {
         if let Scan::Payload { left: 0, data, fin } = self.scan {
             if data && fin {
                 self.message_started = None;
+                self.receiving = None;
             }
             self.scan = Scan::Header {
                 bytes: [0; MAX_FRAME_HEADER],
@@ -1154,6 +1168,7 @@ mod tests {
             budget.clone(),
             100 << 20,
             progress,
+            Activity::default(),
         )
     }
 
