@@ -1084,6 +1084,39 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_full_waiting_list_makes_room_for_the_least_represented_ip() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut clients = Vec::new();
+        let mut waiting = VecDeque::new();
+        for from in ["127.0.0.2", "127.0.0.2", "127.0.0.2", "127.0.0.3"] {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+            clients.push(socket.connect(addr).await.unwrap());
+            waiting.push_back(listener.accept().await.unwrap());
+        }
+        let first = waiting[0].1;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(
+            !make_room(&mut waiting, ip("127.0.0.2")),
+            "the heaviest itself"
+        );
+        assert!(
+            make_room(&mut waiting, ip("127.0.0.3")),
+            "2 are fewer than 3"
+        );
+        assert_eq!(waiting.len(), 3);
+        assert!(
+            waiting.iter().all(|(_, peer)| *peer != first),
+            "the oldest of the heaviest IP went"
+        );
+        assert!(
+            !make_room(&mut waiting, ip("127.0.0.3")),
+            "2 would not be fewer than 2"
+        );
+    }
+
     #[test]
     fn request_frames_are_node_bytes() {
         let frame = encode_request("r1", "rpc_test", &json!({"hello": "world"}));
