@@ -21,6 +21,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # gigabytes per run of changed code.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 FUZZ_SECONDS="${FUZZ_SECONDS:-10}"
+# The hostile tests open a few thousand connections from attacker addresses at once.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 step() { printf '\n=== %s\n' "$*"; }
 fail() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }

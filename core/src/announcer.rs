@@ -108,9 +108,10 @@ pub struct Announcer<const C: usize> {
     name: [u8; MAX_TARGET_LEN],
     name_len: u8,
     port: u16,
-    /// First byte of every transaction id of this round (random): answers to an older round
-    /// or forged without seeing the query are ignored.
-    round: u8,
+    /// First three bytes of every transaction id of this round (random; the fourth is the
+    /// candidate's slot): answers to an older round or forged without seeing the query are
+    /// ignored, and an off-path host has 2^24 ids to guess per round.
+    round: [u8; 3],
     queries: u8,
     cands: [Option<Candidate>; C],
 }
@@ -124,7 +125,7 @@ impl<const C: usize> Announcer<C> {
             name: [0; MAX_TARGET_LEN],
             name_len: 0,
             port: 0,
-            round: 0,
+            round: [0; 3],
             queries: 0,
             cands: [None; C],
         }
@@ -165,7 +166,8 @@ impl<const C: usize> Announcer<C> {
         slot.copy_from_slice(name);
         self.name_len = len;
         self.port = port;
-        self.round = rng.next_u32().to_le_bytes()[0];
+        let [a, b, c, _] = rng.next_u32().to_le_bytes();
+        self.round = [a, b, c];
         self.queries = 0;
         self.phase = Phase::Lookup;
         self.cands = [None; C];
@@ -244,7 +246,8 @@ impl<const C: usize> Announcer<C> {
             }
         }
         let (i, _) = best?;
-        let t = krpc::tid(u16::from_be_bytes([self.round, u8::try_from(i).ok()?]));
+        let [a, b, c] = self.round;
+        let t = krpc::tid32(u32::from_be_bytes([a, b, c, u8::try_from(i).ok()?]));
         let name = self.name.get(..usize::from(self.name_len)).unwrap_or(&[]);
         let c = self.cands.get_mut(i)?.as_mut()?;
         let written = match next {
@@ -298,8 +301,8 @@ impl<const C: usize> Announcer<C> {
             b"e" => None,
             _ => return None,
         };
-        let [round, i] = krpc::tid_of(t)?.to_be_bytes();
-        if round != self.round || self.phase == Phase::Idle {
+        let [a, b, c, i] = krpc::tid32_of(t)?.to_be_bytes();
+        if [a, b, c] != self.round || self.phase == Phase::Idle {
             return None;
         }
         let c = self.cands.get_mut(usize::from(i))?.as_mut()?;
@@ -419,6 +422,7 @@ mod tests {
     use crate::krpc::{Message, Query};
     use crate::node::{Node, NodeConfig};
     use crate::rng::SplitMix64;
+    use std::format;
     use std::vec::Vec;
 
     type Grape = Node<SplitMix64, 64, 8, 32, 0, 4, 40, 32, 0, 0, 8>;
@@ -462,6 +466,16 @@ mod tests {
                 let _ = net.grapes[i].start_bootstrap(net.now);
             }
             net.settle();
+            // Grapes enter each other's tables only once they answered a query, and this
+            // harness hands a grape every query of a round before it may send its pings
+            // (whose queue holds 8): more rounds let the grapes started together learn each
+            // other, as later lookups and announces would.
+            for _ in 0..2 {
+                for g in &mut net.grapes {
+                    let _ = g.start_bootstrap(net.now);
+                }
+                net.settle();
+            }
             net
         }
 
@@ -644,11 +658,14 @@ mod tests {
         assert_eq!(tx.to, addr(0));
         let sent = krpc::parse(&out[..tx.len]).unwrap();
         let t = sent.t().to_vec();
-        let mut answer = b"d1:rd2:id20:bbbbbbbbbbbbbbbbbbbb5:token2:tke1:t2:".to_vec();
+        let mut answer = b"d1:rd2:id20:bbbbbbbbbbbbbbbbbbbb5:token2:tke1:t".to_vec();
+        answer.extend_from_slice(format!("{}:", t.len()).as_bytes());
         answer.extend_from_slice(&t);
         answer.extend_from_slice(b"1:y1:re");
-        // From another address, or with another transaction id: ignored.
+        // From another address, even the same IP on another port: ignored.
         assert_eq!(a.handle_datagram(addr(1), &answer, &mut out), None);
+        let same_ip = PeerAddr::new(addr(0).ip, addr(0).port + 1);
+        assert_eq!(a.handle_datagram(same_ip, &answer, &mut out), None);
         assert_eq!(a.poll_transmit(Instant::from_millis(0), &mut out), None);
         assert!(a.poll_timeout().is_some());
         // The real answer moves the round on to the announce.

@@ -39,6 +39,24 @@ pub fn tid_of(t: &[u8]) -> Option<u16> {
     }
 }
 
+/// Length of the transaction ids this crate's node and announcer put in their queries: 32
+/// random bits, so that an off-path host cannot guess which answer the node waits for. Node
+/// peers echo `t` verbatim whatever its length.
+pub const QUERY_TID_LEN: usize = 4;
+
+/// A [`QUERY_TID_LEN`]-byte transaction id (big-endian).
+pub fn tid32(n: u32) -> [u8; QUERY_TID_LEN] {
+    n.to_be_bytes()
+}
+
+/// The number of an answer's `t` if it is exactly [`QUERY_TID_LEN`] bytes long (an answer to
+/// one of our queries echoes our `t`, so any other length is not one).
+pub fn tid32_of(t: &[u8]) -> Option<u32> {
+    <[u8; QUERY_TID_LEN]>::try_from(t)
+        .ok()
+        .map(u32::from_be_bytes)
+}
+
 /// Why a datagram is not a KRPC message a grape would act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -1314,6 +1332,10 @@ mod tests {
         assert_eq!(tid_of(b"\x00\x01"), Some(1));
         assert_eq!(tid_of(b"\x12\x34\x56"), Some(0x1234));
         assert_eq!(tid_of(b"\x01"), None);
+        assert_eq!(tid32(0x0102_0304), [1, 2, 3, 4]);
+        assert_eq!(tid32_of(&[1, 2, 3, 4]), Some(0x0102_0304));
+        assert_eq!(tid32_of(&[1, 2, 3]), None);
+        assert_eq!(tid32_of(&[1, 2, 3, 4, 5]), None);
         assert_eq!(tid_of(b""), None);
     }
 

@@ -25,6 +25,7 @@ pub mod json;
 pub mod krpc;
 pub mod lookup;
 pub mod node;
+pub mod ratelimit;
 pub mod rng;
 pub mod sha1;
 pub mod store;

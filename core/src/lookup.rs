@@ -66,6 +66,10 @@
 //!   nodes with an id are known; this matches Node using its bootstrap list only when the
 //!   tables are short. Node queries the bootstrap list "once per traversal"; here every
 //!   address (seed or not) is queried at most once.
+//! * **Pinned candidates** ([`Lookup::pin`]): a node pins its bootstrap addresses, the grapes
+//!   its operator trusts. They are queried in every lookup, wherever their ids are, and kept
+//!   as announce targets, so that a cluster of made-up ids next to a name (an eclipse) cannot
+//!   keep a lookup or an announce away from them.
 //! * **Identity**: a node's address is bound to the first id seen for it. An answer carrying
 //!   another id than the one we queried fails that node ([`ResponseOutcome::UnexpectedId`],
 //!   Node's `EUNEXPECTEDNODE`). Our own id is never a candidate (`krpc:291-294`).
@@ -240,6 +244,8 @@ struct Candidate {
     addr: PeerAddr,
     state: CandidateState,
     token: Option<Token>,
+    /// Queried whatever its distance, and never dropped ([`Lookup::pin`]).
+    pinned: bool,
 }
 
 impl Candidate {
@@ -249,6 +255,7 @@ impl Candidate {
         addr: PeerAddr::new([0; 4], 0),
         state: CandidateState::NotContacted,
         token: None,
+        pinned: false,
     };
 
     fn in_flight(&self) -> bool {
@@ -357,6 +364,39 @@ impl<const N: usize> Lookup<N> {
             }
         }
         Ok(())
+    }
+
+    /// Pins the candidate at `addr`, adding it without an id if it is not one: it is queried
+    /// even when it is not among the `k` closest, the lookup waits for its answer (until it
+    /// stalls), and it is never dropped to make room, so it is among the
+    /// [`responded`](Self::responded) nodes if it answers. A node pins its bootstrap nodes
+    /// (the operator's trusted grapes), so that ids crowding the target from elsewhere cannot
+    /// hide what they hold. Call it after [`restart`](Self::restart); `false` if all `N`
+    /// candidates are pinned or in flight.
+    pub fn pin(&mut self, addr: PeerAddr) -> bool {
+        if !self.live().iter().any(|c| c.addr == addr) {
+            if self.len >= N {
+                let Some(v) = self
+                    .live()
+                    .iter()
+                    .rposition(|c| !c.pinned && !c.in_flight())
+                else {
+                    return false;
+                };
+                self.remove_at(v);
+            }
+            self.insert_sorted(Candidate {
+                addr,
+                ..Candidate::EMPTY
+            });
+        }
+        match self.live_mut().iter_mut().find(|c| c.addr == addr) {
+            Some(c) => {
+                c.pinned = true;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The target.
@@ -484,6 +524,17 @@ impl<const N: usize> Lookup<N> {
             rank += 1;
             if rank >= k {
                 break;
+            }
+        }
+        // Pinned candidates are queried and waited for (until they stall) wherever they are.
+        for (i, c) in self.live().iter().enumerate().filter(|(_, c)| c.pinned) {
+            match c.state {
+                CandidateState::NotContacted => {
+                    done = false;
+                    next.get_or_insert(i);
+                }
+                CandidateState::Waiting(_) => done = false,
+                _ => {}
             }
         }
         if !stalled {
@@ -619,7 +670,18 @@ impl<const N: usize> Lookup<N> {
         let mut i = i;
         if let Some(j) = self.live().iter().position(|c| c.id == Some(id)) {
             let other = self.live().get(j).map(|c| c.state);
+            // A pinned (trusted) address keeps its id against any other address an answer
+            // named for it: otherwise a Sybil could list a bootstrap node's id at its own
+            // address and have the real one failed as a duplicate.
+            let pinned = self.live().get(i).is_some_and(|c| c.pinned)
+                && self.live().get(j).is_some_and(|c| !c.pinned);
             match other {
+                _ if pinned => {
+                    self.remove_at(j);
+                    if j < i {
+                        i -= 1;
+                    }
+                }
                 Some(CandidateState::NotContacted | CandidateState::Failed) => {
                     self.remove_at(j);
                     if j < i {
@@ -655,7 +717,11 @@ impl<const N: usize> Lookup<N> {
             let learn = self
                 .live()
                 .get(j)
-                .is_some_and(|c| c.id.is_none() && c.state == CandidateState::NotContacted);
+                // A pinned address learns its id from its own answer only: an id some other
+                // node names for it would fail it when it answers with its real one.
+                .is_some_and(|c| {
+                    c.id.is_none() && c.state == CandidateState::NotContacted && !c.pinned
+                });
             if learn {
                 if let Some(mut c) = self.remove_at(j) {
                     c.id = Some(id);
@@ -671,6 +737,7 @@ impl<const N: usize> Lookup<N> {
             addr,
             state: CandidateState::NotContacted,
             token: None,
+            pinned: false,
         };
         self.insert_bounded(c);
     }
@@ -707,6 +774,7 @@ impl<const N: usize> Lookup<N> {
                 .iter()
                 .enumerate()
                 .rposition(|(i, x)| match x.state {
+                    _ if x.pinned => false,
                     CandidateState::NotContacted => true,
                     CandidateState::Succeeded | CandidateState::Failed => {
                         kth.is_some_and(|p| i > p)
@@ -1294,5 +1362,49 @@ mod tests {
                 prop_assert!(guard < 100);
             }
         }
+    }
+
+    #[test]
+    fn a_pinned_address_is_queried_waited_for_and_kept_however_far() {
+        let own = NodeId([0xff; ID_LEN]);
+        let config = LookupConfig {
+            k: 2,
+            concurrency: 1,
+            ..LookupConfig::DEFAULT
+        };
+        let near = |i: u8| (Some(NodeId([i; ID_LEN])), PeerAddr::new([10, 0, 0, i], 1));
+        let far = PeerAddr::new([10, 0, 0, 99], 1);
+        let mut l: Lookup<4> = Lookup::new(
+            own,
+            &[0; 20],
+            [near(1), near(2), near(3), near(4)],
+            config,
+            t(0),
+        )
+        .unwrap();
+        // Full of closer nodes: pinning makes room.
+        assert!(l.pin(far));
+        let mut asked = Vec::new();
+        for _ in 0..10 {
+            match l.poll(t(0)) {
+                LookupAction::Query { to, id } => {
+                    asked.push(to);
+                    let rid = id.unwrap_or(NodeId([0x77; ID_LEN]));
+                    let outcome = l.on_response(
+                        t(0),
+                        to,
+                        rid,
+                        [near(5)].into_iter().map(|(i, a)| (i.unwrap(), a)),
+                        Some(b"tk"),
+                    );
+                    assert_eq!(outcome, ResponseOutcome::Accepted);
+                }
+                LookupAction::Finished => break,
+                LookupAction::Wait(_) => panic!("nothing is in flight"),
+            }
+        }
+        assert!(asked.contains(&far), "{asked:?}");
+        // Newcomers closer than everything did not push it out: it is an announce target.
+        assert!(l.responded().any(|r| r.addr == far && r.token.is_some()));
     }
 }

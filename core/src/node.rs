@@ -33,6 +33,9 @@
 //!   slot; puts of larger values are refused, larger items found are ignored.
 //! * `PINGS` (default [`MAX_PENDING_PINGS`]): pings waiting for a free transaction slot
 //!   (about 80 bytes each); a small table needs few.
+//! * `SOURCES` (default [`DEFAULT_SOURCES`]): source IPs whose answer budget
+//!   ([`NodeConfig::answer_limit`], [`crate::ratelimit`]) is tracked, about 32 bytes each; 0
+//!   turns the limit off (a board's light client).
 //!
 //! # Differences from the Node grape, all interoperable
 //! * Expiry of announced peers is exact ([`NodeConfig::peer_ttl`], default 120 s, the
@@ -44,6 +47,23 @@
 //!   5 minutes. Traversals here are cheap (no dead-node stalls), and fresh tokens never go
 //!   stale.
 //! * Malformed datagrams are dropped; none of them can crash the node (§7 Q3).
+//!
+//! # Hardening against hosts on the same network (also differences from Node)
+//! * Queries carry random 4-byte transaction ids ([`krpc::QUERY_TID_LEN`]; Node peers echo
+//!   `t` verbatim), and an answer counts only from the exact address (IP and port) the query
+//!   went to: k-rpc-socket's 16-bit counter matched on the IP alone lets another process on
+//!   that host, or anyone guessing, answer first.
+//! * A node that only sent us a query is pinged and enters the routing table when it answers
+//!   ([`MAX_VERIFY_INFLIGHT`] such pings at once): made-up ids and dead addresses cannot fill
+//!   the table. Known live contacts are never evicted for newcomers (ping-before-evict).
+//! * A bucket holds at most [`NodeConfig::max_per_ip_in_bucket`] nodes of one IP and
+//!   [`NodeConfig::max_per_subnet_in_bucket`] of one /24.
+//! * Every traversal also queries the bootstrap nodes, wherever their ids are, and announces
+//!   and puts go to them when they answered with a token ([`crate::lookup::Lookup::pin`]):
+//!   Sybil ids next to a name cannot hide what the operator's trusted grapes hold.
+//! * Answers to one source IP are bounded by [`NodeConfig::answer_limit`]
+//!   ([`crate::ratelimit`]): an answer over budget is not sent, and a query from a source
+//!   with no budget left is dropped unprocessed.
 //! * The `unannounce` query ([`crate::krpc::UNANNOUNCE`]) is an extension: a node that
 //!   receives it with a valid token removes the (source IP, port) entry; Node grapes ignore
 //!   unknown queries.
@@ -54,6 +74,7 @@ use crate::bep44::{self, ItemStore, Key, PutError};
 use crate::id::{NodeId, ID_LEN};
 use crate::krpc::{self, Message, MutablePut, Query, Response, Signed};
 use crate::lookup::{Lookup, LookupAction, LookupConfig, ResponseOutcome, MAX_TARGET_LEN};
+use crate::ratelimit::{RateLimit, SourceLimiter, DEFAULT_SOURCES};
 use crate::rng::Rng;
 use crate::store::AnnounceStore;
 use crate::table::{Entry, InsertOutcome, RoutingTable, K};
@@ -68,6 +89,10 @@ pub const MAX_BOOTSTRAP: usize = 16;
 /// Most pings waiting for a free transaction slot (evictions and liveness checks): the
 /// default of [`Node`]'s `PINGS`.
 pub const MAX_PENDING_PINGS: usize = 32;
+/// Most pings in flight at once to nodes that queried us and are not in the routing table yet
+/// (they enter it when they answer): a query flood from made-up ids costs at most this many
+/// of the node's transaction slots, for a query timeout each.
+pub const MAX_VERIFY_INFLIGHT: usize = 4;
 /// A reply buffer of this size holds every answer the node writes (K nodes, 100 values, a
 /// 1000-byte BEP44 value with its signature). Smaller buffers work: what does not fit is not
 /// answered.
@@ -92,6 +117,20 @@ pub struct NodeConfig {
     /// The address given with `-b`: when set, an announce also stores `host:port` in this
     /// node's own store, as bittorrent-dht does (`dht:406-413`).
     pub host: Option<[u8; 4]>,
+    /// What the node may answer one source IP ([`RateLimit::DEFAULT`]: 64 KiB/s and 100
+    /// answers/s, bursts of 256 KiB and 400): answers over it are not sent, and queries from a
+    /// source with no budget left are dropped unprocessed. Node answers everything.
+    pub answer_limit: RateLimit,
+    /// Most nodes of one routing-table bucket from one IP address (10, half of K): one host
+    /// with many ports and made-up ids cannot own a bucket, e.g. the one around a service
+    /// name. Half of K and per bucket rather than per table, so that test networks of dozens
+    /// of grapes on 127.0.0.1 still route: only the two farthest buckets are ever cut, and
+    /// lookups reach those parts of the id space through the nodes they hold.
+    pub max_per_ip_in_bucket: usize,
+    /// Most nodes of one routing-table bucket from one IPv4 /24 (16): a subnet cannot own a
+    /// whole bucket, while a deployment of many grapes in one private /24 loses at most 4 of
+    /// the 20 places of its fullest buckets.
+    pub max_per_subnet_in_bucket: usize,
 }
 
 impl NodeConfig {
@@ -102,6 +141,9 @@ impl NodeConfig {
         node_liveness: Duration::from_secs(5 * 60),
         maintenance_interval: Duration::from_secs(60),
         host: None,
+        answer_limit: RateLimit::DEFAULT,
+        max_per_ip_in_bucket: K / 2,
+        max_per_subnet_in_bucket: 16,
     };
 }
 
@@ -407,11 +449,14 @@ enum Owner {
     },
     /// A liveness ping of a table node.
     Liveness { id: NodeId },
+    /// A ping of a node that sent us a query: it enters the table if it answers.
+    Verify,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct InFlight {
-    tid: u16,
+    /// Random, see [`krpc::QUERY_TID_LEN`].
+    tid: u32,
     to: PeerAddr,
     expect: Option<NodeId>,
     deadline: Instant,
@@ -438,6 +483,7 @@ pub struct Node<
     const LOOKUP_PEERS: usize = MAX_LOOKUP_PEERS,
     const VALUE: usize = { bep44::MAX_V_LEN },
     const PINGS: usize = MAX_PENDING_PINGS,
+    const SOURCES: usize = DEFAULT_SOURCES,
 > {
     id: NodeId,
     config: NodeConfig,
@@ -453,9 +499,10 @@ pub struct Node<
     next_op: usize,
     inflight: [Option<InFlight>; INFLIGHT],
     pings: [Option<PendingPing>; PINGS],
-    next_tid: u16,
     next_maintenance: Instant,
     bootstrap_op: Option<OpId>,
+    /// The budget of answers per source IP.
+    limiter: SourceLimiter<SOURCES>,
 }
 
 impl<
@@ -470,7 +517,22 @@ impl<
         const LOOKUP_PEERS: usize,
         const VALUE: usize,
         const PINGS: usize,
-    > Node<R, TABLE, NAMES, PEERS, ITEMS, OPS, CANDIDATES, INFLIGHT, LOOKUP_PEERS, VALUE, PINGS>
+        const SOURCES: usize,
+    >
+    Node<
+        R,
+        TABLE,
+        NAMES,
+        PEERS,
+        ITEMS,
+        OPS,
+        CANDIDATES,
+        INFLIGHT,
+        LOOKUP_PEERS,
+        VALUE,
+        PINGS,
+        SOURCES,
+    >
 {
     /// A node with a random id (from `rng`, as bittorrent-dht picks a new one on every start).
     pub fn new(mut rng: R, config: NodeConfig, now: Instant) -> Self {
@@ -482,11 +544,15 @@ impl<
     pub fn with_id(id: NodeId, mut rng: R, config: NodeConfig, now: Instant) -> Self {
         let tokens = TokenIssuer::new(now, &mut rng);
         let store = AnnounceStore::with_hash_seed(rng.next_u32());
+        let seed = u64::from(rng.next_u32()) << 32 | u64::from(rng.next_u32());
+        let limiter = SourceLimiter::new(config.answer_limit, seed);
+        let mut table = RoutingTable::new(id);
+        table.set_address_limits(config.max_per_ip_in_bucket, config.max_per_subnet_in_bucket);
         Node {
             id,
             config,
             rng,
-            table: RoutingTable::new(id),
+            table,
             store,
             items: ItemStore::new(),
             tokens,
@@ -510,9 +576,9 @@ impl<
             next_op: 0,
             inflight: [None; INFLIGHT],
             pings: [None; PINGS],
-            next_tid: 1,
             next_maintenance: now.saturating_add(config.maintenance_interval),
             bootstrap_op: None,
+            limiter,
         }
     }
 
@@ -752,6 +818,11 @@ impl<
         op.lookup
             .restart(target, seeds, now)
             .map_err(|_| StartError::BadTarget)?;
+        // The bootstrap nodes are asked in every traversal, and announces and puts go to them
+        // too: ids made up next to a name cannot hide what the trusted grapes hold.
+        for a in self.bootstrap.iter().take(self.bootstrap_len) {
+            op.lookup.pin(*a);
+        }
         op.used = true;
         op.generation = op.generation.wrapping_add(1);
         op.kind = kind;
@@ -784,7 +855,17 @@ impl<
     ) -> Option<usize> {
         let message = krpc::parse(datagram).ok()?;
         match message {
-            Message::Query { t, id, query } => self.answer(now, from, t, id, query, reply),
+            Message::Query { t, id, query } => {
+                // A source out of budget gets no answer, so its query is not even processed:
+                // nothing stored, no verification ping to an address that may be forged.
+                if !self.limiter.would_admit(now, from.ip, 1) {
+                    return None;
+                }
+                let len = self.answer(now, from, t, id, query, reply)?;
+                // An answer over its source's budget is not sent: no forged source turns the
+                // node into an amplifier beyond `NodeConfig::answer_limit`.
+                self.limiter.admit(now, from.ip, len).then_some(len)
+            }
             Message::Response { t, r } => {
                 self.on_answer(now, from, t, Ok(r));
                 None
@@ -796,7 +877,36 @@ impl<
         }
     }
 
-    /// Learns a node that sent us something with a valid id.
+    /// A node sent us a query. bittorrent-dht adds it to its table at once, so that any host
+    /// can fill the table with ids it makes up (and dead addresses). Here a known contact at
+    /// its known address is refreshed; anyone else is pinged first (at most
+    /// [`MAX_VERIFY_INFLIGHT`] at a time) and enters the table only when it answers, from
+    /// that address, with that id.
+    fn querier(&mut self, now: Instant, id: NodeId, from: PeerAddr) {
+        if id == self.id || from.port == 0 {
+            return;
+        }
+        if self.table.get(&id).is_some_and(|e| e.addr == from) {
+            self.table.seen(now, &id);
+            return;
+        }
+        // No ping for a stranger the table would refuse anyway (full of live nodes, or of
+        // its address): otherwise every query of such a node would cost a ping.
+        if self.table.has_room_for(now, &id, from) {
+            self.queue_ping(from, id, Owner::Verify);
+        }
+    }
+
+    /// Drops `id` from the table after a failed query to `to`, if the table has it at `to`:
+    /// a query to the same id at an address some answer named (forged or stale) says nothing
+    /// about the contact we know.
+    fn drop_if_at(&mut self, id: &NodeId, to: PeerAddr) {
+        if self.table.get(id).is_some_and(|e| e.addr == to) {
+            self.table.remove(id);
+        }
+    }
+
+    /// Learns a node that answered one of our queries with a valid id.
     fn learn(&mut self, now: Instant, id: NodeId, addr: PeerAddr) {
         if id == self.id || addr.port == 0 {
             return;
@@ -813,15 +923,32 @@ impl<
     }
 
     fn queue_ping(&mut self, to: PeerAddr, id: NodeId, owner: Owner) {
-        let already = self.pings.iter().flatten().any(|p| p.id == id)
+        let already = self
+            .pings
+            .iter()
+            .flatten()
+            .any(|p| p.id == id && p.to == to)
             || self.inflight.iter().flatten().any(|f| {
                 f.expect == Some(id)
+                    && f.to == to
                     && !matches!(f.owner, Owner::Traverse { .. } | Owner::Send { .. })
             });
         if already {
             return;
         }
-        if let Some(slot) = self.pings.iter_mut().find(|p| p.is_none()) {
+        // A verification of a querier only takes a free place; the pings that keep the table
+        // honest (evictions, liveness) may also take a verification's place, so that a query
+        // flood never crowds them out.
+        let verify = matches!(owner, Owner::Verify);
+        let slot = match self.pings.iter().position(Option::is_none) {
+            Some(i) => Some(i),
+            None if !verify => self
+                .pings
+                .iter()
+                .position(|p| p.is_some_and(|p| matches!(p.owner, Owner::Verify))),
+            None => None,
+        };
+        if let Some(slot) = slot.and_then(|i| self.pings.get_mut(i)) {
             *slot = Some(PendingPing { to, id, owner });
         }
     }
@@ -836,9 +963,7 @@ impl<
         reply: &mut [u8],
     ) -> Option<usize> {
         if let Some(id) = id {
-            // Learned before the answer is built, so that it can appear in its own `nodes`
-            // as with bittorrent-dht.
-            self.learn(now, id, from);
+            self.querier(now, id, from);
         }
         let own = self.id;
         let written = match query {
@@ -979,12 +1104,13 @@ impl<
         t: &[u8],
         answer: Result<Response<'_>, i64>,
     ) {
-        let Some(tid) = krpc::tid_of(t) else { return };
-        // The answer must come from the IP we asked (k-rpc-socket does not check the port).
+        let Some(tid) = krpc::tid32_of(t) else { return };
+        // The answer must come from the exact address we asked: k-rpc-socket checks only the
+        // IP, which lets any process on that host (or a spoofer guessing its counter) answer.
         let Some(slot) = self
             .inflight
             .iter_mut()
-            .find(|f| f.is_some_and(|f| f.tid == tid && f.to.ip == from.ip))
+            .find(|f| f.is_some_and(|f| f.tid == tid && f.to == from))
         else {
             return;
         };
@@ -998,7 +1124,7 @@ impl<
                 if f.expect.is_some_and(|e| e != rid) {
                     // EUNEXPECTEDNODE: the address now answers with another id.
                     if let Some(e) = f.expect {
-                        self.table.remove(&e);
+                        self.drop_if_at(&e, f.to);
                     }
                     self.fail(now, f);
                     return;
@@ -1069,8 +1195,9 @@ impl<
                     t.state = SendState::Acked;
                 }
             }
-            Owner::Evict { .. } | Owner::Liveness { .. } => {
-                // `seen` above already refreshed the stale node; the candidate is dropped.
+            Owner::Evict { .. } | Owner::Liveness { .. } | Owner::Verify => {
+                // `learn` and `seen` above already refreshed the stale node (the eviction
+                // candidate is dropped) or inserted the verified querier.
             }
         }
     }
@@ -1084,7 +1211,7 @@ impl<
                 }
                 if let Some(id) = f.expect {
                     // k-rpc drops a node whose traversal query fails (`krpc:264-268`).
-                    self.table.remove(&id);
+                    self.drop_if_at(&id, f.to);
                 }
             }
             Owner::Send {
@@ -1108,21 +1235,38 @@ impl<
                     .evict_and_insert(now, &stale, candidate, candidate_addr);
             }
             Owner::Liveness { id } => {
-                self.table.remove(&id);
+                self.drop_if_at(&id, f.to);
             }
+            Owner::Verify => {}
         }
     }
 
     /// The next query to send, written into `buf` (use [`REPLY_BUF_LEN`] bytes). Call it
     /// until it returns `None` after every input and timeout.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        // Pings first: they keep the table honest and are few.
+        // Pings first: they keep the table honest and are few. Verifications of queriers are
+        // capped so that a query flood from dead addresses cannot hold the lookups' slots.
         while let Some(i) = self.free_inflight() {
-            let Some(p) = self.pings.iter_mut().find_map(Option::take) else {
+            let verifying = self
+                .inflight
+                .iter()
+                .flatten()
+                .filter(|f| matches!(f.owner, Owner::Verify))
+                .count();
+            let Some(p) = self
+                .pings
+                .iter_mut()
+                .find(|p| {
+                    p.is_some_and(|p| {
+                        verifying < MAX_VERIFY_INFLIGHT || !matches!(p.owner, Owner::Verify)
+                    })
+                })
+                .and_then(Option::take)
+            else {
                 break;
             };
             let tid = self.take_tid();
-            if let Ok(len) = krpc::encode_ping(buf, &krpc::tid(tid), &self.id) {
+            if let Ok(len) = krpc::encode_ping(buf, &krpc::tid32(tid), &self.id) {
                 self.set_inflight(i, now, tid, p.to, Some(p.id), p.owner);
                 return Some(Transmit { to: p.to, len });
             }
@@ -1155,7 +1299,7 @@ impl<
                         LookupAction::Query { to, id } => {
                             let generation = o.generation;
                             let tid = self.take_tid();
-                            let t = krpc::tid(tid);
+                            let t = krpc::tid32(tid);
                             let o = self.ops.get(i)?;
                             let target = o.lookup.target();
                             let written = match o.kind {
@@ -1201,7 +1345,7 @@ impl<
                     };
                     let slot = self.free_inflight()?;
                     let tid = self.take_tid();
-                    let t = krpc::tid(tid);
+                    let t = krpc::tid32(tid);
                     let own = self.id;
                     let o = self.ops.get(i)?;
                     let target = o.targets.get(ti)?;
@@ -1274,10 +1418,18 @@ impl<
         self.inflight.iter().position(Option::is_none)
     }
 
-    fn take_tid(&mut self) -> u16 {
-        // 2-byte big-endian counter from 1, wrapping 65535 → 1, like k-rpc-socket.
-        let tid = self.next_tid;
-        self.next_tid = if tid == u16::MAX { 1 } else { tid + 1 };
+    fn take_tid(&mut self) -> u32 {
+        // Random rather than k-rpc-socket's 16-bit counter: a spoofer can neither predict the
+        // next id nor try all of them within a query's lifetime. Unique among the queries in
+        // flight, so that an answer matches one query; a few draws suffice (at most INFLIGHT
+        // of 2^32 values are taken), a repeat after them is only a lost answer.
+        let mut tid = self.rng.next_u32();
+        for _ in 0..4 {
+            if !self.inflight.iter().flatten().any(|f| f.tid == tid) {
+                break;
+            }
+            tid = self.rng.next_u32();
+        }
         tid
     }
 
@@ -1285,7 +1437,7 @@ impl<
         &mut self,
         slot: usize,
         now: Instant,
-        tid: u16,
+        tid: u32,
         to: PeerAddr,
         expect: Option<NodeId>,
         owner: Owner,
@@ -1349,6 +1501,43 @@ impl<
                 }),
             },
         })
+    }
+
+    /// Abandons operation `op` (its caller lost interest, e.g. the client that asked for a
+    /// lookup went away): its slot is free at once, its outstanding queries are forgotten (late
+    /// answers to them are dropped like unsolicited ones, so they free their transaction slots
+    /// for other operations now rather than at their timeout) and no event is reported for it.
+    /// Returns `false` when `op` is not running (already finished, reported or cancelled).
+    pub fn cancel(&mut self, op: OpId) -> bool {
+        let Some(i) = self.slot_of(op) else {
+            return false;
+        };
+        let Some(o) = self.ops.get_mut(i) else {
+            return false;
+        };
+        o.used = false;
+        let generation = o.generation;
+        for slot in self.inflight.iter_mut() {
+            let owned = slot.as_ref().is_some_and(|f| match f.owner {
+                Owner::Traverse {
+                    op: j,
+                    generation: g,
+                }
+                | Owner::Send {
+                    op: j,
+                    generation: g,
+                    ..
+                } => j == i && g == generation,
+                Owner::Evict { .. } | Owner::Liveness { .. } | Owner::Verify => false,
+            });
+            if owned {
+                *slot = None;
+            }
+        }
+        if self.bootstrap_op == Some(op) {
+            self.bootstrap_op = None;
+        }
+        true
     }
 
     /// When [`Node::handle_timeout`] must be called next.
@@ -1597,6 +1786,8 @@ mod tests {
         seq: u64,
         events: Vec<(usize, OwnedEvent)>,
         sent: usize,
+        /// Datagrams to this IP are answered by [`sybil_answer`].
+        sybil_ip: Option<[u8; 4]>,
     }
 
     #[derive(Clone, Debug, PartialEq)]
@@ -1632,6 +1823,7 @@ mod tests {
                 seq: 0,
                 events: Vec::new(),
                 sent: 0,
+                sybil_ip: None,
             }
         }
 
@@ -1707,6 +1899,10 @@ mod tests {
                                 let r = reply[..n].to_vec();
                                 self.send(to, from, &r);
                             }
+                        }
+                    } else if self.sybil_ip == Some(to.ip) {
+                        if let Some(r) = sybil_answer(to, &bytes) {
+                            self.send(to, from, &r);
                         }
                     }
                 } else {
@@ -1800,8 +1996,21 @@ mod tests {
         expected.extend_from_slice(&[0x16; 20]);
         expected.extend_from_slice(b"e1:t2:aa1:y1:re");
         assert_eq!(r, expected);
-        // The querier was learned.
+        // The querier is not learned yet: it is pinged, and enters the table when it answers.
+        assert_eq!(n.table().len(), 0);
+        let mut buf = [0u8; REPLY_BUF_LEN];
+        let tx = n.poll_transmit(Instant::ZERO, &mut buf).unwrap();
+        assert_eq!(tx.to, addr(1));
+        let t = krpc::parse(&buf[..tx.len]).unwrap().t().to_vec();
+        let mut pong = [0u8; REPLY_BUF_LEN];
+        let querier = NodeId(core::array::from_fn(|i| i as u8 + 1));
+        let len = krpc::encode_response_id(&mut pong, &t, &querier).unwrap();
+        assert_eq!(
+            n.handle_datagram(Instant::ZERO, addr(1), &pong[..len], &mut buf),
+            None
+        );
         assert_eq!(n.table().len(), 1);
+        assert_eq!(n.table().get(&querier).unwrap().addr, addr(1));
     }
 
     #[test]
@@ -2147,5 +2356,229 @@ mod tests {
             Err(StartError::BadValue)
         );
         assert!(node.put_immutable(now, b"5:fits!").is_ok());
+    }
+
+    /// A `get_peers` answer with `t`, id `[id; 20]` and `values`.
+    fn peers_answer(t: &[u8], id: u8, values: &[PeerAddr]) -> Vec<u8> {
+        let mut buf = [0u8; REPLY_BUF_LEN];
+        let n = krpc::encode_response_values(
+            &mut buf,
+            t,
+            &NodeId([id; 20]),
+            b"tk",
+            values.iter().copied(),
+        )
+        .unwrap();
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn an_answer_from_the_right_ip_but_another_port_is_ignored() {
+        let mut n = lone_node();
+        n.add_bootstrap(addr(1));
+        let op = n.lookup(Instant::ZERO, b"svc").unwrap();
+        let mut buf = [0u8; REPLY_BUF_LEN];
+        let tx = n.poll_transmit(Instant::ZERO, &mut buf).unwrap();
+        assert_eq!(tx.to, addr(1));
+        let t = krpc::parse(&buf[..tx.len]).unwrap().t().to_vec();
+        assert_eq!(t.len(), krpc::QUERY_TID_LEN);
+        // Another process on the queried host answers first, with the right tid.
+        let forged = peers_answer(&t, 0xee, &[PeerAddr::new([6, 6, 6, 6], 666)]);
+        let same_ip = PeerAddr::new(addr(1).ip, addr(1).port + 1);
+        let mut reply = [0u8; REPLY_BUF_LEN];
+        assert_eq!(
+            n.handle_datagram(Instant::ZERO, same_ip, &forged, &mut reply),
+            None
+        );
+        let honest = peers_answer(&t, 0x01, &[PeerAddr::new([10, 9, 9, 9], 1337)]);
+        n.handle_datagram(Instant::ZERO, addr(1), &honest, &mut reply);
+        let _ = n.poll_transmit(Instant::ZERO, &mut buf);
+        match n.poll_event() {
+            Some(Event::LookupDone { op: o, peers }) => {
+                assert_eq!(o, op);
+                assert_eq!(peers, &[PeerAddr::new([10, 9, 9, 9], 1337)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The forger was not learned either.
+        assert!(n.table().iter().all(|e| e.addr != same_ip));
+    }
+
+    #[test]
+    fn transaction_ids_are_random_not_a_counter() {
+        let mut n = lone_node();
+        for i in 1..=12 {
+            n.add_bootstrap(addr(i));
+        }
+        n.lookup(Instant::ZERO, b"svc").unwrap();
+        let mut buf = [0u8; REPLY_BUF_LEN];
+        let mut tids = Vec::new();
+        while let Some(tx) = n.poll_transmit(Instant::ZERO, &mut buf) {
+            let t = krpc::parse(&buf[..tx.len]).unwrap().t().to_vec();
+            tids.push(krpc::tid32_of(&t).unwrap());
+            assert!(tids.len() <= 12);
+        }
+        assert_eq!(tids.len(), 12);
+        let steps: Vec<u32> = tids.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+        // A counter (of any stride) repeats its step; 11 random steps do not.
+        assert!(steps.windows(2).all(|w| w[0] != w[1]), "{tids:x?}");
+        let mut unique = tids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), tids.len());
+    }
+
+    #[test]
+    fn a_query_flood_from_unverified_ids_does_not_enter_the_table() {
+        let mut n = lone_node();
+        let mut reply = [0u8; REPLY_BUF_LEN];
+        let mut buf = [0u8; REPLY_BUF_LEN];
+        let mut pinged = 0;
+        let mut now = Instant::ZERO;
+        for i in 0..1000u32 {
+            let mut id = [0u8; 20];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            id[19] = 0xaa;
+            let from = PeerAddr::new([10, 66, (i >> 8) as u8, i as u8], 6881);
+            let mut q = b"d1:ad2:id20:".to_vec();
+            q.extend_from_slice(&id);
+            q.extend_from_slice(b"e1:q4:ping1:t2:aa1:y1:qe");
+            // Still answered: a querier is served, only not trusted.
+            assert!(n.handle_datagram(now, from, &q, &mut reply).is_some());
+            while let Some(tx) = n.poll_transmit(now, &mut buf) {
+                assert!(tx.to.ip[1] == 66);
+                pinged += 1;
+            }
+            let verifying = n
+                .inflight
+                .iter()
+                .flatten()
+                .filter(|f| f.owner == Owner::Verify)
+                .count();
+            assert!(verifying <= MAX_VERIFY_INFLIGHT);
+            now = now.saturating_add(Duration::from_millis(10));
+            if n.poll_timeout().is_some_and(|t| t <= now) {
+                n.handle_timeout(now);
+            }
+        }
+        // Nobody answered the pings: nobody entered.
+        assert_eq!(n.table().len(), 0);
+        // 10 s of flood, one ping slot freed per 2 s timeout per verification slot.
+        assert!(pinged <= MAX_VERIFY_INFLIGHT * 6, "{pinged} pings");
+        assert!(pinged >= MAX_VERIFY_INFLIGHT, "{pinged} pings");
+    }
+
+    #[test]
+    fn answers_to_one_source_stay_within_its_budget_and_others_are_served() {
+        let mut n = lone_node();
+        let limit = n.config().answer_limit;
+        // A 47-byte get_peers without an id, from a forged source, one a millisecond.
+        let q = b"d1:ad9:info_hash3:svce1:q9:get_peers1:t2:aa1:y1:qe";
+        let victim = PeerAddr::new([10, 7, 7, 7], 6881);
+        let mut reply = [0u8; REPLY_BUF_LEN];
+        let (mut packets, mut bytes) = (0u32, 0usize);
+        for ms in 0..=1_000 {
+            let now = Instant::from_millis(ms);
+            if let Some(len) = n.handle_datagram(now, victim, q, &mut reply) {
+                packets += 1;
+                bytes += len;
+            }
+        }
+        // Over one second: at most the burst plus one second of rate.
+        assert_eq!(packets, limit.packets_burst + limit.packets_per_sec);
+        assert!(bytes <= (limit.bytes_burst + limit.bytes_per_sec) as usize);
+        // Over budget, a query is not even processed: no verification ping to the victim.
+        let mut q = b"d1:ad2:id20:".to_vec();
+        q.extend_from_slice(&[0x42; 20]);
+        q.extend_from_slice(b"e1:q4:ping1:t2:aa1:y1:qe");
+        assert!(n
+            .handle_datagram(Instant::from_millis(1_000), victim, &q, &mut reply)
+            .is_none());
+        assert!(n.pings.iter().flatten().all(|p| p.to != victim));
+        let q = b"d1:ad9:info_hash3:svce1:q9:get_peers1:t2:aa1:y1:qe";
+        // Another source, at the same time: every query answered.
+        let now = Instant::from_millis(1_000);
+        let other = PeerAddr::new([10, 7, 7, 8], 6881);
+        assert!((0..50).all(|_| n.handle_datagram(now, other, q, &mut reply).is_some()));
+        assert!(n.handle_datagram(now, victim, q, &mut reply).is_none());
+    }
+
+    /// The id of the Sybil at `port`: `SYBIL_NAME`'s bytes, then the port, so that every
+    /// Sybil is closer to that name than any honest node.
+    fn sybil_id(port: u16) -> NodeId {
+        let mut id = [0x5b; 20];
+        id[..SYBIL_NAME.len()].copy_from_slice(SYBIL_NAME);
+        id[18..].copy_from_slice(&port.to_be_bytes());
+        NodeId(id)
+    }
+
+    const SYBIL_NAME: &[u8] = b"svc";
+    const SYBIL_IP: [u8; 4] = [10, 66, 0, 1];
+    const SYBILS: u16 = 40;
+
+    /// What the Sybil at `to` answers: its id to everything, and for traversal queries a token
+    /// and 20 other Sybils, never a value; announces are acknowledged and dropped.
+    fn sybil_answer(to: PeerAddr, q: &[u8]) -> Option<Vec<u8>> {
+        let Ok(Message::Query { t, query, .. }) = krpc::parse(q) else {
+            return None;
+        };
+        let me = sybil_id(to.port);
+        let mut buf = [0u8; REPLY_BUF_LEN];
+        let others = (1..=20u16).map(|i| {
+            let port = (to.port + i - 1) % SYBILS + 1;
+            (sybil_id(port), PeerAddr::new(SYBIL_IP, port))
+        });
+        let n = match query {
+            Query::FindNode { .. } | Query::GetPeers { .. } | Query::Get { .. } => {
+                krpc::encode_response_nodes_token(&mut buf, t, &me, others, b"tk")
+            }
+            _ => krpc::encode_response_id(&mut buf, t, &me),
+        };
+        n.ok().map(|n| buf[..n].to_vec())
+    }
+
+    #[test]
+    fn sybils_next_to_a_name_do_not_hide_what_the_bootstrap_node_holds() {
+        let mut net = Net::new(10, 21);
+        net.bootstrap_all();
+        net.sybil_ip = Some(SYBIL_IP);
+        // 40 Sybils from one IP query every honest node and answer its verification pings.
+        for _ in 0..2 {
+            for port in 1..=SYBILS {
+                let mut ping = b"d1:ad2:id20:".to_vec();
+                ping.extend_from_slice(sybil_id(port).as_bytes());
+                ping.extend_from_slice(b"e1:q4:ping1:t2:sy1:y1:qe");
+                for i in 0..10 {
+                    net.send(PeerAddr::new(SYBIL_IP, port), addr(i), &ping);
+                }
+            }
+            net.run_for(3_000);
+        }
+        let sybils_in = |net: &Net, i: usize| {
+            net.nodes[i]
+                .table()
+                .iter()
+                .filter(|e| e.addr.ip == SYBIL_IP)
+                .count()
+        };
+        assert!(sybils_in(&net, 5) > 0, "the Sybils did not get in at all");
+        // One host holds at most its share of the one bucket its ids fall in.
+        for i in 0..10 {
+            assert!(sybils_in(&net, i) <= NodeConfig::DEFAULT.max_per_ip_in_bucket);
+        }
+        // Honest nodes stay in the table.
+        assert!(
+            net.nodes[5]
+                .table()
+                .iter()
+                .filter(|e| e.addr.ip != SYBIL_IP)
+                .count()
+                >= 9
+        );
+        // A worker announced now is found through another node: the bootstrap node (0) is
+        // asked in both traversals, whatever the Sybils say.
+        assert!(net.announce(3, SYBIL_NAME, 4000).unwrap() >= 1);
+        let (peers, _) = net.lookup(5, SYBIL_NAME);
+        assert_eq!(peers, vec![PeerAddr::new(addr(3).ip, 4000)]);
     }
 }

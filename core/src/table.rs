@@ -34,6 +34,10 @@
 //!   it then goes through the same ping-before-evict step. Otherwise the newcomer is refused
 //!   ([`InsertOutcome::TableFull`]). This keeps routing possible towards every part of the id
 //!   space when `N` is small (a microcontroller), without any eviction of fresh nodes.
+//! * **Per address** ([`RoutingTable::set_address_limits`], off by default): a bucket holds
+//!   at most so many nodes of one IP address and of one IPv4 /24, so that one host (any
+//!   number of ports, any ids) cannot fill the bucket of a name's neighbourhood. The node sets
+//!   them from [`crate::node::NodeConfig`]. bittorrent-dht has no such bound.
 //! * **Liveness**: the table stores `last_seen` and a failure count; it never drops a node on
 //!   its own. [`RoutingTable::stale_before`] and [`RoutingTable::liveness_deadline`] tell the
 //!   node which contacts to ping and when (grape.md §6: every contact not seen for the
@@ -101,6 +105,9 @@ pub enum InsertOutcome {
     TableFull,
     /// Our own id: never inserted.
     OwnId,
+    /// The newcomer's bucket already holds as many nodes from its IP address (or its /24) as
+    /// allowed ([`RoutingTable::set_address_limits`]), all seen recently: refused.
+    AddressLimit,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -118,6 +125,10 @@ pub struct RoutingTable<const N: usize> {
     len: usize,
     /// Entries per bucket (≤ K, fits in a byte).
     counts: [u8; ID_BITS],
+    /// Most entries of one bucket from one IP address.
+    per_ip: usize,
+    /// Most entries of one bucket from one IPv4 /24.
+    per_subnet: usize,
 }
 
 impl<const N: usize> RoutingTable<N> {
@@ -131,7 +142,21 @@ impl<const N: usize> RoutingTable<N> {
             }; N],
             len: 0,
             counts: [0; ID_BITS],
+            per_ip: K,
+            per_subnet: K,
         }
+    }
+
+    /// Bounds the nodes of one bucket that share an IP address (`per_ip`) or an IPv4 /24
+    /// (`per_subnet`); values are clamped to `1..=K`, and `K` (the default of
+    /// [`new`](Self::new)) means no bound. A host with many ports, or a subnet, then cannot
+    /// own a whole bucket, e.g. every node next to a name. A newcomer over a bound may only
+    /// replace a stale node of its own address or subnet, by the ping-before-evict step;
+    /// otherwise it is refused ([`InsertOutcome::AddressLimit`]). Entries already in the
+    /// table stay.
+    pub fn set_address_limits(&mut self, per_ip: usize, per_subnet: usize) {
+        self.per_ip = per_ip.clamp(1, K);
+        self.per_subnet = per_subnet.clamp(1, K);
     }
 
     /// Our own id.
@@ -184,8 +209,22 @@ impl<const N: usize> RoutingTable<N> {
             self.remove_at(i);
         }
         let candidate = (id, addr);
+        let same_ip = |e: &Entry| e.addr.ip == addr.ip;
+        let same_subnet = |e: &Entry| e.addr.ip.get(..3) == addr.ip.get(..3);
+        for (same, limit) in [
+            (&same_ip as &dyn Fn(&Entry) -> bool, self.per_ip),
+            (&same_subnet, self.per_subnet),
+        ] {
+            // K means no bound: a full bucket is then the ordinary case below.
+            if limit < K && self.count_in(bucket, same) >= limit {
+                return match self.pick_stale(now, bucket, same) {
+                    Some(stale) => InsertOutcome::PingToEvict { stale, candidate },
+                    None => InsertOutcome::AddressLimit,
+                };
+            }
+        }
         if self.bucket_len(bucket) >= K {
-            return match self.pick_stale(now, bucket) {
+            return match self.pick_stale(now, bucket, |_| true) {
                 Some(stale) => InsertOutcome::PingToEvict { stale, candidate },
                 None => InsertOutcome::BucketFull,
             };
@@ -195,7 +234,7 @@ impl<const N: usize> RoutingTable<N> {
             if self.bucket_len(fullest) < self.bucket_len(bucket).saturating_add(2) {
                 return InsertOutcome::TableFull;
             }
-            return match self.pick_stale(now, fullest) {
+            return match self.pick_stale(now, fullest, |_| true) {
                 Some(stale) => InsertOutcome::PingToEvict { stale, candidate },
                 None => InsertOutcome::TableFull,
             };
@@ -217,6 +256,45 @@ impl<const N: usize> RoutingTable<N> {
             *c = c.saturating_add(1);
         }
         InsertOutcome::Inserted
+    }
+
+    /// Whether [`insert`](Self::insert) could take `id` at `addr` now, or at least start a
+    /// ping-before-evict for it: not our id, not known, and neither its bucket nor its
+    /// address limits are full of nodes seen recently. Changes nothing. A node asks before it
+    /// pings a stranger to verify it, so that strangers the table would refuse anyway cost no
+    /// traffic.
+    pub fn has_room_for(&self, now: Instant, id: &NodeId, addr: PeerAddr) -> bool {
+        let Some(bucket) = bucket_index(&self.own, id) else {
+            return false;
+        };
+        if self.get(id).is_some() {
+            return false;
+        }
+        if self.iter().any(|e| e.addr == addr) {
+            // A restarted node: its old entry gives way (see the module docs).
+            return true;
+        }
+        let old_enough = |t: Instant| now.saturating_duration_since(t) >= PING_EVICT_AFTER;
+        let in_bucket = |e: &Entry| bucket_index(&self.own, &e.id) == Some(bucket);
+        let stale_where = |f: &dyn Fn(&Entry) -> bool| {
+            self.live().iter().any(|s| {
+                in_bucket(&s.entry)
+                    && f(&s.entry)
+                    && old_enough(s.entry.last_seen)
+                    && s.probed.is_none_or(old_enough)
+            })
+        };
+        let same_ip = |e: &Entry| e.addr.ip == addr.ip;
+        let same_subnet = |e: &Entry| e.addr.ip.get(..3) == addr.ip.get(..3);
+        for (same, limit) in [
+            (&same_ip as &dyn Fn(&Entry) -> bool, self.per_ip),
+            (&same_subnet, self.per_subnet),
+        ] {
+            if limit < K && self.count_in(bucket, same) >= limit && !stale_where(same) {
+                return false;
+            }
+        }
+        self.bucket_len(bucket) < K || stale_where(&|_| true)
     }
 
     /// Ends a ping-before-evict: `stale` did not answer, so it is removed and the newcomer
@@ -347,6 +425,13 @@ impl<const N: usize> RoutingTable<N> {
         Some(e)
     }
 
+    /// Nodes of `bucket` for which `f` holds.
+    fn count_in(&self, bucket: usize, f: &dyn Fn(&Entry) -> bool) -> usize {
+        self.iter()
+            .filter(|e| f(e) && bucket_index(&self.own, &e.id) == Some(bucket))
+            .count()
+    }
+
     /// The bucket with the most nodes; the lowest index on a tie.
     fn fullest_bucket(&self) -> usize {
         let mut best = 0;
@@ -359,9 +444,14 @@ impl<const N: usize> RoutingTable<N> {
     }
 
     /// Chooses the node of `bucket` to ping before evicting: not seen for
-    /// [`PING_EVICT_AFTER`], not surfaced in the last [`PING_EVICT_AFTER`]; most failures
-    /// first, then least recently seen. Marks it as surfaced.
-    fn pick_stale(&mut self, now: Instant, bucket: usize) -> Option<(NodeId, PeerAddr)> {
+    /// [`PING_EVICT_AFTER`], not surfaced in the last [`PING_EVICT_AFTER`], and `f` holds;
+    /// most failures first, then least recently seen. Marks it as surfaced.
+    fn pick_stale(
+        &mut self,
+        now: Instant,
+        bucket: usize,
+        f: impl Fn(&Entry) -> bool,
+    ) -> Option<(NodeId, PeerAddr)> {
         let own = self.own;
         let old_enough = |t: Instant| now.saturating_duration_since(t) >= PING_EVICT_AFTER;
         let mut best: Option<usize> = None;
@@ -369,6 +459,7 @@ impl<const N: usize> RoutingTable<N> {
             let e = &s.entry;
             let eligible = old_enough(e.last_seen)
                 && s.probed.is_none_or(old_enough)
+                && f(e)
                 && bucket_index(&own, &e.id) == Some(bucket);
             if !eligible {
                 continue;
@@ -677,5 +768,105 @@ mod tests {
                 prop_assert_eq!(addrs.len(), rt.len());
             }
         }
+    }
+
+    proptest! {
+        #[test]
+        fn address_limits_hold_under_random_inserts_and_evictions(
+            ops in proptest::collection::vec((any::<u16>(), 0u8..64, any::<bool>()), 0..300),
+        ) {
+            let mut rt = RoutingTable::<48>::new(OWN);
+            rt.set_address_limits(2, 3);
+            let mut rng = SplitMix64::new(10);
+            let pool: Vec<NodeId> = (0..96).map(|i| id_in_bucket(&mut rng, i % 3)).collect();
+            let mut now = 0u64;
+            for (x, a, evict) in ops {
+                now += u64::from(x % 20_000);
+                let id = pool[usize::from(x) % pool.len()];
+                // Four /24s of three hosts each, many ports.
+                let addr = PeerAddr::new([10, 0, a % 4, a % 3], 6000 + u16::from(a));
+                let room = rt.has_room_for(t(now), &id, addr);
+                let outcome = rt.insert(t(now), id, addr);
+                // Where no room was announced, nothing is taken or pinged away.
+                prop_assert!(
+                    room || !matches!(outcome, InsertOutcome::Inserted | InsertOutcome::PingToEvict { .. }),
+                    "{:?}", outcome
+                );
+                if let InsertOutcome::PingToEvict { stale, .. } = outcome {
+                    if evict {
+                        rt.evict_and_insert(t(now), &stale.0, id, addr);
+                    }
+                }
+                for b in 0..3 {
+                    let in_b: Vec<_> = rt.iter().filter(|e| bucket_index(&OWN, &e.id) == Some(b)).collect();
+                    for e in &in_b {
+                        prop_assert!(in_b.iter().filter(|o| o.addr.ip == e.addr.ip).count() <= 2);
+                        prop_assert!(in_b.iter().filter(|o| o.addr.ip[..3] == e.addr.ip[..3]).count() <= 3);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_ip_fills_at_most_its_share_of_a_bucket() {
+        let mut rng = SplitMix64::new(31);
+        let mut tb: RoutingTable<64> = RoutingTable::new(OWN);
+        tb.set_address_limits(10, 16);
+        let sybil = |port: u16| PeerAddr::new([10, 66, 0, 1], port);
+        let mut port = 1;
+        // 40 ids in bucket 0 from one host: 10 get in.
+        for _ in 0..40 {
+            tb.insert(t(0), id_in_bucket(&mut rng, 0), sybil(port));
+            port += 1;
+        }
+        assert_eq!(tb.bucket_len(0), 10);
+        assert!(!tb.has_room_for(t(0), &id_in_bucket(&mut rng, 0), sybil(port)));
+        assert!(tb.has_room_for(t(0), &id_in_bucket(&mut rng, 0), addr(99)));
+        // Honest nodes from other hosts still find room, the sybils none, even much later
+        // while the ones in the table are stale (they are pinged, not silently replaced).
+        for i in 0..10 {
+            assert_eq!(
+                tb.insert(t(0), id_in_bucket(&mut rng, 0), addr(i)),
+                InsertOutcome::Inserted
+            );
+        }
+        assert_eq!(tb.bucket_len(0), 20);
+        assert!(matches!(
+            tb.insert(t(1), id_in_bucket(&mut rng, 0), sybil(port)),
+            InsertOutcome::AddressLimit
+        ));
+        // Full bucket: room only where a stale node can be pinged away.
+        assert!(!tb.has_room_for(t(1), &id_in_bucket(&mut rng, 0), addr(99)));
+        assert!(tb.has_room_for(t(60_000), &id_in_bucket(&mut rng, 0), sybil(port + 1)));
+        match tb.insert(t(60_000), id_in_bucket(&mut rng, 0), sybil(port + 1)) {
+            InsertOutcome::PingToEvict { stale, .. } => assert_eq!(stale.1.ip, [10, 66, 0, 1]),
+            other => panic!("{other:?}"),
+        }
+        // Another bucket has its own share.
+        assert_eq!(
+            tb.insert(t(0), id_in_bucket(&mut rng, 1), sybil(999)),
+            InsertOutcome::Inserted
+        );
+    }
+
+    #[test]
+    fn one_subnet_fills_at_most_its_share_of_a_bucket() {
+        let mut rng = SplitMix64::new(32);
+        let mut tb: RoutingTable<64> = RoutingTable::new(OWN);
+        tb.set_address_limits(10, 16);
+        for i in 0..30u8 {
+            tb.insert(
+                t(0),
+                id_in_bucket(&mut rng, 0),
+                PeerAddr::new([10, 66, 0, i + 1], 1),
+            );
+        }
+        assert_eq!(tb.bucket_len(0), 16);
+        let other = PeerAddr::new([10, 66, 1, 1], 1);
+        assert_eq!(
+            tb.insert(t(0), id_in_bucket(&mut rng, 0), other),
+            InsertOutcome::Inserted
+        );
     }
 }

@@ -89,16 +89,25 @@ fn lookup(g: &Grape, name: &str) -> String {
 }
 
 /// Sends `datagram` to the grape's DHT port; returns its answer, if any within 300 ms.
-/// Answers left over from earlier datagrams are skipped first.
+/// Answers left over from earlier datagrams are skipped first, and so are the grape's own
+/// queries (it pings a querier it does not know before adding it to its table).
 fn krpc(g: &Grape, sock: &UdpSocket, datagram: &[u8]) -> Option<Vec<u8>> {
     let mut buf = [0u8; 2048];
     sock.set_nonblocking(true).unwrap();
     while sock.recv(&mut buf).is_ok() {}
     sock.set_nonblocking(false).unwrap();
     sock.send_to(datagram, ("127.0.0.1", g.dht)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    sock.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
+    let deadline = Instant::now() + Duration::from_millis(300);
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        let n = sock.recv(&mut buf).ok()?;
+        // Keys are sorted, so a KRPC query ends with its `y`.
+        if !buf[..n].ends_with(b"1:y1:qe") {
+            return Some(buf[..n].to_vec());
+        }
+    }
 }
 
 /// The grape answers a ping (transaction id `pp`) within 2 s.

@@ -157,3 +157,85 @@ fn aliases_are_accepted_and_a_busy_dht_port_fails_fast() {
         "{err}"
     );
 }
+
+#[test]
+fn a_bad_api_allow_list_is_refused_with_the_reason() {
+    for (list, reason) in [
+        (
+            "10.0.0.0/33",
+            "--api-allow: invalid network '10.0.0.0/33': the prefix length must be 0-32 (IPv4) or 0-128 (IPv6)",
+        ),
+        (
+            "127.0.0.1,nope",
+            "--api-allow: invalid network 'nope': not an IPv4 or IPv6 address",
+        ),
+        ("", "--api-allow: invalid network '': no network given"),
+    ] {
+        let out = grape(&[
+            "--dp",
+            "0",
+            "--aph",
+            "30001",
+            "--bn",
+            "",
+            "--api-allow",
+            list,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{list}");
+        assert!(stderr(&out).contains(reason), "{list}: {}", stderr(&out));
+    }
+    assert!(stdout(&grape(&["--help"])).contains("--api-allow <CIDR,...>"));
+}
+
+/// A running grape with `--api-allow 127.0.0.1/32` closes a connection from 127.0.0.2 at once
+/// and answers 127.0.0.1.
+#[tokio::test]
+async fn api_allow_keeps_other_hosts_out() {
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_grape"))
+        .args(["--dp", "0", "--aph", &port.to_string(), "--bn", ""])
+        .args(["--api-allow", "127.0.0.1/32"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let api = SocketAddr::from(([127, 0, 0, 1], port));
+    let exchange = |from: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.bind(SocketAddr::from((from, 0))).ok()?;
+        let mut stream = socket.connect(api).await.ok()?;
+        let body = r#"{"data":"svc"}"#;
+        let request = format!(
+            "POST /lookup HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        let _ = tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .ok()?;
+        Some(String::from_utf8_lossy(&answer).into_owned())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let honest = loop {
+        match exchange([127, 0, 0, 1]).await {
+            Some(answer) if !answer.is_empty() => break answer,
+            _ => {
+                assert!(Instant::now() < deadline, "the grape did not start");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(honest.starts_with("HTTP/1.1 200 OK\r\n"), "{honest}");
+    let started = Instant::now();
+    assert_eq!(exchange([127, 0, 0, 2]).await.as_deref(), Some(""));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let _ = child.kill().await;
+}

@@ -421,8 +421,11 @@ async fn run(
     let mut open = true;
     loop {
         note_store_change(node, &mut store_len, changes);
-        // Output first: queries of running operations, then finished operations.
         let t = now(clock);
+        if state.drop_abandoned(node) {
+            state.start_queued(node, t);
+        }
+        // Output first: queries of running operations, then finished operations.
         while let Some(tx) = node.poll_transmit(t, &mut out) {
             if let Some(bytes) = out.get(..tx.len) {
                 if let Err(e) = send_to(&socket, bytes, SocketAddr::V4(addr_of(tx.to))).await {
@@ -487,6 +490,10 @@ async fn run(
 
 impl Loop {
     fn command(&mut self, node: &mut HostNode, t: Instant, c: Command) {
+        // Its caller is gone (an HTTP client that hung up): nobody wants the result.
+        if c.abandoned() {
+            return;
+        }
         if let Err(c) = self.try_start(node, t, c) {
             if self.queued.len() >= MAX_QUEUED {
                 c.fail(DhtError::Busy);
@@ -498,11 +505,44 @@ impl Loop {
 
     fn start_queued(&mut self, node: &mut HostNode, t: Instant) {
         while let Some(c) = self.queued.pop_front() {
+            if c.abandoned() {
+                continue;
+            }
             if let Err(c) = self.try_start(node, t, c) {
                 self.queued.push_front(c);
                 return;
             }
         }
+    }
+
+    /// Cancels the running reads nobody waits for any more: a lookup whose every caller went
+    /// away, a get whose caller did. Their slots and in-flight queries go to other work (a flood
+    /// of lookups from clients that hang up at once must not keep the node busy). Writes
+    /// (announce, unannounce, put) run to the end: their effect is wanted even unobserved.
+    /// Runs on every turn of the loop (at most [`OPS`] waiters); `true` when a slot was freed.
+    fn drop_abandoned(&mut self, node: &mut HostNode) -> bool {
+        let mut freed = false;
+        let lookups = &mut self.lookups;
+        self.waiters.retain(|op, waiter| {
+            let gone = match waiter {
+                Waiter::Lookup(list, name) => {
+                    list.retain(|tx| !tx.is_closed());
+                    let gone = list.is_empty();
+                    if gone {
+                        lookups.remove(name);
+                    }
+                    gone
+                }
+                Waiter::Get(tx) => tx.is_closed(),
+                Waiter::Count(_) | Waiter::Put(_) => false,
+            };
+            if gone {
+                node.cancel(*op);
+                freed = true;
+            }
+            !gone
+        });
+        freed
     }
 
     /// Starts `c`; gives it back when every operation slot is taken.
@@ -591,6 +631,16 @@ impl Loop {
 }
 
 impl Command {
+    /// Whether whoever sent the command has stopped waiting for its answer.
+    fn abandoned(&self) -> bool {
+        match self {
+            Command::Lookup(_, tx) => tx.is_closed(),
+            Command::Announce(_, _, tx) | Command::Unannounce(_, _, tx) => tx.is_closed(),
+            Command::PutImmutable(_, tx) | Command::PutMutable(_, tx) => tx.is_closed(),
+            Command::Get { reply, .. } => reply.is_closed(),
+        }
+    }
+
     fn fail(self, e: DhtError) {
         match self {
             Command::Lookup(_, tx) => drop(tx.send(Err(e))),

@@ -571,7 +571,12 @@ async fn dispatch_variants() {
             .unwrap()
             .assert_exact(200, r#"["127.0.0.1:1337"]"#);
     }
-    // The unannounce extension, and port 0 meaning the grape's DHT port.
+    // The unannounce extension (by the client that announced), and port 0 meaning the grape's
+    // DHT port.
+    server
+        .post("/announce", r#"{"data":["svc",0]}"#)
+        .await
+        .assert_exact(200, "1");
     server
         .post("/unannounce", r#"{"data":["svc",0]}"#)
         .await
@@ -580,10 +585,6 @@ async fn dispatch_variants() {
         .post("/_unannounce", r#"{"data":"svc"}"#)
         .await
         .assert_exact(200, r#""ERR_GRAPE_UNANNOUNCE""#);
-    server
-        .post("/announce", r#"{"data":["svc",0]}"#)
-        .await
-        .assert_exact(200, "1");
     let calls = server.dht.calls();
     assert!(calls.contains(&Call::Unannounce(b"svc".to_vec(), 20001)));
     assert!(calls.contains(&Call::Announce(b"svc".to_vec(), 20001)));

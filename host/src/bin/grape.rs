@@ -18,6 +18,7 @@ use grenache_tokio::grape::{
     DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TABLES, DEFAULT_MAX_VALUES, DEFAULT_NODE_LIVENESS,
     DEFAULT_PEER_MAX_AGE,
 };
+use grenache_tokio::limits::AllowList;
 use tracing::{error, info};
 
 /// Grenache grape: a DHT node for microservice discovery, with its HTTP API.
@@ -54,7 +55,8 @@ struct Cli {
           value_parser = clap::value_parser!(u16).range(1..))]
     dht_concurrency: u16,
 
-    /// Max cached per-target DHT lookup tables
+    /// Max /lookup answers kept for reuse, one per name (the grape's cache of per-target
+    /// traversal results, as bittorrent-dht's tables are; 0 = keep none)
     #[arg(long = "dht_maxTables", value_name = "N", default_value_t = DEFAULT_MAX_TABLES)]
     dht_max_tables: usize,
 
@@ -87,6 +89,16 @@ struct Cli {
     #[arg(long = "lookup_reuse", value_name = "MS", default_value_t = millis(DEFAULT_LOOKUP_REUSE))]
     lookup_reuse: u64,
 
+    /// Extension: the client networks that may use the HTTP API, comma-separated (IPv4 or IPv6
+    /// CIDR or single addresses, e.g. 10.0.0.0/8,127.0.0.1,::1); others are disconnected at
+    /// once. Default: everyone
+    #[arg(
+        long = "api-allow",
+        visible_alias = "api_allow",
+        value_name = "CIDR,..."
+    )]
+    api_allow: Option<String>,
+
     /// More log output on stderr (-v info, -vv debug, -vvv trace); quiet by default
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     verbose: u8,
@@ -105,6 +117,12 @@ impl Cli {
             }
             other => other,
         };
+        let api_allow = match self.api_allow {
+            Some(list) => list
+                .parse::<AllowList>()
+                .map_err(|e| format!("--api-allow: {e}"))?,
+            None => AllowList::any(),
+        };
         Ok(GrapeConfig {
             bind,
             dht_port: self.dht_port,
@@ -118,6 +136,7 @@ impl Cli {
             max_payload: self.check_max_payload_size,
             cache_max_age: self.cache_max_age,
             lookup_reuse: Duration::from_millis(self.lookup_reuse),
+            api_allow,
         })
     }
 }

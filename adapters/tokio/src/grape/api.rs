@@ -9,16 +9,23 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tracing::{debug, warn};
 
+use super::announcers::Announcers;
 use super::coalesce::LookupCoalescer;
-use super::config::DEFAULT_MAX_PAYLOAD;
+use super::config::{DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TABLES, DEFAULT_PEER_MAX_AGE};
 use super::conn;
 use super::dht::GrapeDht;
+use super::fair::{share_key, Connections};
+use crate::limits::{client_ip, AllowList, ConnectionLimits, ConnectionTable, MinProgress};
 
 /// Default cap on simultaneous connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default cap on simultaneous connections from one client IP: a quarter of
+/// [`DEFAULT_MAX_CONNECTIONS`], room for a host running many workers and Link clients with
+/// their keep-alive pools, while one host never holds more than a quarter of the API.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = DEFAULT_MAX_CONNECTIONS / 4;
 /// Default head/idle timeout: Node's keep-alive timeout.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time allowed to receive a request body.
@@ -27,11 +34,32 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_LOOKUP_REUSE: Duration = Duration::from_millis(100);
 /// Default time in-flight requests get to finish after shutdown was asked for.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Default of [`ApiConfig::body_progress`]: after 5 s, at least 1 KiB/s on average.
+pub const DEFAULT_BODY_PROGRESS: MinProgress = MinProgress {
+    grace: Duration::from_secs(5),
+    min_rate: 1024,
+};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Node's default listen backlog.
 const LISTEN_BACKLOG: i32 = 511;
+/// Connections that may wait for a slot while every one is taken (each for at most the head
+/// timeout); more are closed at once. They wait in their own tasks, so that the accept loop
+/// keeps serving the newcomers that displace idle connections (`grape::fair`).
+const MAX_WAITING: usize = 64;
+/// How long a newcomer waits for the slot of the idle connection it displaced.
+const HANDOFF_WAIT: Duration = Duration::from_secs(1);
+
+/// How an accepted connection gets its slot.
+enum Admission {
+    /// A slot was free.
+    Now(OwnedSemaphorePermit),
+    /// The slot of a displaced idle connection, once it has closed.
+    Displacing(oneshot::Receiver<OwnedSemaphorePermit>),
+    /// The next free slot (holding one of the [`MAX_WAITING`] places meanwhile).
+    Waiting(OwnedSemaphorePermit),
+}
 
 /// Settings of [`serve_api`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,9 +75,25 @@ pub struct ApiConfig {
     /// How long a request body may take to arrive; an overrun gets `408` and the connection is
     /// closed (Node's `requestTimeout` does the same after 300 s).
     pub body_timeout: Duration,
-    /// Simultaneous connections; when all are taken the server stops accepting (new clients wait
-    /// in the kernel's listen queue) until one closes.
+    /// The minimum progress of a body, counted from the end of its head: after `grace` (5 s),
+    /// at least `min_rate` (1024) bytes per second on average, or the request gets `408` and
+    /// the connection is closed ([`DEFAULT_BODY_PROGRESS`]). A body trickled byte by byte
+    /// (slowloris) is cut off after the grace period instead of holding its slot for the whole
+    /// [`ApiConfig::body_timeout`]; a full 8 KiB body may take 13 s at the defaults.
+    pub body_progress: MinProgress,
+    /// Simultaneous connections served (1024). When all are taken, a newcomer from a client
+    /// with at least two connections fewer than the heaviest client takes over an idle
+    /// connection of that client; others wait for a free slot (at most 64 at once, each at
+    /// most [`ApiConfig::header_timeout`]) or, beyond that, are closed.
     pub max_connections: usize,
+    /// Simultaneous connections from one client ([`DEFAULT_MAX_CONNECTIONS_PER_IP`], 256),
+    /// those waiting for a slot included; one more is closed as soon as it is accepted. A
+    /// client is an IPv4 address (IPv4 clients of a dual-stack listener included) or an IPv6
+    /// /64 (one host commonly owns a whole /64).
+    pub max_connections_per_ip: usize,
+    /// The client networks that may connect (`--api-allow`; empty: everyone). Connections
+    /// from elsewhere are closed as soon as they are accepted, before a byte is read.
+    pub allow: AllowList,
     /// After the shutdown future resolves: how long in-flight requests may still finish before
     /// their connections are dropped.
     pub shutdown_grace: Duration,
@@ -58,6 +102,14 @@ pub struct ApiConfig {
     /// answer is never reused, and an `/announce` or `/unannounce` through this grape drops
     /// the name's answer. See `grape::coalesce`.
     pub lookup_reuse: Duration,
+    /// Answers kept for [`ApiConfig::lookup_reuse`] at most, one per name (the grape's
+    /// `--dht_maxTables`, 5000 by default: the traversal results cached per target, as
+    /// bittorrent-dht's tables are; 0: none kept, concurrent lookups still share one traversal).
+    pub max_reused_lookups: usize,
+    /// How long the grape remembers which client IP announced a (name, port): only that IP may
+    /// `/unannounce` it (see `grape::announcers`). The peer TTL (`--dht_peer_maxAge`, 120 s by
+    /// default), renewed by every announce; zero: no expiry.
+    pub announce_ttl: Duration,
 }
 
 impl Default for ApiConfig {
@@ -66,9 +118,14 @@ impl Default for ApiConfig {
             max_payload: DEFAULT_MAX_PAYLOAD,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            body_progress: DEFAULT_BODY_PROGRESS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            allow: AllowList::any(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             lookup_reuse: DEFAULT_LOOKUP_REUSE,
+            max_reused_lookups: DEFAULT_MAX_TABLES,
+            announce_ttl: DEFAULT_PEER_MAX_AGE,
         }
     }
 }
@@ -129,6 +186,8 @@ pub(super) struct Shared<D> {
     pub(super) dht: Arc<D>,
     /// Lookups of one name share a traversal.
     pub(super) lookups: LookupCoalescer,
+    /// Who announced what through this grape: who may unannounce it.
+    pub(super) announcers: Announcers,
     pub(super) config: ApiConfig,
     /// Flipped once shutdown starts: idle connections close, busy ones answer with
     /// `Connection: close`.
@@ -150,24 +209,30 @@ pub async fn serve_api<D: GrapeDht>(
     let max_connections = config.max_connections.clamp(1, u32::MAX as usize);
     let shared = Arc::new(Shared {
         dht,
-        lookups: LookupCoalescer::new(config.lookup_reuse),
+        lookups: LookupCoalescer::new(config.lookup_reuse, config.max_reused_lookups),
+        announcers: Announcers::new(config.announce_ttl),
         config: config.clone(),
         closing: closing_rx,
     });
     let permits = Arc::new(Semaphore::new(max_connections));
+    // The cap per client (`fair::share_key`), connections waiting for a slot included. The
+    // semaphore above caps the connections being served, `waiting` those waiting for a free
+    // slot, and each served one can be displaced once (its newcomer waits for its slot); so
+    // the table's own total cap never refuses one.
+    let per_ip = ConnectionTable::new(ConnectionLimits {
+        total: max_connections
+            .saturating_mul(2)
+            .saturating_add(MAX_WAITING),
+        per_ip: config.max_connections_per_ip,
+    });
+    let waiting = Arc::new(Semaphore::new(MAX_WAITING));
+    // Who may be displaced when every slot is taken.
+    let connections = Arc::new(Connections::default());
     // Flipped when the grace period is over: every connection task drops its connection.
     let (abort_tx, abort_rx) = watch::channel(false);
 
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -180,22 +245,80 @@ pub async fn serve_api<D: GrapeDht>(
                 }
             },
         };
+        let ip = client_ip(peer.ip());
+        if !config.allow.allows(ip) {
+            debug!("grape api: {peer} is not in the allow-list: closed");
+            continue;
+        }
+        // Counted from accept on, waiting for a slot included.
+        let key = share_key(ip);
+        let ip_permit = match per_ip.try_acquire(key) {
+            Ok(ip_permit) => ip_permit,
+            Err(refused) => {
+                debug!("grape api: {peer}: {refused}: closed");
+                continue;
+            }
+        };
+        // A slot now; or, when every slot is taken, the slot of an idle connection of a
+        // heavier client (`grape::fair`); or else a wait for a free slot, in the connection's
+        // own task so that the accept loop goes on (a bounded number wait; more are closed).
+        let admission = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => Admission::Now(permit),
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => match connections.displace_for(key) {
+                Some(handoff) => Admission::Displacing(handoff),
+                None => match Arc::clone(&waiting).try_acquire_owned() {
+                    Ok(waiter) => Admission::Waiting(waiter),
+                    Err(_) => {
+                        debug!("grape api: {peer}: full, and {MAX_WAITING} already wait: closed");
+                        continue;
+                    }
+                },
+            },
+        };
         // Node's http server sets TCP_NODELAY too; a failure only costs latency.
         if let Err(err) = stream.set_nodelay(true) {
             debug!("grape api: TCP_NODELAY on {peer}: {err}");
         }
         let shared = Arc::clone(&shared);
         let mut abort = abort_rx.clone();
+        let permits = Arc::clone(&permits);
+        let connections = Arc::clone(&connections);
         tokio::spawn(async move {
-            let _permit = permit;
+            let permit = match admission {
+                Admission::Now(permit) => permit,
+                Admission::Displacing(handoff) => {
+                    // The displaced connection is idle and closes at once.
+                    match tokio::time::timeout(HANDOFF_WAIT, handoff).await {
+                        Ok(Ok(permit)) => permit,
+                        _ => return,
+                    }
+                }
+                Admission::Waiting(_waiter) => {
+                    let mut closing = shared.closing.clone();
+                    tokio::select! {
+                        permit = permits.acquire_owned() => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => return,
+                        },
+                        () = tokio::time::sleep(shared.config.header_timeout) => return,
+                        _ = closing.wait_for(|stop| *stop) => return,
+                    }
+                }
+            };
+            let registration = connections.register(key);
+            let slot = registration.slot();
             tokio::select! {
-                result = conn::serve_connection(stream, &shared) => {
+                result = conn::serve_connection(stream, ip, &shared, slot) => {
                     if let Err(err) = result {
                         debug!("grape api: connection from {peer} ended: {err}");
                     }
                 }
                 _ = abort.wait_for(|stop| *stop) => {}
             }
+            // The client's share first, so that a newcomer of the same client finds it free.
+            drop(ip_permit);
+            slot.release(permit);
         });
     }
     drop(listener);
@@ -259,6 +382,26 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grape_flags_reach_the_api() {
+        let mut grape = super::super::GrapeConfig::new(20001, 30001);
+        let api = grape.api_config();
+        assert_eq!(api.max_reused_lookups, 5000);
+        assert_eq!(api.announce_ttl, Duration::from_secs(120));
+        assert_eq!(api.allow, AllowList::any());
+        assert_eq!(
+            (api.max_connections, api.max_connections_per_ip),
+            (1024, 256)
+        );
+        grape.dht_max_tables = 7;
+        grape.dht_peer_max_age = Duration::ZERO;
+        grape.api_allow = "10.0.0.0/8".parse().unwrap_or_default();
+        let api = grape.api_config();
+        assert_eq!(api.max_reused_lookups, 7);
+        assert_eq!(api.announce_ttl, Duration::ZERO);
+        assert_eq!(api.allow.nets().len(), 1);
+    }
 
     #[test]
     fn dates_format_like_node() {

@@ -25,9 +25,11 @@
 //! [`MAX_ATTEMPTS`] times before they run a traversal of their own.
 //!
 //! Memory: one entry per name being looked up now (at most one per open connection, which the
-//! API caps), plus at most [`MAX_REUSED`] reusable answers.
+//! API caps), plus at most [`ApiConfig::max_reused_lookups`] reusable answers (5000 by
+//! default, `--dht_maxTables`).
 //!
 //! [`ApiConfig::lookup_reuse`]: super::ApiConfig::lookup_reuse
+//! [`ApiConfig::max_reused_lookups`]: super::ApiConfig::max_reused_lookups
 
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
@@ -43,9 +45,6 @@ use super::handlers::render_peers;
 /// How many leaders a follower waits for before it runs the traversal itself. Only a leader
 /// that was cancelled (its client hung up) makes a follower try again.
 const MAX_ATTEMPTS: usize = 3;
-/// Reusable answers kept at most; when full, expired ones are dropped, and if none has expired
-/// a new answer is simply not kept.
-pub(crate) const MAX_REUSED: usize = 4096;
 
 /// The answer of one traversal, shared by all the requests that waited for it.
 type Answer = Arc<LookupAnswer>;
@@ -84,6 +83,9 @@ enum Entry {
 pub(crate) struct LookupCoalescer {
     entries: Mutex<HashMap<Vec<u8>, Entry>>,
     reuse: Duration,
+    /// Reusable answers kept at most; when full, expired ones are dropped, and if none has
+    /// expired a new answer is simply not kept.
+    max_reused: usize,
 }
 
 /// Either this request runs the traversal, waits for the one that does, or has its answer.
@@ -94,12 +96,13 @@ enum Role {
 }
 
 impl LookupCoalescer {
-    /// A coalescer reusing non-empty answers for `reuse` (zero: only concurrent requests
-    /// share a traversal).
-    pub(crate) fn new(reuse: Duration) -> Self {
+    /// A coalescer reusing non-empty answers for `reuse`, keeping at most `max_reused` of them
+    /// (either zero: only concurrent requests share a traversal).
+    pub(crate) fn new(reuse: Duration, max_reused: usize) -> Self {
         LookupCoalescer {
             entries: Mutex::new(HashMap::new()),
             reuse,
+            max_reused,
         }
     }
 
@@ -209,14 +212,15 @@ impl Drop for Registration<'_> {
         match self.answer.take() {
             Some(answer) if !answer.peers.is_empty() && !coalescer.reuse.is_zero() => {
                 // Our own entry is in the map and is replaced, not added.
-                if entries.len() > MAX_REUSED {
+                let max = coalescer.max_reused;
+                if entries.len() > max {
                     let reuse = coalescer.reuse;
                     entries.retain(|_, entry| match entry {
                         Entry::Running(_) => true,
                         Entry::Done { at, .. } => at.elapsed() < reuse,
                     });
                 }
-                if entries.len() <= MAX_REUSED {
+                if entries.len() <= max {
                     let at = Instant::now();
                     let store = self.store;
                     entries.insert(name, Entry::Done { at, store, answer });
@@ -313,7 +317,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_lookups_of_one_name_share_one_traversal() {
         let dht = Arc::new(FakeDht::gated());
-        let coalescer = Arc::new(LookupCoalescer::new(Duration::ZERO));
+        let coalescer = Arc::new(LookupCoalescer::new(Duration::ZERO, 5000));
         let mut tasks = Vec::new();
         for _ in 0..5 {
             let (dht, coalescer) = (Arc::clone(&dht), Arc::clone(&coalescer));
@@ -334,7 +338,7 @@ mod tests {
     #[tokio::test]
     async fn different_names_and_later_requests_start_their_own_traversal() {
         let dht = Arc::new(FakeDht::gated());
-        let coalescer = Arc::new(LookupCoalescer::new(Duration::ZERO));
+        let coalescer = Arc::new(LookupCoalescer::new(Duration::ZERO, 5000));
         let spawn = |name: &'static [u8]| {
             let (dht, coalescer) = (Arc::clone(&dht), Arc::clone(&coalescer));
             tokio::spawn(async move { coalescer.lookup(dht.as_ref(), name.to_vec()).await })
@@ -359,7 +363,7 @@ mod tests {
     #[tokio::test]
     async fn followers_of_a_cancelled_leader_get_an_answer() {
         let dht = Arc::new(FakeDht::gated());
-        let coalescer = Arc::new(LookupCoalescer::new(Duration::ZERO));
+        let coalescer = Arc::new(LookupCoalescer::new(Duration::ZERO, 5000));
         let leader = {
             let (dht, coalescer) = (Arc::clone(&dht), Arc::clone(&coalescer));
             tokio::spawn(async move { coalescer.lookup(dht.as_ref(), b"a".to_vec()).await })
@@ -387,7 +391,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_change_of_the_local_store_drops_kept_answers() {
         let dht = FakeDht::answering(&[1337]);
-        let coalescer = LookupCoalescer::new(Duration::from_secs(10));
+        let coalescer = LookupCoalescer::new(Duration::from_secs(10), 5000);
         coalescer.lookup(&dht, b"a".to_vec()).await;
         coalescer.lookup(&dht, b"a".to_vec()).await;
         assert_eq!(dht.traversals(), 1);
@@ -402,7 +406,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn answers_are_reused_inside_the_window_only() {
         let dht = FakeDht::answering(&[1337]);
-        let coalescer = LookupCoalescer::new(Duration::from_millis(100));
+        let coalescer = LookupCoalescer::new(Duration::from_millis(100), 5000);
         coalescer.lookup(&dht, b"a".to_vec()).await;
         tokio::time::advance(Duration::from_millis(99)).await;
         let answer = coalescer.lookup(&dht, b"a".to_vec()).await;
@@ -418,7 +422,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn empty_answers_are_not_reused() {
         let dht = FakeDht::answering(&[]);
-        let coalescer = LookupCoalescer::new(Duration::from_millis(100));
+        let coalescer = LookupCoalescer::new(Duration::from_millis(100), 5000);
         assert!(coalescer.lookup(&dht, b"a".to_vec()).await.peers.is_empty());
         // The first worker appears: the very next lookup sees it.
         dht.peers.lock().expect("lock").push(local(1337));
@@ -429,7 +433,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn forget_drops_the_reusable_answer() {
         let dht = FakeDht::answering(&[1337]);
-        let coalescer = LookupCoalescer::new(Duration::from_secs(10));
+        let coalescer = LookupCoalescer::new(Duration::from_secs(10), 5000);
         coalescer.lookup(&dht, b"a".to_vec()).await;
         coalescer.lookup(&dht, b"a".to_vec()).await;
         assert_eq!(dht.traversals(), 1);
@@ -441,7 +445,7 @@ mod tests {
     #[tokio::test]
     async fn forget_detaches_a_running_traversal() {
         let dht = Arc::new(FakeDht::gated());
-        let coalescer = Arc::new(LookupCoalescer::new(Duration::from_secs(10)));
+        let coalescer = Arc::new(LookupCoalescer::new(Duration::from_secs(10), 5000));
         let spawn = || {
             let (dht, coalescer) = (Arc::clone(&dht), Arc::clone(&coalescer));
             tokio::spawn(async move { coalescer.lookup(dht.as_ref(), b"a".to_vec()).await })
@@ -464,17 +468,28 @@ mod tests {
 
     #[test]
     fn reusable_answers_are_capped() {
-        let coalescer = LookupCoalescer::new(Duration::from_secs(3600));
+        const MAX: usize = 100;
+        let coalescer = LookupCoalescer::new(Duration::from_secs(3600), MAX);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         let dht = FakeDht::answering(&[1]);
         runtime.block_on(async {
-            for i in 0..MAX_REUSED + 10 {
+            for i in 0..MAX + 10 {
                 coalescer.lookup(&dht, i.to_string().into_bytes()).await;
             }
         });
-        assert_eq!(coalescer.entries().len(), MAX_REUSED);
+        assert_eq!(coalescer.entries().len(), MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cap_of_zero_keeps_no_answer() {
+        let dht = FakeDht::answering(&[1337]);
+        let coalescer = LookupCoalescer::new(Duration::from_secs(10), 0);
+        coalescer.lookup(&dht, b"a".to_vec()).await;
+        coalescer.lookup(&dht, b"a".to_vec()).await;
+        assert_eq!(dht.traversals(), 2);
+        assert!(coalescer.entries().is_empty());
     }
 }

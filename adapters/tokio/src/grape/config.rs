@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::api::{ApiConfig, DEFAULT_LOOKUP_REUSE};
+use crate::limits::AllowList;
 
 /// Default `--dht_peer_maxAge`: announced peers expire after this long (0.67–1.33× of it).
 pub const DEFAULT_PEER_MAX_AGE: Duration = Duration::from_millis(120_000);
@@ -17,7 +18,7 @@ pub const DEFAULT_PEER_MAX_AGE: Duration = Duration::from_millis(120_000);
 pub const DEFAULT_NODE_LIVENESS: Duration = Duration::from_millis(300_000);
 /// Default `--check_maxPayloadSize`, in bytes.
 pub const DEFAULT_MAX_PAYLOAD: usize = 8192;
-/// Default `--dht_maxTables`: cached per-target traversal tables.
+/// Default `--dht_maxTables`: lookup answers kept for reuse ([`ApiConfig::max_reused_lookups`]).
 pub const DEFAULT_MAX_TABLES: usize = 5000;
 /// Default `--dht_maxValues`: stored BEP 44 items.
 pub const DEFAULT_MAX_VALUES: usize = 5000;
@@ -40,7 +41,10 @@ pub struct GrapeConfig {
     pub bootstrap: Vec<BootstrapNode>,
     /// `--dc/--dht_concurrency`: queries in flight per traversal.
     pub dht_concurrency: usize,
-    /// `--dht_maxTables`: cached per-target traversal tables.
+    /// `--dht_maxTables`: lookup answers kept for reuse, one per name
+    /// ([`ApiConfig::max_reused_lookups`]). bittorrent-dht caches per-target traversal
+    /// tables under this bound; this grape's cache of per-target traversal results is the
+    /// coalescer's, so the flag bounds that.
     pub dht_max_tables: usize,
     /// `--dht_maxValues`: stored BEP 44 items.
     pub dht_max_values: usize,
@@ -61,6 +65,9 @@ pub struct GrapeConfig {
     /// `--lookup_reuse` (an extension): how long a non-empty `/lookup` answer may be given
     /// again without a new traversal ([`ApiConfig::lookup_reuse`]).
     pub lookup_reuse: Duration,
+    /// `--api-allow` (an extension): the client networks that may connect to the HTTP API
+    /// ([`ApiConfig::allow`]; empty: everyone).
+    pub api_allow: AllowList,
 }
 
 impl GrapeConfig {
@@ -79,15 +86,20 @@ impl GrapeConfig {
             max_payload: DEFAULT_MAX_PAYLOAD,
             cache_max_age: None,
             lookup_reuse: DEFAULT_LOOKUP_REUSE,
+            api_allow: AllowList::any(),
         }
     }
 
-    /// The HTTP API settings this configuration implies (the payload limit; timeouts and the
-    /// connection cap keep their defaults).
+    /// The HTTP API settings this configuration implies (the payload limit, lookup reuse and
+    /// its cap, the peer TTL for the announcer record; timeouts and connection caps keep their
+    /// defaults).
     pub fn api_config(&self) -> ApiConfig {
         ApiConfig {
             max_payload: self.max_payload,
             lookup_reuse: self.lookup_reuse,
+            max_reused_lookups: self.dht_max_tables,
+            announce_ttl: self.dht_peer_max_age,
+            allow: self.api_allow.clone(),
             ..ApiConfig::default()
         }
     }

@@ -2,8 +2,10 @@
 //!
 //! The loop per request: read a head (within [`ApiConfig::header_timeout`] of the previous
 //! answer, so it is also the idle timeout), read the body with the core's [`BodyDecoder`]
-//! (never past [`ApiConfig::max_payload`], within [`ApiConfig::body_timeout`]), run the
-//! handler, and write the answer in one `write` call. Pipelined requests are answered in order.
+//! (never past [`ApiConfig::max_payload`], at the minimum rate of
+//! [`ApiConfig::body_progress`], within [`ApiConfig::body_timeout`]), run the handler while
+//! watching for the client to hang up, and write the answer in one `write` call. Pipelined
+//! requests are answered in order.
 //!
 //! Why not hyper: the grape answers tiny JSON bodies, and its cost per request was mostly HTTP
 //! machinery (header maps, boxed bodies, a `Date` formatted per answer). The core's parser
@@ -13,9 +15,11 @@
 //! [`ApiConfig::header_timeout`]: super::ApiConfig::header_timeout
 //! [`ApiConfig::max_payload`]: super::ApiConfig::max_payload
 //! [`ApiConfig::body_timeout`]: super::ApiConfig::body_timeout
+//! [`ApiConfig::body_progress`]: super::ApiConfig::body_progress
 
 use std::cell::RefCell;
 use std::io;
+use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use grenache_core::http::{
@@ -29,6 +33,7 @@ use tracing::trace;
 
 use super::api::{http_date, Shared};
 use super::dht::GrapeDht;
+use super::fair::Slot;
 use super::handlers::{self, Reply};
 
 /// The largest request head: Node's default `--max-http-header-size` (16 KiB). Larger → 431.
@@ -66,15 +71,19 @@ enum Abort {
 /// a timeout or a framing error ends it, or the server shuts down while it is idle.
 pub(super) async fn serve_connection<D: GrapeDht>(
     mut stream: TcpStream,
+    client: IpAddr,
     shared: &Shared<D>,
+    slot: &Slot,
 ) -> io::Result<()> {
     let config = &shared.config;
     let mut closing = shared.closing.clone();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(512);
     loop {
-        // The head, within the head timeout. An idle connection closes when shutdown starts.
+        // The head, within the head timeout. An idle connection closes when shutdown starts,
+        // and when it is displaced to make room for a lighter client (`grape::fair`).
         let deadline = Instant::now() + config.header_timeout;
+        slot.set_idle(true);
         let head = loop {
             match parse_head(&buf) {
                 Ok(Some(head)) => break head,
@@ -98,8 +107,10 @@ pub(super) async fn serve_connection<D: GrapeDht>(
                     Ok(Err(err)) => return Err(err),
                 },
                 _ = closing.wait_for(|stop| *stop), if idle => return Ok(()),
+                () = slot.displaced() => return Ok(()),
             }
         };
+        slot.set_idle(false);
         buf.drain(..head.len);
         if head.connect {
             return Ok(());
@@ -114,7 +125,23 @@ pub(super) async fn serve_connection<D: GrapeDht>(
         };
 
         let plan = handlers::handle(&head.target, &body);
-        let reply = handlers::execute(shared.dht.as_ref(), &shared.lookups, plan).await;
+        // While the DHT works, watch the socket: a client that hangs up takes its request with
+        // it. Dropping the handler drops its wait for the DHT, which then never starts the
+        // command if it is still queued, and cancels a lookup nobody else waits for. Bytes that
+        // arrive meanwhile (a pipelined request) are kept, up to a head's worth.
+        let work = handlers::execute(shared, client, plan);
+        tokio::pin!(work);
+        let reply = loop {
+            tokio::select! {
+                biased;
+                reply = &mut work => break reply,
+                read = read_more(&mut stream, &mut buf), if buf.len() < MAX_HEAD => match read {
+                    // Node does the same: an ended request socket aborts the request.
+                    Ok(0) | Err(_) => return Ok(()),
+                    Ok(_) => {}
+                },
+            }
+        };
         trace!("grape api: {} -> {}", head.target, reply.status);
         let keep_alive = head.keep_alive && !*closing.borrow();
         encode_reply(
@@ -166,7 +193,10 @@ async fn read_body<D: GrapeDht>(
     if head.expect_continue && !decoder.is_done() && buf.is_empty() {
         write_answer(stream, CONTINUE_RESPONSE, config).await?;
     }
-    let deadline = Instant::now() + config.body_timeout;
+    let start = Instant::now();
+    let deadline = start + config.body_timeout;
+    // Bytes of the body (framing included) received so far, for the minimum rate.
+    let mut received = buf.len();
     let mut body = Vec::new();
     loop {
         if !buf.is_empty() || decoder.is_done() {
@@ -183,10 +213,12 @@ async fn read_body<D: GrapeDht>(
                 continue;
             }
         }
-        match timeout_at(deadline, read_more(stream, buf)).await {
+        // The minimum-progress rule: a trickled body is cut off after the grace period.
+        let due = config.body_progress.deadline(start, received).min(deadline);
+        match timeout_at(due, read_more(stream, buf)).await {
             Err(_elapsed) => return Ok(Err(Abort::Answer(Reply::raw(408, "")))),
             Ok(Ok(0)) => return Ok(Err(Abort::Close)),
-            Ok(Ok(_)) => {}
+            Ok(Ok(n)) => received = received.saturating_add(n),
             Ok(Err(err)) => return Err(err),
         }
     }

@@ -6,12 +6,13 @@
 //! the answer. Both are pure apart from the DHT call, so every rule is unit-tested here.
 
 use std::collections::HashSet;
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddrV4};
 
 use serde_json::Value;
 
+use super::announcers::FORBIDDEN;
+use super::api::Shared;
 use super::bencode::{bencode_integer, encode_value, render_js_string};
-use super::coalesce::LookupCoalescer;
 use super::dht::{DhtError, GetQuery, GotItem, GrapeDht, MutablePut, PutItem};
 use super::js::{self, Encoding, JsThrow};
 
@@ -423,13 +424,16 @@ fn plan_get(data: Option<&Value>) -> Result<Plan, JsThrow> {
     Ok(Plan::Get(GetQuery { hash, salt, cache }))
 }
 
-/// Runs the DHT call of a plan and renders the answer.
-pub(crate) async fn execute<D: GrapeDht>(dht: &D, lookups: &LookupCoalescer, plan: Plan) -> Reply {
+/// Runs the DHT call of a plan for the HTTP client at `client` and renders the answer.
+pub(crate) async fn execute<D: GrapeDht>(shared: &Shared<D>, client: IpAddr, plan: Plan) -> Reply {
+    let (dht, lookups) = (shared.dht.as_ref(), &shared.lookups);
     match plan {
         Plan::Reply(reply) => reply,
         Plan::Lookup(name) => Reply::json(lookups.lookup(dht, name).await.json.clone()),
         Plan::Announce { name, port } => {
             let port = if port == 0 { dht.dht_port() } else { port };
+            // Before the DHT call: a client that leaves before the answer still owns it.
+            shared.announcers.announced(&name, port, client);
             let result = dht.announce(name.clone(), port).await;
             // After the store changed, so that no lookup reuses the answer from before.
             lookups.forget(&name);
@@ -437,7 +441,13 @@ pub(crate) async fn execute<D: GrapeDht>(dht: &D, lookups: &LookupCoalescer, pla
         }
         Plan::Unannounce { name, port } => {
             let port = if port == 0 { dht.dht_port() } else { port };
+            if !shared.announcers.may_unannounce(&name, port, client) {
+                return Reply::error_message(FORBIDDEN);
+            }
             let result = dht.unannounce(name.clone(), port).await;
+            if result.is_ok() {
+                shared.announcers.unannounced(&name, port);
+            }
             lookups.forget(&name);
             count_reply(result)
         }

@@ -16,7 +16,7 @@
 //! |---|---|---|---|
 //! | `/lookup` | service name (non-empty string) | `["ip:port",…]` (≤ 100) | `"ERR_GRAPE_LOOKUP"` |
 //! | `/announce` | `[name, port]` (port 0 = the grape's DHT port) | number of nodes that acknowledged | `"ERR_GRAPE_ANNOUNCE"`, `"ERR_GRAPE_SERVICE_PORT"`, `"No nodes to query"`, `"All queries failed"` |
-//! | `/unannounce` | `[name, port]` | number of stores the peer was removed from | `"ERR_GRAPE_UNANNOUNCE"`, `"ERR_GRAPE_SERVICE_PORT"`, DHT errors |
+//! | `/unannounce` | `[name, port]` | number of stores the peer was removed from | `"ERR_GRAPE_UNANNOUNCE"`, `"ERR_GRAPE_SERVICE_PORT"`, `"ERR_GRAPE_UNANNOUNCE_FORBIDDEN"`, DHT errors |
 //! | `/put` | `{v, k?, sig?, seq?, salt?, cas?}` or a string `v` | `"<40 hex>"` (the target) | bittorrent-dht's validation strings, DHT errors; 301/302 with `"301 CAS mismatch, re-read and try again"` / `"302 sequence number less than current"` |
 //! | `/get` | 40-hex target, or `{hash, salt?, cache?}` | the item as JSON (§2.5) | empty body = not found; `"ERR_GRAPE_GENERIC"` |
 //!
@@ -32,7 +32,11 @@
 //!
 //! `/unannounce` is an extension of this implementation (Node 1.0.0 answers `ERR_REQ_NOTFOUND`;
 //! the shape follows the never-released `dev` branch of grenache-grape): `data` is `[name,
-//! port]` exactly as for `/announce`, a non-array gives `"ERR_GRAPE_UNANNOUNCE"`.
+//! port]` exactly as for `/announce`, a non-array gives `"ERR_GRAPE_UNANNOUNCE"`. Only the
+//! client IP that announced `[name, port]` through this grape (within the peer TTL) may
+//! withdraw it; anyone else, or a pair nobody announced here, gets
+//! `"ERR_GRAPE_UNANNOUNCE_FORBIDDEN"` ([`ERR_UNANNOUNCE_FORBIDDEN`]) and nothing is sent. See
+//! `grape::announcers`.
 //!
 //! # Reproduced quirks (R) and deliberate fixes (F)
 //!
@@ -68,26 +72,48 @@
 //!
 //! # Slow and hostile clients
 //!
-//! A connection must deliver each request head within [`ApiConfig::header_timeout`] (5 s, also
-//! the idle keep-alive timeout), a body within [`ApiConfig::body_timeout`] (30 s); at most
-//! [`ApiConfig::max_connections`] (1024) connections are open at once; a body is never read past
-//! [`ApiConfig::max_payload`]; heads are capped at 16 KiB (431) and 100 header fields.
-//! Garbage bytes get a `400` and a closed connection. The connection loop is
-//! `grape::conn`, on grenache-core's HTTP/1.1 framing.
+//! * Heads: a connection must deliver each request head within [`ApiConfig::header_timeout`]
+//!   (5 s from the connection's start or its previous answer, so also the idle keep-alive
+//!   timeout), or it is closed unanswered; heads are capped at 16 KiB (431) and 100 header
+//!   fields.
+//! * Bodies: never read past [`ApiConfig::max_payload`]; after a grace period of 5 s a body
+//!   must have kept an average of 1 KiB/s ([`ApiConfig::body_progress`]), and it must be
+//!   complete within [`ApiConfig::body_timeout`] (30 s), or it gets `408` and the connection
+//!   is closed. A trickled body is cut off after about 5 s.
+//! * Connections: at most [`ApiConfig::max_connections`] (1024) are served at once, at most
+//!   [`ApiConfig::max_connections_per_ip`] (256) per client (an IPv6 client counts by its
+//!   /64; IPv4 clients of a dual-stack listener by their IPv4 address); one over its client's
+//!   share is closed at once. When all 1024 are taken, a newcomer whose client has at least
+//!   two connections fewer than the heaviest client takes over an idle connection of that
+//!   client (`grape::fair`); otherwise it waits for a free slot (at most 64 wait, each at most
+//!   the head timeout; more are closed at once).
+//! * [`ApiConfig::allow`] (`--api-allow`): connections from other networks are closed at
+//!   accept.
+//! * A client that hangs up while the DHT works for it takes its request along: a DHT
+//!   command still queued is never started, and a lookup or get nobody waits for any more is
+//!   cancelled in the node (`Node::cancel`), freeing its operation slot and its queries.
+//!   Announces, unannounces and puts that have started run to their end.
+//! * Garbage bytes get a `400` and a closed connection.
+//!
+//! The connection loop is `grape::conn`, on grenache-core's HTTP/1.1 framing.
 
+mod announcers;
 mod api;
 mod bencode;
 mod coalesce;
 mod config;
 mod conn;
 mod dht;
+mod fair;
 mod handlers;
 mod js;
 mod start;
 
+pub use announcers::FORBIDDEN as ERR_UNANNOUNCE_FORBIDDEN;
 pub use api::{
-    bind_api, serve_api, ApiConfig, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_LOOKUP_REUSE, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE,
+    bind_api, serve_api, ApiConfig, DEFAULT_BODY_PROGRESS, DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_LOOKUP_REUSE, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_SHUTDOWN_GRACE,
 };
 pub use config::{
     parse_bootstrap, BootstrapError, BootstrapNode, GrapeConfig, DEFAULT_DHT_CONCURRENCY,
