@@ -677,7 +677,7 @@ impl AsyncRead for Metered {
         }
         // Checked as bytes arrive (these included): a client that sends nothing at all is the
         // idle rule's.
-        if this.behind(Instant::now()) {
+        if this.receiving() && this.behind(Instant::now()) {
             this.too_slow = true;
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
