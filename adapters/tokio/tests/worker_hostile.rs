@@ -518,15 +518,15 @@ async fn gzip_bombs_do_not_stall_honest_requests() {
     }
     // Let the bombs land first.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut slowest = Duration::ZERO;
-    let mut calls = 0;
+    let mut latencies = Vec::new();
     while Instant::now() < attack_until {
         let started = Instant::now();
         honest_http_call(addr).await;
-        slowest = slowest.max(started.elapsed());
-        calls += 1;
+        latencies.push(started.elapsed());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
     let mut refused = 0;
     for bomber in bombers {
         for answer in bomber.await.unwrap() {
@@ -535,10 +535,12 @@ async fn gzip_bombs_do_not_stall_honest_requests() {
         }
     }
     assert!(refused >= 4, "the bombs went off: {refused}");
-    // Inflated on the runtime instead, the bombs held the honest calls up for 500 ms.
+    // Judged by the median, robust to a busy machine: about 1 ms here, and 150 ms when the
+    // bombs were inflated on the runtime.
     assert!(
-        slowest < Duration::from_millis(300),
-        "honest latency {slowest:?} during the bombs ({calls} calls)"
+        median < Duration::from_millis(50),
+        "honest median latency {median:?} during the bombs ({} calls)",
+        latencies.len()
     );
     assert_eq!(server.buffered_bytes(), 0, "the budget is given back");
 }
