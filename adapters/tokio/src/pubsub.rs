@@ -39,6 +39,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::limits::ConnectionLimits;
 use crate::link::{Link, LinkError};
 use crate::rpc::ws::ws_config;
 use crate::rpc::{accept_bounded, Listening};
@@ -91,8 +92,13 @@ impl PubMessage {
 /// Settings of a [`PeerPub`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PubConfig {
-    /// Subscriber sockets at most; further clients wait in the listen backlog. Default 1024.
+    /// Subscriber sockets at most; further clients wait for a slot (64 at most, fairly shared
+    /// between IPs; the others are closed). Subscribers are never closed to make room.
+    /// Default 1024.
     pub max_connections: usize,
+    /// Subscriber sockets from one client IP at most; a further one is closed at once.
+    /// Default 256, a quarter of `max_connections`, so that one host cannot take every slot.
+    pub max_connections_per_ip: usize,
     /// Messages queued per subscriber socket; a socket further behind is closed. Default 1024.
     pub queue: usize,
     /// Bound on a subscriber's WebSocket upgrade. Default 30 s.
@@ -105,6 +111,7 @@ impl Default for PubConfig {
     fn default() -> Self {
         PubConfig {
             max_connections: 1024,
+            max_connections_per_ip: 256,
             queue: 1024,
             handshake_timeout: Duration::from_secs(30),
             max_inbound_message: 1 << 20,
@@ -147,10 +154,25 @@ impl PeerPub {
         let local = self
             .listening
             .listen_on(addr, move |listener| async move {
-                let max = config.max_connections;
-                accept_bounded(listener, max, "grenache publisher", |stream, peer| {
-                    serve_subscriber(stream, peer, sender.clone(), config.clone())
-                })
+                let limits = ConnectionLimits {
+                    total: config.max_connections,
+                    per_ip: config.max_connections_per_ip,
+                };
+                accept_bounded(
+                    listener,
+                    limits,
+                    "grenache publisher",
+                    |stream, peer, activity| {
+                        // A subscriber is never idle: it is never closed to make room.
+                        let busy = activity.busy();
+                        let serving =
+                            serve_subscriber(stream, peer, sender.clone(), config.clone());
+                        async move {
+                            serving.await;
+                            drop(busy);
+                        }
+                    },
+                )
                 .await
             })
             .await?;
@@ -608,6 +630,40 @@ mod tests {
                 "{end:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn one_host_gets_at_most_its_share_of_subscriber_sockets() {
+        let config = PubConfig {
+            max_connections_per_ip: 2,
+            ..PubConfig::default()
+        };
+        let publisher = PeerPub::with_config(link(), config);
+        let addr = publisher
+            .listen_on("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let mut kept = Vec::new();
+        let mut refused = 0;
+        for _ in 0..4 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            let stream = socket.connect(addr).await.unwrap();
+            match tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream).await {
+                Ok((ws, _)) => kept.push(ws),
+                Err(_) => refused += 1,
+            }
+        }
+        assert_eq!((kept.len(), refused), (2, 2));
+        // Another host is still let in.
+        let (_ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+            .await
+            .unwrap();
+        let wait = tokio::time::Instant::now() + Duration::from_secs(2);
+        while publisher.subscribers() < 3 && tokio::time::Instant::now() < wait {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(publisher.subscribers(), 3);
     }
 
     #[tokio::test]

@@ -10,6 +10,14 @@
 //!   `[null, "ERR_HEADER_PARSE_GR", null]` as Node does.
 //! * A body that is not a JSON array gets no answer (Node sends none): the connection is
 //!   closed, with a log line. A body over the size limit is answered 413.
+//! * Against hostile clients (see [`ServerConfig`]): at most `max_connections_per_ip`
+//!   connections per client IP; a request head must arrive within `read_timeout` (also the
+//!   idle time of a keep-alive connection); a body must arrive at `min_body_rate` on average
+//!   once `read_timeout` has passed, else the connection is closed; a body larger than
+//!   [`SMALL_MESSAGE`] is charged to the worker's `memory_budget` as it arrives, and so is its
+//!   gunzipped form (inflated on a blocking thread, off the async runtime), and a body the
+//!   budget cannot hold is answered 413 `ERR_MEMORY_BUDGET`. Streamed bodies (see
+//!   [`super::stream`]) are not charged: they flow with backpressure.
 //! * Raw streams (Node's `peer.stream` and `'stream'` event) are in [`super::stream`]:
 //!   [`PeerRpcClient::stream`] opens one, and a server built with
 //!   [`PeerRpcServer::with_stream_handler`] (or [`PeerRpcServer::streaming`], Node's
@@ -32,11 +40,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use flate2::read::MultiGzDecoder;
 use flate2::{Compression, GzBuilder};
 use futures_util::FutureExt;
-use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::service::service_fn;
@@ -52,15 +60,22 @@ use super::stream::{
 };
 use super::{
     decode_reply, decode_request, encode_reply, encode_request, key_text, lookup_before, Accepted,
-    Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared,
+    Busy, Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared, SMALL_MESSAGE,
 };
 use crate::http_client::{HttpClient, HttpFailure};
+use crate::limits::{MemoryBudget, MinProgress, Reservation};
 use crate::link::{Link, LinkError};
 use crate::tls::{CertInfo, TlsClientConfig};
 use crate::{js_truthy, new_rid};
 
 /// The header naming the body encoding (`none` or `gzip`).
 const GRC_COMPRESS: &str = "grc-compress";
+
+/// The 413 body of a request over [`ServerConfig::max_message_size`].
+const ERR_PAYLOAD_TOO_LARGE: &str = "ERR_PAYLOAD_TOO_LARGE";
+
+/// The 413 body of a large request refused because [`ServerConfig::memory_budget`] is spent.
+const ERR_MEMORY_BUDGET: &str = "ERR_MEMORY_BUDGET";
 
 /// The exact 500 body Node sends for a `_gr` header that is not JSON (spaces included).
 const ERR_HEADER_PARSE_GR: &str = "[null, \"ERR_HEADER_PARSE_GR\", null]";
@@ -80,25 +95,51 @@ enum Gunzip {
     Invalid,
     /// More than the limit once decompressed (a "zip bomb" stops here).
     TooLarge,
+    /// The server's memory budget cannot hold the decompressed data.
+    OverBudget,
 }
 
 /// Decompresses `data` (one or more gzip members) into at most `max` bytes.
 fn gunzip(data: &[u8], max: usize) -> Result<Vec<u8>, Gunzip> {
+    inflate(data, max, None)
+}
+
+/// Like [`gunzip`], charging the output beyond [`SMALL_MESSAGE`] to `charge` as it grows, so
+/// that a bomb stops when the budget is spent rather than after allocating `max` bytes.
+fn inflate(
+    data: &[u8],
+    max: usize,
+    mut charge: Option<&mut Reservation>,
+) -> Result<Vec<u8>, Gunzip> {
     if data.is_empty() {
         return Err(Gunzip::Invalid);
     }
+    let mut decoder = MultiGzDecoder::new(data);
     let mut out = Vec::new();
-    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-    MultiGzDecoder::new(data)
-        .take(limit)
-        .read_to_end(&mut out)
-        .map_err(|_| Gunzip::Invalid)?;
-    if out.len() > max {
-        Err(Gunzip::TooLarge)
-    } else {
-        Ok(out)
+    let mut chunk = vec![0u8; INFLATE_CHUNK];
+    loop {
+        let n = match decoder.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Err(Gunzip::Invalid),
+        };
+        let len = out.len().saturating_add(n);
+        if len > max {
+            return Err(Gunzip::TooLarge);
+        }
+        if let Some(charge) = charge.as_deref_mut() {
+            if len > SMALL_MESSAGE && !charge.try_grow_to(len) {
+                return Err(Gunzip::OverBudget);
+            }
+        }
+        out.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
+    Ok(out)
 }
+
+/// Bytes inflated per step (and per check of the limits).
+const INFLATE_CHUNK: usize = 64 * 1024;
 
 // ---------------------------------------------------------------------------------------
 // Server
@@ -185,6 +226,13 @@ impl PeerRpcServer {
 
     super::listening_methods!("worker", core.listening);
 
+    /// Bytes of large requests buffered now by all connections, charged to
+    /// [`ServerConfig::memory_budget`] (requests up to [`super::SMALL_MESSAGE`] are not
+    /// counted).
+    pub fn buffered_bytes(&self) -> usize {
+        self.core.buffered_bytes()
+    }
+
     /// Stops listening, closes every connection and stops the announcers. Dropping the
     /// server does the same.
     pub fn stop(&self) {
@@ -202,10 +250,20 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
         peer,
         cert,
         allowed,
+        activity,
     } = accepted;
     let read_timeout = shared.config.read_timeout;
     let service = service_fn(move |request| {
-        handle(request, peer, cert.clone(), allowed, Arc::clone(&shared))
+        // Busy from a request's head to its answer's head (or its stream handler's end).
+        let busy = activity.busy();
+        handle(
+            request,
+            peer,
+            cert.clone(),
+            allowed,
+            Arc::clone(&shared),
+            busy,
+        )
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -251,6 +309,7 @@ async fn handle(
     cert: Option<Arc<CertInfo>>,
     allowed: bool,
     shared: Arc<Shared>,
+    busy: Busy,
 ) -> Result<Response<ReplyBody>, NoAnswer> {
     if !allowed {
         // The TLS `verify_client` hook rejected this client.
@@ -302,35 +361,58 @@ async fn handle(
                 headers: parts.headers,
                 body: BodyStream::new(body, Some(config.read_timeout), None),
             };
-            return serve_stream(request, Arc::clone(&route.handler)).await;
+            return serve_stream(request, Arc::clone(&route.handler), busy).await;
         }
     }
 
-    let limited = Limited::new(body, config.max_message_size);
-    let body = match tokio::time::timeout(config.read_timeout, limited.collect()).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            tracing::warn!("grenache http server: body from {peer} over the size limit");
-            return Ok(plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "ERR_PAYLOAD_TOO_LARGE",
-            ));
-        }
-        Ok(Err(e)) => return Err(NoAnswer(format!("reading the body failed: {e}"))),
-        Err(_) => return Err(NoAnswer("reading the body timed out".to_string())),
+    let progress = MinProgress {
+        grace: config.read_timeout,
+        min_rate: config.min_body_rate,
     };
+    let max = config.max_message_size;
+    let (body, body_charge) = match read_body(body, max, &shared.budget, progress).await {
+        Ok(read) => read,
+        Err(BodyError::TooLarge) => {
+            tracing::warn!("grenache http server: body from {peer} over the size limit");
+            return Ok(too_large(ERR_PAYLOAD_TOO_LARGE));
+        }
+        Err(BodyError::OverBudget) => {
+            tracing::warn!("grenache http server: body from {peer} over the memory budget");
+            return Ok(too_large(ERR_MEMORY_BUDGET));
+        }
+        Err(BodyError::TooSlow) => {
+            return Err(NoAnswer("the body came too slowly".to_string()));
+        }
+        Err(BodyError::Failed(e)) => {
+            return Err(NoAnswer(format!("reading the body failed: {e}")));
+        }
+    };
+    let mut inflated_charge = None;
     let body = if compress {
-        match gunzip(&body, config.max_message_size) {
-            Ok(plain_body) => Bytes::from(plain_body),
-            Err(Gunzip::TooLarge) => {
+        // Off the async runtime: inflating a bomb up to the size limit takes a while.
+        let (compressed, budget) = (body.clone(), shared.budget.clone());
+        let inflating = tokio::task::spawn_blocking(move || {
+            let mut charge = budget.reservation();
+            inflate(&compressed, max, Some(&mut charge)).map(|plain| (plain, charge))
+        });
+        match inflating.await {
+            Ok(Ok((plain_body, charge))) => {
+                inflated_charge = Some(charge);
+                Bytes::from(plain_body)
+            }
+            Ok(Err(Gunzip::TooLarge)) => {
                 tracing::warn!("grenache http server: gzip body from {peer} over the size limit");
-                return Ok(plain(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "ERR_PAYLOAD_TOO_LARGE",
-                ));
+                return Ok(too_large(ERR_PAYLOAD_TOO_LARGE));
+            }
+            Ok(Err(Gunzip::OverBudget)) => {
+                tracing::warn!(
+                    "grenache http server: gzip body from {peer} over the memory budget"
+                );
+                return Ok(too_large(ERR_MEMORY_BUDGET));
             }
             // Node keeps the raw body when gunzip fails.
-            Err(Gunzip::Invalid) => body,
+            Ok(Err(Gunzip::Invalid)) => body,
+            Err(e) => return Err(NoAnswer(format!("gunzip failed: {e}"))),
         }
     } else {
         body
@@ -344,6 +426,8 @@ async fn handle(
             return Err(NoAnswer(format!("bad request body: {why}")));
         }
     };
+    // The bytes are parsed: what they held is given back to the budget.
+    drop((body, body_charge, inflated_charge));
     // `_gr` overrides the rid and key when its elements are truthy (Node `getRidKey`).
     let pick = |index: usize, fallback: Value| match info.as_ref().and_then(|i| i.get(index)) {
         Some(v) if js_truthy(v) => v.clone(),
@@ -381,17 +465,87 @@ async fn handle(
     Ok(full(Bytes::from(reply)))
 }
 
+/// The 413 answer with this body.
+fn too_large(body: &'static str) -> Response<ReplyBody> {
+    plain(StatusCode::PAYLOAD_TOO_LARGE, body)
+}
+
+/// Why a buffered body was not read whole.
+enum BodyError {
+    /// Over [`ServerConfig::max_message_size`].
+    TooLarge,
+    /// Over what [`ServerConfig::memory_budget`] has left.
+    OverBudget,
+    /// Below [`ServerConfig::min_body_rate`] after the grace period.
+    TooSlow,
+    /// The connection failed (closed, malformed chunking…).
+    Failed(hyper::Error),
+}
+
+/// Reads a whole body of at most `max` bytes under the minimum-progress rule, charging it
+/// to `budget` as it arrives once it is larger than [`SMALL_MESSAGE`] (not from its
+/// `content-length`: a client must send the bytes it holds the budget with).
+async fn read_body(
+    mut body: Incoming,
+    max: usize,
+    budget: &MemoryBudget,
+    progress: MinProgress,
+) -> Result<(Bytes, Reservation), BodyError> {
+    use hyper::body::Body as _;
+    if body.size_hint().lower() > u64::try_from(max).unwrap_or(u64::MAX) {
+        return Err(BodyError::TooLarge);
+    }
+    let started = Instant::now();
+    let mut charge = budget.reservation();
+    // A body in one piece (the usual case) is kept as it came; more pieces are copied into
+    // one buffer (kept as a list, tiny chunks would cost far more than their bytes).
+    let mut single: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    let mut received = 0usize;
+    loop {
+        let deadline = progress.deadline(started, received);
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(BodyError::TooSlow),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(BodyError::Failed(e)),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        // Anything but data is trailers, which Node ignores too.
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        received = received.saturating_add(chunk.len());
+        if received > max {
+            return Err(BodyError::TooLarge);
+        }
+        if received > SMALL_MESSAGE && !charge.try_grow_to(received) {
+            return Err(BodyError::OverBudget);
+        }
+        if received == chunk.len() {
+            single = Some(chunk);
+        } else {
+            if let Some(first) = single.take() {
+                joined.extend_from_slice(&first);
+            }
+            joined.extend_from_slice(&chunk);
+        }
+    }
+    Ok((single.unwrap_or_else(|| joined.freeze()), charge))
+}
+
 /// Runs a stream handler in its own task (it keeps reading the request body while hyper
 /// writes its response) and answers with the response head it starts.
 async fn serve_stream(
     request: StreamRequest,
     handler: Arc<dyn StreamHandler>,
+    busy: Busy,
 ) -> Result<Response<ReplyBody>, NoAnswer> {
     let peer = request.meta.remote;
     let (head_tx, head_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
     let responder = StreamResponder::new(head_tx, done_rx, request.meta.compress);
     let task = tokio::spawn(async move {
+        let _busy = busy;
         let ok = match AssertUnwindSafe(handler.handle(request, responder))
             .catch_unwind()
             .await
@@ -767,6 +921,31 @@ mod tests {
         assert_eq!(&packed[..3], &[0x1f, 0x8b, 0x08]);
         assert_eq!(packed[9], 3, "OS byte as Node's zlib");
         assert_eq!(gunzip(&packed, 100).unwrap(), b"[\"r\",null,1]");
+    }
+
+    #[test]
+    fn inflating_is_charged_and_stops_at_the_budget() {
+        let bomb = gzip(&vec![0u8; 4 << 20]).unwrap();
+        let budget = MemoryBudget::new(1 << 20);
+        let mut charge = budget.reservation();
+        assert_eq!(
+            inflate(&bomb, 100 << 20, Some(&mut charge)),
+            Err(Gunzip::OverBudget)
+        );
+        assert!(budget.used() <= 1 << 20);
+        drop(charge);
+        let small = gzip(&vec![1u8; SMALL_MESSAGE]).unwrap();
+        let mut charge = budget.reservation();
+        let _full = budget.try_reserve(1 << 20).unwrap();
+        assert_eq!(
+            inflate(&small, 100 << 20, Some(&mut charge)).map(|v| v.len()),
+            Ok(SMALL_MESSAGE),
+            "small bodies are not charged, so they pass when the budget is spent"
+        );
+        let packed = gzip(&vec![2u8; 200 << 10]).unwrap();
+        let mut charge = MemoryBudget::new(1 << 20).reservation();
+        assert!(inflate(&packed, 100 << 20, Some(&mut charge)).is_ok());
+        assert_eq!(charge.bytes(), 200 << 10);
     }
 
     #[test]

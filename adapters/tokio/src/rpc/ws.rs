@@ -7,35 +7,46 @@
 //!   permessage-deflate and negotiates no subprotocol (either would crash a Node client).
 //! * The server never answers an unparseable or non-array message (as Node); it logs a line
 //!   and goes on with the connection. A message over the size limit closes the connection.
+//! * Against hostile clients (see [`ServerConfig`]): at most `max_connections_per_ip`
+//!   connections per client IP; the upgrade must arrive within `read_timeout`; a connection
+//!   quiet for `idle_timeout` is pinged and closed (1001) if still silent after as long again;
+//!   a message larger than [`SMALL_MESSAGE`] is charged to the worker's `memory_budget` as its
+//!   frame headers arrive, and closes the connection (1009) when the budget cannot hold it; a
+//!   message arriving slower than `min_body_rate` after `read_timeout` closes it (1008).
 //!
 //! Differences from Node, on purpose: timeouts are exact (Node checks every 10 s); requests
 //! in flight when a connection closes fail at once with `ERR_TRANSPORT_CLOSE` (Node lets them
 //! time out); an unreachable worker is an `ERR_REQUEST_GENERIC` error (it crashes Node).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::{
     decode_reply, decode_request, encode_reply, encode_request, key_text, lookup_before, pick_dest,
-    Accepted, Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared, IDLE_TIMEOUT,
+    Accepted, Activity, Busy, Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared,
+    IDLE_TIMEOUT, SMALL_MESSAGE,
 };
+use crate::limits::{MemoryBudget, MinProgress, Reservation};
 use crate::link::{Link, LinkError};
 use crate::tls::{CertInfo, TlsClientConfig};
 use crate::{lock, new_rid};
@@ -99,6 +110,13 @@ impl PeerRpcServer {
 
     super::listening_methods!("worker", core.listening);
 
+    /// Bytes of large requests buffered now by all connections, charged to
+    /// [`ServerConfig::memory_budget`] (requests up to [`super::SMALL_MESSAGE`] are not
+    /// counted).
+    pub fn buffered_bytes(&self) -> usize {
+        self.core.buffered_bytes()
+    }
+
     /// Stops listening, closes every connection and stops the announcers. Dropping the
     /// server does the same.
     pub fn stop(&self) {
@@ -116,6 +134,7 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
         peer,
         cert,
         allowed,
+        activity,
     } = accepted;
     let config = ws_config(shared.config.max_message_size);
     // A client the TLS hook rejected gets `401 Forbidden` on its upgrade, as Node's
@@ -131,6 +150,17 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
             Err(refusal)
         }
     };
+    let progress = MinProgress {
+        grace: shared.config.read_timeout,
+        min_rate: shared.config.min_body_rate,
+    };
+    let io = Metered::new(
+        io,
+        shared.budget.clone(),
+        shared.config.max_message_size,
+        progress,
+        activity.clone(),
+    );
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(io, gate, Some(config));
     let mut ws = match tokio::time::timeout(shared.config.read_timeout, handshake).await {
         Ok(Ok(ws)) => ws,
@@ -149,22 +179,44 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
     // when the connection ends cancels those still running.
     let mut running = FuturesUnordered::new();
     let max_in_flight = shared.config.max_in_flight.max(1);
+    let mut liveness = Liveness::new(shared.config.idle_timeout);
+    // One timer for the connection's life, moved forward only when it fires early (re-arming
+    // it on every message would cost more than the message's framing).
+    let idle = tokio::time::sleep_until(liveness.deadline());
+    tokio::pin!(idle);
     loop {
         tokio::select! {
             message = ws.next(), if running.len() < max_in_flight => {
                 // This message, then every other one already read, up to the in-flight bound.
                 let mut message = message;
+                liveness.heard();
                 loop {
                     match message {
+                        // The message's charge is given back once it is parsed.
                         Some(Ok(Message::Text(text))) => {
-                            start_request(&mut running, text.as_bytes(), &shared, peer, &cert);
+                            let busy = activity.busy();
+                            start_request(&mut running, text.as_bytes(), &shared, peer, &cert, busy);
+                            ws.get_mut().delivered();
                         }
                         Some(Ok(Message::Binary(data))) => {
-                            start_request(&mut running, &data, &shared, peer, &cert);
+                            let busy = activity.busy();
+                            start_request(&mut running, &data, &shared, peer, &cert, busy);
+                            ws.get_mut().delivered();
                         }
                         Some(Ok(Message::Close(_))) | None => return,
                         // Pings are answered by tungstenite itself.
                         Some(Ok(_)) => {}
+                        Some(Err(_)) if ws.get_ref().too_slow => {
+                            close_too_slow(&mut ws, peer).await;
+                            return;
+                        }
+                        Some(Err(_)) if ws.get_ref().refused => {
+                            tracing::warn!(
+                                "grenache ws server: closing the connection from {peer}: a message over the memory budget"
+                            );
+                            close_with(&mut ws, CloseCode::Size, "ERR_MEMORY_BUDGET").await;
+                            return;
+                        }
                         Some(Err(e)) => {
                             tracing::warn!("grenache ws server: closing the connection from {peer}: {e}");
                             return;
@@ -180,6 +232,10 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
                 }
             }
             Some(frame) = running.next() => {
+                if running.len() + 1 >= max_in_flight {
+                    // Reading resumes: the time it was paused is not the client's slowness.
+                    ws.get_mut().restart_progress();
+                }
                 // This answer and every other one already done, in one write.
                 let ready = || running.next().now_or_never().flatten();
                 if let Err(e) = write_batch(&mut ws, frame, ready).await {
@@ -187,7 +243,116 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
                     break;
                 }
             }
+            () = &mut idle => {
+                if running.len() >= max_in_flight {
+                    // We stopped reading (backpressure), so silence proves nothing.
+                    liveness.heard();
+                } else if ws.get_ref().receiving() {
+                    // A message is arriving (a client cannot answer pings in the middle of a
+                    // frame): the minimum-progress rule judges it instead, here for a client
+                    // that went silent mid-message.
+                    if ws.get_ref().behind(Instant::now()) {
+                        close_too_slow(&mut ws, peer).await;
+                        break;
+                    }
+                    liveness.heard();
+                }
+                match liveness.check(Instant::now()) {
+                    Quiet::No => {}
+                    Quiet::Ping => {
+                        let ping = ws.send(Message::Ping(Default::default()));
+                        if !matches!(tokio::time::timeout(CLOSE_WAIT, ping).await, Ok(Ok(()))) {
+                            break;
+                        }
+                    }
+                    Quiet::Dead => {
+                        tracing::debug!(
+                            "grenache ws server: closing the connection from {peer}: silent, no pong"
+                        );
+                        close_with(&mut ws, CloseCode::Away, "idle").await;
+                        break;
+                    }
+                }
+                idle.as_mut().reset(liveness.deadline());
+            }
             else => break,
+        }
+    }
+}
+
+/// How long a ping or a closing frame may take to leave: a peer that does not read is
+/// dropped rather than waited for.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Sends a close frame (within [`CLOSE_WAIT`]); the caller then drops the connection.
+async fn close_with(ws: &mut WebSocketStream<Metered>, code: CloseCode, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(frame))).await;
+}
+
+/// Closes a connection whose message broke the minimum-progress rule (1008).
+async fn close_too_slow(ws: &mut WebSocketStream<Metered>, peer: SocketAddr) {
+    tracing::info!(
+        "grenache ws server: closing the connection from {peer}: a message arriving too slowly"
+    );
+    close_with(ws, CloseCode::Policy, "ERR_TOO_SLOW").await;
+}
+
+/// What a quiet connection deserves when its idle timer fires.
+#[derive(Debug, PartialEq)]
+enum Quiet {
+    /// Something arrived recently: nothing to do.
+    No,
+    /// Quiet for the idle timeout: ask for a sign of life.
+    Ping,
+    /// Quiet for the idle timeout after a ping: close.
+    Dead,
+}
+
+/// The idle rule of a server connection: ping after `idle` of silence, close after `idle`
+/// more of silence. Any frame (a request, a pong, a ping) counts as a sign of life.
+struct Liveness {
+    idle: Duration,
+    last_heard: Instant,
+    pinged: bool,
+}
+
+impl Liveness {
+    fn new(idle: Duration) -> Self {
+        Liveness {
+            // A zero timeout would ping in a busy loop.
+            idle: idle.max(Duration::from_millis(1)),
+            last_heard: Instant::now(),
+            pinged: false,
+        }
+    }
+
+    fn heard(&mut self) {
+        self.last_heard = Instant::now();
+        self.pinged = false;
+    }
+
+    /// When the timer should next fire.
+    fn deadline(&self) -> Instant {
+        let quiet = if self.pinged {
+            2 * self.idle
+        } else {
+            self.idle
+        };
+        self.last_heard + quiet
+    }
+
+    fn check(&mut self, now: Instant) -> Quiet {
+        if now < self.deadline() {
+            Quiet::No
+        } else if self.pinged {
+            Quiet::Dead
+        } else {
+            self.pinged = true;
+            Quiet::Ping
         }
     }
 }
@@ -200,6 +365,7 @@ fn start_request(
     shared: &Shared,
     peer: SocketAddr,
     cert: &Option<Arc<CertInfo>>,
+    busy: Busy,
 ) {
     let (rid, key, payload) = match decode_request(bytes) {
         Ok(request) => request,
@@ -221,6 +387,7 @@ fn start_request(
     };
     let handling = AssertUnwindSafe(shared.handler.handle(request)).catch_unwind();
     running.push(Box::pin(async move {
+        let _busy = busy;
         match handling.await {
             Ok(outcome) => encode_reply(&rid, &outcome),
             Err(_) => {
@@ -254,6 +421,301 @@ where
         ws.feed(Message::text(frame)).await?;
     }
     ws.flush().await
+}
+
+// ---------------------------------------------------------------------------------------
+// Memory budget of a server connection
+
+/// A server connection's socket as tungstenite reads it, with every data message the client
+/// announces charged to the worker's memory budget before tungstenite buffers it.
+///
+/// tungstenite keeps an unfinished message (and its fragments) in memory and does not say how
+/// much, so the bytes are watched on their way in instead: past the upgrade request, each
+/// frame header gives its payload length, which is added to the message being received (a
+/// message larger than [`SMALL_MESSAGE`] is charged in full, rounded up to a multiple of
+/// it). When the budget cannot cover a
+/// frame, the read fails before tungstenite sees it, and the worker closes the connection with
+/// code 1009. The charge of a message is given back when tungstenite hands the message out.
+struct Metered {
+    io: Box<dyn Io>,
+    scan: Scan,
+    budget: MemoryBudget,
+    /// Larger messages are tungstenite's to refuse (close 1009 as well); not charged.
+    max_message: usize,
+    /// The message being received: its size so far and its charge.
+    current_len: usize,
+    current: Reservation,
+    /// Messages whose last frame has been announced, not yet handed out (oldest first).
+    complete: VecDeque<Reservation>,
+    /// The budget refused a frame: the connection must close with 1009.
+    refused: bool,
+    /// The minimum-progress rule of messages ([`ServerConfig::min_body_rate`]).
+    progress: MinProgress,
+    /// A message broke the minimum-progress rule: the connection must close with 1008.
+    too_slow: bool,
+    /// When the message being received started, and how many of its payload bytes have
+    /// arrived since.
+    message_started: Option<Instant>,
+    /// The connection's activity, busy while a message arrives.
+    activity: Activity,
+    receiving: Option<Busy>,
+    message_received: usize,
+}
+
+/// Where the incoming bytes are.
+enum Scan {
+    /// In the HTTP upgrade request; `matched` bytes of its final `\r\n\r\n` seen.
+    Head { matched: usize },
+    /// In a frame header; `len` bytes of it so far.
+    Header {
+        bytes: [u8; MAX_FRAME_HEADER],
+        len: usize,
+    },
+    /// In a frame payload; `left` bytes to go, of a data frame (`data`) that ends its
+    /// message (`fin`) or not.
+    Payload { left: u64, data: bool, fin: bool },
+}
+
+/// Longest frame header: 2 bytes, an 8-byte length and a 4-byte mask.
+const MAX_FRAME_HEADER: usize = 14;
+
+impl Metered {
+    fn new(
+        io: Box<dyn Io>,
+        budget: MemoryBudget,
+        max_message: usize,
+        progress: MinProgress,
+        activity: Activity,
+    ) -> Self {
+        Metered {
+            io,
+            scan: Scan::Head { matched: 0 },
+            current_len: 0,
+            current: budget.reservation(),
+            budget,
+            max_message,
+            complete: VecDeque::new(),
+            refused: false,
+            progress,
+            too_slow: false,
+            activity,
+            receiving: None,
+            message_started: None,
+            message_received: 0,
+        }
+    }
+
+    /// Whether a message is being received.
+    fn receiving(&self) -> bool {
+        self.message_started.is_some()
+    }
+
+    /// Whether the message being received is behind the minimum-progress rule.
+    fn behind(&self, now: Instant) -> bool {
+        self.message_started
+            .is_some_and(|started| self.progress.deadline(started, self.message_received) <= now)
+    }
+
+    /// Starts the minimum-progress clock of the message being received afresh (while the
+    /// worker itself stops reading, the client cannot be blamed for slowness).
+    fn restart_progress(&mut self) {
+        if self.message_started.is_some() {
+            self.message_started = Some(Instant::now());
+            self.message_received = 0;
+        }
+    }
+
+    /// A data message was handed out: its charge goes back to the budget.
+    fn delivered(&mut self) {
+        self.complete.pop_front();
+    }
+
+    /// Follows `data` through the stream; `false` when the budget refuses a frame.
+    fn scan(&mut self, mut data: &[u8]) -> bool {
+        while let Some((&byte, rest)) = data.split_first() {
+            match &mut self.scan {
+                Scan::Head { matched } => {
+                    *matched = match (*matched, byte) {
+                        (0 | 2, b'\r') => *matched + 1,
+                        (1 | 3, b'\n') => *matched + 1,
+                        (_, b'\r') => 1,
+                        _ => 0,
+                    };
+                    if *matched == 4 {
+                        self.scan = Scan::Header {
+                            bytes: [0; MAX_FRAME_HEADER],
+                            len: 0,
+                        };
+                    }
+                    data = rest;
+                }
+                Scan::Header { bytes, len } => {
+                    if let Some(slot) = bytes.get_mut(*len) {
+                        *slot = byte;
+                    }
+                    *len += 1;
+                    data = rest;
+                    let header = bytes.get(..*len).and_then(frame_header);
+                    if let Some((opcode, fin, payload)) = header {
+                        if !self.frame(opcode, fin, payload) {
+                            return false;
+                        }
+                        let data = opcode & 0x8 == 0;
+                        if data && self.message_started.is_none() {
+                            self.message_started = Some(Instant::now());
+                            self.message_received = 0;
+                            self.receiving = Some(self.activity.busy());
+                        }
+                        self.scan = Scan::Payload {
+                            left: payload,
+                            data,
+                            fin,
+                        };
+                        self.end_of_payload();
+                    }
+                }
+                Scan::Payload {
+                    left,
+                    data: in_data,
+                    ..
+                } => {
+                    let available = u64::try_from(data.len()).unwrap_or(u64::MAX);
+                    let skip = (*left).min(available);
+                    *left -= skip;
+                    // `skip` is at most `data.len()`.
+                    let skipped = usize::try_from(skip).unwrap_or(0);
+                    if *in_data {
+                        self.message_received = self.message_received.saturating_add(skipped);
+                    }
+                    data = data.get(skipped..).unwrap_or(&[]);
+                    self.end_of_payload();
+                }
+            }
+        }
+        true
+    }
+
+    /// Past the end of a payload, the next frame header begins (and the message ends with
+    /// the last byte of its final frame).
+    fn end_of_payload(&mut self) {
+        if let Scan::Payload { left: 0, data, fin } = self.scan {
+            if data && fin {
+                self.message_started = None;
+                self.receiving = None;
+            }
+            self.scan = Scan::Header {
+                bytes: [0; MAX_FRAME_HEADER],
+                len: 0,
+            };
+        }
+    }
+
+    /// Charges a data frame's payload to the message it belongs to.
+    fn frame(&mut self, opcode: u8, fin: bool, payload: u64) -> bool {
+        if opcode & 0x8 != 0 {
+            // Control frames: at most 125 bytes, not part of a message.
+            return true;
+        }
+        let payload = usize::try_from(payload).unwrap_or(usize::MAX);
+        self.current_len = self.current_len.saturating_add(payload);
+        // Charged in steps of SMALL_MESSAGE, so that the small last fragments of a large
+        // message seldom need more than it already holds.
+        let charge = self
+            .current_len
+            .div_ceil(SMALL_MESSAGE)
+            .saturating_mul(SMALL_MESSAGE);
+        if self.current_len > SMALL_MESSAGE
+            && self.current_len <= self.max_message
+            && !self.current.try_grow_to(charge)
+        {
+            self.refused = true;
+            return false;
+        }
+        if fin {
+            let charge = std::mem::replace(&mut self.current, self.budget.reservation());
+            self.complete.push_back(charge);
+            self.current_len = 0;
+        }
+        true
+    }
+}
+
+/// `(opcode, fin, payload length)` once `bytes` is a whole frame header, else `None`.
+fn frame_header(bytes: &[u8]) -> Option<(u8, bool, u64)> {
+    let (&first, rest) = bytes.split_first()?;
+    let (&second, rest) = rest.split_first()?;
+    let extended = match second & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let mask = if second & 0x80 != 0 { 4 } else { 0 };
+    if rest.len() < extended + mask {
+        return None;
+    }
+    let payload = match extended {
+        0 => u64::from(second & 0x7f),
+        n => rest
+            .get(..n)?
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)),
+    };
+    Some((first & 0x0f, first & 0x80 != 0, payload))
+}
+
+impl AsyncRead for Metered {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
+        let this = &mut *self;
+        if !this.scan(buf.filled().get(before..).unwrap_or(&[])) {
+            return Poll::Ready(Err(io::Error::other("the memory budget is spent")));
+        }
+        // Checked as bytes arrive (these included): a client that sends nothing at all is the
+        // idle rule's.
+        if this.receiving() && this.behind(Instant::now()) {
+            this.too_slow = true;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "a message arriving too slowly",
+            )));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Metered {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -669,5 +1131,109 @@ fn deliver(pending: &Mutex<Pending>, bytes: &[u8], dest: &str) {
         None => tracing::debug!(
             "grenache ws client: ignoring an answer from {dest} for unknown request {rid}"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked client frame header (mask bytes zero).
+    fn header(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
+        let first = if fin { 0x80 } else { 0 } | opcode;
+        let mut bytes = match len {
+            0..=125 => vec![first, 0x80 | len as u8],
+            126..=0xffff => {
+                let mut h = vec![first, 0x80 | 126];
+                h.extend_from_slice(&(len as u16).to_be_bytes());
+                h
+            }
+            _ => {
+                let mut h = vec![first, 0x80 | 127];
+                h.extend_from_slice(&(len as u64).to_be_bytes());
+                h
+            }
+        };
+        bytes.extend_from_slice(&[0; 4]);
+        bytes
+    }
+
+    fn metered(budget: &MemoryBudget) -> Metered {
+        let progress = MinProgress {
+            grace: Duration::from_secs(30),
+            min_rate: 0,
+        };
+        Metered::new(
+            Box::new(tokio::io::empty()),
+            budget.clone(),
+            100 << 20,
+            progress,
+            Activity::default(),
+        )
+    }
+
+    #[test]
+    fn frame_headers_of_every_length_form() {
+        assert_eq!(frame_header(&header(true, 1, 5)), Some((1, true, 5)));
+        assert_eq!(frame_header(&header(false, 2, 300)), Some((2, false, 300)));
+        assert_eq!(
+            frame_header(&header(true, 0, 1 << 20)),
+            Some((0, true, 1 << 20))
+        );
+        // Incomplete: the mask or the extended length is missing.
+        assert_eq!(frame_header(&header(true, 1, 5)[..5]), None);
+        assert_eq!(frame_header(&header(true, 1, 1 << 20)[..9]), None);
+        assert_eq!(frame_header(&[0x81]), None);
+    }
+
+    #[test]
+    fn large_messages_are_charged_from_their_headers_until_handed_out() {
+        let budget = MemoryBudget::new(1 << 20);
+        let mut io = metered(&budget);
+        let mut stream = b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        // A small message (not charged), a ping, then 300 KiB in two fragments.
+        stream.extend(header(true, 1, 10));
+        stream.extend([b'x'; 10]);
+        stream.extend(header(true, 9, 0));
+        stream.extend(header(false, 2, 200 << 10));
+        // Fed byte by byte: headers split across reads are followed too.
+        for byte in &stream {
+            assert!(io.scan(std::slice::from_ref(byte)));
+        }
+        assert_eq!(budget.used(), 256 << 10, "200 KiB, in 64 KiB steps");
+        assert!(io.scan(&vec![0; 200 << 10]));
+        assert!(io.scan(&header(true, 0, 100 << 10)));
+        assert_eq!(budget.used(), 320 << 10);
+        assert_eq!(io.complete.len(), 2);
+        io.delivered();
+        assert_eq!(budget.used(), 320 << 10, "the small message held nothing");
+        io.delivered();
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_frame_over_the_budget_is_refused_before_its_payload() {
+        let budget = MemoryBudget::new(1 << 20);
+        let _other = budget.try_reserve(900 << 10).unwrap();
+        let mut io = metered(&budget);
+        assert!(io.scan(b"GET / HTTP/1.1\r\n\r\n"));
+        assert!(!io.scan(&header(true, 2, 200 << 10)));
+        assert!(io.refused);
+        assert_eq!(budget.used(), 900 << 10);
+    }
+
+    #[test]
+    fn liveness_pings_then_gives_up() {
+        let idle = Duration::from_secs(10);
+        let mut live = Liveness::new(idle);
+        let start = live.last_heard;
+        assert_eq!(live.check(start + idle / 2), Quiet::No);
+        assert_eq!(live.check(start + idle), Quiet::Ping);
+        assert_eq!(live.deadline(), start + 2 * idle);
+        assert_eq!(live.check(start + idle + idle / 2), Quiet::No);
+        assert_eq!(live.check(start + 2 * idle), Quiet::Dead);
+        live.heard();
+        assert!(!live.pinged);
+        assert!(live.deadline() >= start + idle);
     }
 }
