@@ -34,6 +34,16 @@ pub fn client_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// What one client is counted as by the connection shares: its IPv4 address ([`client_ip`]),
+/// or the /64 of its IPv6 address (one host commonly owns a whole /64, so counting single
+/// IPv6 addresses would give it millions of shares).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match client_ip(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
+        v4 => v4,
+    }
+}
+
 /// Connection caps of one server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionLimits {
@@ -105,9 +115,10 @@ impl ConnectionTable {
         }
     }
 
-    /// Takes a slot for a connection from `ip`, released when the permit is dropped.
+    /// Takes a slot for a connection from `ip` (counted as its [`client_key`]), released when
+    /// the permit is dropped.
     pub fn try_acquire(&self, ip: IpAddr) -> Result<ConnectionPermit, Refused> {
-        let ip = client_ip(ip);
+        let ip = client_key(ip);
         let mut counts = lock(&self.counts);
         if counts.total >= counts.limits.total {
             return Err(Refused::Full);
@@ -136,11 +147,11 @@ impl ConnectionTable {
         lock(&self.counts).total
     }
 
-    /// Open connections from `ip`.
+    /// Open connections from `ip`'s client ([`client_key`]).
     pub fn of(&self, ip: IpAddr) -> usize {
         lock(&self.counts)
             .per_ip
-            .get(&client_ip(ip))
+            .get(&client_key(ip))
             .copied()
             .unwrap_or(0)
     }
@@ -154,7 +165,7 @@ pub struct ConnectionPermit {
 }
 
 impl ConnectionPermit {
-    /// The client IP the slot is counted for.
+    /// The client the slot is counted for ([`client_key`]).
     pub fn ip(&self) -> IpAddr {
         self.ip
     }
@@ -481,6 +492,10 @@ mod tests {
         );
         let _b = table.try_acquire(ip("127.0.0.1")).unwrap();
         assert_eq!(table.of(ip("127.0.0.2")), 2);
+        // One IPv6 /64 is one client.
+        let _v6 = table.try_acquire(ip("2001:db8::1")).unwrap();
+        assert_eq!(table.of(ip("2001:db8::ffff:2")), 1);
+        drop(_v6);
         drop(a1);
         assert_eq!(table.of(ip("127.0.0.2")), 1);
         let _a3 = table.try_acquire(ip("127.0.0.2")).unwrap();
@@ -491,6 +506,14 @@ mod tests {
             Refused::Full
         );
         assert_eq!(table.total(), 4);
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        assert_eq!(client_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(client_key(ip("2001:db8:1:2:ffff::9")), ip("2001:db8:1:2::"));
+        assert_ne!(client_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
+        assert_eq!(client_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
     }
 
     #[test]

@@ -17,8 +17,10 @@ use super::coalesce::LookupCoalescer;
 use super::config::{DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TABLES, DEFAULT_PEER_MAX_AGE};
 use super::conn;
 use super::dht::GrapeDht;
-use super::fair::{share_key, Connections};
-use crate::limits::{client_ip, AllowList, ConnectionLimits, ConnectionTable, MinProgress};
+use super::fair::Connections;
+use crate::limits::{
+    client_ip, client_key, AllowList, ConnectionLimits, ConnectionTable, MinProgress,
+};
 
 /// Default cap on simultaneous connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -215,7 +217,7 @@ pub async fn serve_api<D: GrapeDht>(
         closing: closing_rx,
     });
     let permits = Arc::new(Semaphore::new(max_connections));
-    // The cap per client (`fair::share_key`), connections waiting for a slot included. The
+    // The cap per client (`limits::client_key`), connections waiting for a slot included. The
     // semaphore above caps the connections being served, `waiting` those waiting for a free
     // slot, and each served one can be displaced once (its newcomer waits for its slot); so
     // the table's own total cap never refuses one.
@@ -251,7 +253,7 @@ pub async fn serve_api<D: GrapeDht>(
             continue;
         }
         // Counted from accept on, waiting for a slot included.
-        let key = share_key(ip);
+        let key = client_key(ip);
         let ip_permit = match per_ip.try_acquire(key) {
             Ok(ip_permit) => ip_permit,
             Err(refused) => {

@@ -8,33 +8,21 @@
 //! slot to the newcomer, provided that client has at least two connections more than the
 //! newcomer's: after the move the heaviest still has at least as many as the newcomer, so two
 //! clients never take turns displacing each other. The slot is handed over directly, so that
-//! connections waiting for a slot cannot take it first. Clients are counted by [`share_key`]:
-//! an IPv6 client by its /64 (one host commonly owns a whole /64).
+//! connections waiting for a slot cannot take it first. Clients are counted by
+//! [`crate::limits::client_key`]: an IPv6 client by its /64 (one host commonly owns a whole /64).
 //!
 //! [`ApiConfig::max_connections_per_ip`]: super::ApiConfig::max_connections_per_ip
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
 
-/// What a client's connections are counted under: an IPv4 address as is (IPv4-mapped IPv6
-/// addresses are IPv4 already, `limits::client_ip`), an IPv6 address by its /64 prefix.
-pub(super) fn share_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !(u128::MAX >> 64);
-            IpAddr::V6(Ipv6Addr::from(prefix))
-        }
-        v4 => v4,
-    }
-}
-
 /// One open connection, as the displacement rule sees it.
 pub(super) struct Slot {
-    /// The client's [`share_key`].
+    /// The client's [`crate::limits::client_key`].
     key: IpAddr,
     /// Waiting for a request head (nothing being served): may be displaced.
     idle: AtomicBool,
@@ -119,7 +107,7 @@ impl Connections {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers a connection of the client `key` (a [`share_key`]).
+    /// Registers a connection of the client `key` (a [`crate::limits::client_key`]).
     pub(super) fn register(self: &Arc<Self>, key: IpAddr) -> Registration {
         let id = {
             let mut next = self.next_id.lock().unwrap_or_else(PoisonError::into_inner);
@@ -140,7 +128,7 @@ impl Connections {
         }
     }
 
-    /// With every slot taken and a newcomer from `newcomer` (a [`share_key`]) waiting: asks
+    /// With every slot taken and a newcomer from `newcomer` (a [`crate::limits::client_key`]) waiting: asks
     /// an idle connection of the client with the most connections to close, if that client
     /// has at least two more than the newcomer. When one was asked, its slot permit arrives on
     /// the returned channel. Walks every open connection: it only runs when the API is full.
@@ -182,14 +170,6 @@ mod tests {
     fn ip(s: &str) -> IpAddr {
         s.parse()
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
-    }
-
-    #[test]
-    fn ipv6_clients_count_by_their_64() {
-        assert_eq!(share_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
-        assert_eq!(share_key(ip("2001:db8:1:2:ffff::9")), ip("2001:db8:1:2::"));
-        assert_ne!(share_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
-        assert_eq!(share_key(ip("10.0.0.1")), ip("10.0.0.1"));
     }
 
     #[test]

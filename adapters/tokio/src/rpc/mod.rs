@@ -40,7 +40,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{Instant, Sleep};
 
-use crate::limits::{client_ip, ConnectionLimits, ConnectionTable, MemoryBudget, Refused};
+use crate::limits::{client_key, ConnectionLimits, ConnectionTable, MemoryBudget, Refused};
 use crate::link::{Link, LinkError};
 use crate::tls::{CertInfo, TlsServerConfig};
 use crate::{js_string, js_truthy, lock};
@@ -742,7 +742,7 @@ impl OpenConnections {
 fn make_room(waiting: &mut VecDeque<(TcpStream, SocketAddr)>, ip: IpAddr) -> bool {
     let mut counts: HashMap<IpAddr, usize> = HashMap::new();
     for (_, peer) in waiting.iter() {
-        *counts.entry(client_ip(peer.ip())).or_default() += 1;
+        *counts.entry(client_key(peer.ip())).or_default() += 1;
     }
     let theirs = counts.get(&ip).copied().unwrap_or(0);
     let Some((&heaviest, &most)) = counts.iter().max_by_key(|(_, n)| **n) else {
@@ -753,7 +753,7 @@ fn make_room(waiting: &mut VecDeque<(TcpStream, SocketAddr)>, ip: IpAddr) -> boo
     }
     let oldest = waiting
         .iter()
-        .position(|(_, peer)| client_ip(peer.ip()) == heaviest);
+        .position(|(_, peer)| client_key(peer.ip()) == heaviest);
     oldest.and_then(|i| waiting.remove(i)).is_some()
 }
 
@@ -795,7 +795,7 @@ pub(crate) async fn accept_bounded<F>(
                     serving.await;
                     drop(permit);
                 });
-                open.add(client_ip(peer.ip()), activity, abort);
+                open.add(client_key(peer.ip()), activity, abort);
                 None
             }
             Err(Refused::PerIp) => {
@@ -815,7 +815,7 @@ pub(crate) async fn accept_bounded<F>(
                     let Some(full) = start(stream, peer, &mut connections, &mut open) else {
                         continue;
                     };
-                    let ip = client_ip(peer.ip());
+                    let ip = client_key(peer.ip());
                     if open.displace_for(ip) {
                         tracing::info!(
                             "{what}: full; closing an idle connection of the busiest client for {peer}"
