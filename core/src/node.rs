@@ -55,7 +55,7 @@ use crate::id::{NodeId, ID_LEN};
 use crate::krpc::{self, Message, MutablePut, Query, Response, Signed};
 use crate::lookup::{Lookup, LookupAction, LookupConfig, ResponseOutcome, MAX_TARGET_LEN};
 use crate::rng::Rng;
-use crate::store::AnnounceStore;
+use crate::store::{AnnounceStore, Source, StoreError};
 use crate::table::{Entry, InsertOutcome, RoutingTable, K};
 use crate::time::{earliest, Duration, Instant};
 use crate::token::TokenIssuer;
@@ -596,9 +596,13 @@ impl<
         }
         if let Some(host) = self.config.host {
             // With `-b`, bittorrent-dht stores the announcer itself locally (§3.2 step 2).
-            let _ = self
-                .store
-                .announce(now, name, PeerAddr::new(host, port), self.config.peer_ttl);
+            let _ = self.store.announce(
+                now,
+                name,
+                PeerAddr::new(host, port),
+                self.config.peer_ttl,
+                Source::Local,
+            );
         }
         Ok(op)
     }
@@ -615,15 +619,17 @@ impl<
             o.port = port;
         }
         if let Some(host) = self.config.host {
-            self.store.remove(name, PeerAddr::new(host, port));
+            self.store
+                .remove(name, PeerAddr::new(host, port), Source::Local);
         }
         Ok(op)
     }
 
     /// Removes `addr` from this node's own store for `name` (what a local `/unannounce`
-    /// does before the network part); `true` if it was there.
+    /// does before the network part); `true` if it was there, stored by this node itself (an
+    /// entry a remote host announced is that host's to remove).
     pub fn remove_local(&mut self, name: &[u8], addr: PeerAddr) -> bool {
-        self.store.remove(name, addr)
+        self.store.remove(name, addr, Source::Local)
     }
 
     /// Starts an immutable put of `raw_v` (a complete bencoded value, at most 1000 bytes):
@@ -884,16 +890,22 @@ impl<
                     return krpc::encode_known_error(reply, t, &krpc::ANNOUNCE_PEER_BAD_TOKEN).ok();
                 }
                 let peer = PeerAddr::new(from.ip, port);
+                // The entry belongs to the host the query came from: it alone may refresh or
+                // remove it, and a flood from it evicts its own entries first.
+                let source = Source::Remote(from.ip);
                 if unannounce {
-                    self.store.remove(name, peer);
-                } else if self
-                    .store
-                    .announce(now, name, peer, self.config.peer_ttl)
-                    .is_err()
+                    self.store.remove(name, peer, source);
+                } else if let Err(e) =
+                    self.store
+                        .announce(now, name, peer, self.config.peer_ttl, source)
                 {
                     // An empty or over-long name: nothing stored, no answer (Node would
-                    // store it, but no client can look such a name up through us).
-                    return None;
+                    // store it, but no client can look such a name up through us). An entry
+                    // declined for fairness (store full, another source's entry) is answered
+                    // like a stored one, as the reference answers every valid announce.
+                    if !matches!(e, StoreError::NotOwner | StoreError::Full) {
+                        return None;
+                    }
                 }
                 krpc::encode_response_id(reply, t, &own)
             }
