@@ -92,6 +92,8 @@ pub struct NodeConfig {
     /// The address given with `-b`: when set, an announce also stores `host:port` in this
     /// node's own store, as bittorrent-dht does (`dht:406-413`).
     pub host: Option<[u8; 4]>,
+    /// BEP 44 items kept at most (`--dht_maxValues`); capped at the node's `ITEMS`.
+    pub max_items: usize,
 }
 
 impl NodeConfig {
@@ -102,6 +104,7 @@ impl NodeConfig {
         node_liveness: Duration::from_secs(5 * 60),
         maintenance_interval: Duration::from_secs(60),
         host: None,
+        max_items: usize::MAX,
     };
 }
 
@@ -488,7 +491,7 @@ impl<
             rng,
             table: RoutingTable::new(id),
             store,
-            items: ItemStore::new(),
+            items: ItemStore::with_limit(config.max_items),
             tokens,
             bootstrap: [PeerAddr::new([0; 4], 0); MAX_BOOTSTRAP],
             bootstrap_len: 0,
@@ -642,7 +645,7 @@ impl<
         let key = bep44::immutable_key(raw_v);
         // Stored locally first, as bittorrent-dht does (`dht:315`), so that it stays gettable
         // from here even when no remote node takes it. A zero-capacity store just refuses.
-        let _ = self.items.put_immutable(raw_v);
+        let _ = self.items.put_immutable(raw_v, Source::Local);
         let op = self.start(now, Kind::Put, &key)?;
         if let Some(o) = self.slot_of(op).and_then(|i| self.ops.get_mut(i)) {
             o.key = key;
@@ -944,6 +947,7 @@ impl<
                 if !self.tokens.verify(from.ip, token) {
                     return krpc::encode_known_error(reply, t, &krpc::PUT_BAD_TOKEN).ok();
                 }
+                // The item is stored on behalf of the host the put came from (see `bep44`).
                 let result = if p.is_mutable() {
                     match (
                         p.k.and_then(|k| <&[u8; bep44::PUBLIC_KEY_LEN]>::try_from(k).ok()),
@@ -961,6 +965,7 @@ impl<
                                     sig,
                                     v.raw,
                                     p.cas,
+                                    Source::Remote(from.ip),
                                 )
                             }
                         }
@@ -968,7 +973,7 @@ impl<
                         _ => Err(PutError::BadSignature),
                     }
                 } else {
-                    self.items.put_immutable(v.raw)
+                    self.items.put_immutable(v.raw, Source::Remote(from.ip))
                 };
                 match result {
                     Ok(_) => krpc::encode_response_id(reply, t, &own),
