@@ -209,21 +209,23 @@ fn dht_max_values_bounds_the_items_the_grape_keeps() {
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let dht_port = udp.local_addr().unwrap().port();
     drop(udp);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_grape"))
-        .args([
-            "-b",
-            "127.0.0.1",
-            "--dp",
-            &dht_port.to_string(),
-            "--aph",
-            &api_port,
-            "--bn",
-            "",
-            "--dht_maxValues",
-            "3",
-        ])
-        .spawn()
-        .unwrap();
+    let _child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_grape"))
+            .args([
+                "-b",
+                "127.0.0.1",
+                "--dp",
+                &dht_port.to_string(),
+                "--aph",
+                &api_port,
+                "--bn",
+                "",
+                "--dht_maxValues",
+                "3",
+            ])
+            .spawn()
+            .unwrap(),
+    );
     let grape_addr: std::net::SocketAddr = format!("127.0.0.1:{dht_port}").parse().unwrap();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
@@ -266,6 +268,15 @@ fn dht_max_values_bounds_the_items_the_grape_keeps() {
         let r = krpc_call(&socket, grape_addr, &q[..n], &mut buf);
         assert_eq!(r.v.is_some(), i >= 2, "item {i}");
     }
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// A child process killed on drop, also when the test fails (it holds the test's output
+/// pipes: a leaked one would keep `cargo test` waiting).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
