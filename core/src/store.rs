@@ -79,9 +79,9 @@
 //!
 //! # Memory
 //!
-//! About `NAMES × 150 + PEERS × 100` bytes (the per-source table, its buckets and the count
-//! lists take about 48 of the 100 bytes per entry): about 2.5 MB for the host's 10,240 names and
-//! entries.
+//! About `NAMES × 156 + PEERS × 108` bytes (the per-source table, its buckets, the count lists
+//! and the source links of each entry take 56 of the 108 bytes per entry): about 2.7 MB for the
+//! host's 10,240 names and entries (1.6 MB before sources were tracked).
 
 use crate::addr::PeerAddr;
 use crate::rng::Rng;
@@ -281,7 +281,7 @@ impl SrcSlot {
 /// `PEERS` must be below `u32::MAX`; a store with a zero capacity refuses every announce with
 /// [`StoreError::NoCapacity`].
 ///
-/// The value is large (about `NAMES × 150 + PEERS × 100` bytes) and needs no initialisation
+/// The value is large (about `NAMES × 156 + PEERS × 108` bytes) and needs no initialisation
 /// at run time: [`AnnounceStore::new`] is `const`, so a board can keep it in a `static`.
 pub struct AnnounceStore<
     const NAMES: usize,
@@ -1385,6 +1385,14 @@ mod tests {
             }
             counts
         }
+    }
+
+    #[test]
+    fn memory_per_slot_is_as_documented() {
+        assert_eq!(core::mem::size_of::<PeerSlot>(), 48);
+        assert_eq!(core::mem::size_of::<HeapEntry>(), 16);
+        assert_eq!(core::mem::size_of::<SrcSlot>(), 36);
+        assert!(core::mem::size_of::<NameSlot>() <= 152);
     }
 
     #[test]
