@@ -1234,12 +1234,27 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
         assert_eq!(names.len(), self.name_count as usize);
         assert!(names.len() <= NAMES);
         assert_eq!(total, len);
-        // Sources: every entry's source is live, its list holds exactly its entries, its
-        // count is right, it is findable and in the list of its count; the largest count.
+        // Sources: every count list is well linked and holds sources of that count; every
+        // entry's source is live, in the list of its count, findable, with a list of exactly
+        // its entries; the largest count is right.
+        let mut listed: HashMap<u32, usize> = HashMap::new();
+        for (c, &first) in self.by_count.iter().enumerate() {
+            let mut up = NIL;
+            let mut si = first;
+            while si != NIL {
+                assert_eq!(self.srcs[si as usize].count as usize, c + 1);
+                assert_eq!(self.srcs[si as usize].up, up);
+                assert!(listed.insert(si, c + 1).is_none());
+                up = si;
+                si = self.srcs[si as usize].down;
+            }
+        }
+        assert_eq!(listed.len(), per_source.len());
         let mut max = 0;
         for (&si, &n) in &per_source {
             let s = &self.srcs[si as usize];
             assert_eq!(s.count as usize, n);
+            assert_eq!(listed.get(&si), Some(&n));
             assert_eq!(s.mark, 0);
             assert_eq!(self.src_find(s.source), si);
             let mut seen = 0;
@@ -1255,32 +1270,9 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
             }
             assert_eq!(s.tail, prev);
             assert_eq!(seen, n);
-            let mut in_list = false;
-            let mut up = NIL;
-            let mut c = self.by_count[n - 1];
-            while c != NIL {
-                assert_eq!(self.srcs[c as usize].count as usize, n);
-                assert_eq!(self.srcs[c as usize].up, up);
-                in_list |= c == si;
-                up = c;
-                c = self.srcs[c as usize].down;
-            }
-            assert!(in_list);
             max = max.max(n);
         }
         assert_eq!(self.max_count as usize, max);
-        let listed: usize = (0..PEERS)
-            .map(|c| {
-                let mut k = 0;
-                let mut si = self.by_count[c];
-                while si != NIL {
-                    k += 1;
-                    si = self.srcs[si as usize].down;
-                }
-                k
-            })
-            .sum();
-        assert_eq!(listed, per_source.len());
         assert_eq!(
             self.srcs.iter().filter(|s| s.count > 0).count(),
             per_source.len()
