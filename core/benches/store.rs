@@ -7,7 +7,7 @@ use criterion::{criterion_group, Criterion};
 use grenache_core::addr::PeerAddr;
 use grenache_core::bep44::ItemStore;
 use grenache_core::rng::SplitMix64;
-use grenache_core::store::AnnounceStore;
+use grenache_core::store::{AnnounceStore, Source};
 use grenache_core::token::TokenIssuer;
 use grenache_core::{Duration, Instant};
 
@@ -24,8 +24,14 @@ fn filled() -> Box<Store> {
     // 9,999 names with one peer each, and one name with 100 peers for the sampling bench.
     for i in 0..NAMES - 1 {
         let ip = (i as u32).to_be_bytes();
-        s.announce(Instant::ZERO, &name(i), PeerAddr::new(ip, 1337), ttl)
-            .unwrap();
+        s.announce(
+            Instant::ZERO,
+            &name(i),
+            PeerAddr::new(ip, 1337),
+            ttl,
+            Source::Remote(ip),
+        )
+        .unwrap();
     }
     for p in 0..100u16 {
         s.announce(
@@ -33,6 +39,7 @@ fn filled() -> Box<Store> {
             b"rest:busy",
             PeerAddr::new([10, 0, 0, 1], 2000 + p),
             ttl,
+            Source::Remote([10, 0, 0, 1]),
         )
         .unwrap();
     }
@@ -55,44 +62,59 @@ fn store(c: &mut Criterion) {
                 black_box(&names[i]),
                 PeerAddr::new(ip, 1337),
                 ttl,
+                Source::Remote(ip),
             )
             .unwrap();
         })
     });
     let mut port = 0u16;
-    c.bench_function("store/announce new peer, per-name cap full (100)", |b| {
-        b.iter(|| {
-            port = port.wrapping_add(1).max(1);
-            now += 1;
-            s.announce(
-                Instant::from_millis(now),
-                black_box(b"rest:busy"),
-                PeerAddr::new([10, 0, 0, 2], port),
-                ttl,
-            )
-            .unwrap();
-        })
-    });
-    let mut fresh = 0u64;
-    c.bench_function("store/announce new name, store full (evicts)", |b| {
-        let mut full: Box<AnnounceStore<NAMES, NAMES, 100>> =
-            Box::new(AnnounceStore::with_hash_seed(1));
-        for i in 0..NAMES {
-            full.announce(Instant::ZERO, &name(i), PeerAddr::new([1; 4], 1), ttl)
+    c.bench_function(
+        "store/announce new peer, per-name cap full (100, four walks)",
+        |b| {
+            b.iter(|| {
+                port = port.wrapping_add(1).max(1);
+                now += 1;
+                s.announce(
+                    Instant::from_millis(now),
+                    black_box(b"rest:busy"),
+                    PeerAddr::new([10, 0, 0, 2], port),
+                    ttl,
+                    Source::Remote([10, 0, 0, 2]),
+                )
                 .unwrap();
-        }
-        b.iter(|| {
-            fresh += 1;
-            let n = format!("fresh:{fresh}");
-            full.announce(
-                Instant::ZERO,
-                black_box(n.as_bytes()),
-                PeerAddr::new([1; 4], 1),
-                ttl,
-            )
-            .unwrap();
-        })
-    });
+            })
+        },
+    );
+    let mut fresh = 0u64;
+    c.bench_function(
+        "store/announce new name, store full (evicts its own oldest)",
+        |b| {
+            let mut full: Box<AnnounceStore<NAMES, NAMES, 100>> =
+                Box::new(AnnounceStore::with_hash_seed(1));
+            for i in 0..NAMES {
+                full.announce(
+                    Instant::ZERO,
+                    &name(i),
+                    PeerAddr::new([1; 4], 1),
+                    ttl,
+                    Source::Remote([1; 4]),
+                )
+                .unwrap();
+            }
+            b.iter(|| {
+                fresh += 1;
+                let n = format!("fresh:{fresh}");
+                full.announce(
+                    Instant::ZERO,
+                    black_box(n.as_bytes()),
+                    PeerAddr::new([1; 4], 1),
+                    ttl,
+                    Source::Remote([1; 4]),
+                )
+                .unwrap();
+            })
+        },
+    );
     let mut rng = SplitMix64::new(1);
     let mut out = [PeerAddr::default(); 100];
     let t = Instant::from_millis(now);
@@ -127,7 +149,7 @@ fn bep44(c: &mut Criterion) {
     let keys: Vec<_> = (0..1000)
         .map(|i| {
             let v = format!("v{i}");
-            s.put_immutable(format!("{}:{v}", v.len()).as_bytes())
+            s.put_immutable(format!("{}:{v}", v.len()).as_bytes(), Source::Local)
                 .unwrap()
         })
         .collect();
@@ -138,16 +160,19 @@ fn bep44(c: &mut Criterion) {
             black_box(s.get(black_box(&keys[i])).map(|item| item.v.len()))
         })
     });
-    c.bench_function("bep44/put immutable 1000 B (1000 items, LRU evict)", |b| {
-        let mut v = b"1000:".to_vec();
-        v.extend([b'x'; 1000]);
-        let mut n = 0u32;
-        b.iter(|| {
-            n = n.wrapping_add(1);
-            v[5..9].copy_from_slice(&n.to_be_bytes());
-            black_box(s.put_immutable(black_box(&v)).unwrap())
-        })
-    });
+    c.bench_function(
+        "bep44/put immutable 1000 B (1000 items, evicts its own LRU)",
+        |b| {
+            let mut v = b"1000:".to_vec();
+            v.extend([b'x'; 1000]);
+            let mut n = 0u32;
+            b.iter(|| {
+                n = n.wrapping_add(1);
+                v[5..9].copy_from_slice(&n.to_be_bytes());
+                black_box(s.put_immutable(black_box(&v), Source::Local).unwrap())
+            })
+        },
+    );
 }
 
 criterion_group!(benches, store, token, bep44);

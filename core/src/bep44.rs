@@ -14,12 +14,36 @@
 //!
 //! # Bounds and eviction
 //!
-//! `ITEMS` items, each with an inline `v` of up to `VMAX` raw bytes. Like bittorrent-dht's
-//! `_values` (an LRU by count, no time expiry, `dht:20`), a new key in a full store **evicts the
-//! least recently used item**; `put` and [`ItemStore::get`] count as uses. Keys are found by a
-//! linear scan of the `ITEMS` keys (20-byte compares; `ITEMS` is small, 1000 on a host).
+//! At most `ITEMS` items (fewer with a runtime limit, [`ItemStore::with_limit`], the grape's
+//! `--dht_maxValues`), each with an inline `v` of up to `VMAX` raw bytes. Like bittorrent-dht's
+//! `_values` (an LRU by count, no time expiry, `dht:20`), there is no expiry and `put` and
+//! [`ItemStore::get`] count as uses; but the room is shared fairly between the [`Source`]s that
+//! stored the items (the IPv4 source address of a `put`, or the node itself for its own puts):
+//!
+//! * every item belongs to the source that stored it. Re-putting an immutable item (same key,
+//!   same value by construction) only marks it used: it stays its first putter's. A mutable
+//!   item's update is authorised by its signature alone (any source may relay a validly signed
+//!   higher `seq`), and the item then **belongs to the updater**: the host that sent the
+//!   current value is the one using the room (the signer's own re-put takes it back);
+//! * a new key in a full store is made room for by the source holding the **most items**, which
+//!   loses its **least recently used** one. The putter counts with its new item and ties go
+//!   against it: it replaces its own least recently used item as soon as it holds as many as
+//!   anyone else would after the put. A putter holding nothing while every source holds one
+//!   item is refused ([`PutError::Full`]).
+//!
+//! So a flood of puts from one host only ever evicts that host's items once it holds the
+//! largest share, and never leaves another source with fewer items than the flooder: with `n`
+//! sources competing, each keeps at least `limit / n` items (if it stored that many).
+//!
+//! # Cost
+//!
+//! Keys are found by a linear scan of the `ITEMS` keys (20-byte compares); per-source counts
+//! sit in a table of at most `ITEMS` sources, also scanned linearly. A `put` of a new key into
+//! a full store costs three scans of at most `ITEMS` entries (count lookup, heaviest source,
+//! its least recently used item): tens of microseconds for the host's 5000 items.
 
 use crate::bencode::{BufferFull, Encoder};
+pub use crate::store::Source;
 /// The ed25519 key type [`sign_mutable`] takes (re-exported so that callers need no direct
 /// dependency on `ed25519-dalek`).
 #[cfg(feature = "ed25519")]
@@ -68,8 +92,11 @@ pub enum PutError {
     SequenceTooLow,
     /// `v` is empty (no bencoded value at all): not answered.
     EmptyValue,
-    /// The store has `ITEMS = 0`: not answered.
+    /// The store has `ITEMS = 0` (or a limit of 0): not answered.
     NoCapacity,
+    /// The store is full, every source holds one item and the putter none: there is no fair
+    /// victim, the put is dropped (not answered).
+    Full,
 }
 
 impl PutError {
@@ -82,7 +109,10 @@ impl PutError {
             PutError::VerificationNotSupported => Some((400, "verification not supported")),
             PutError::CasMismatch => Some((301, "CAS mismatch, re-read and try again")),
             PutError::SequenceTooLow => Some((302, "sequence number less than current")),
-            PutError::BadSignature | PutError::EmptyValue | PutError::NoCapacity => None,
+            PutError::BadSignature
+            | PutError::EmptyValue
+            | PutError::NoCapacity
+            | PutError::Full => None,
         }
     }
 }
@@ -94,6 +124,7 @@ impl core::fmt::Display for PutError {
             None => f.write_str(match self {
                 PutError::BadSignature => "bad signature",
                 PutError::EmptyValue => "empty value",
+                PutError::Full => "store full, no source holds more than one item",
                 _ => "no capacity",
             }),
         }
@@ -235,6 +266,8 @@ struct Slot<const VMAX: usize> {
     seq: i64,
     sig: [u8; SIGNATURE_LEN],
     last_use: u64,
+    /// Who stored the current value.
+    source: Source,
 }
 
 impl<const VMAX: usize> Slot<VMAX> {
@@ -248,6 +281,7 @@ impl<const VMAX: usize> Slot<VMAX> {
         seq: 0,
         sig: [0; SIGNATURE_LEN],
         last_use: 0,
+        source: Source::Local,
     };
 
     fn as_ref(&self) -> ItemRef<'_> {
@@ -263,14 +297,27 @@ impl<const VMAX: usize> Slot<VMAX> {
     }
 }
 
+/// How many items one source holds.
+#[derive(Clone, Copy)]
+struct SourceCount {
+    source: Source,
+    count: usize,
+}
+
 /// A bounded BEP 44 item store (see the [module docs](self) for the rules and eviction).
 ///
-/// About `ITEMS × (VMAX + 150)` bytes; [`ItemStore::new`] is `const`.
+/// About `ITEMS × (VMAX + 180)` bytes (1.2 MB per 1000 items of the default `VMAX`);
+/// [`ItemStore::new`] is `const`.
 pub struct ItemStore<const ITEMS: usize, const VMAX: usize = DEFAULT_VMAX> {
     slots: [Slot<VMAX>; ITEMS],
     len: usize,
+    /// Items kept at most (`<= ITEMS`).
+    limit: usize,
     /// Use counter for the LRU order (one tick per put or get).
     clock: u64,
+    /// The sources holding items (`0..sources_len`), each with its count (never 0).
+    sources: [SourceCount; ITEMS],
+    sources_len: usize,
 }
 
 impl<const ITEMS: usize, const VMAX: usize> Default for ItemStore<ITEMS, VMAX> {
@@ -286,33 +333,67 @@ impl<const ITEMS: usize, const VMAX: usize> core::fmt::Debug for ItemStore<ITEMS
 }
 
 impl<const ITEMS: usize, const VMAX: usize> ItemStore<ITEMS, VMAX> {
-    /// An empty store.
+    /// An empty store that keeps up to `ITEMS` items.
     pub const fn new() -> Self {
+        Self::with_limit(ITEMS)
+    }
+
+    /// An empty store that keeps at most `limit` items (capped at `ITEMS`): the grape's
+    /// `--dht_maxValues`. A limit of 0 refuses every put.
+    pub const fn with_limit(limit: usize) -> Self {
         ItemStore {
             slots: [Slot::FREE; ITEMS],
             len: 0,
+            limit: if limit < ITEMS { limit } else { ITEMS },
             clock: 0,
+            sources: [SourceCount {
+                source: Source::Local,
+                count: 0,
+            }; ITEMS],
+            sources_len: 0,
         }
     }
 
-    /// Stores an immutable item (raw canonical bencoded `v`) and returns its key.
+    /// The most items this store keeps.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Number of items `source` holds.
+    pub fn source_len(&self, source: Source) -> usize {
+        self.source_index(source)
+            .and_then(|i| self.sources.get(i))
+            .map_or(0, |c| c.count)
+    }
+
+    /// Stores an immutable item (raw canonical bencoded `v`) on behalf of `source` and returns
+    /// its key.
     ///
     /// Storing a key that is already there only marks it used (the value is the same by
-    /// construction).
-    pub fn put_immutable(&mut self, raw_v: &[u8]) -> Result<Key, PutError> {
+    /// construction; the item stays its first putter's).
+    pub fn put_immutable(&mut self, raw_v: &[u8], source: Source) -> Result<Key, PutError> {
         self.check_v(raw_v)?;
         let key = immutable_key(raw_v);
-        let i = self.slot_for(&key)?;
-        self.write(i, key, raw_v, None);
+        if let Some(i) = self.find(&key) {
+            let tick = self.tick();
+            if let Some(slot) = self.slots.get_mut(i) {
+                slot.last_use = tick;
+            }
+            return Ok(key);
+        }
+        let i = self.slot_for(&key, source)?;
+        self.write(i, key, raw_v, None, source);
         Ok(key)
     }
 
-    /// Stores a mutable item after the checks of the [module docs](self), in bittorrent-dht's
-    /// order, and returns its key `sha1(k ‖ salt)`.
+    /// Stores a mutable item on behalf of `source` after the checks of the
+    /// [module docs](self), in bittorrent-dht's order, and returns its key `sha1(k ‖ salt)`.
+    /// An update (a valid higher `seq`) makes the item `source`'s.
     ///
     /// `salt` is `Some` when the message had a `salt` key (see [`encode_sig_data`]); `cas` is
     /// the optional expected current `seq`. A CAS is only checked against an existing item, and
     /// a new `seq` must be strictly greater than the stored one.
+    #[allow(clippy::too_many_arguments)]
     pub fn put_mutable(
         &mut self,
         k: &[u8; PUBLIC_KEY_LEN],
@@ -321,11 +402,12 @@ impl<const ITEMS: usize, const VMAX: usize> ItemStore<ITEMS, VMAX> {
         sig: &[u8; SIGNATURE_LEN],
         raw_v: &[u8],
         cas: Option<i64>,
+        source: Source,
     ) -> Result<Key, PutError> {
         self.check_v(raw_v)?;
         #[cfg(not(feature = "ed25519"))]
         {
-            let _ = (k, salt, seq, sig, cas);
+            let _ = (k, salt, seq, sig, cas, source);
             Err(PutError::VerificationNotSupported)
         }
         #[cfg(feature = "ed25519")]
@@ -336,12 +418,13 @@ impl<const ITEMS: usize, const VMAX: usize> ItemStore<ITEMS, VMAX> {
             if !verify_mutable(k, salt, seq, raw_v, sig) {
                 return Err(PutError::BadSignature);
             }
-            self.store_verified(k, salt, seq, sig, raw_v, cas)
+            self.store_verified(k, salt, seq, sig, raw_v, cas, source)
         }
     }
 
     /// The CAS/seq rules and the store, once the signature is known to be good.
     #[cfg(feature = "ed25519")]
+    #[allow(clippy::too_many_arguments)]
     fn store_verified(
         &mut self,
         k: &[u8; PUBLIC_KEY_LEN],
@@ -350,6 +433,7 @@ impl<const ITEMS: usize, const VMAX: usize> ItemStore<ITEMS, VMAX> {
         sig: &[u8; SIGNATURE_LEN],
         raw_v: &[u8],
         cas: Option<i64>,
+        source: Source,
     ) -> Result<Key, PutError> {
         let key = mutable_key(k, salt);
         if let Some(prev) = self.find(&key).and_then(|i| self.slots.get(i)) {
@@ -363,8 +447,8 @@ impl<const ITEMS: usize, const VMAX: usize> ItemStore<ITEMS, VMAX> {
                 return Err(PutError::SequenceTooLow);
             }
         }
-        let i = self.slot_for(&key)?;
-        self.write(i, key, raw_v, Some((k, seq, sig)));
+        let i = self.slot_for(&key, source)?;
+        self.write(i, key, raw_v, Some((k, seq, sig)), source);
         Ok(key)
     }
 
@@ -411,21 +495,97 @@ impl<const ITEMS: usize, const VMAX: usize> ItemStore<ITEMS, VMAX> {
         self.slots.iter().position(|s| s.used && s.key == *key)
     }
 
-    /// The slot to write `key` into: its own, a free one, or the least recently used one.
-    fn slot_for(&mut self, key: &Key) -> Result<usize, PutError> {
+    /// The slot to write `key` into: its own, a free one, or the one the fairness rule of the
+    /// [module docs](self) frees for `source` (its count is then already taken off).
+    fn slot_for(&mut self, key: &Key, source: Source) -> Result<usize, PutError> {
         if let Some(i) = self.find(key) {
             return Ok(i);
         }
-        if let Some(i) = self.slots.iter().position(|s| !s.used) {
+        if self.limit == 0 {
+            return Err(PutError::NoCapacity);
+        }
+        if self.len < self.limit {
+            let i = self
+                .slots
+                .iter()
+                .position(|s| !s.used)
+                .ok_or(PutError::NoCapacity)?;
             self.len += 1;
             return Ok(i);
         }
-        self.slots
+        let own = self.source_len(source);
+        let max = self
+            .sources_in_use()
+            .iter()
+            .map(|c| c.count)
+            .max()
+            .unwrap_or(0);
+        let loser = if own >= 1 && own + 1 >= max {
+            source
+        } else if max <= 1 {
+            // Holding nothing against sources that hold one each: nobody to take from.
+            return Err(PutError::Full);
+        } else {
+            self.sources_in_use()
+                .iter()
+                .find(|c| c.count == max)
+                .map(|c| c.source)
+                .ok_or(PutError::Full)?
+        };
+        let victim = self
+            .slots
             .iter()
             .enumerate()
+            .filter(|(_, s)| s.used && s.source == loser)
             .min_by_key(|(_, s)| s.last_use)
             .map(|(i, _)| i)
-            .ok_or(PutError::NoCapacity)
+            .ok_or(PutError::Full)?;
+        self.uncount(loser);
+        if let Some(slot) = self.slots.get_mut(victim) {
+            slot.used = false;
+        }
+        Ok(victim)
+    }
+
+    fn sources_in_use(&self) -> &[SourceCount] {
+        self.sources.get(..self.sources_len).unwrap_or(&[])
+    }
+
+    fn source_index(&self, source: Source) -> Option<usize> {
+        self.sources_in_use()
+            .iter()
+            .position(|c| c.source == source)
+    }
+
+    fn count(&mut self, source: Source) {
+        match self.source_index(source) {
+            Some(i) => {
+                if let Some(c) = self.sources.get_mut(i) {
+                    c.count += 1;
+                }
+            }
+            // There is room: a source in the table holds at least one of at most ITEMS items.
+            None => {
+                if let Some(c) = self.sources.get_mut(self.sources_len) {
+                    *c = SourceCount { source, count: 1 };
+                    self.sources_len += 1;
+                }
+            }
+        }
+    }
+
+    fn uncount(&mut self, source: Source) {
+        let Some(i) = self.source_index(source) else {
+            return;
+        };
+        let Some(c) = self.sources.get_mut(i) else {
+            return;
+        };
+        c.count = c.count.saturating_sub(1);
+        if c.count == 0 {
+            self.sources_len -= 1;
+            self.sources.swap(i, self.sources_len);
+        }
     }
 
     fn write(
@@ -434,14 +594,28 @@ impl<const ITEMS: usize, const VMAX: usize> ItemStore<ITEMS, VMAX> {
         key: Key,
         raw_v: &[u8],
         mutable: Option<(&[u8; PUBLIC_KEY_LEN], i64, &[u8; SIGNATURE_LEN])>,
+        source: Source,
     ) {
         let tick = self.tick();
+        let Some(previous) = self.slots.get(i).map(|s| s.used.then_some(s.source)) else {
+            return;
+        };
+        if raw_v.len() > VMAX {
+            return;
+        }
+        if previous != Some(source) {
+            if let Some(p) = previous {
+                self.uncount(p);
+            }
+            self.count(source);
+        }
         let Some(slot) = self.slots.get_mut(i) else {
             return;
         };
         let Some(dst) = slot.v.get_mut(..raw_v.len()) else {
             return;
         };
+        slot.source = source;
         dst.copy_from_slice(raw_v);
         slot.v_len = raw_v.len();
         slot.used = true;
@@ -470,6 +644,54 @@ mod tests {
     use proptest::prelude::*;
     use std::vec::Vec;
 
+    impl<const ITEMS: usize, const VMAX: usize> ItemStore<ITEMS, VMAX> {
+        /// A put by the node itself.
+        fn put_local(&mut self, raw_v: &[u8]) -> Result<Key, PutError> {
+            self.put_immutable(raw_v, Source::Local)
+        }
+
+        /// A mutable put by the node itself.
+        fn put_mutable_local(
+            &mut self,
+            k: &[u8; PUBLIC_KEY_LEN],
+            salt: Option<&[u8]>,
+            seq: i64,
+            sig: &[u8; SIGNATURE_LEN],
+            raw_v: &[u8],
+            cas: Option<i64>,
+        ) -> Result<Key, PutError> {
+            self.put_mutable(k, salt, seq, sig, raw_v, cas, Source::Local)
+        }
+    }
+
+    fn src(last: u8) -> Source {
+        Source::Remote([10, 0, 0, last])
+    }
+
+    /// A distinct one-byte-string value per `i`.
+    fn value(i: u32) -> Vec<u8> {
+        let v = std::format!("{i}");
+        std::format!("{}:{v}", v.len()).into_bytes()
+    }
+
+    /// The counts agree with the slots, and the store stays within its limit.
+    fn check_counts<const I: usize, const V: usize>(s: &ItemStore<I, V>) {
+        let mut total = 0;
+        for c in s.sources_in_use() {
+            assert!(c.count > 0);
+            let held = s
+                .slots
+                .iter()
+                .filter(|x| x.used && x.source == c.source)
+                .count();
+            assert_eq!(held, c.count);
+            total += c.count;
+        }
+        assert_eq!(total, s.len());
+        assert_eq!(s.slots.iter().filter(|x| x.used).count(), s.len());
+        assert!(s.len() <= s.limit());
+    }
+
     fn hex20(s: &str) -> Key {
         hex::decode(s).unwrap().try_into().unwrap()
     }
@@ -489,7 +711,7 @@ mod tests {
             hex20("f07b49d80353d8bc839cb1b2782f2eb8fc1ccdd2")
         );
         let mut s = ItemStore::<4>::new();
-        let key = s.put_immutable(b"11:hello world").unwrap();
+        let key = s.put_local(b"11:hello world").unwrap();
         assert_eq!(key, hex20("6d33adc2b6b2c14c3036feefb7fedbca1a880527"));
         let item = s.get(&key).unwrap();
         assert_eq!(item.v, b"11:hello world");
@@ -543,25 +765,25 @@ mod tests {
         let mut s = ItemStore::<2>::new();
         let mut v = Vec::from(&b"1000:"[..]);
         v.extend([b'x'; 1000]);
-        assert!(s.put_immutable(&v).is_ok());
+        assert!(s.put_local(&v).is_ok());
         let mut v = Vec::from(&b"1001:"[..]);
         v.extend([b'x'; 1001]);
-        assert_eq!(s.put_immutable(&v), Err(PutError::PayloadTooLarge));
+        assert_eq!(s.put_local(&v), Err(PutError::PayloadTooLarge));
         // A list longer than VMAX raw bytes.
         let mut l = Vec::from(&b"l"[..]);
         for _ in 0..400 {
             l.extend(b"i1e");
         }
         l.push(b'e');
-        assert_eq!(s.put_immutable(&l), Err(PutError::PayloadTooLarge));
+        assert_eq!(s.put_local(&l), Err(PutError::PayloadTooLarge));
         // A smaller store bounds raw bytes by its VMAX.
         let mut small = ItemStore::<2, 8>::new();
-        assert!(small.put_immutable(b"6:abcdef").is_ok());
+        assert!(small.put_local(b"6:abcdef").is_ok());
         assert_eq!(
-            small.put_immutable(b"7:abcdefg"),
+            small.put_local(b"7:abcdefg"),
             Err(PutError::PayloadTooLarge)
         );
-        assert_eq!(small.put_immutable(b""), Err(PutError::EmptyValue));
+        assert_eq!(small.put_local(b""), Err(PutError::EmptyValue));
         assert_eq!(
             PutError::PayloadTooLarge.krpc_error(),
             Some((205, "data payload too large"))
@@ -580,28 +802,120 @@ mod tests {
     #[test]
     fn lru_by_count_evicts_the_least_recently_used() {
         let mut s = ItemStore::<2, 16>::new();
-        let a = s.put_immutable(b"1:a").unwrap();
-        let b = s.put_immutable(b"1:b").unwrap();
+        let a = s.put_local(b"1:a").unwrap();
+        let b = s.put_local(b"1:b").unwrap();
         assert!(s.get(&a).is_some()); // a is now more recent than b
-        let c = s.put_immutable(b"1:c").unwrap();
+        let c = s.put_local(b"1:c").unwrap();
         assert_eq!(s.len(), 2);
         assert!(s.peek(&b).is_none());
         assert!(s.peek(&a).is_some() && s.peek(&c).is_some());
         // peek does not refresh: a is now the oldest use.
         assert!(s.peek(&a).is_some());
-        let d = s.put_immutable(b"1:d").unwrap();
+        let d = s.put_local(b"1:d").unwrap();
         assert!(s.peek(&a).is_none());
         assert!(s.peek(&c).is_some() && s.peek(&d).is_some());
         // Re-putting refreshes without growing.
-        s.put_immutable(b"1:c").unwrap();
-        s.put_immutable(b"1:e").unwrap();
+        s.put_local(b"1:c").unwrap();
+        s.put_local(b"1:e").unwrap();
         assert!(s.peek(&c).is_some() && s.peek(&d).is_none());
+    }
+
+    #[test]
+    fn a_flood_of_puts_evicts_the_flooders_own_items() {
+        let mut s = ItemStore::<8, 16>::new();
+        let honest: Vec<Key> = (0..3)
+            .map(|i| s.put_immutable(&value(i), src(1)).unwrap())
+            .collect();
+        for i in 100..1100 {
+            s.put_immutable(&value(i), src(66)).unwrap();
+        }
+        check_counts(&s);
+        for k in &honest {
+            assert!(s.peek(k).is_some());
+        }
+        assert_eq!((s.source_len(src(1)), s.source_len(src(66))), (3, 5));
+        // The flooder keeps its most recent items.
+        assert!(s.peek(&immutable_key(&value(1099))).is_some());
+        assert!(s.peek(&immutable_key(&value(1094))).is_none());
+    }
+
+    #[test]
+    fn a_growing_flood_pushes_a_heavy_source_down_to_an_equal_share_never_below() {
+        let mut s = ItemStore::<8, 16>::new();
+        for i in 0..6 {
+            s.put_immutable(&value(i), src(1)).unwrap();
+        }
+        for i in 100..300 {
+            s.put_immutable(&value(i), src(66)).unwrap();
+            assert!(s.source_len(src(1)) >= 4);
+        }
+        assert_eq!((s.source_len(src(1)), s.source_len(src(66))), (4, 4));
+        // The heavy source lost its least recently used items.
+        for i in 0..6 {
+            assert_eq!(s.peek(&immutable_key(&value(i))).is_some(), i >= 2, "{i}");
+        }
+        check_counts(&s);
+    }
+
+    #[test]
+    fn the_heavy_source_loses_its_least_recently_used_item() {
+        let mut s = ItemStore::<4, 16>::new();
+        let keys: Vec<Key> = (0..3)
+            .map(|i| s.put_immutable(&value(i), src(1)).unwrap())
+            .collect();
+        s.put_immutable(&value(50), src(2)).unwrap();
+        assert!(s.get(&keys[0]).is_some());
+        s.put_immutable(&value(60), src(3)).unwrap();
+        assert!(s.peek(&keys[0]).is_some());
+        assert!(s.peek(&keys[1]).is_none());
+        assert!(s.peek(&keys[2]).is_some());
+        check_counts(&s);
+    }
+
+    #[test]
+    fn a_full_store_of_single_items_refuses_a_newcomer() {
+        let mut s = ItemStore::<3, 16>::new();
+        for i in 0..3u8 {
+            s.put_immutable(&value(u32::from(i)), src(i)).unwrap();
+        }
+        assert_eq!(s.put_immutable(&value(9), src(9)), Err(PutError::Full));
+        assert_eq!(PutError::Full.krpc_error(), None);
+        assert_eq!(s.source_len(src(9)), 0);
+        // A source already there replaces its own item.
+        s.put_immutable(&value(10), src(1)).unwrap();
+        assert!(s.peek(&immutable_key(&value(1))).is_none());
+        check_counts(&s);
+    }
+
+    #[test]
+    fn a_re_put_of_an_immutable_item_keeps_its_owner() {
+        let mut s = ItemStore::<4, 16>::new();
+        let key = s.put_immutable(b"1:a", src(1)).unwrap();
+        assert_eq!(s.put_immutable(b"1:a", src(2)), Ok(key));
+        assert_eq!((s.source_len(src(1)), s.source_len(src(2))), (1, 0));
+        check_counts(&s);
+    }
+
+    #[test]
+    fn the_runtime_limit_bounds_the_store() {
+        let mut s = ItemStore::<8, 16>::with_limit(3);
+        assert_eq!(s.limit(), 3);
+        for i in 0..10 {
+            s.put_immutable(&value(i), Source::Local).unwrap();
+        }
+        assert_eq!(s.len(), 3);
+        assert!(s.peek(&immutable_key(&value(9))).is_some());
+        check_counts(&s);
+        assert_eq!(ItemStore::<8, 16>::with_limit(100).limit(), 8);
+        let mut none = ItemStore::<8, 16>::with_limit(0);
+        assert_eq!(none.put_local(b"1:a"), Err(PutError::NoCapacity));
+        assert!(none.is_empty());
     }
 
     #[test]
     fn zero_items_store_refuses() {
         let mut s = ItemStore::<0, 16>::new();
-        assert_eq!(s.put_immutable(b"1:a"), Err(PutError::NoCapacity));
+        assert_eq!(s.put_local(b"1:a"), Err(PutError::NoCapacity));
         assert_eq!(PutError::NoCapacity.krpc_error(), None);
     }
 
@@ -628,13 +942,13 @@ mod tests {
     fn mutable_put_without_verification_is_400_after_205() {
         let mut s = ItemStore::<2>::new();
         assert_eq!(
-            s.put_mutable(&[1; 32], None, 1, &[0; 64], b"1:x", None),
+            s.put_mutable_local(&[1; 32], None, 1, &[0; 64], b"1:x", None),
             Err(PutError::VerificationNotSupported)
         );
         let mut v = Vec::from(&b"1001:"[..]);
         v.extend([b'x'; 1001]);
         assert_eq!(
-            s.put_mutable(&[1; 32], None, 1, &[0; 64], &v, None),
+            s.put_mutable_local(&[1; 32], None, 1, &[0; 64], &v, None),
             Err(PutError::PayloadTooLarge)
         );
         assert!(s.is_empty());
@@ -662,7 +976,7 @@ mod tests {
             cas: Option<i64>,
         ) -> Result<Key, PutError> {
             let sig = sign_mutable(sk, salt, seq, v).unwrap();
-            s.put_mutable(&sk.verifying_key().to_bytes(), salt, seq, &sig, v, cas)
+            s.put_mutable_local(&sk.verifying_key().to_bytes(), salt, seq, &sig, v, cas)
         }
 
         #[test]
@@ -700,29 +1014,29 @@ mod tests {
             let mut sig = sign_mutable(&sk, None, 1, b"1:a").unwrap();
             // Signed over another value / seq / salt.
             assert_eq!(
-                s.put_mutable(&k, None, 1, &sig, b"1:b", None),
+                s.put_mutable_local(&k, None, 1, &sig, b"1:b", None),
                 Err(PutError::BadSignature)
             );
             assert_eq!(
-                s.put_mutable(&k, None, 2, &sig, b"1:a", None),
+                s.put_mutable_local(&k, None, 2, &sig, b"1:a", None),
                 Err(PutError::BadSignature)
             );
             assert_eq!(
-                s.put_mutable(&k, Some(b""), 1, &sig, b"1:a", None),
+                s.put_mutable_local(&k, Some(b""), 1, &sig, b"1:a", None),
                 Err(PutError::BadSignature)
             );
             sig[5] ^= 0x10;
             assert_eq!(
-                s.put_mutable(&k, None, 1, &sig, b"1:a", None),
+                s.put_mutable_local(&k, None, 1, &sig, b"1:a", None),
                 Err(PutError::BadSignature)
             );
             // Not a valid curve point / small-order key.
             assert_eq!(
-                s.put_mutable(&[0xff; 32], None, 1, &sig, b"1:a", None),
+                s.put_mutable_local(&[0xff; 32], None, 1, &sig, b"1:a", None),
                 Err(PutError::BadSignature)
             );
             assert_eq!(
-                s.put_mutable(&[0; 32], None, 1, &[0; 64], b"1:a", None),
+                s.put_mutable_local(&[0; 32], None, 1, &[0; 64], b"1:a", None),
                 Err(PutError::BadSignature)
             );
             assert_eq!(PutError::BadSignature.krpc_error(), None);
@@ -783,16 +1097,41 @@ mod tests {
             let mut v = Vec::from(&b"1001:"[..]);
             v.extend([b'x'; 1001]);
             assert_eq!(
-                s.put_mutable(&k, None, 1, &[0; 64], &v, None),
+                s.put_mutable_local(&k, None, 1, &[0; 64], &v, None),
                 Err(PutError::PayloadTooLarge)
             );
             let salt = [1u8; MAX_SALT_LEN + 1];
             assert_eq!(
-                s.put_mutable(&k, Some(&salt), 1, &[0; 64], b"1:a", None),
+                s.put_mutable_local(&k, Some(&salt), 1, &[0; 64], b"1:a", None),
                 Err(PutError::SaltTooLarge)
             );
             let salt = [1u8; MAX_SALT_LEN];
             assert!(put(&mut s, &sk, Some(&salt), 1, b"1:a", None).is_ok());
+        }
+
+        #[test]
+        fn a_signed_update_from_any_source_moves_the_item_to_it() {
+            let sk = fixed_key();
+            let k = sk.verifying_key().to_bytes();
+            let mut s = ItemStore::<4>::new();
+            let sig1 = sign_mutable(&sk, None, 1, b"1:a").unwrap();
+            let key = s
+                .put_mutable(&k, None, 1, &sig1, b"1:a", None, src(1))
+                .unwrap();
+            let sig2 = sign_mutable(&sk, None, 2, b"1:b").unwrap();
+            assert_eq!(
+                s.put_mutable(&k, None, 2, &sig2, b"1:b", None, src(2)),
+                Ok(key)
+            );
+            assert_eq!(s.peek(&key).unwrap().v, b"1:b");
+            assert_eq!((s.source_len(src(1)), s.source_len(src(2))), (0, 1));
+            // A replay of an older version by anyone changes nothing.
+            assert_eq!(
+                s.put_mutable(&k, None, 1, &sig1, b"1:a", None, src(1)),
+                Err(PutError::SequenceTooLow)
+            );
+            assert_eq!(s.source_len(src(2)), 1);
+            check_counts(&s);
         }
 
         #[test]
@@ -813,7 +1152,7 @@ mod tests {
             let mut s = ItemStore::<5, 32>::new();
             let mut recent: Vec<Key> = Vec::new();
             for v in &values {
-                match s.put_immutable(v) {
+                match s.put_local(v) {
                     Ok(key) => {
                         prop_assert_eq!(key, immutable_key(v));
                         prop_assert_eq!(s.peek(&key).unwrap().v, &v[..]);
@@ -831,10 +1170,32 @@ mod tests {
         }
 
         #[test]
+        fn many_sources_keep_counts_right_and_shares_fair(puts in proptest::collection::vec((0..4u8, 0..12u32, any::<bool>()), 1..120), limit in 0..7usize) {
+            let mut s = ItemStore::<6, 16>::with_limit(limit);
+            for (who, v, get) in puts {
+                if get {
+                    let _ = s.get(&immutable_key(&value(v)));
+                    continue;
+                }
+                let before: Vec<usize> = (0..4).map(|q| s.source_len(src(q))).collect();
+                let r = s.put_immutable(&value(v), src(who));
+                prop_assert!(matches!(r, Ok(_) | Err(PutError::Full) | Err(PutError::NoCapacity)));
+                check_counts(&s);
+                let refused = usize::from(r.is_err());
+                for q in (0..4).filter(|&q| q != who) {
+                    if s.source_len(src(q)) < before[usize::from(q)] {
+                        // A source only loses items while it holds more than the putter.
+                        prop_assert!(s.source_len(src(q)) >= s.source_len(src(who)) + refused);
+                    }
+                }
+            }
+        }
+
+        #[test]
         fn mutable_put_never_panics(k: [u8; 32], salt in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..80)), seq: i64, sig in proptest::collection::vec(any::<u8>(), 64), v in proptest::collection::vec(any::<u8>(), 0..1100), cas: Option<i64>) {
             let mut s = ItemStore::<2>::new();
             let sig: [u8; 64] = sig.try_into().unwrap();
-            let r = s.put_mutable(&k, salt.as_deref(), seq, &sig, &v, cas);
+            let r = s.put_mutable_local(&k, salt.as_deref(), seq, &sig, &v, cas);
             prop_assert!(r.is_err());
             prop_assert!(s.is_empty());
         }

@@ -77,7 +77,7 @@ use crate::krpc::{self, Message, MutablePut, Query, Response, Signed};
 use crate::lookup::{Lookup, LookupAction, LookupConfig, ResponseOutcome, MAX_TARGET_LEN};
 use crate::ratelimit::{RateLimit, SourceLimiter, DEFAULT_SOURCES};
 use crate::rng::Rng;
-use crate::store::AnnounceStore;
+use crate::store::{AnnounceStore, Source, StoreError};
 use crate::table::{Entry, InsertOutcome, RoutingTable, K};
 use crate::time::{earliest, Duration, Instant};
 use crate::token::TokenIssuer;
@@ -137,6 +137,8 @@ pub struct NodeConfig {
     /// whole bucket, while a deployment of many grapes in one private /24 loses at most 4 of
     /// the 20 places of its fullest buckets.
     pub max_per_subnet_in_bucket: usize,
+    /// BEP 44 items kept at most (`--dht_maxValues`); capped at the node's `ITEMS`.
+    pub max_items: usize,
 }
 
 impl NodeConfig {
@@ -151,6 +153,7 @@ impl NodeConfig {
         contact_answer_limit: RateLimit::CONTACT_DEFAULT,
         max_per_ip_in_bucket: K / 2,
         max_per_subnet_in_bucket: 16,
+        max_items: usize::MAX,
     };
 }
 
@@ -561,7 +564,7 @@ impl<
             rng,
             table,
             store,
-            items: ItemStore::new(),
+            items: ItemStore::with_limit(config.max_items),
             tokens,
             bootstrap: [PeerAddr::new([0; 4], 0); MAX_BOOTSTRAP],
             bootstrap_len: 0,
@@ -669,9 +672,13 @@ impl<
         }
         if let Some(host) = self.config.host {
             // With `-b`, bittorrent-dht stores the announcer itself locally (§3.2 step 2).
-            let _ = self
-                .store
-                .announce(now, name, PeerAddr::new(host, port), self.config.peer_ttl);
+            let _ = self.store.announce(
+                now,
+                name,
+                PeerAddr::new(host, port),
+                self.config.peer_ttl,
+                Source::Local,
+            );
         }
         Ok(op)
     }
@@ -688,15 +695,17 @@ impl<
             o.port = port;
         }
         if let Some(host) = self.config.host {
-            self.store.remove(name, PeerAddr::new(host, port));
+            self.store
+                .remove(name, PeerAddr::new(host, port), Source::Local);
         }
         Ok(op)
     }
 
     /// Removes `addr` from this node's own store for `name` (what a local `/unannounce`
-    /// does before the network part); `true` if it was there.
+    /// does before the network part); `true` if it was there, stored by this node itself (an
+    /// entry a remote host announced is that host's to remove).
     pub fn remove_local(&mut self, name: &[u8], addr: PeerAddr) -> bool {
-        self.store.remove(name, addr)
+        self.store.remove(name, addr, Source::Local)
     }
 
     /// Starts an immutable put of `raw_v` (a complete bencoded value, at most 1000 bytes):
@@ -709,7 +718,7 @@ impl<
         let key = bep44::immutable_key(raw_v);
         // Stored locally first, as bittorrent-dht does (`dht:315`), so that it stays gettable
         // from here even when no remote node takes it. A zero-capacity store just refuses.
-        let _ = self.items.put_immutable(raw_v);
+        let _ = self.items.put_immutable(raw_v, Source::Local);
         let op = self.start(now, Kind::Put, &key)?;
         if let Some(o) = self.slot_of(op).and_then(|i| self.ops.get_mut(i)) {
             o.key = key;
@@ -1025,16 +1034,22 @@ impl<
                     return krpc::encode_known_error(reply, t, &krpc::ANNOUNCE_PEER_BAD_TOKEN).ok();
                 }
                 let peer = PeerAddr::new(from.ip, port);
+                // The entry belongs to the host the query came from: it alone may refresh or
+                // remove it, and a flood from it evicts its own entries first.
+                let source = Source::Remote(from.ip);
                 if unannounce {
-                    self.store.remove(name, peer);
-                } else if self
-                    .store
-                    .announce(now, name, peer, self.config.peer_ttl)
-                    .is_err()
+                    self.store.remove(name, peer, source);
+                } else if let Err(e) =
+                    self.store
+                        .announce(now, name, peer, self.config.peer_ttl, source)
                 {
                     // An empty or over-long name: nothing stored, no answer (Node would
-                    // store it, but no client can look such a name up through us).
-                    return None;
+                    // store it, but no client can look such a name up through us). An entry
+                    // declined for fairness (store full, another source's entry) is answered
+                    // like a stored one, as the reference answers every valid announce.
+                    if !matches!(e, StoreError::NotOwner | StoreError::Full) {
+                        return None;
+                    }
                 }
                 krpc::encode_response_id(reply, t, &own)
             }
@@ -1073,6 +1088,7 @@ impl<
                 if !self.tokens.verify(from.ip, token) {
                     return krpc::encode_known_error(reply, t, &krpc::PUT_BAD_TOKEN).ok();
                 }
+                // The item is stored on behalf of the host the put came from (see `bep44`).
                 let result = if p.is_mutable() {
                     match (
                         p.k.and_then(|k| <&[u8; bep44::PUBLIC_KEY_LEN]>::try_from(k).ok()),
@@ -1090,6 +1106,7 @@ impl<
                                     sig,
                                     v.raw,
                                     p.cas,
+                                    Source::Remote(from.ip),
                                 )
                             }
                         }
@@ -1097,7 +1114,7 @@ impl<
                         _ => Err(PutError::BadSignature),
                     }
                 } else {
-                    self.items.put_immutable(v.raw)
+                    self.items.put_immutable(v.raw, Source::Remote(from.ip))
                 };
                 match result {
                     Ok(_) => krpc::encode_response_id(reply, t, &own),

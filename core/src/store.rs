@@ -1,9 +1,10 @@
-//! The announce store: which `ip:port` peers announced which service name, until when.
+//! The announce store: which `ip:port` peers announced which service name, until when, and on
+//! whose behalf.
 //!
-//! A grape keeps two of these: the DHT peer store filled by `announce_peer` (bittorrent-dht's
-//! `_peers`, §3.2) and the lookup cache filled by `get_peers` answers (Grape's `_mem`, §3.3).
-//! Both are bounded maps from a variable-length name (the raw UTF-8 service name, which is the
-//! wire `info_hash`, §3.1) to a set of compact IPv4 peers.
+//! A grape keeps one of these as its DHT peer store, filled by `announce_peer` (bittorrent-dht's
+//! `_peers`, §3.2) and by its own announces with `-b`. It is a bounded map from a
+//! variable-length name (the raw UTF-8 service name, which is the wire `info_hash`, §3.1) to a
+//! set of compact IPv4 peers.
 //!
 //! # Expiry: exact TTL instead of generations
 //!
@@ -16,30 +17,71 @@
 //! an entry outlives every reference node pass `1.33 × maxAge`. The Node CLI without `--dpa`
 //! never expires entries (§7 Q1): pass [`TTL_NEVER`] for that.
 //!
-//! # Bounds and eviction
+//! # Sources: who may change an entry
+//!
+//! Every entry belongs to the [`Source`] that stored it: the IPv4 source address of the
+//! `announce_peer` ([`Source::Remote`]), or the node itself for its own `-b` entries
+//! ([`Source::Local`]). Only the owner refreshes an entry (re-announcing the same
+//! `(name, addr)` moves its deadline) or removes it ([`AnnounceStore::remove`]); the same
+//! `(name, addr)` announced or removed by another source changes nothing
+//! ([`StoreError::NotOwner`], `false`). A remote source can only announce its own IP anyway
+//! (the node stores `from.ip:port`), so in practice this keeps remote hosts away from the node's
+//! own entries.
+//!
+//! # Bounds and eviction: the heaviest source pays
 //!
 //! * `NAMES` name slots, each holding a name of at most [`MAX_NAME_LEN`] bytes inline.
 //! * `PEERS` peer entries in total, shared by all names.
 //! * `PER_NAME` entries at most for one name (default [`DEFAULT_PER_NAME`]), so that one busy
 //!   or hostile name cannot take the whole store and a `get_peers` answer stays small.
 //!
-//! Re-announcing an `(name, addr)` that is already stored only moves its deadline (the
-//! reference's dedup by compact bytes, `rc:160-162`). A new entry is made room for by these
-//! rules, in this order:
+//! A new entry of source `S` is made room for by these rules, in this order:
 //! 1. dead entries (deadline `<= now`) are dropped first;
-//! 2. if the name already has `PER_NAME` entries, the new one **replaces that name's entry
-//!    closest to expiry** (the least recently announced one when all use the same TTL);
-//! 3. otherwise, while the store has no free peer entry (or the name is new and there is no
-//!    free name slot), the **entry of the whole store closest to expiry is dropped**, i.e. the
-//!    store expires entries early, in deadline order, until the new one fits. A name slot is
-//!    freed when its last entry goes.
+//! 2. if the name already has `PER_NAME` entries, the source holding the **most entries in that
+//!    name** gives one up: its entry of that name closest to expiry is replaced by the new one.
+//!    `S` is counted with the new entry (one more than it holds), and ties go against `S`: so
+//!    `S` replaces its own entry as soon as it holds as many as anyone else would after the
+//!    announce. If `S` holds none there and every other source holds one, the announce is
+//!    refused ([`StoreError::Full`]): first come, first served among equals;
+//! 3. otherwise, while the store has no free entry (or the name is new and there is no free
+//!    name slot), the source holding the **most entries in the store** loses its **least
+//!    recently announced** entry, with the same counting and tie rule (`S` loses its own when
+//!    `S`'s count plus one is at least the largest count; `S` holding nothing while every
+//!    source holds one entry refuses the announce). The node announces every entry with one
+//!    TTL, so the least recently announced entry is also the one closest to expiry. A name
+//!    slot is freed when its last entry goes.
+//!
+//! This is max-min fairness: a flood from one source only ever evicts that source's own entries
+//! once it holds the largest share, so it never takes more than an equal share from a source
+//! that holds less. A busy honest grape (which announces for every worker behind it) that holds
+//! more than an equal share can be pushed down to it by a growing flood, never below: with `n`
+//! sources competing for a full store, everyone keeps at least `PEERS / n` entries (and at
+//! least `PER_NAME / n` in a contested name) if it announced that many. Many source addresses
+//! (a Sybil) are beyond what counting per address can defend.
+//!
+//! A store with fewer name slots than entries (`NAMES < PEERS`) may have to drop several
+//! entries under rule 3 before a name slot frees (each costing as below, at most `PEERS` in
+//! all), and may still be refused once every source is down to one entry; with
+//! `NAMES >= PEERS`, as on a host, one eviction always frees a name slot when the names are
+//! full (every name then holds exactly one entry). Either way a source only loses an entry
+//! while it holds at least two more than `S` at that moment, so it never ends with fewer than
+//! `S` (with the new entry counted).
 //!
 //! # Cost
 //!
-//! Names are found through a seeded FNV-1a hash with separate chaining through `NAMES` buckets
-//! (expected O(1), no scan over `NAMES`). Deadlines sit in an indexed binary min-heap, so
-//! `announce`, `remove` and each expired entry cost O(log `PEERS`) plus a walk over at most
-//! `PER_NAME` entries of the one name; [`AnnounceStore::next_expiry`] is O(1).
+//! Names and sources are found through a seeded FNV-1a hash with separate chaining (`NAMES` and
+//! `PEERS` buckets; expected O(1), no scan over the store). Deadlines sit in an indexed binary
+//! min-heap; every source keeps its entries in a list in announce order and sits in a list of
+//! the sources with the same entry count, so the heaviest source and its least recently
+//! announced entry are found in O(1). `announce`, `remove` and each expired entry cost
+//! O(log `PEERS`) plus up to four walks over the at most `PER_NAME` entries of the one name
+//! (rule 2); [`AnnounceStore::next_expiry`] is O(1).
+//!
+//! # Memory
+//!
+//! About `NAMES × 156 + PEERS × 108` bytes (the per-source table, its buckets, the count lists
+//! and the source links of each entry take 56 of the 108 bytes per entry): about 2.7 MB for the
+//! host's 10,240 names and entries (1.6 MB before sources were tracked).
 
 use crate::addr::PeerAddr;
 use crate::rng::Rng;
@@ -66,7 +108,30 @@ const NIL: u32 = u32::MAX;
 // Name lengths are stored in a `u8`.
 const _: () = assert!(MAX_NAME_LEN <= u8::MAX as usize);
 
-/// Why an announce was refused. Nothing was changed in the store.
+/// Who stored an entry (or a BEP 44 item): the unit between which a full store shares its room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Source {
+    /// The node itself: its own announces with `-b`, its own puts.
+    Local,
+    /// A remote host, by the IPv4 source address of its query.
+    Remote([u8; 4]),
+}
+
+impl Source {
+    /// The bytes the source hash is computed over (a tag, so that `Local` differs from every
+    /// address).
+    fn bytes(self) -> [u8; 5] {
+        match self {
+            Source::Local => [0; 5],
+            Source::Remote([a, b, c, d]) => [1, a, b, c, d],
+        }
+    }
+}
+
+/// Why an announce was refused. Nothing was changed in the store, except that under
+/// [`StoreError::Full`] the announcer may have lost some of its own entries (see the
+/// [module docs](self)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum StoreError {
@@ -81,6 +146,11 @@ pub enum StoreError {
     /// The store was built with a zero capacity (`NAMES`, `PEERS` or `PER_NAME` is 0), or with
     /// one that does not fit the store's 32-bit slot indices.
     NoCapacity,
+    /// The `(name, addr)` entry exists and belongs to another source: it was not refreshed.
+    NotOwner,
+    /// The name (or the store) is full, every source in it holds one entry and the announcer
+    /// none: there is no fair victim, the newcomer waits for an entry to expire.
+    Full,
 }
 
 impl core::fmt::Display for StoreError {
@@ -91,6 +161,8 @@ impl core::fmt::Display for StoreError {
             StoreError::ZeroPort => "port 0",
             StoreError::ZeroTtl => "zero TTL",
             StoreError::NoCapacity => "store has no capacity",
+            StoreError::NotOwner => "entry belongs to another source",
+            StoreError::Full => "store full, no source holds more than one entry",
         })
     }
 }
@@ -135,6 +207,25 @@ struct PeerSlot {
     next: u32,
     /// Position in the deadline heap.
     heap: u32,
+    /// Owning source slot.
+    src: u32,
+    /// Neighbours in the source's list (announce order, least recent first).
+    src_prev: u32,
+    src_next: u32,
+}
+
+impl PeerSlot {
+    const FREE: PeerSlot = PeerSlot {
+        addr: PeerAddr::new([0; 4], 0),
+        expires: Instant::ZERO,
+        name: NIL,
+        prev: NIL,
+        next: NIL,
+        heap: NIL,
+        src: NIL,
+        src_prev: NIL,
+        src_next: NIL,
+    };
 }
 
 /// A heap node: the deadline is copied next to the slot index so that sifting compares
@@ -152,25 +243,46 @@ impl HeapEntry {
     };
 }
 
-impl PeerSlot {
-    const FREE: PeerSlot = PeerSlot {
-        addr: PeerAddr::new([0; 4], 0),
-        expires: Instant::ZERO,
-        name: NIL,
-        prev: NIL,
-        next: NIL,
-        heap: NIL,
+/// One source with entries in the store.
+#[derive(Clone, Copy)]
+struct SrcSlot {
+    source: Source,
+    /// Entries it holds; 0 marks a free slot.
+    count: u32,
+    /// Its least and most recently announced entries.
+    head: u32,
+    tail: u32,
+    /// Next source in the same hash bucket; for a free slot, the next free slot.
+    chain: u32,
+    /// Neighbours among the sources with the same `count`.
+    up: u32,
+    down: u32,
+    /// Scratch counter of rule 2 (entries in one name); 0 between calls.
+    mark: u32,
+}
+
+impl SrcSlot {
+    const FREE: SrcSlot = SrcSlot {
+        source: Source::Local,
+        count: 0,
+        head: NIL,
+        tail: NIL,
+        chain: NIL,
+        up: NIL,
+        down: NIL,
+        mark: 0,
     };
 }
 
-/// A bounded map from service name to announced peers with exact per-entry deadlines.
+/// A bounded map from service name to announced peers with exact per-entry deadlines and an
+/// owner per entry.
 ///
-/// See the [module docs](self) for the expiry and eviction rules. `NAMES` and `PEERS` must be
-/// below `u32::MAX`; a store with a zero capacity refuses every announce with
+/// See the [module docs](self) for the ownership, expiry and eviction rules. `NAMES` and
+/// `PEERS` must be below `u32::MAX`; a store with a zero capacity refuses every announce with
 /// [`StoreError::NoCapacity`].
 ///
-/// The value is large (about `NAMES × 150 + PEERS × 48` bytes) and needs no initialisation at
-/// run time: [`AnnounceStore::new`] is `const`, so a board can keep it in a `static`.
+/// The value is large (about `NAMES × 156 + PEERS × 108` bytes) and needs no initialisation
+/// at run time: [`AnnounceStore::new`] is `const`, so a board can keep it in a `static`.
 pub struct AnnounceStore<
     const NAMES: usize,
     const PEERS: usize,
@@ -188,6 +300,15 @@ pub struct AnnounceStore<
     /// Min-heap of peer entries by deadline; its length is the number of stored entries.
     heap: [HeapEntry; PEERS],
     heap_len: u32,
+    /// Sources with at least one entry: no more than entries, so `PEERS` slots always do.
+    srcs: [SrcSlot; PEERS],
+    src_buckets: [u32; PEERS],
+    srcs_used: u32,
+    free_srcs: u32,
+    /// `by_count[c - 1]`: first source holding exactly `c` entries.
+    by_count: [u32; PEERS],
+    /// The largest entry count of a source (0 when empty).
+    max_count: u32,
     seed: u32,
 }
 
@@ -209,6 +330,14 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize> core::fmt::D
             .field("next_expiry", &self.next_expiry())
             .finish()
     }
+}
+
+/// What rule 2 or 3 decided.
+enum Victim {
+    /// Drop (or replace) this entry.
+    Entry(u32),
+    /// Refuse the announce ([`StoreError::Full`]).
+    Refuse,
 }
 
 impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
@@ -237,22 +366,30 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
             free_peers: NIL,
             heap: [HeapEntry::FREE; PEERS],
             heap_len: 0,
+            srcs: [SrcSlot::FREE; PEERS],
+            src_buckets: [NIL; PEERS],
+            srcs_used: 0,
+            free_srcs: NIL,
+            by_count: [NIL; PEERS],
+            max_count: 0,
             seed,
         }
     }
 
-    /// Stores (or refreshes) `addr` under `name` until `now + ttl`.
+    /// Stores (or refreshes) `addr` under `name` until `now + ttl`, on behalf of `source`.
     ///
-    /// Re-announcing an address that is already stored for `name` only moves its deadline.
-    /// When the store or the name is full, older entries make room as described in the
-    /// [module docs](self): the name's entry closest to expiry when the name is at `PER_NAME`,
-    /// else the store's entries closest to expiry. On error nothing changes.
+    /// Re-announcing an address that `source` already stored for `name` only moves its
+    /// deadline; one stored by another source is left alone ([`StoreError::NotOwner`]). When
+    /// the store or the name is full, the source holding the most entries there makes room as
+    /// described in the [module docs](self). On error nothing changes (but see
+    /// [`StoreError::Full`]).
     pub fn announce(
         &mut self,
         now: Instant,
         name: &[u8],
         addr: PeerAddr,
         ttl: Duration,
+        source: Source,
     ) -> Result<(), StoreError> {
         check_name(name)?;
         if addr.port == 0 {
@@ -271,35 +408,43 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
         let mut ni = self.find_name(name, hash);
         if ni != NIL {
             if let Some(pi) = self.find_peer(ni, addr) {
+                if self.owner(pi) != Some(source) {
+                    return Err(StoreError::NotOwner);
+                }
                 self.set_expiry(pi, expires);
+                self.src_touch(pi);
                 return Ok(());
             }
             if self
                 .name_slot(ni)
                 .is_some_and(|n| n.count as usize >= PER_NAME)
             {
-                // Rule 2: replace this name's entry closest to expiry, in place.
-                let victim = self.earliest_of(ni);
+                // Rule 2: the heaviest source of this name gives up an entry, in place.
+                let Victim::Entry(victim) = self.name_victim(ni, source) else {
+                    return Err(StoreError::Full);
+                };
+                self.src_detach(victim);
                 if let Some(p) = self.peers.get_mut(victim as usize) {
                     p.addr = addr;
                 }
                 self.set_expiry(victim, expires);
+                self.src_attach(victim, source);
                 return Ok(());
             }
         }
 
-        // Rule 3: expire early, in deadline order, until the new entry fits.
+        // Rule 3: the heaviest source of the store loses entries until the new one fits.
         loop {
             let peer_ok = (self.heap_len as usize) < PEERS;
             let name_ok = ni != NIL || (self.name_count as usize) < NAMES;
             if peer_ok && name_ok {
                 break;
             }
-            let Some(top) = self.top() else {
-                return Err(StoreError::NoCapacity);
+            let Victim::Entry(victim) = self.store_victim(source) else {
+                return Err(StoreError::Full);
             };
-            let owner = self.peers.get(top as usize).map_or(NIL, |p| p.name);
-            self.remove_peer(top);
+            let owner = self.peers.get(victim as usize).map_or(NIL, |p| p.name);
+            self.remove_peer(victim);
             if owner == ni && self.name_slot(ni).is_none_or(|n| n.len == 0) {
                 ni = NIL;
             }
@@ -321,7 +466,7 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
                 name: ni,
                 prev: NIL,
                 next: old_head,
-                heap: NIL,
+                ..PeerSlot::FREE
             };
         }
         if let Some(h) = self.peers.get_mut(old_head as usize) {
@@ -332,11 +477,13 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
             n.count = n.count.saturating_add(1);
         }
         self.heap_push(pi);
+        self.src_attach(pi, source);
         Ok(())
     }
 
-    /// Removes `addr` from `name` (Grape's `/unannounce`). Returns whether it was stored.
-    pub fn remove(&mut self, name: &[u8], addr: PeerAddr) -> bool {
+    /// Removes `addr` from `name` (Grape's `/unannounce`) if `source` stored it. Returns whether
+    /// it was removed: `false` when it was not stored, or stored by another source.
+    pub fn remove(&mut self, name: &[u8], addr: PeerAddr, source: Source) -> bool {
         if check_name(name).is_err() {
             return false;
         }
@@ -345,12 +492,27 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
             return false;
         }
         match self.find_peer(ni, addr) {
-            Some(pi) => {
+            Some(pi) if self.owner(pi) == Some(source) => {
                 self.remove_peer(pi);
                 true
             }
-            None => false,
+            _ => false,
         }
+    }
+
+    /// The source that stored `addr` under `name`, if it is stored (dead or alive).
+    pub fn owner_of(&self, name: &[u8], addr: PeerAddr) -> Option<Source> {
+        check_name(name).ok()?;
+        let ni = self.find_name(name, self.hash(name));
+        self.owner(self.find_peer(ni, addr)?)
+    }
+
+    /// Number of entries `source` holds in the whole store, including dead ones not yet
+    /// [expired](Self::expire).
+    pub fn source_len(&self, source: Source) -> usize {
+        self.srcs
+            .get(self.src_find(source) as usize)
+            .map_or(0, |s| s.count as usize)
     }
 
     /// Writes a uniformly random sample of the live peers of `name` (deadline after `now`) into
@@ -581,19 +743,84 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
         None
     }
 
-    /// The entry of name `ni` closest to expiry (the first one found on ties).
-    fn earliest_of(&self, ni: u32) -> u32 {
+    /// Rule 2: the entry of full name `ni` that makes room for a new entry of `source`.
+    ///
+    /// Four walks over the name's entries: count per source (in the sources' scratch `mark`),
+    /// find the largest count of another source, pick the victim entry, clear the marks.
+    fn name_victim(&mut self, ni: u32, source: Source) -> Victim {
+        let head = self.name_slot(ni).map_or(NIL, |n| n.head);
+        let own = self.src_find(source);
+        let mut pi = head;
+        while let Some(&p) = self.peers.get(pi as usize) {
+            if let Some(s) = self.srcs.get_mut(p.src as usize) {
+                s.mark = s.mark.saturating_add(1);
+            }
+            pi = p.next;
+        }
+        let own_count = self.srcs.get(own as usize).map_or(0, |s| s.mark);
+        let mut max_other = 0u32;
+        pi = head;
+        while let Some(&p) = self.peers.get(pi as usize) {
+            if p.src != own {
+                max_other = max_other.max(self.srcs.get(p.src as usize).map_or(0, |s| s.mark));
+            }
+            pi = p.next;
+        }
+        // The newcomer counts with its new entry; ties go against it. When it loses while
+        // holding nothing here, no entry qualifies and the announce is refused.
+        let newcomer_loses = own_count.saturating_add(1) >= max_other;
         let mut best = NIL;
         let mut best_expiry = NEVER;
-        let mut pi = self.name_slot(ni).map_or(NIL, |n| n.head);
-        while let Some(p) = self.peers.get(pi as usize) {
-            if best == NIL || p.expires < best_expiry {
+        pi = head;
+        while let Some(&p) = self.peers.get(pi as usize) {
+            let candidate = if newcomer_loses {
+                own != NIL && p.src == own
+            } else {
+                p.src != own
+                    && self
+                        .srcs
+                        .get(p.src as usize)
+                        .is_some_and(|s| s.mark == max_other)
+            };
+            if candidate && (best == NIL || p.expires < best_expiry) {
                 best = pi;
                 best_expiry = p.expires;
             }
             pi = p.next;
         }
-        best
+        pi = head;
+        while let Some(&p) = self.peers.get(pi as usize) {
+            if let Some(s) = self.srcs.get_mut(p.src as usize) {
+                s.mark = 0;
+            }
+            pi = p.next;
+        }
+        if best == NIL {
+            Victim::Refuse
+        } else {
+            Victim::Entry(best)
+        }
+    }
+
+    /// Rule 3: the entry to drop so that `source` can store one more: the least recently
+    /// announced entry of the source with the most entries, `source` itself on a tie.
+    fn store_victim(&self, source: Source) -> Victim {
+        let own = self.srcs.get(self.src_find(source) as usize);
+        let own_count = own.map_or(0, |s| s.count);
+        let loser = match own {
+            Some(s) if own_count.saturating_add(1) >= self.max_count => Some(s),
+            // Holding nothing against sources that hold one each: nobody to take from.
+            _ if self.max_count <= 1 => None,
+            // The heaviest (another source: `source` is lighter by at least two).
+            _ => self
+                .by_count
+                .get((self.max_count as usize).wrapping_sub(1))
+                .and_then(|&si| self.srcs.get(si as usize)),
+        };
+        match loser {
+            Some(s) if s.head != NIL => Victim::Entry(s.head),
+            _ => Victim::Refuse,
+        }
     }
 
     fn alloc_peer(&mut self) -> u32 {
@@ -635,6 +862,7 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
             self.free_name(p.name);
         }
         self.heap_remove(p.heap as usize);
+        self.src_detach(pi);
         let free_head = self.free_peers;
         if let Some(slot) = self.peers.get_mut(pi as usize) {
             *slot = PeerSlot {
@@ -643,6 +871,219 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
             };
         }
         self.free_peers = pi;
+    }
+
+    // ---- sources ---------------------------------------------------------------------------
+
+    fn owner(&self, pi: u32) -> Option<Source> {
+        let p = self.peers.get(pi as usize)?;
+        self.srcs.get(p.src as usize).map(|s| s.source)
+    }
+
+    fn src_bucket(&self, source: Source) -> usize {
+        (self.hash(&source.bytes()) as usize)
+            .checked_rem(PEERS)
+            .unwrap_or(0)
+    }
+
+    fn src_find(&self, source: Source) -> u32 {
+        let mut si = self
+            .src_buckets
+            .get(self.src_bucket(source))
+            .copied()
+            .unwrap_or(NIL);
+        while let Some(s) = self.srcs.get(si as usize) {
+            if s.source == source {
+                return si;
+            }
+            si = s.chain;
+        }
+        NIL
+    }
+
+    /// The slot of `source`, allocated (with no entries) if it has none. There is always room:
+    /// a source slot is only held by a source with entries, and a new entry is only attached
+    /// while the store has room for it.
+    fn src_get_or_alloc(&mut self, source: Source) -> u32 {
+        let found = self.src_find(source);
+        if found != NIL {
+            return found;
+        }
+        let si = if self.free_srcs != NIL {
+            let si = self.free_srcs;
+            self.free_srcs = self.srcs.get(si as usize).map_or(NIL, |s| s.chain);
+            si
+        } else if (self.srcs_used as usize) < PEERS {
+            self.srcs_used += 1;
+            self.srcs_used - 1
+        } else {
+            return NIL;
+        };
+        let bucket = self.src_bucket(source);
+        let chain = self.src_buckets.get(bucket).copied().unwrap_or(NIL);
+        if let Some(s) = self.srcs.get_mut(si as usize) {
+            *s = SrcSlot {
+                source,
+                chain,
+                ..SrcSlot::FREE
+            };
+        }
+        if let Some(b) = self.src_buckets.get_mut(bucket) {
+            *b = si;
+        }
+        si
+    }
+
+    /// Unhooks the (now empty) source slot `si` from its bucket and frees it.
+    fn src_free(&mut self, si: u32) {
+        let Some(&slot) = self.srcs.get(si as usize) else {
+            return;
+        };
+        let bucket = self.src_bucket(slot.source);
+        let first = self.src_buckets.get(bucket).copied().unwrap_or(NIL);
+        if first == si {
+            if let Some(b) = self.src_buckets.get_mut(bucket) {
+                *b = slot.chain;
+            }
+        } else {
+            let mut cur = first;
+            while let Some(s) = self.srcs.get(cur as usize) {
+                if s.chain == si {
+                    if let Some(s) = self.srcs.get_mut(cur as usize) {
+                        s.chain = slot.chain;
+                    }
+                    break;
+                }
+                cur = s.chain;
+            }
+        }
+        let free_head = self.free_srcs;
+        if let Some(s) = self.srcs.get_mut(si as usize) {
+            *s = SrcSlot {
+                chain: free_head,
+                ..SrcSlot::FREE
+            };
+        }
+        self.free_srcs = si;
+    }
+
+    /// Takes `si` out of the list of sources with its count.
+    fn count_unlink(&mut self, si: u32) {
+        let Some(&s) = self.srcs.get(si as usize) else {
+            return;
+        };
+        if s.count == 0 {
+            return;
+        }
+        if let Some(up) = self.srcs.get_mut(s.up as usize) {
+            up.down = s.down;
+        } else if let Some(first) = self.by_count.get_mut(s.count as usize - 1) {
+            *first = s.down;
+        }
+        if let Some(down) = self.srcs.get_mut(s.down as usize) {
+            down.up = s.up;
+        }
+    }
+
+    /// Puts `si` first in the list of sources with its count.
+    fn count_link(&mut self, si: u32) {
+        let Some(count) = self.srcs.get(si as usize).map(|s| s.count) else {
+            return;
+        };
+        let Some(first) = count
+            .checked_sub(1)
+            .and_then(|c| self.by_count.get_mut(c as usize))
+        else {
+            return;
+        };
+        let old = *first;
+        *first = si;
+        if let Some(o) = self.srcs.get_mut(old as usize) {
+            o.up = si;
+        }
+        if let Some(s) = self.srcs.get_mut(si as usize) {
+            s.up = NIL;
+            s.down = old;
+        }
+    }
+
+    /// Appends entry `pi` to `source`'s list (as its most recent) and counts it.
+    fn src_attach(&mut self, pi: u32, source: Source) {
+        let si = self.src_get_or_alloc(source);
+        let Some(&s) = self.srcs.get(si as usize) else {
+            return;
+        };
+        if let Some(p) = self.peers.get_mut(pi as usize) {
+            p.src = si;
+            p.src_prev = s.tail;
+            p.src_next = NIL;
+        }
+        if let Some(t) = self.peers.get_mut(s.tail as usize) {
+            t.src_next = pi;
+        }
+        self.count_unlink(si);
+        if let Some(s) = self.srcs.get_mut(si as usize) {
+            if s.head == NIL {
+                s.head = pi;
+            }
+            s.tail = pi;
+            s.count = s.count.saturating_add(1);
+            self.max_count = self.max_count.max(s.count);
+        }
+        self.count_link(si);
+    }
+
+    /// Takes entry `pi` out of its source's list and count (freeing the source slot when it was
+    /// the last entry).
+    fn src_detach(&mut self, pi: u32) {
+        let Some(&p) = self.peers.get(pi as usize) else {
+            return;
+        };
+        let si = p.src;
+        if self.srcs.get(si as usize).is_none() {
+            return;
+        }
+        if let Some(prev) = self.peers.get_mut(p.src_prev as usize) {
+            prev.src_next = p.src_next;
+        } else if let Some(s) = self.srcs.get_mut(si as usize) {
+            s.head = p.src_next;
+        }
+        if let Some(next) = self.peers.get_mut(p.src_next as usize) {
+            next.src_prev = p.src_prev;
+        } else if let Some(s) = self.srcs.get_mut(si as usize) {
+            s.tail = p.src_prev;
+        }
+        if let Some(p) = self.peers.get_mut(pi as usize) {
+            p.src = NIL;
+            p.src_prev = NIL;
+            p.src_next = NIL;
+        }
+        let old = self.srcs.get(si as usize).map_or(0, |s| s.count);
+        self.count_unlink(si);
+        if let Some(s) = self.srcs.get_mut(si as usize) {
+            s.count = old.saturating_sub(1);
+        }
+        self.count_link(si);
+        // Counts move by one: the largest only falls when its list just emptied.
+        if old == self.max_count
+            && self
+                .by_count
+                .get((old as usize).wrapping_sub(1))
+                .is_none_or(|&f| f == NIL)
+        {
+            self.max_count = old.saturating_sub(1);
+        }
+        if old <= 1 {
+            self.src_free(si);
+        }
+    }
+
+    /// Makes entry `pi` its source's most recently announced (a refresh).
+    fn src_touch(&mut self, pi: u32) {
+        if let Some(source) = self.owner(pi) {
+            self.src_detach(pi);
+            self.src_attach(pi, source);
+        }
     }
 
     fn set_expiry(&mut self, pi: u32, expires: Instant) {
@@ -659,11 +1100,6 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
     }
 
     // ---- deadline heap -------------------------------------------------------------------
-
-    /// The entry closest to expiry.
-    fn top(&self) -> Option<u32> {
-        Some(self.heap.get(..self.heap_len as usize)?.first()?.slot)
-    }
 
     fn key(&self, pos: usize) -> Instant {
         self.heap.get(pos).map_or(NEVER, |e| e.expires)
@@ -750,7 +1186,7 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
     /// Checks every structural invariant; tests call it after each operation.
     #[cfg(test)]
     fn check_invariants(&self) {
-        use std::collections::HashSet;
+        use std::collections::{HashMap, HashSet};
         let len = self.heap_len as usize;
         assert!(len <= PEERS);
         // Heap order and back-pointers.
@@ -766,6 +1202,7 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
         // Names: chains reach every live name exactly once, counts match the lists.
         let mut names = HashSet::new();
         let mut total = 0usize;
+        let mut per_source: HashMap<u32, usize> = HashMap::new();
         for (b, &first) in self.buckets.iter().enumerate() {
             let mut ni = first;
             while ni != NIL {
@@ -783,6 +1220,7 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
                     assert_eq!(p.name, ni);
                     assert_eq!(p.prev, prev);
                     assert!(addrs.insert(p.addr), "duplicate address in a name");
+                    *per_source.entry(p.src).or_default() += 1;
                     count += 1;
                     prev = pi;
                     pi = p.next;
@@ -796,6 +1234,49 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
         assert_eq!(names.len(), self.name_count as usize);
         assert!(names.len() <= NAMES);
         assert_eq!(total, len);
+        // Sources: every count list is well linked and holds sources of that count; every
+        // entry's source is live, in the list of its count, findable, with a list of exactly
+        // its entries; the largest count is right.
+        let mut listed: HashMap<u32, usize> = HashMap::new();
+        for (c, &first) in self.by_count.iter().enumerate() {
+            let mut up = NIL;
+            let mut si = first;
+            while si != NIL {
+                assert_eq!(self.srcs[si as usize].count as usize, c + 1);
+                assert_eq!(self.srcs[si as usize].up, up);
+                assert!(listed.insert(si, c + 1).is_none());
+                up = si;
+                si = self.srcs[si as usize].down;
+            }
+        }
+        assert_eq!(listed.len(), per_source.len());
+        let mut max = 0;
+        for (&si, &n) in &per_source {
+            let s = &self.srcs[si as usize];
+            assert_eq!(s.count as usize, n);
+            assert_eq!(listed.get(&si), Some(&n));
+            assert_eq!(s.mark, 0);
+            assert_eq!(self.src_find(s.source), si);
+            let mut seen = 0;
+            let mut prev = NIL;
+            let mut pi = s.head;
+            while pi != NIL {
+                let p = &self.peers[pi as usize];
+                assert_eq!(p.src, si);
+                assert_eq!(p.src_prev, prev);
+                seen += 1;
+                prev = pi;
+                pi = p.src_next;
+            }
+            assert_eq!(s.tail, prev);
+            assert_eq!(seen, n);
+            max = max.max(n);
+        }
+        assert_eq!(self.max_count as usize, max);
+        assert_eq!(
+            self.srcs.iter().filter(|s| s.count > 0).count(),
+            per_source.len()
+        );
     }
 }
 
@@ -864,15 +1345,58 @@ mod tests {
         s.peers(now, name).collect()
     }
 
+    fn src(last: u8) -> Source {
+        Source::Remote([10, 0, 0, last])
+    }
+
+    impl<const N: usize, const P: usize, const C: usize> AnnounceStore<N, P, C> {
+        /// An announce from the host at `addr`'s IP, as a remote `announce_peer` is stored.
+        fn announce_own(
+            &mut self,
+            now: Instant,
+            name: &[u8],
+            addr: PeerAddr,
+            ttl: Duration,
+        ) -> Result<(), StoreError> {
+            self.announce(now, name, addr, ttl, Source::Remote(addr.ip))
+        }
+
+        /// An unannounce from the host at `addr`'s IP.
+        fn remove_own(&mut self, name: &[u8], addr: PeerAddr) -> bool {
+            self.remove(name, addr, Source::Remote(addr.ip))
+        }
+
+        /// How many entries of `name` each source holds.
+        fn name_counts(&self, name: &[u8]) -> BTreeMap<Source, usize> {
+            let mut counts = BTreeMap::new();
+            let ni = self.find_name(name, self.hash(name));
+            let mut pi = self.name_slot(ni).map_or(NIL, |n| n.head);
+            while let Some(p) = self.peers.get(pi as usize) {
+                *counts.entry(self.srcs[p.src as usize].source).or_default() += 1;
+                pi = p.next;
+            }
+            counts
+        }
+    }
+
+    #[test]
+    fn memory_per_slot_is_as_documented() {
+        assert_eq!(core::mem::size_of::<PeerSlot>(), 48);
+        assert_eq!(core::mem::size_of::<HeapEntry>(), 16);
+        assert_eq!(core::mem::size_of::<SrcSlot>(), 36);
+        assert!(core::mem::size_of::<NameSlot>() <= 152);
+    }
+
     #[test]
     fn announce_then_sample() {
         let mut s = AnnounceStore::<8, 16>::new();
         let mut rng = SplitMix64::new(1);
-        s.announce(at(0), b"rest:util:net", peer(1, 1337), ms(1000))
+        s.announce_own(at(0), b"rest:util:net", peer(1, 1337), ms(1000))
             .unwrap();
-        s.announce(at(0), b"rest:util:net", peer(2, 1337), ms(1000))
+        s.announce_own(at(0), b"rest:util:net", peer(2, 1337), ms(1000))
             .unwrap();
-        s.announce(at(0), b"other", peer(3, 1), ms(1000)).unwrap();
+        s.announce_own(at(0), b"other", peer(3, 1), ms(1000))
+            .unwrap();
         let mut out = [PeerAddr::default(); 100];
         let n = s.sample(at(10), b"rest:util:net", &mut rng, &mut out);
         assert_eq!(n, 2);
@@ -890,7 +1414,8 @@ mod tests {
         let mut s = AnnounceStore::<4, 4>::new();
         let mut rng = SplitMix64::new(2);
         let mut out = [PeerAddr::default(); 4];
-        s.announce(at(1000), b"svc", peer(1, 80), ms(500)).unwrap();
+        s.announce_own(at(1000), b"svc", peer(1, 80), ms(500))
+            .unwrap();
         assert_eq!(s.next_expiry(), Some(at(1500)));
         assert_eq!(s.sample(at(1499), b"svc", &mut rng, &mut out), 1);
         assert_eq!(s.sample(at(1500), b"svc", &mut rng, &mut out), 0);
@@ -907,10 +1432,11 @@ mod tests {
     #[test]
     fn reannounce_refreshes_the_deadline() {
         let mut s = AnnounceStore::<4, 4>::new();
-        s.announce(at(0), b"svc", peer(1, 80), ms(100)).unwrap();
-        s.announce(at(0), b"svc", peer(2, 80), ms(150)).unwrap();
+        s.announce_own(at(0), b"svc", peer(1, 80), ms(100)).unwrap();
+        s.announce_own(at(0), b"svc", peer(2, 80), ms(150)).unwrap();
         assert_eq!(s.next_expiry(), Some(at(100)));
-        s.announce(at(90), b"svc", peer(1, 80), ms(100)).unwrap();
+        s.announce_own(at(90), b"svc", peer(1, 80), ms(100))
+            .unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s.next_expiry(), Some(at(150)));
         assert_eq!(s.expire(at(150)), 1);
@@ -922,22 +1448,22 @@ mod tests {
     #[test]
     fn same_ip_other_port_is_another_entry() {
         let mut s = AnnounceStore::<4, 4>::new();
-        s.announce(at(0), b"svc", peer(1, 80), ms(100)).unwrap();
-        s.announce(at(0), b"svc", peer(1, 81), ms(100)).unwrap();
+        s.announce_own(at(0), b"svc", peer(1, 80), ms(100)).unwrap();
+        s.announce_own(at(0), b"svc", peer(1, 81), ms(100)).unwrap();
         assert_eq!(s.count(b"svc"), 2);
     }
 
     #[test]
     fn remove_unannounces() {
         let mut s = AnnounceStore::<4, 4>::new();
-        s.announce(at(0), b"svc", peer(1, 80), ms(100)).unwrap();
-        s.announce(at(0), b"svc", peer(2, 80), ms(100)).unwrap();
-        assert!(s.remove(b"svc", peer(1, 80)));
-        assert!(!s.remove(b"svc", peer(1, 80)));
-        assert!(!s.remove(b"nope", peer(2, 80)));
-        assert!(!s.remove(b"", peer(2, 80)));
+        s.announce_own(at(0), b"svc", peer(1, 80), ms(100)).unwrap();
+        s.announce_own(at(0), b"svc", peer(2, 80), ms(100)).unwrap();
+        assert!(s.remove_own(b"svc", peer(1, 80)));
+        assert!(!s.remove_own(b"svc", peer(1, 80)));
+        assert!(!s.remove_own(b"nope", peer(2, 80)));
+        assert!(!s.remove_own(b"", peer(2, 80)));
         assert_eq!(live(&s, at(0), b"svc"), [peer(2, 80)].into());
-        assert!(s.remove(b"svc", peer(2, 80)));
+        assert!(s.remove_own(b"svc", peer(2, 80)));
         assert!(s.is_empty());
         assert_eq!(s.names_len(), 0);
         s.check_invariants();
@@ -949,23 +1475,23 @@ mod tests {
         let long = [b'x'; MAX_NAME_LEN + 1];
         let max = [b'y'; MAX_NAME_LEN];
         assert_eq!(
-            s.announce(at(0), b"", peer(1, 80), ms(1)),
+            s.announce_own(at(0), b"", peer(1, 80), ms(1)),
             Err(StoreError::EmptyName)
         );
         assert_eq!(
-            s.announce(at(0), &long, peer(1, 80), ms(1)),
+            s.announce_own(at(0), &long, peer(1, 80), ms(1)),
             Err(StoreError::NameTooLong)
         );
         assert_eq!(
-            s.announce(at(0), b"svc", peer(1, 0), ms(1)),
+            s.announce_own(at(0), b"svc", peer(1, 0), ms(1)),
             Err(StoreError::ZeroPort)
         );
         assert_eq!(
-            s.announce(at(0), b"svc", peer(1, 80), Duration::ZERO),
+            s.announce_own(at(0), b"svc", peer(1, 80), Duration::ZERO),
             Err(StoreError::ZeroTtl)
         );
         assert!(s.is_empty());
-        s.announce(at(0), &max, peer(1, 80), ms(1)).unwrap();
+        s.announce_own(at(0), &max, peer(1, 80), ms(1)).unwrap();
         assert_eq!(s.count(&max), 1);
         assert_eq!(s.count(&long), 0);
         assert_eq!(s.peers(at(0), &long).count(), 0);
@@ -977,9 +1503,9 @@ mod tests {
         let mut b = AnnounceStore::<4, 0>::new();
         let mut c = AnnounceStore::<4, 4, 0>::new();
         for r in [
-            a.announce(at(0), b"s", peer(1, 1), ms(1)),
-            b.announce(at(0), b"s", peer(1, 1), ms(1)),
-            c.announce(at(0), b"s", peer(1, 1), ms(1)),
+            a.announce_own(at(0), b"s", peer(1, 1), ms(1)),
+            b.announce_own(at(0), b"s", peer(1, 1), ms(1)),
+            c.announce_own(at(0), b"s", peer(1, 1), ms(1)),
         ] {
             assert_eq!(r, Err(StoreError::NoCapacity));
         }
@@ -989,70 +1515,239 @@ mod tests {
             0
         );
         assert_eq!(a.count(b"s"), 0);
-        assert!(!b.remove(b"s", peer(1, 1)));
+        assert!(!b.remove_own(b"s", peer(1, 1)));
         assert_eq!(c.expire(at(5)), 0);
     }
 
     #[test]
-    fn per_name_cap_replaces_that_names_entry_closest_to_expiry() {
-        let mut s = AnnounceStore::<4, 16, 3>::new();
-        s.announce(at(0), b"svc", peer(1, 80), ms(300)).unwrap();
-        s.announce(at(0), b"svc", peer(2, 80), ms(100)).unwrap();
-        s.announce(at(0), b"svc", peer(3, 80), ms(200)).unwrap();
-        s.announce(at(0), b"other", peer(9, 80), ms(50)).unwrap();
-        s.announce(at(10), b"svc", peer(4, 80), ms(300)).unwrap();
+    fn full_name_takes_from_its_heaviest_source_closest_to_expiry_first() {
+        let mut s = AnnounceStore::<4, 16, 4>::new();
+        // Source 1 holds three entries of svc, source 2 one.
+        s.announce_own(at(0), b"svc", peer(1, 80), ms(300)).unwrap();
+        s.announce_own(at(0), b"svc", peer(1, 81), ms(100)).unwrap();
+        s.announce_own(at(0), b"svc", peer(1, 82), ms(200)).unwrap();
+        s.announce_own(at(0), b"svc", peer(2, 80), ms(50)).unwrap();
+        s.announce_own(at(0), b"other", peer(9, 80), ms(20))
+            .unwrap();
+        s.announce_own(at(10), b"svc", peer(3, 80), ms(300))
+            .unwrap();
+        // Source 1's entry closest to expiry made room, not source 2's (closer still).
         assert_eq!(
             live(&s, at(10), b"svc"),
-            [peer(1, 80), peer(3, 80), peer(4, 80)].into()
+            [peer(1, 80), peer(1, 82), peer(2, 80), peer(3, 80)].into()
         );
         // Another name's entry, although closer to expiry, was not touched.
         assert_eq!(live(&s, at(10), b"other"), [peer(9, 80)].into());
-        assert_eq!(s.len(), 4);
+        assert_eq!(s.len(), 5);
+        assert_eq!((s.source_len(src(1)), s.source_len(src(3))), (2, 1));
         s.check_invariants();
     }
 
     #[test]
-    fn full_store_drops_the_entry_closest_to_expiry() {
-        let mut s = AnnounceStore::<8, 3>::new();
-        s.announce(at(0), b"x", peer(1, 80), ms(300)).unwrap();
-        s.announce(at(0), b"y", peer(2, 80), ms(100)).unwrap();
-        s.announce(at(0), b"z", peer(3, 80), ms(200)).unwrap();
-        s.announce(at(0), b"w", peer(4, 80), ms(50)).unwrap();
-        assert_eq!(s.count(b"y"), 0);
-        assert_eq!(s.names_len(), 3);
-        assert_eq!(s.len(), 3);
-        for (name, p) in [
-            (b"x", peer(1, 80)),
-            (b"z", peer(3, 80)),
-            (b"w", peer(4, 80)),
-        ] {
-            assert_eq!(live(&s, at(0), name), [p].into());
+    fn flood_into_one_name_evicts_the_flooders_own_entries() {
+        let mut s = AnnounceStore::<4, 64, 4>::new();
+        s.announce_own(at(0), b"svc", peer(1, 1337), ms(10_000))
+            .unwrap();
+        for port in 1..=200u16 {
+            s.announce_own(at(u64::from(port)), b"svc", peer(66, port), ms(1000))
+                .unwrap();
+            s.check_invariants();
         }
+        // The honest entry stays; the flooder keeps its three most recent.
+        assert_eq!(
+            live(&s, at(200), b"svc"),
+            [peer(1, 1337), peer(66, 198), peer(66, 199), peer(66, 200)].into()
+        );
+        assert_eq!(s.source_len(src(66)), 3);
+    }
+
+    #[test]
+    fn a_full_name_of_single_entries_refuses_a_newcomer() {
+        let mut s = AnnounceStore::<4, 16, 3>::new();
+        for i in 1..=3 {
+            s.announce_own(at(0), b"svc", peer(i, 80), ms(100)).unwrap();
+        }
+        assert_eq!(
+            s.announce_own(at(1), b"svc", peer(4, 80), ms(100)),
+            Err(StoreError::Full)
+        );
+        assert_eq!(s.name_counts(b"svc").len(), 3);
+        assert_eq!(s.source_len(src(4)), 0);
+        // A source already there replaces its own entry instead.
+        s.announce_own(at(1), b"svc", peer(2, 81), ms(100)).unwrap();
+        assert_eq!(
+            live(&s, at(1), b"svc"),
+            [peer(1, 80), peer(2, 81), peer(3, 80)].into()
+        );
+        s.check_invariants();
+    }
+
+    #[test]
+    fn flood_into_the_full_store_evicts_the_flooders_own_entries() {
+        let mut s = AnnounceStore::<64, 16>::new();
+        for i in 0..5u16 {
+            s.announce_own(
+                at(0),
+                std::format!("honest:{i}").as_bytes(),
+                peer(1, 80 + i),
+                ms(10_000),
+            )
+            .unwrap();
+        }
+        s.announce_own(at(0), b"other", peer(2, 80), ms(10_000))
+            .unwrap();
+        for i in 0..1000u64 {
+            s.announce_own(
+                at(i),
+                std::format!("junk:{i}").as_bytes(),
+                peer(66, 80),
+                ms(5000),
+            )
+            .unwrap();
+        }
+        s.check_invariants();
+        assert_eq!(s.len(), 16);
+        assert_eq!(s.source_len(src(1)), 5);
+        assert_eq!(s.source_len(src(2)), 1);
+        assert_eq!(s.source_len(src(66)), 10);
+        // The flooder keeps its most recent names.
+        assert_eq!(s.count(b"junk:999"), 1);
+        assert_eq!(s.count(b"junk:989"), 0);
+    }
+
+    #[test]
+    fn a_growing_flood_pushes_a_heavy_source_down_to_an_equal_share_never_below() {
+        let mut s = AnnounceStore::<64, 16>::new();
+        for i in 0..12u16 {
+            s.announce_own(
+                at(0),
+                std::format!("worker:{i}").as_bytes(),
+                peer(1, 80 + i),
+                ms(10_000),
+            )
+            .unwrap();
+        }
+        for i in 0..4u64 {
+            s.announce_own(
+                at(0),
+                std::format!("junk:{i}").as_bytes(),
+                peer(66, 80),
+                ms(10_000),
+            )
+            .unwrap();
+        }
+        assert_eq!((s.source_len(src(1)), s.source_len(src(66))), (12, 4));
+        for i in 4..500u64 {
+            s.announce_own(
+                at(i),
+                std::format!("junk:{i}").as_bytes(),
+                peer(66, 80),
+                ms(10_000),
+            )
+            .unwrap();
+            assert!(s.source_len(src(1)) >= 8);
+        }
+        assert_eq!((s.source_len(src(1)), s.source_len(src(66))), (8, 8));
+        // The heavy source lost its least recently announced entries.
+        assert_eq!(s.count(b"worker:3"), 0);
+        assert_eq!(s.count(b"worker:4"), 1);
+        s.check_invariants();
+    }
+
+    #[test]
+    fn a_full_store_of_single_entries_refuses_a_newcomer() {
+        let mut s = AnnounceStore::<8, 3>::new();
+        for (i, name) in [b"x", b"y", b"z"].into_iter().enumerate() {
+            s.announce_own(at(0), name, peer(i as u8, 80), ms(300))
+                .unwrap();
+        }
+        assert_eq!(
+            s.announce_own(at(0), b"w", peer(4, 80), ms(300)),
+            Err(StoreError::Full)
+        );
+        assert_eq!(s.count(b"w"), 0);
+        assert_eq!(s.len(), 3);
+        s.check_invariants();
+    }
+
+    #[test]
+    fn another_source_can_neither_refresh_nor_remove_an_entry() {
+        let mut s = AnnounceStore::<4, 8>::new();
+        let addr = peer(1, 80);
+        s.announce(at(0), b"svc", addr, ms(100), Source::Local)
+            .unwrap();
+        // A remote host with the same IP (another grape on this host) announces the address.
+        assert_eq!(
+            s.announce(at(50), b"svc", addr, ms(100), Source::Remote(addr.ip)),
+            Err(StoreError::NotOwner)
+        );
+        assert_eq!(s.next_expiry(), Some(at(100)));
+        assert_eq!(s.owner_of(b"svc", addr), Some(Source::Local));
+        assert!(!s.remove(b"svc", addr, Source::Remote(addr.ip)));
+        assert!(!s.remove(b"svc", addr, src(2)));
+        assert_eq!(s.count(b"svc"), 1);
+        // The owner refreshes and removes.
+        s.announce(at(50), b"svc", addr, ms(100), Source::Local)
+            .unwrap();
+        assert_eq!(s.next_expiry(), Some(at(150)));
+        assert!(s.remove(b"svc", addr, Source::Local));
+        assert!(s.is_empty());
+        assert_eq!(s.source_len(Source::Local), 0);
+        s.check_invariants();
+    }
+
+    #[test]
+    fn source_counts_follow_expiry_and_removal() {
+        let mut s = AnnounceStore::<8, 8>::new();
+        s.announce_own(at(0), b"a", peer(1, 80), ms(10)).unwrap();
+        s.announce_own(at(0), b"b", peer(1, 80), ms(20)).unwrap();
+        s.announce_own(at(0), b"a", peer(2, 80), ms(30)).unwrap();
+        s.announce(at(0), b"a", peer(3, 80), ms(20), Source::Local)
+            .unwrap();
+        assert_eq!((s.source_len(src(1)), s.source_len(src(2))), (2, 1));
+        assert_eq!(s.expire(at(10)), 1);
+        assert_eq!(s.source_len(src(1)), 1);
+        s.check_invariants();
+        assert_eq!(s.expire(at(20)), 2);
+        assert_eq!((s.source_len(src(1)), s.source_len(Source::Local)), (0, 0));
+        s.check_invariants();
+        assert!(s.remove_own(b"a", peer(2, 80)));
+        assert_eq!(s.source_len(src(2)), 0);
+        assert_eq!(s.srcs.iter().filter(|x| x.count > 0).count(), 0);
+        assert_eq!(s.max_count, 0);
         s.check_invariants();
     }
 
     #[test]
     fn dead_entries_go_before_live_ones() {
         let mut s = AnnounceStore::<8, 2>::new();
-        s.announce(at(0), b"a", peer(1, 80), ms(1000)).unwrap();
-        s.announce(at(0), b"b", peer(2, 80), ms(10)).unwrap();
-        s.announce(at(20), b"c", peer(3, 80), ms(10)).unwrap();
+        s.announce_own(at(0), b"a", peer(1, 80), ms(1000)).unwrap();
+        s.announce_own(at(0), b"b", peer(2, 80), ms(10)).unwrap();
+        s.announce_own(at(20), b"c", peer(3, 80), ms(10)).unwrap();
         assert_eq!(live(&s, at(20), b"a"), [peer(1, 80)].into());
         assert_eq!(live(&s, at(20), b"c"), [peer(3, 80)].into());
         assert_eq!(s.count(b"b"), 0);
     }
 
     #[test]
-    fn full_names_expire_early_until_a_name_slot_frees() {
+    fn full_names_make_the_heaviest_source_drop_entries_until_a_name_slot_frees() {
         let mut s = AnnounceStore::<2, 10>::new();
-        s.announce(at(0), b"n1", peer(1, 80), ms(100)).unwrap();
-        s.announce(at(0), b"n1", peer(2, 80), ms(500)).unwrap();
-        s.announce(at(0), b"n2", peer(3, 80), ms(300)).unwrap();
-        s.announce(at(0), b"n3", peer(4, 80), ms(50)).unwrap();
-        // n1@100 went first (closest), n1 still had an entry; then n2@300 freed a name slot.
-        assert_eq!(live(&s, at(0), b"n1"), [peer(2, 80)].into());
+        s.announce_own(at(0), b"n1", peer(1, 80), ms(100)).unwrap();
+        s.announce_own(at(0), b"n1", peer(1, 81), ms(500)).unwrap();
+        s.announce_own(at(0), b"n2", peer(3, 80), ms(300)).unwrap();
+        // Source 1 held the most and lost its least recently announced entry; then every
+        // source held one and none could fairly give up a name: refused.
+        assert_eq!(
+            s.announce_own(at(0), b"n3", peer(4, 80), ms(50)),
+            Err(StoreError::Full)
+        );
+        assert_eq!(live(&s, at(0), b"n1"), [peer(1, 81)].into());
+        assert_eq!(live(&s, at(0), b"n2"), [peer(3, 80)].into());
+        // A source that holds one gives up its own name for a new one.
+        s.announce_own(at(0), b"n4", peer(3, 81), ms(50)).unwrap();
         assert_eq!(s.count(b"n2"), 0);
-        assert_eq!(live(&s, at(0), b"n3"), [peer(4, 80)].into());
+        assert_eq!(live(&s, at(0), b"n1"), [peer(1, 81)].into());
+        assert_eq!(live(&s, at(0), b"n4"), [peer(3, 81)].into());
         assert_eq!(s.names_len(), 2);
         s.check_invariants();
     }
@@ -1060,9 +1755,9 @@ mod tests {
     #[test]
     fn evicting_the_announcing_names_last_entry_keeps_the_name_usable() {
         let mut s = AnnounceStore::<2, 1>::new();
-        s.announce(at(0), b"n", peer(1, 80), ms(100)).unwrap();
-        s.announce(at(0), b"n", peer(2, 80), ms(100)).unwrap();
-        assert_eq!(live(&s, at(0), b"n"), [peer(2, 80)].into());
+        s.announce_own(at(0), b"n", peer(1, 80), ms(100)).unwrap();
+        s.announce_own(at(0), b"n", peer(1, 81), ms(100)).unwrap();
+        assert_eq!(live(&s, at(0), b"n"), [peer(1, 81)].into());
         assert_eq!(s.names_len(), 1);
         s.check_invariants();
     }
@@ -1070,11 +1765,11 @@ mod tests {
     #[test]
     fn ttl_never_does_not_expire_nor_set_a_deadline() {
         let mut s = AnnounceStore::<2, 2>::new();
-        s.announce(at(5), b"n", peer(1, 80), TTL_NEVER).unwrap();
+        s.announce_own(at(5), b"n", peer(1, 80), TTL_NEVER).unwrap();
         assert_eq!(s.next_expiry(), None);
         assert_eq!(s.expire(at(u64::MAX - 1)), 0);
         assert_eq!(s.peers(at(u64::MAX - 1), b"n").count(), 1);
-        s.announce(at(5), b"m", peer(1, 80), ms(7)).unwrap();
+        s.announce_own(at(5), b"m", peer(1, 80), ms(7)).unwrap();
         assert_eq!(s.next_expiry(), Some(at(12)));
     }
 
@@ -1085,11 +1780,13 @@ mod tests {
         let mut t = AnnounceStore::<8, 16>::with_hash_seed(7);
         let names: [&[u8]; 8] = [b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h"];
         for (i, n) in names.iter().enumerate() {
-            t.announce(at(0), n, peer(i as u8, 1), ms(100)).unwrap();
-            s.announce(at(0), n, peer(i as u8, 1), ms(100)).unwrap();
+            t.announce_own(at(0), n, peer(i as u8, 1), ms(100)).unwrap();
+            // One source for `s`: it replaces its own oldest entries.
+            s.announce(at(0), n, peer(i as u8, 1), ms(100), Source::Local)
+                .unwrap();
         }
         for n in [b"c", b"a", b"h"] {
-            assert!(t.remove(n, peer(names.iter().position(|x| x == n).unwrap() as u8, 1)));
+            assert!(t.remove_own(n, peer(names.iter().position(|x| x == n).unwrap() as u8, 1)));
             t.check_invariants();
         }
         for (i, n) in names.iter().enumerate() {
@@ -1104,7 +1801,8 @@ mod tests {
     fn sample_is_uniform_enough_and_random_order() {
         let mut s = AnnounceStore::<2, 16, 16>::new();
         for i in 0..10u8 {
-            s.announce(at(0), b"svc", peer(i, 80), ms(1000)).unwrap();
+            s.announce_own(at(0), b"svc", peer(i, 80), ms(1000))
+                .unwrap();
         }
         let mut rng = SplitMix64::new(3);
         let mut hits = [0u32; 10];
@@ -1148,7 +1846,7 @@ mod tests {
                 for i in 0..10_000u32 {
                     let name = std::format!("service:{i}");
                     let ip = i.to_be_bytes();
-                    s.announce(at(0), name.as_bytes(), PeerAddr::new(ip, 1), ms(1000))
+                    s.announce_own(at(0), name.as_bytes(), PeerAddr::new(ip, 1), ms(1000))
                         .unwrap();
                 }
                 assert_eq!(s.names_len(), 10_000);
@@ -1158,11 +1856,18 @@ mod tests {
                     let name = std::format!("service:{i}");
                     assert_eq!(s.count(name.as_bytes()), 1);
                 }
-                // One more name: the earliest deadline (all equal) goes, the store stays bounded.
-                s.announce(at(1), b"late", PeerAddr::new([1; 4], 1), ms(1000))
+                // One more name from a source holding one: it gives up its own, the store stays
+                // bounded.
+                s.announce_own(at(1), b"late", PeerAddr::new([0, 0, 0, 7], 2), ms(1000))
                     .unwrap();
                 assert_eq!(s.len(), 10_000);
                 assert_eq!(s.count(b"late"), 1);
+                assert_eq!(s.count(b"service:7"), 0);
+                // One from a new source, while every source holds one: refused.
+                assert_eq!(
+                    s.announce_own(at(1), b"later", PeerAddr::new([9; 4], 2), ms(1000)),
+                    Err(StoreError::Full)
+                );
                 s.check_invariants();
             })
             .unwrap()
@@ -1172,17 +1877,29 @@ mod tests {
 
     #[derive(Clone, Debug)]
     enum Op {
-        Announce { name: u8, peer: u8, ttl: u64 },
-        Remove { name: u8, peer: u8 },
+        Announce {
+            name: u8,
+            peer: u8,
+            port: u16,
+            ttl: u64,
+        },
+        Remove {
+            name: u8,
+            peer: u8,
+            port: u16,
+        },
         Advance(u64),
         Expire,
-        Sample { name: u8, k: usize },
+        Sample {
+            name: u8,
+            k: usize,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            6 => (0..10u8, 0..6u8, 1..200u64).prop_map(|(name, peer, ttl)| Op::Announce { name, peer, ttl }),
-            1 => (0..10u8, 0..6u8).prop_map(|(name, peer)| Op::Remove { name, peer }),
+            6 => (0..10u8, 0..6u8, 0..3u16, 1..200u64).prop_map(|(name, peer, port, ttl)| Op::Announce { name, peer, port, ttl }),
+            1 => (0..10u8, 0..6u8, 0..3u16).prop_map(|(name, peer, port)| Op::Remove { name, peer, port }),
             2 => (0..80u64).prop_map(Op::Advance),
             1 => Just(Op::Expire),
             2 => (0..10u8, 0..8usize).prop_map(|(name, k)| Op::Sample { name, k }),
@@ -1204,17 +1921,54 @@ mod tests {
         let mut evicted_ever = false;
         for op in ops {
             match *op {
-                Op::Announce { name, peer: p, ttl } => {
+                Op::Announce {
+                    name,
+                    peer: p,
+                    port,
+                    ttl,
+                } => {
                     let name = name_of(name);
-                    let addr = peer(p, 1000 + u16::from(p));
-                    s.announce(now, &name, addr, ms(ttl)).unwrap();
-                    model.retain(|_, e| *e > now);
-                    model.insert((name, addr), now + ms(ttl));
+                    let addr = peer(p, 1000 + port);
+                    // Fairness: a source that loses entries to this announce still holds at
+                    // least as many as the announcer afterwards (one more when refused), in
+                    // the name when it was full, else in the store.
+                    s.expire(now);
+                    let before: Vec<usize> = (0..6).map(|q| s.source_len(src(q))).collect();
+                    let name_full = s.count(&name) >= C;
+                    let refused = match s.announce_own(now, &name, addr, ms(ttl)) {
+                        Ok(()) => {
+                            model.retain(|_, e| *e > now);
+                            model.insert((name.clone(), addr), now + ms(ttl));
+                            0
+                        }
+                        Err(StoreError::Full) => {
+                            model.retain(|_, e| *e > now);
+                            1
+                        }
+                        Err(e) => panic!("{e:?}"),
+                    };
+                    let in_name = s.name_counts(&name);
+                    let after = |x: u8| {
+                        if name_full {
+                            in_name.get(&src(x)).copied().unwrap_or(0)
+                        } else {
+                            s.source_len(src(x))
+                        }
+                    };
+                    for q in (0..6).filter(|&q| q != p) {
+                        if s.source_len(src(q)) < before[usize::from(q)] {
+                            assert!(after(q) >= after(p) + refused, "{before:?} {q} {p}");
+                        }
+                    }
                 }
-                Op::Remove { name, peer: p } => {
+                Op::Remove {
+                    name,
+                    peer: p,
+                    port,
+                } => {
                     let name = name_of(name);
-                    let addr = peer(p, 1000 + u16::from(p));
-                    let was = s.remove(&name, addr);
+                    let addr = peer(p, 1000 + port);
+                    let was = s.remove_own(&name, addr);
                     let in_model = model.remove(&(name, addr)).is_some();
                     assert!(!was || in_model);
                     if !evicted_ever {
@@ -1305,7 +2059,7 @@ mod tests {
         #[test]
         fn arbitrary_names_never_panic(name in proptest::collection::vec(any::<u8>(), 0..200), port: u16, ttl: u64) {
             let mut s = AnnounceStore::<4, 4>::new();
-            let r = s.announce(at(0), &name, PeerAddr::new([1, 2, 3, 4], port), ms(ttl));
+            let r = s.announce_own(at(0), &name, PeerAddr::new([1, 2, 3, 4], port), ms(ttl));
             let ok = !name.is_empty() && name.len() <= MAX_NAME_LEN && port != 0 && ttl != 0;
             prop_assert_eq!(r.is_ok(), ok);
             prop_assert_eq!(s.count(&name), usize::from(ok));

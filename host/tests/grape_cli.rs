@@ -239,3 +239,126 @@ async fn api_allow_keeps_other_hosts_out() {
     assert!(started.elapsed() < Duration::from_secs(2));
     let _ = child.kill().await;
 }
+
+#[test]
+fn a_dht_max_values_above_what_the_build_keeps_is_a_clear_error() {
+    let too_many = (grenache_tokio::dht::ITEMS + 1).to_string();
+    let out = grape(&[
+        "--dp",
+        "0",
+        "--aph",
+        "30001",
+        "--bn",
+        "",
+        "--dht_maxValues",
+        &too_many,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "--dht_maxValues: {too_many} is above the maximum of {}",
+            grenache_tokio::dht::ITEMS
+        )),
+        "{err}"
+    );
+}
+
+/// One KRPC query to `to` from `socket`, and its answer's `r` (raw datagram kept in `buf`).
+fn krpc_call<'b>(
+    socket: &std::net::UdpSocket,
+    to: std::net::SocketAddr,
+    query: &[u8],
+    buf: &'b mut [u8],
+) -> grenache_core::krpc::Response<'b> {
+    use grenache_core::krpc::{parse, Message};
+    socket.send_to(query, to).unwrap();
+    let (n, _) = socket.recv_from(buf).expect("the grape answers within 2 s");
+    match parse(&buf[..n]).unwrap() {
+        Message::Response { r, .. } => r,
+        other => panic!("not an answer: {other:?}"),
+    }
+}
+
+#[test]
+fn dht_max_values_bounds_the_items_the_grape_keeps() {
+    use grenache_core::id::NodeId;
+    use grenache_core::krpc::{encode_get, encode_ping, encode_put_immutable};
+
+    let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api_port = api.local_addr().unwrap().port().to_string();
+    drop(api);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dht_port = udp.local_addr().unwrap().port();
+    drop(udp);
+    let _child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_grape"))
+            .args([
+                "-b",
+                "127.0.0.1",
+                "--dp",
+                &dht_port.to_string(),
+                "--aph",
+                &api_port,
+                "--bn",
+                "",
+                "--dht_maxValues",
+                "3",
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    let grape_addr: std::net::SocketAddr = format!("127.0.0.1:{dht_port}").parse().unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let me = NodeId([7; 20]);
+    let mut q = [0u8; 1500];
+    let mut buf = [0u8; 1500];
+    // Wait (at most 10 s) for the grape to answer a ping.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = encode_ping(&mut q, b"pi", &me).unwrap();
+        socket.send_to(&q[..n], grape_addr).unwrap();
+        if socket.recv_from(&mut buf).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the grape did not start");
+    }
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let values: Vec<Vec<u8>> = (0..5).map(|i| format!("6:value{i}").into_bytes()).collect();
+    let keys: Vec<[u8; 20]> = values
+        .iter()
+        .map(|v| grenache_core::bep44::immutable_key(v))
+        .collect();
+    let n = encode_get(&mut q, b"g0", &me, &keys[0]).unwrap();
+    let token = krpc_call(&socket, grape_addr, &q[..n], &mut buf)
+        .token
+        .unwrap()
+        .to_vec();
+    for v in &values {
+        let n = encode_put_immutable(&mut q, b"pu", &me, &token, v).unwrap();
+        let r = krpc_call(&socket, grape_addr, &q[..n], &mut buf);
+        assert!(r.id.is_some());
+    }
+    // Only the three most recent are kept.
+    for (i, key) in keys.iter().enumerate() {
+        let n = encode_get(&mut q, b"gk", &me, key).unwrap();
+        let r = krpc_call(&socket, grape_addr, &q[..n], &mut buf);
+        assert_eq!(r.v.is_some(), i >= 2, "item {i}");
+    }
+}
+
+/// A child process killed on drop, also when the test fails (it holds the test's output
+/// pipes: a leaked one would keep `cargo test` waiting).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -34,8 +34,12 @@ pub const NAMES: usize = 10_240;
 /// Announced peers a host node stores, all names together: a little above bittorrent-dht's
 /// `maxPeers` of 10,000 (`dht:23`), the Node grape's bound.
 pub const PEERS: usize = 10_240;
-/// BEP44 items a host node keeps (the effective default of the Node CLI grape, §1).
-pub const ITEMS: usize = 1000;
+/// BEP44 items a host node can keep: the documented default of `--dht_maxValues` (5000), which
+/// a grape may lower but not raise. About 1.2 KB each (a value of up to 1005 bytes, inline),
+/// so 5.9 MB.
+pub const ITEMS: usize = 5000;
+// The documented default must start.
+const _: () = assert!(crate::grape::DEFAULT_MAX_VALUES <= ITEMS);
 /// Operations (lookups, announces, puts, gets) running at once; more wait in a queue.
 pub const OPS: usize = 64;
 /// Candidates per traversal.
@@ -678,6 +682,13 @@ impl DhtConfig {
             config.dht_peer_max_age
         };
         node.node_liveness = config.dht_node_liveness;
+        if config.dht_max_values > ITEMS {
+            return Err(io::Error::other(format!(
+                "--dht_maxValues {} is above the {ITEMS} BEP 44 items this build can keep",
+                config.dht_max_values
+            )));
+        }
+        node.max_items = config.dht_max_values;
         // Node ignores `--dc` (§7 Q2); here it is the per-lookup concurrency.
         node.lookup.concurrency = config.dht_concurrency.max(1);
         node.host = config

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use grenache_host::init_logging;
+use grenache_tokio::dht::ITEMS;
 use grenache_tokio::grape::{
     parse_bootstrap, Grape, GrapeConfig, StartError, DEFAULT_DHT_CONCURRENCY, DEFAULT_LOOKUP_REUSE,
     DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TABLES, DEFAULT_MAX_VALUES, DEFAULT_NODE_LIVENESS,
@@ -60,7 +61,8 @@ struct Cli {
     #[arg(long = "dht_maxTables", value_name = "N", default_value_t = DEFAULT_MAX_TABLES)]
     dht_max_tables: usize,
 
-    /// Max BEP 44 values stored
+    /// Max BEP 44 values stored, shared fairly between the hosts that put them (the default is
+    /// also the most this build can keep)
     #[arg(long = "dht_maxValues", value_name = "N", default_value_t = DEFAULT_MAX_VALUES)]
     dht_max_values: usize,
 
@@ -123,6 +125,13 @@ impl Cli {
                 .map_err(|e| format!("--api-allow: {e}"))?,
             None => AllowList::any(),
         };
+        if self.dht_max_values > ITEMS {
+            return Err(format!(
+                "--dht_maxValues: {} is above the maximum of {ITEMS} BEP 44 values this build \
+                 can keep",
+                self.dht_max_values
+            ));
+        }
         Ok(GrapeConfig {
             bind,
             dht_port: self.dht_port,
