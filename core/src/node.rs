@@ -1667,6 +1667,10 @@ impl<const V: usize> Value<V> {
 }
 
 impl<const C: usize, const P: usize, const V: usize> Op<C, P, V> {
+    /// Adds a found peer. When the result is full, a peer whose IP holds at least two fewer
+    /// places than some other IP takes the place of one of that IP's peers: one host that
+    /// announced a name from a hundred ports (in this node's store and in every answer) cannot
+    /// crowd the other hosts' workers out of a lookup's result.
     fn add_peer(&mut self, p: PeerAddr) {
         if p.port == 0 || self.peers.iter().take(self.peers_len).any(|q| *q == p) {
             return;
@@ -1674,6 +1678,18 @@ impl<const C: usize, const P: usize, const V: usize> Op<C, P, V> {
         if let Some(slot) = self.peers.get_mut(self.peers_len) {
             *slot = p;
             self.peers_len += 1;
+            return;
+        }
+        let found = self.peers.get(..self.peers_len).unwrap_or(&[]);
+        let places = |ip: [u8; 4]| found.iter().filter(|q| q.ip == ip).count();
+        let mine = places(p.ip);
+        // The first peer of an IP with two places more than the newcomer's; under a flood the
+        // flooder holds most places, so this usually stops at the first entry.
+        let victim = found
+            .iter()
+            .position(|q| q.ip != p.ip && places(q.ip) >= mine + 2);
+        if let Some(slot) = victim.and_then(|i| self.peers.get_mut(i)) {
+            *slot = p;
         }
     }
 
@@ -2499,6 +2515,46 @@ mod tests {
         // 10 s of flood, one ping slot freed per 2 s timeout per verification slot.
         assert!(pinged <= MAX_VERIFY_INFLIGHT * 6, "{pinged} pings");
         assert!(pinged >= MAX_VERIFY_INFLIGHT, "{pinged} pings");
+    }
+
+    #[test]
+    fn one_host_with_many_ports_cannot_crowd_other_hosts_out_of_a_lookup() {
+        let mut o: Op<4, 8, 0> = Op {
+            used: true,
+            generation: 0,
+            kind: Kind::Lookup,
+            phase: Phase::Traverse,
+            lookup: Lookup::idle(NodeId([1; 20]), LookupConfig::DEFAULT, Instant::ZERO),
+            port: 0,
+            peers: [PeerAddr::new([0; 4], 0); 8],
+            peers_len: 0,
+            targets: [Target::EMPTY; 4],
+            targets_len: 0,
+            value: Value::EMPTY,
+            key: [0; 20],
+            krpc_error: None,
+        };
+        for port in 1..=20 {
+            o.add_peer(PeerAddr::new([10, 0, 0, 2], port));
+        }
+        let honest = PeerAddr::new([10, 0, 0, 1], 1337);
+        let other = PeerAddr::new([10, 0, 0, 3], 1337);
+        o.add_peer(honest);
+        o.add_peer(other);
+        let found = o.peers.get(..o.peers_len).unwrap();
+        assert_eq!(found.len(), 8);
+        assert!(
+            found.contains(&honest) && found.contains(&other),
+            "{found:?}"
+        );
+        // The flooder keeps the rest; a second port of the honest host still gets in (1 + 2
+        // places <= 6), a duplicate does not.
+        let honest2 = PeerAddr::new([10, 0, 0, 1], 1338);
+        o.add_peer(honest2);
+        o.add_peer(honest);
+        let found = o.peers.get(..o.peers_len).unwrap();
+        assert_eq!(found.iter().filter(|p| p.ip == [10, 0, 0, 1]).count(), 2);
+        assert_eq!(found.iter().filter(|p| p.ip == [10, 0, 0, 2]).count(), 5);
     }
 
     #[test]
