@@ -338,8 +338,9 @@ pub struct ServerConfig {
     /// than [`SMALL_MESSAGE`]: WebSocket messages and their fragments while they arrive, HTTP
     /// bodies, and gzip bodies once inflated. Default 64 MiB. A request that does not fit is
     /// refused (WebSocket close 1009, HTTP 413 `ERR_MEMORY_BUDGET`); a WebSocket message
-    /// sent as one frame (as Node's `ws` does) is charged whole when its frame header
-    /// arrives, so once started it is never refused. Requests up to [`SMALL_MESSAGE`] are
+    /// sent as one frame (as Node's `ws` does) is charged whole (twice its size: what the
+    /// WebSocket library's doubling buffer may hold) when its frame header arrives, so once
+    /// started it is never refused. Requests up to [`SMALL_MESSAGE`] are
     /// not charged, so honest small requests keep working while large ones are refused: the
     /// requests a worker buffers take at most this budget plus `max_connections` times
     /// [`SMALL_MESSAGE`] (besides each connection's own read buffer). Streamed HTTP bodies
@@ -373,8 +374,10 @@ impl Default for ServerConfig {
 }
 
 /// Requests (one WebSocket message, one HTTP body, also once inflated) of at most this many
-/// bytes are not charged to [`ServerConfig::memory_budget`]: 64 KiB.
-pub const SMALL_MESSAGE: usize = 64 * 1024;
+/// bytes are not charged to [`ServerConfig::memory_budget`]: 8 KiB, above the JSON payloads
+/// services usually exchange, and small enough that 1024 connections each holding an
+/// uncharged message stay within a few tens of MiB.
+pub const SMALL_MESSAGE: usize = 8 * 1024;
 
 /// What a connection task gets: the handler, the settings and the memory budget.
 pub(crate) struct Shared {
