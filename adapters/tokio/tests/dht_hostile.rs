@@ -157,3 +157,106 @@ async fn answers_to_a_flooding_source_stay_within_its_budget() {
     assert_eq!(from, std::net::SocketAddr::V4(to));
     assert!(buf[..n].starts_with(b"d1:rd2:id20:"));
 }
+
+/// 40 Sybil nodes on one IP, with ids next to a service name (the name is 20 bytes: each id is
+/// the name with its last byte changed), that answer every query as live nodes do, list each
+/// other, and never hold a value. They introduce themselves to both grapes again and again.
+/// A worker announces through grape A; lookups through grape B, A's bootstrap node and B's,
+/// still find it: every traversal queries the `--bn` grapes, wherever their ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sybil_nodes_next_to_a_name_do_not_hide_its_worker() {
+    const NAME: &[u8; 20] = b"sybil_target_service";
+    let (b, _tb) = grape("127.0.0.3", &[]);
+    let (a, _ta) = grape("127.0.0.1", &[b.local_addr()]);
+    let grapes = [a.local_addr(), b.local_addr()];
+    let sybils: Vec<(NodeId, UdpSocket)> = (0..40u8)
+        .map(|i| {
+            let mut id = *NAME;
+            id[19] ^= i + 1;
+            let socket = UdpSocket::bind("127.0.0.2:0").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            (NodeId(id), socket)
+        })
+        .collect();
+    let contacts: Vec<(NodeId, PeerAddr)> = sybils
+        .iter()
+        .map(|(id, s)| {
+            let port = s.local_addr().unwrap().port();
+            (*id, PeerAddr::new([127, 0, 0, 2], port))
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = sybils
+        .into_iter()
+        .enumerate()
+        .map(|(i, (id, socket))| {
+            let others: Vec<_> = contacts
+                .iter()
+                .cycle()
+                .skip(i + 1)
+                .take(8)
+                .copied()
+                .collect();
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut hello = Instant::now();
+                let (mut buf, mut rx) = ([0u8; 1500], [0u8; 1500]);
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(40) {
+                    if hello.elapsed() >= Duration::from_millis(500) || hello == started {
+                        for g in grapes {
+                            let n = krpc::encode_find_node(&mut buf, b"hi", &id, NAME).unwrap();
+                            let _ = socket.send_to(&buf[..n], g);
+                        }
+                        hello = Instant::now();
+                    }
+                    let Ok((n, from)) = socket.recv_from(&mut rx) else {
+                        continue;
+                    };
+                    let Ok(krpc::Message::Query { t, query, .. }) = krpc::parse(&rx[..n]) else {
+                        continue;
+                    };
+                    let written = match query {
+                        krpc::Query::Ping | krpc::Query::AnnouncePeer(_) | krpc::Query::Put(_) => {
+                            krpc::encode_response_id(&mut buf, t, &id)
+                        }
+                        _ => krpc::encode_response_nodes_token(
+                            &mut buf,
+                            t,
+                            &id,
+                            others.iter().copied(),
+                            b"sybiltoken",
+                        ),
+                    };
+                    if let Ok(n) = written {
+                        let _ = socket.send_to(&buf[..n], from);
+                    }
+                }
+            })
+        })
+        .collect();
+    // Let both grapes meet the Sybils (queried, pinged, answered).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let honest = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 4242);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut found = 0;
+    let mut lookups = 0;
+    while lookups < 20 && Instant::now() < deadline {
+        let _ = a.announce(NAME, 4242).await;
+        lookups += 1;
+        if b.lookup(NAME).await.is_ok_and(|p| p.contains(&honest)) {
+            found += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(lookups, 20, "20 announce/lookup rounds did not fit in 15 s");
+    assert_eq!(
+        found, 20,
+        "{found} of 20 lookups through B found the worker"
+    );
+}
