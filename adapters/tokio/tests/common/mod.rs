@@ -40,25 +40,30 @@ pub fn interop_dir() -> PathBuf {
     dir
 }
 
-/// A free TCP port on 127.0.0.1, never handed out before in this process.
+/// A free TCP port, never handed out before in this process.
 ///
 /// The port is released before returning (the caller gives it to a child process), so
 /// another process may take it in between: a tiny race. Within one test process there is
 /// none: two binds to port 0 in a row can get the same port once the first is closed (it
 /// happened: two grapes given one API port), so every port handed out is remembered.
+///
+/// The port is free on every address (bound on `[::]`, IPv4 mapped in), as a grape's API
+/// binds it: a port free on 127.0.0.1 alone may be held on 127.0.0.2 by a hostile test's
+/// connections, and then a grape cannot listen on it.
 pub fn free_tcp_port() -> u16 {
     unused_port(|| {
-        std::net::TcpListener::bind("127.0.0.1:0")
+        std::net::TcpListener::bind("[::]:0")
+            .or_else(|_| std::net::TcpListener::bind("0.0.0.0:0"))
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
     })
 }
 
-/// A free UDP port on 127.0.0.1, never handed out before in this process (as
-/// [`free_tcp_port`]).
+/// A free UDP port on every IPv4 address (a grape's DHT socket binds 0.0.0.0), never handed
+/// out before in this process (as [`free_tcp_port`]).
 pub fn free_udp_port() -> u16 {
     unused_port(|| {
-        std::net::UdpSocket::bind("127.0.0.1:0")
+        std::net::UdpSocket::bind("0.0.0.0:0")
             .and_then(|s| s.local_addr())
             .map(|a| a.port())
     })
@@ -71,7 +76,7 @@ fn unused_port(bind: impl Fn() -> std::io::Result<u16>) -> u16 {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     for _ in 0..1000 {
-        let port = bind().expect("binding 127.0.0.1:0");
+        let port = bind().expect("binding a free port");
         if !given.contains(&port) {
             given.push(port);
             return port;
