@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use grenache_core::addr::PeerAddr;
 use grenache_core::id::NodeId;
 use grenache_core::krpc::{
-    encode_announce_peer, encode_get, encode_get_peers, encode_put_immutable, parse, tid, tid_of,
-    Message, Response,
+    encode_announce_peer, encode_get, encode_get_peers, encode_put_immutable, encode_response_id,
+    parse, tid, tid_of, Message, Response,
 };
 use grenache_tokio::grape::{BootstrapNode, Grape, GrapeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -82,6 +82,8 @@ struct Krpc {
     to: SocketAddr,
     id: NodeId,
     next_tid: u16,
+    /// Whether we answered one of A's queries (its verification ping).
+    answered_a_query: bool,
 }
 
 impl Krpc {
@@ -91,6 +93,7 @@ impl Krpc {
             to: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, grape.dht_port())),
             id: NodeId([ip.octets()[3]; 20]),
             next_tid: 1,
+            answered_a_query: false,
         }
     }
 
@@ -119,7 +122,9 @@ impl Krpc {
                 let got =
                     tokio::time::timeout(Duration::from_secs(2), self.socket.recv(&mut buf)).await;
                 let Ok(Ok(n)) = got else { break };
-                // A may query us too (it learned our id): only answers count.
+                // A may query us too (it pings a node it does not know): answered, as a live
+                // node would; only answers count.
+                self.answer_query(&buf[..n]).await;
                 let in_window = parse(&buf[..n])
                     .ok()
                     .filter(|m| !matches!(m, Message::Query { .. }))
@@ -132,6 +137,34 @@ impl Krpc {
             }
         }
         answers
+    }
+
+    /// Answers `datagram` if it is a query (with our id, whatever it asks).
+    async fn answer_query(&mut self, datagram: &[u8]) {
+        if let Ok(Message::Query { t, .. }) = parse(datagram) {
+            let mut out = [0u8; 64];
+            let n = encode_response_id(&mut out, t, &self.id).unwrap();
+            self.socket.send_to(&out[..n], self.to).await.unwrap();
+            self.answered_a_query = true;
+        }
+    }
+
+    /// Waits (at most 5 s) for A's verification ping after a first query and answers it: A then
+    /// keeps us as a routing-table contact, with a contact's answer budget. A real attacker
+    /// would do the same; the flood below is then bounded by the store's rules alone, not by
+    /// the budget of a stranger.
+    async fn become_contact(&mut self) {
+        let mut buf = [0u8; 1500];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !self.answered_a_query {
+            let got = tokio::time::timeout_at(deadline, self.socket.recv(&mut buf)).await;
+            let Ok(Ok(n)) = got else {
+                panic!("A never pinged the attacker");
+            };
+            self.answer_query(&buf[..n]).await;
+        }
+        // The answer reaches A, which enters us into its table.
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     /// One query; its answer's datagram.
@@ -196,6 +229,7 @@ async fn an_announce_flood_from_one_host_leaves_the_honest_worker() {
 
     let mut attacker = Krpc::bind(Ipv4Addr::new(127, 0, 0, 2), &a).await;
     let token = attacker.token().await;
+    attacker.become_contact().await;
     let id = attacker.id;
     // 150 announces of the name (the per-name cap is 100).
     let answers = attacker
@@ -255,6 +289,7 @@ async fn a_put_flood_from_one_host_leaves_the_honest_item() {
 
     let mut attacker = Krpc::bind(Ipv4Addr::new(127, 0, 0, 2), &a).await;
     let token = attacker.token().await;
+    attacker.become_contact().await;
     let id = attacker.id;
     let flood = 3 * MAX_VALUES;
     let answers = attacker
