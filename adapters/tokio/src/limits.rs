@@ -55,17 +55,6 @@ pub struct ConnectionLimits {
     pub per_ip: usize,
 }
 
-impl ConnectionLimits {
-    /// `total` connections, at most a quarter of them (and at least one) from one IP.
-    pub const fn with_fair_share(total: usize) -> Self {
-        let per_ip = total / 4;
-        ConnectionLimits {
-            total,
-            per_ip: if per_ip == 0 { 1 } else { per_ip },
-        }
-    }
-}
-
 /// Why [`ConnectionTable::try_acquire`] refused a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refused {
@@ -134,12 +123,6 @@ impl ConnectionTable {
             counts: Arc::clone(&self.counts),
             ip,
         })
-    }
-
-    /// Whether every slot is taken (an accept loop stops accepting then).
-    pub fn is_full(&self) -> bool {
-        let counts = lock(&self.counts);
-        counts.total >= counts.limits.total
     }
 
     /// Open connections in all.
@@ -500,7 +483,6 @@ mod tests {
         assert_eq!(table.of(ip("127.0.0.2")), 1);
         let _a3 = table.try_acquire(ip("127.0.0.2")).unwrap();
         let _c = table.try_acquire(ip("127.0.0.3")).unwrap();
-        assert!(table.is_full());
         assert_eq!(
             table.try_acquire(ip("127.0.0.4")).unwrap_err(),
             Refused::Full
@@ -518,7 +500,10 @@ mod tests {
 
     #[test]
     fn permits_free_their_ip_entry() {
-        let table = ConnectionTable::new(ConnectionLimits::with_fair_share(8));
+        let table = ConnectionTable::new(ConnectionLimits {
+            total: 8,
+            per_ip: 2,
+        });
         for i in 0..100u8 {
             drop(
                 table
@@ -528,12 +513,6 @@ mod tests {
         }
         assert_eq!(table.total(), 0);
         assert!(lock(&table.counts).per_ip.is_empty());
-    }
-
-    #[test]
-    fn fair_share_is_a_quarter() {
-        assert_eq!(ConnectionLimits::with_fair_share(1024).per_ip, 256);
-        assert_eq!(ConnectionLimits::with_fair_share(2).per_ip, 1);
     }
 
     #[test]
