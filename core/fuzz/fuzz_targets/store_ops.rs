@@ -5,7 +5,7 @@
 use grenache_core::addr::PeerAddr;
 use grenache_core::bep44::ItemStore;
 use grenache_core::rng::SplitMix64;
-use grenache_core::store::AnnounceStore;
+use grenache_core::store::{AnnounceStore, Source};
 use grenache_core::token::TokenIssuer;
 use grenache_core::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
@@ -23,16 +23,27 @@ fuzz_target!(|data: &[u8]| {
         let (bytes, tail) = tail.split_at(take);
         rest = tail;
         let addr = PeerAddr::new([10, 0, 0, *arg % 5], u16::from(*arg % 3));
+        // Three remote sources and the node itself, so that ownership and the eviction of the
+        // heaviest source are exercised.
+        let source = match len % 4 {
+            0 => Source::Local,
+            n => Source::Remote([10, 0, 1, n]),
+        };
         match op % 8 {
             0 | 1 => {
                 let ttl = Duration::from_millis(u64::from(*len));
-                let ok = store.announce(Instant::from_millis(now), bytes, addr, ttl).is_ok();
+                let ok = store
+                    .announce(Instant::from_millis(now), bytes, addr, ttl, source)
+                    .is_ok();
                 if ok {
                     assert!(store.count(bytes) >= 1);
                 }
             }
             2 => {
-                store.remove(bytes, addr);
+                let before = store.len();
+                if store.remove(bytes, addr, source) {
+                    assert_eq!(store.len(), before - 1);
+                }
             }
             3 => {
                 let n = store.sample(Instant::from_millis(now), bytes, &mut rng, &mut out);
@@ -57,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
                 let _ = tokens.verify(ip, bytes);
             }
             6 => {
-                if let Ok(key) = items.put_immutable(bytes) {
+                if let Ok(key) = items.put_immutable(bytes, source) {
                     assert_eq!(items.peek(&key).map(|i| i.v), Some(bytes));
                 }
             }
@@ -65,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
                 let k = [*arg; 32];
                 let sig = [*len; 64];
                 let salt = (arg % 2 == 0).then_some(bytes.get(..4).unwrap_or(bytes));
-                let r = items.put_mutable(&k, salt, i64::from(*len), &sig, bytes, Some(1));
+                let r = items.put_mutable(&k, salt, i64::from(*len), &sig, bytes, Some(1), source);
                 assert!(r.is_err());
             }
         }
