@@ -8,8 +8,11 @@
 //!   the body's), `_a` (action) and `_ar` (JSON args) of Node's streaming requests are
 //!   honoured for buffered bodies; a `_gr` that is not JSON is answered 500
 //!   `[null, "ERR_HEADER_PARSE_GR", null]` as Node does.
-//! * A body that is not a JSON array gets no answer (Node sends none): the connection is
-//!   closed, with a log line. A body over the size limit is answered 413.
+//! * A malformed body gets what `grenache_core::frame` prescribes, as over WebSocket: no
+//!   answer when it is not JSON, not an array or has no string/number rid (the connection is
+//!   closed, with a log line; Node leaves it hanging); a 200 `[rid,"ERR_REQUEST_MALFORMED",null]`
+//!   when the rid is readable but the key is not a string. The body decides even when `_gr`
+//!   is sent. A body over the size limit is answered 413.
 //! * Against hostile clients (see [`ServerConfig`]): at most `max_connections_per_ip`
 //!   connections per client IP; a request head must arrive within `read_timeout` (also the
 //!   idle time of a keep-alive connection); a body must arrive at `min_body_rate` on average
@@ -60,13 +63,15 @@ use super::stream::{
 };
 use super::{
     decode_reply, decode_request, encode_reply, encode_request, key_text, lookup_before, Accepted,
-    Busy, Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared, SMALL_MESSAGE,
+    BadRequest, Busy, Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared,
+    SMALL_MESSAGE,
 };
 use crate::http_client::{HttpClient, HttpFailure};
 use crate::limits::{MemoryBudget, MinProgress, Reservation};
 use crate::link::{Link, LinkError};
 use crate::tls::{CertInfo, TlsClientConfig};
 use crate::{js_truthy, new_rid};
+use grenache_core::frame::ERR_REQUEST_MALFORMED;
 
 /// The header naming the body encoding (`none` or `gzip`).
 const GRC_COMPRESS: &str = "grc-compress";
@@ -419,10 +424,19 @@ async fn handle(
     };
     let (rid, key, payload) = match decode_request(&body) {
         Ok(parts) => parts,
-        Err(why) => {
+        Err(BadRequest::Reply(frame)) => {
             tracing::warn!(
-                "grenache http server: dropping a request from {peer}: body {why} (no reply, as Node)"
+                "grenache http server: malformed request from {peer}: {ERR_REQUEST_MALFORMED}"
             );
+            let reply = if compress {
+                gzip(frame.as_bytes()).map_err(|e| NoAnswer(format!("gzip failed: {e}")))?
+            } else {
+                frame.into_bytes()
+            };
+            return Ok(full(Bytes::from(reply)));
+        }
+        Err(why) => {
+            tracing::warn!("grenache http server: malformed request from {peer}: {why}");
             return Err(NoAnswer(format!("bad request body: {why}")));
         }
     };
@@ -434,10 +448,13 @@ async fn handle(
         _ => fallback,
     };
     let rid = pick(0, rid);
-    let key = pick(1, key);
+    let key = match info.as_ref().and_then(|i| i.get(1)) {
+        Some(v) if js_truthy(v) => key_text(v),
+        _ => key,
+    };
     let request = Request {
         rid: rid.clone(),
-        key: key_text(&key),
+        key,
         payload,
         action,
         args,

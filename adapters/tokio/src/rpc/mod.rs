@@ -44,14 +44,19 @@ use crate::limits::{client_key, ConnectionLimits, ConnectionTable, MemoryBudget,
 use crate::link::{Link, LinkError};
 use crate::tls::{CertInfo, TlsServerConfig};
 use crate::{js_string, js_truthy, lock};
+use grenache_core::frame::{
+    on_malformed, write_reply_err, FrameError, Malformed, Request as CoreRequest,
+    ERR_REQUEST_MALFORMED,
+};
 
 /// One request as a worker's handler sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Request {
     /// The request id, echoed verbatim (same JSON type) in the reply.
     pub rid: Value,
-    /// The service name the client asked for (the `key` of `[rid, key, payload]`; a non-string
-    /// key is given in its JSON text form).
+    /// The service name the client asked for (the `key` of `[rid, key, payload]`, always a
+    /// JSON string there; a non-string key from HTTP's `_gr` header is given in its JSON text
+    /// form).
     pub key: String,
     /// The payload, any JSON value.
     pub payload: Value,
@@ -212,38 +217,67 @@ pub(crate) fn encode_request(rid: &str, key: &str, payload: &Value) -> String {
     serde_json::to_string(&(rid, key, payload)).unwrap_or_default()
 }
 
-/// Why a request frame is dropped without an answer (Node sends none either).
+/// What a worker does with a request frame that is not one: the verdict of
+/// [`grenache_core::frame::on_malformed`], so that the tokio workers, the embassy worker and
+/// the core's table (core/src/frame.rs) agree on every frame.
 #[derive(Debug, PartialEq)]
 pub(crate) enum BadRequest {
-    /// Not JSON (or not UTF-8).
-    NotJson,
-    /// JSON, but not an array (`null`, a number, an object…).
-    NotArray,
+    /// Send nothing (WebSocket: keep the connection; HTTP: close it without a response).
+    Drop(FrameError),
+    /// Send this `[rid,"ERR_REQUEST_MALFORMED",null]` frame: the rid was readable, so the
+    /// client gets an error instead of waiting for its timeout.
+    Reply(String),
 }
 
 impl fmt::Display for BadRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BadRequest::NotJson => "not valid JSON",
-            BadRequest::NotArray => "not a JSON array [rid, key, payload]",
-        })
+        match self {
+            BadRequest::Drop(why) => write!(f, "{why} (dropped, no reply)"),
+            BadRequest::Reply(_) => write!(f, "{ERR_REQUEST_MALFORMED} (rid echoed)"),
+        }
     }
 }
 
-/// Splits a request frame into `(rid, key, payload)`; missing elements are `null`, as
-/// Node's `data[0]`, `data[1]`, `data[2]` give `undefined`.
-pub(crate) fn decode_request(bytes: &[u8]) -> Result<(Value, Value, Value), BadRequest> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Err(_) => Err(BadRequest::NotJson),
-        Ok(Value::Array(items)) => {
-            let mut items = items.into_iter();
-            let rid = items.next().unwrap_or(Value::Null);
-            let key = items.next().unwrap_or(Value::Null);
-            let payload = items.next().unwrap_or(Value::Null);
-            Ok((rid, key, payload))
+/// Reads a request frame with the core's rules ([`CoreRequest::parse`], then
+/// [`on_malformed`]), and hands its parts over as the handler wants them: the rid and
+/// payload as [`Value`]s, the key decoded. The core bounds nesting at
+/// [`grenache_core::json::MAX_DEPTH`] levels, frame included: a deeper frame is dropped.
+pub(crate) fn decode_request(bytes: &[u8]) -> Result<(Value, String, Value), BadRequest> {
+    let request = match CoreRequest::parse(bytes) {
+        Ok(request) => request,
+        Err(err) => {
+            return Err(match on_malformed(bytes, err) {
+                Malformed::Drop => BadRequest::Drop(err),
+                Malformed::Reply { rid, message } => {
+                    // The rid is a checked JSON string or number and the message ASCII: the
+                    // frame is JSON text, and UTF-8 because the rid came from checked input.
+                    let mut out =
+                        vec![0; rid.len().saturating_add(message.len()).saturating_add(16)];
+                    match write_reply_err(&mut out, rid, message) {
+                        Ok(len) => {
+                            out.truncate(len);
+                            match String::from_utf8(out) {
+                                Ok(frame) => BadRequest::Reply(frame),
+                                Err(_) => BadRequest::Drop(err),
+                            }
+                        }
+                        Err(_) => BadRequest::Drop(err),
+                    }
+                }
+            });
         }
-        Ok(_) => Err(BadRequest::NotArray),
-    }
+    };
+    // The core checked every slice; serde_json can still refuse what it cannot represent (a
+    // number beyond f64, a lone surrogate escape). Those frames were dropped before the core
+    // decided, and still are: there is no `Value` to hand the handler.
+    let (Ok(rid), Ok(key), Ok(payload)) = (
+        serde_json::from_slice::<Value>(request.rid),
+        serde_json::from_slice::<String>(request.key.raw()),
+        serde_json::from_slice::<Value>(request.payload),
+    ) else {
+        return Err(BadRequest::Drop(FrameError::NotJson));
+    };
+    Ok((rid, key, payload))
 }
 
 /// The key as a string: strings as they are, `null` as empty, anything else as JSON text.
@@ -1127,26 +1161,53 @@ mod tests {
     }
 
     #[test]
-    fn decode_request_accepts_arrays_of_any_length() {
+    fn decode_request_follows_the_core_rules() {
+        use BadRequest::{Drop, Reply};
         assert_eq!(
             decode_request(br#"["r",  "k", {"a":1}, "extra"]"#),
-            Ok((json!("r"), json!("k"), json!({"a": 1})))
+            Ok((json!("r"), "k".to_string(), json!({"a": 1})))
         );
         assert_eq!(
-            decode_request(b"[7]"),
-            Ok((json!(7), Value::Null, Value::Null))
+            decode_request(br#"[5,"k\u00e9"]"#),
+            Ok((json!(5), "k\u{e9}".to_string(), Value::Null))
         );
-        assert_eq!(decode_request(b"null"), Err(BadRequest::NotArray));
-        assert_eq!(decode_request(b"{\"a\":1}"), Err(BadRequest::NotArray));
-        assert_eq!(decode_request(b"5"), Err(BadRequest::NotArray));
-        assert_eq!(decode_request(b"[1,"), Err(BadRequest::NotJson));
-        assert_eq!(decode_request(b"\xff\xfe"), Err(BadRequest::NotJson));
+        // A readable rid with a key that is not a string: answered, rid echoed as sent.
+        let malformed = |rid: &str| Err(Reply(format!(r#"[{rid},"ERR_REQUEST_MALFORMED",null]"#)));
+        assert_eq!(decode_request(b"[7]"), malformed("7"));
+        assert_eq!(decode_request(br#"["r1",5,{}]"#), malformed(r#""r1""#));
+        assert_eq!(decode_request(br#"["r1"]"#), malformed(r#""r1""#));
+        // No rid to echo: dropped.
+        assert_eq!(
+            decode_request(br#"[null,"k",{}]"#),
+            Err(Drop(FrameError::Shape))
+        );
+        assert_eq!(
+            decode_request(br#"[{},"k",{}]"#),
+            Err(Drop(FrameError::Shape))
+        );
+        assert_eq!(decode_request(b"[]"), Err(Drop(FrameError::Shape)));
+        assert_eq!(decode_request(b"null"), Err(Drop(FrameError::NotArray)));
+        assert_eq!(
+            decode_request(b"{\"a\":1}"),
+            Err(Drop(FrameError::NotArray))
+        );
+        assert_eq!(decode_request(b"5"), Err(Drop(FrameError::NotArray)));
+        assert_eq!(decode_request(b"[1,"), Err(Drop(FrameError::NotJson)));
+        assert_eq!(decode_request(b"\xff\xfe"), Err(Drop(FrameError::NotJson)));
+        // What the core accepts but serde_json cannot represent is dropped too.
+        assert_eq!(
+            decode_request(br#"["r","k",1e400]"#),
+            Err(Drop(FrameError::NotJson))
+        );
     }
 
     #[test]
     fn deeply_nested_requests_are_rejected_not_overflowed() {
         let deep = "[".repeat(100_000);
-        assert_eq!(decode_request(deep.as_bytes()), Err(BadRequest::NotJson));
+        assert_eq!(
+            decode_request(deep.as_bytes()),
+            Err(BadRequest::Drop(FrameError::NotJson))
+        );
     }
 
     #[test]

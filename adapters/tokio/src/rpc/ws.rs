@@ -5,8 +5,12 @@
 //!   any order, matched by rid.
 //! * The client connects to `ws://{ip:port}/ws`; the server accepts any path, declines
 //!   permessage-deflate and negotiates no subprotocol (either would crash a Node client).
-//! * The server never answers an unparseable or non-array message (as Node); it logs a line
-//!   and goes on with the connection. A message over the size limit closes the connection.
+//! * A malformed request gets what `grenache_core::frame` prescribes, as on HTTP and in the
+//!   embassy worker: no answer when it is not JSON, not an array or has no string/number rid
+//!   (Node answers none either, or one no client can match); `[rid,"ERR_REQUEST_MALFORMED",null]`
+//!   when the rid is readable but the key is not a string (Node would run the handler). The
+//!   server logs a line and goes on with the connection. A message over the size limit closes
+//!   the connection.
 //! * Against hostile clients (see [`ServerConfig`]): at most `max_connections_per_ip`
 //!   connections per client IP; the upgrade must arrive within `read_timeout`; a connection
 //!   quiet for `idle_timeout` is pinged and closed (1001) if still silent after as long again;
@@ -42,8 +46,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::{
-    decode_reply, decode_request, encode_reply, encode_request, key_text, lookup_before, pick_dest,
-    Accepted, Activity, Busy, Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared,
+    decode_reply, decode_request, encode_reply, encode_request, lookup_before, pick_dest, Accepted,
+    Activity, BadRequest, Busy, Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared,
     IDLE_TIMEOUT, SMALL_MESSAGE,
 };
 use crate::limits::{MemoryBudget, MinProgress, Reservation};
@@ -357,8 +361,9 @@ impl Liveness {
     }
 }
 
-/// Decodes one request and adds its handler to `running`; a message that is not a request is
-/// dropped with a log line and no answer, as Node does.
+/// Decodes one request and adds its handler to `running`; a message that is not a request
+/// gets what the core's rules say (`decode_request`): no answer, or an
+/// `ERR_REQUEST_MALFORMED` frame echoing its rid.
 fn start_request(
     running: &mut FuturesUnordered<BoxFuture<'static, String>>,
     bytes: &[u8],
@@ -370,15 +375,20 @@ fn start_request(
     let (rid, key, payload) = match decode_request(bytes) {
         Ok(request) => request,
         Err(why) => {
-            tracing::warn!(
-                "grenache ws server: dropping a message from {peer}: {why} (no reply, as Node)"
-            );
+            tracing::warn!("grenache ws server: malformed request from {peer}: {why}");
+            if let BadRequest::Reply(frame) = why {
+                // Answered in turn with the handlers' replies, on the same writer.
+                running.push(Box::pin(async move {
+                    let _busy = busy;
+                    frame
+                }));
+            }
             return;
         }
     };
     let request = Request {
         rid: rid.clone(),
-        key: key_text(&key),
+        key,
         payload,
         action: None,
         args: json!({}),
