@@ -555,7 +555,7 @@ impl<
         let tokens = TokenIssuer::new(now, &mut rng);
         let store = AnnounceStore::with_hash_seed(rng.next_u32());
         let seed = u64::from(rng.next_u32()) << 32 | u64::from(rng.next_u32());
-        let limiter = SourceLimiter::new(config.answer_limit, seed);
+        let limiter = SourceLimiter::new(seed);
         let mut table = RoutingTable::new(id);
         table.set_address_limits(config.max_per_ip_in_bucket, config.max_per_subnet_in_bucket);
         Node {
@@ -881,15 +881,13 @@ impl<
                 } else {
                     self.config.answer_limit
                 };
-                if !self.limiter.would_admit_under(now, from.ip, 1, &limit) {
+                if !self.limiter.would_admit(now, from.ip, 1, &limit) {
                     return None;
                 }
                 let len = self.answer(now, from, t, id, query, reply)?;
                 // An answer over its source's budget is not sent: no forged source turns the
                 // node into an amplifier beyond `NodeConfig::answer_limit`.
-                self.limiter
-                    .admit_under(now, from.ip, len, &limit)
-                    .then_some(len)
+                self.limiter.admit(now, from.ip, len, &limit).then_some(len)
             }
             Message::Response { t, r } => {
                 self.on_answer(now, from, t, Ok(r));

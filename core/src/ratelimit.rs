@@ -123,57 +123,34 @@ impl Slot {
 }
 
 /// Token buckets for up to `N` source IPs. See the [module docs](self).
+///
+/// The budget is given with every call rather than kept in the table: a node answers its
+/// routing-table contacts under a larger budget than strangers, and one source's buckets then
+/// refill at the rates of the budget it is checked under, up to that budget's bursts.
 #[derive(Clone, Debug)]
 pub struct SourceLimiter<const N: usize> {
-    limit: RateLimit,
     seed: u64,
     slots: [Slot; N],
 }
 
 impl<const N: usize> SourceLimiter<N> {
-    /// An empty table with the budget `limit`; `seed` (random) keys the hash of addresses.
-    pub const fn new(limit: RateLimit, seed: u64) -> Self {
+    /// An empty table; `seed` (random) keys the hash of addresses.
+    pub const fn new(seed: u64) -> Self {
         SourceLimiter {
-            limit,
             seed,
             slots: [Slot::EMPTY; N],
         }
     }
 
-    /// The budget.
-    pub fn limit(&self) -> &RateLimit {
-        &self.limit
-    }
-
-    /// Whether `len` bytes may be sent to `ip` at `now`; if so they are charged (one datagram,
-    /// `len` bytes). With `N == 0` nothing is tracked and everything is allowed.
-    pub fn admit(&mut self, now: Instant, ip: [u8; 4], len: usize) -> bool {
-        let limit = self.limit;
-        self.check(now, ip, len, true, &limit)
-    }
-
-    /// Whether `len` bytes could be sent to `ip` at `now`, charging nothing: a node asks
-    /// before it does any work for a query whose answer could not be sent anyway.
-    pub fn would_admit(&mut self, now: Instant, ip: [u8; 4], len: usize) -> bool {
-        let limit = self.limit;
-        self.check(now, ip, len, false, &limit)
-    }
-
-    /// [`SourceLimiter::admit`] under another budget than the table's own, for this one
-    /// answer (a node gives its routing-table contacts a larger one): the source's buckets
-    /// refill at that budget's rates, up to its bursts.
-    pub fn admit_under(
-        &mut self,
-        now: Instant,
-        ip: [u8; 4],
-        len: usize,
-        limit: &RateLimit,
-    ) -> bool {
+    /// Whether `len` bytes may be sent to `ip` at `now` under `limit`; if so they are charged
+    /// (one datagram, `len` bytes). With `N == 0` nothing is tracked and everything is allowed.
+    pub fn admit(&mut self, now: Instant, ip: [u8; 4], len: usize, limit: &RateLimit) -> bool {
         self.check(now, ip, len, true, limit)
     }
 
-    /// [`SourceLimiter::would_admit`] under another budget (see [`SourceLimiter::admit_under`]).
-    pub fn would_admit_under(
+    /// Whether `len` bytes could be sent to `ip` at `now` under `limit`, charging nothing: a
+    /// node asks before it does any work for a query whose answer could not be sent anyway.
+    pub fn would_admit(
         &mut self,
         now: Instant,
         ip: [u8; 4],
@@ -262,14 +239,14 @@ mod tests {
     /// bytes allowed.
     fn flood(l: &mut SourceLimiter<16>, ip: [u8; 4], from: u64, ms: u64, len: usize) -> usize {
         (from..from + ms)
-            .filter(|&t| l.admit(Instant::from_millis(t), ip, len))
+            .filter(|&t| l.admit(Instant::from_millis(t), ip, len, &LIMIT))
             .count()
             * len
     }
 
     #[test]
     fn bytes_to_one_source_stay_within_burst_plus_rate() {
-        let mut l: SourceLimiter<16> = SourceLimiter::new(LIMIT, 1);
+        let mut l: SourceLimiter<16> = SourceLimiter::new(1);
         // 900-byte answers, one per ms: 900 kB/s asked for over 3 s.
         let sent = flood(&mut l, [10, 0, 0, 1], 0, 3_000, 900);
         assert!(sent <= 20_000 + 3 * 10_000, "{sent}");
@@ -278,7 +255,7 @@ mod tests {
 
     #[test]
     fn packets_to_one_source_stay_within_burst_plus_rate() {
-        let mut l: SourceLimiter<16> = SourceLimiter::new(LIMIT, 2);
+        let mut l: SourceLimiter<16> = SourceLimiter::new(2);
         // One datagram a millisecond for a second: the burst, then 100 per second.
         let sent = flood(&mut l, [10, 0, 0, 1], 0, 1_001, 1);
         assert_eq!(sent, 200 + 100);
@@ -286,19 +263,26 @@ mod tests {
 
     #[test]
     fn a_second_source_is_not_limited_by_the_first() {
-        let mut l: SourceLimiter<16> = SourceLimiter::new(LIMIT, 3);
+        let mut l: SourceLimiter<16> = SourceLimiter::new(3);
         flood(&mut l, [10, 0, 0, 1], 0, 1_000, 900);
-        assert!(!l.admit(Instant::from_millis(1_000), [10, 0, 0, 1], 900));
+        assert!(!l.admit(Instant::from_millis(1_000), [10, 0, 0, 1], 900, &LIMIT));
         // An honest peer: 20 answers a second for a second, all sent.
         let honest = (0..20)
-            .filter(|i| l.admit(Instant::from_millis(1_000 + i * 50), [10, 0, 0, 2], 900))
+            .filter(|i| {
+                l.admit(
+                    Instant::from_millis(1_000 + i * 50),
+                    [10, 0, 0, 2],
+                    900,
+                    &LIMIT,
+                )
+            })
             .count();
         assert_eq!(honest, 20);
     }
 
     #[test]
     fn evicting_a_source_through_forged_ones_gives_it_no_new_burst() {
-        let mut l: SourceLimiter<16> = SourceLimiter::new(LIMIT, 4);
+        let mut l: SourceLimiter<16> = SourceLimiter::new(4);
         let victim = [10, 0, 0, 1];
         let mut sent = flood(&mut l, victim, 0, 1_000, 900);
         let mut t = 1_000;
@@ -306,7 +290,7 @@ mod tests {
             // Enough other sources to push the victim out of any set.
             for i in 0..64u32 {
                 let ip = (0x0b00_0000 + round * 64 + i).to_be_bytes();
-                l.admit(Instant::from_millis(t), ip, 1);
+                l.admit(Instant::from_millis(t), ip, 1, &LIMIT);
             }
             sent += flood(&mut l, victim, t, 20, 900);
             t += 20;
@@ -317,24 +301,24 @@ mod tests {
 
     #[test]
     fn an_idle_source_refills_to_a_full_burst_only() {
-        let mut l: SourceLimiter<16> = SourceLimiter::new(LIMIT, 5);
+        let mut l: SourceLimiter<16> = SourceLimiter::new(5);
         flood(&mut l, [10, 0, 0, 1], 0, 1_000, 900);
         let later = 3_600_000;
         assert_eq!(flood(&mut l, [10, 0, 0, 1], later, 1, 20_000), 20_000);
-        assert!(!l.admit(Instant::from_millis(later + 1), [10, 0, 0, 1], 900));
+        assert!(!l.admit(Instant::from_millis(later + 1), [10, 0, 0, 1], 900, &LIMIT));
     }
 
     #[test]
     fn a_zero_capacity_limiter_allows_everything() {
-        let mut l: SourceLimiter<0> = SourceLimiter::new(LIMIT, 6);
-        assert!((0..10_000).all(|_| l.admit(Instant::ZERO, [10, 0, 0, 1], 1500)));
+        let mut l: SourceLimiter<0> = SourceLimiter::new(6);
+        assert!((0..10_000).all(|_| l.admit(Instant::ZERO, [10, 0, 0, 1], 1500, &LIMIT)));
     }
 
     #[test]
     fn asking_charges_nothing() {
-        let mut l: SourceLimiter<16> = SourceLimiter::new(LIMIT, 7);
-        assert!((0..1_000).all(|_| l.would_admit(Instant::ZERO, [10, 0, 0, 1], 900)));
+        let mut l: SourceLimiter<16> = SourceLimiter::new(7);
+        assert!((0..1_000).all(|_| l.would_admit(Instant::ZERO, [10, 0, 0, 1], 900, &LIMIT)));
         assert_eq!(flood(&mut l, [10, 0, 0, 1], 0, 1, 20_000), 20_000);
-        assert!(!l.would_admit(Instant::ZERO, [10, 0, 0, 1], 1));
+        assert!(!l.would_admit(Instant::ZERO, [10, 0, 0, 1], 1, &LIMIT));
     }
 }
