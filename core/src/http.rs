@@ -1430,7 +1430,7 @@ mod tests {
     use std::vec::Vec;
 
     /// The exact bytes grenache-nodejs-link 1.0.2 sends for a lookup (node-fetch 2.7.0 on
-    /// Node 20, captured with a TCP proxy: /work/shared/protocol/transports.md §1.2). Header
+    /// Node 20, captured with a TCP proxy between a Node Link and a Node grape). Header
     /// order is node-fetch's: the caller's `content-type` (lowercase, as Link spells it), then
     /// `Accept`, `Content-Length`, `User-Agent`, `Accept-Encoding` from node-fetch, and `Host`,
     /// `Connection` from Node's http module (keep-alive: Node ≥ 19's global agent).

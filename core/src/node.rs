@@ -3,8 +3,9 @@
 //! [`Node`] ties the pieces of this crate together — KRPC ([`crate::krpc`]), the routing table
 //! ([`crate::table`]), iterative lookups ([`crate::lookup`]), the announce store
 //! ([`crate::store`]), tokens ([`crate::token`]) and BEP44 items ([`crate::bep44`]) — into the
-//! behaviour of a bittorrent-dht 10.0.0 node as `grenache-grape` runs it
-//! (`../shared/protocol/grape.md` §3–§6). It is sans-IO, like every engine here:
+//! behaviour of a bittorrent-dht 10.0.0 node as `grenache-grape` 1.0.0 runs it (its announce,
+//! lookup, store and liveness behaviour; the Node interop tests in `host/tests/grape_interop.rs`
+//! pin it). It is sans-IO, like every engine here:
 //!
 //! ```text
 //!   datagram in ─► handle_datagram(now, from, bytes, reply_buf) ─► Option<reply length>
