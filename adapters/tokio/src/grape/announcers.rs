@@ -11,9 +11,11 @@
 //! through it from the same address.
 //!
 //! Memory: at most [`MAX_RECORDS`] (name, port) records of at most [`MAX_ANNOUNCERS`] IPs
-//! each. When full, expired records are dropped (at most once a second); if none expired, a
-//! new announce is not recorded. The failure mode of an exhausted record is safe: the
-//! unannounce is refused and the peer expires with its TTL.
+//! each, and one client IP claims at most [`MAX_PER_CLIENT`] of them (a quarter), so that one
+//! host announcing thousands of names cannot fill the record for everyone else. When full,
+//! expired records are dropped (at most once a second); if none expired, or the client has
+//! its share, a new announce is not recorded. The failure mode of an exhausted record is
+//! safe: the unannounce is refused and the peer expires with its TTL.
 //!
 //! [`ApiConfig::announce_ttl`]: super::ApiConfig::announce_ttl
 
@@ -31,6 +33,9 @@ pub const FORBIDDEN: &str = "ERR_GRAPE_UNANNOUNCE_FORBIDDEN";
 pub(crate) const MAX_RECORDS: usize = 10_240;
 /// IPs remembered per (name, port): one worker host, plus a few for a failover.
 pub(crate) const MAX_ANNOUNCERS: usize = 4;
+/// Records one client IP may claim: a quarter of [`MAX_RECORDS`], the share the API gives one
+/// client of its connections too.
+pub(crate) const MAX_PER_CLIENT: usize = MAX_RECORDS / 4;
 /// How often a full table may be swept for expired records (a sweep walks the whole table).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -46,7 +51,37 @@ pub(crate) struct Announcers {
 
 struct Inner {
     records: HashMap<(Vec<u8>, u16), Claims>,
+    /// Claims per client IP in `records` (expired ones included until they are dropped); an
+    /// IP leaves the map with its last claim.
+    per_client: HashMap<IpAddr, usize>,
     last_sweep: Option<Instant>,
+}
+
+impl Inner {
+    /// Counts `claims` as gone from the record.
+    fn forget(&mut self, claims: impl IntoIterator<Item = IpAddr>) {
+        for ip in claims {
+            if let Some(n) = self.per_client.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_client.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// Drops the expired claims of `claims`, keeping the per-client counts right.
+    fn expire(&mut self, claims: &mut Claims, now: Instant) {
+        let mut gone = Vec::new();
+        claims.retain(|(ip, expiry)| {
+            let keep = live(*expiry, now);
+            if !keep {
+                gone.push(*ip);
+            }
+            keep
+        });
+        self.forget(gone);
+    }
 }
 
 /// Whether `expiry` is still in the future at `now`.
@@ -60,6 +95,7 @@ impl Announcers {
         Announcers {
             inner: Mutex::new(Inner {
                 records: HashMap::new(),
+                per_client: HashMap::new(),
                 last_sweep: None,
             }),
             ttl,
@@ -85,21 +121,28 @@ impl Announcers {
                 .is_none_or(|at| now.duration_since(at) >= SWEEP_INTERVAL);
             if due {
                 inner.last_sweep = Some(now);
-                inner.records.retain(|_, claims| {
-                    claims.retain(|(_, expiry)| live(*expiry, now));
+                let mut records = std::mem::take(&mut inner.records);
+                records.retain(|_, claims| {
+                    inner.expire(claims, now);
                     !claims.is_empty()
                 });
+                inner.records = records;
             }
             if inner.records.len() >= MAX_RECORDS {
                 return;
             }
         }
-        let claims = inner.records.entry(key).or_default();
-        claims.retain(|(_, expiry)| live(*expiry, now));
+        let mut claims = inner.records.remove(&key).unwrap_or_default();
+        inner.expire(&mut claims, now);
+        let has_share = inner.per_client.get(&client).copied().unwrap_or(0) < MAX_PER_CLIENT;
         if let Some(claim) = claims.iter_mut().find(|(ip, _)| *ip == client) {
             claim.1 = expiry;
-        } else if claims.len() < MAX_ANNOUNCERS {
+        } else if claims.len() < MAX_ANNOUNCERS && has_share {
             claims.push((client, expiry));
+            *inner.per_client.entry(client).or_insert(0) += 1;
+        }
+        if !claims.is_empty() {
+            inner.records.insert(key, claims);
         }
     }
 
@@ -122,7 +165,10 @@ impl Announcers {
 
     /// Forgets `name` on `port` after it was withdrawn.
     pub(crate) fn unannounced(&self, name: &[u8], port: u16) {
-        self.inner().records.remove(&(name.to_vec(), port));
+        let mut inner = self.inner();
+        if let Some(claims) = inner.records.remove(&(name.to_vec(), port)) {
+            inner.forget(claims.into_iter().map(|(ip, _)| ip));
+        }
     }
 
     /// Remembered (name, port) pairs.
@@ -183,10 +229,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn one_client_cannot_fill_the_record_for_others() {
+        let record = Announcers::new(Duration::from_secs(10));
+        for i in 0..MAX_RECORDS {
+            record.announced(i.to_string().as_bytes(), 1, OTHER);
+        }
+        assert_eq!(record.len(), MAX_PER_CLIENT);
+        record.announced(b"honest", 1, HONEST);
+        assert!(record.may_unannounce(b"honest", 1, HONEST));
+        // Its own records it still refreshes, and a withdrawn one gives its share back.
+        record.announced(b"0", 1, OTHER);
+        assert!(record.may_unannounce(b"0", 1, OTHER));
+        record.unannounced(b"0", 1);
+        record.announced(b"new", 1, OTHER);
+        assert!(record.may_unannounce(b"new", 1, OTHER));
+        record.announced(b"newer", 1, OTHER);
+        assert!(
+            !record.may_unannounce(b"newer", 1, OTHER),
+            "over its share again"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn memory_is_bounded_and_expired_records_make_room() {
         let record = Announcers::new(Duration::from_secs(10));
-        for i in 0..MAX_RECORDS + 10 {
-            record.announced(i.to_string().as_bytes(), 1, OTHER);
+        // Five clients, each up to its share: more than the record holds.
+        for client in 0..5u8 {
+            for i in 0..MAX_PER_CLIENT {
+                let name = format!("{client}:{i}");
+                record.announced(name.as_bytes(), 1, IpAddr::from([10, 0, 1, client]));
+            }
         }
         assert_eq!(record.len(), MAX_RECORDS);
         record.announced(b"late", 1, HONEST);
