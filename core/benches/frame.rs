@@ -2,8 +2,8 @@
 // Bench code, like tests, may stop at once on a broken invariant.
 #![allow(clippy::expect_used)]
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use grenache_core::frame::{self, Request};
-use grenache_core::json;
+use grenache_core::wire::frame::{self, Request};
+use grenache_core::wire::json;
 use std::hint::black_box;
 
 /// The request of the WebSocket capture in transports.md §3.2.

@@ -6,8 +6,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use grenache_core::addr::PeerAddr;
-use grenache_core::id::NodeId;
-use grenache_core::krpc::{self, Message};
+use grenache_core::dht::id::NodeId;
+use grenache_core::wire::krpc::{self, Message};
 use std::hint::black_box;
 
 fn peers() -> Vec<PeerAddr> {

@@ -5,10 +5,10 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, Criterion};
 use grenache_core::addr::PeerAddr;
-use grenache_core::bep44::ItemStore;
+use grenache_core::dht::bep44::ItemStore;
+use grenache_core::dht::store::{AnnounceStore, Source};
+use grenache_core::dht::token::TokenIssuer;
 use grenache_core::rng::SplitMix64;
-use grenache_core::store::{AnnounceStore, Source};
-use grenache_core::token::TokenIssuer;
 use grenache_core::{Duration, Instant};
 
 const NAMES: usize = 10_000;

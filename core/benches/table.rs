@@ -8,10 +8,10 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use grenache_core::addr::PeerAddr;
-use grenache_core::id::{NodeId, ID_LEN};
-use grenache_core::lookup::{Lookup, LookupAction, LookupConfig};
+use grenache_core::dht::id::{NodeId, ID_LEN};
+use grenache_core::dht::lookup::{Lookup, LookupAction, LookupConfig};
+use grenache_core::dht::table::{Entry, InsertOutcome, RoutingTable, K};
 use grenache_core::rng::{Rng, SplitMix64};
-use grenache_core::table::{Entry, InsertOutcome, RoutingTable, K};
 use grenache_core::Instant;
 
 /// A table of 640 nodes: 20 in each of the 32 farthest buckets.

@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use grenache_core::rng::SplitMix64;
-use grenache_core::ws::{
+use grenache_core::wire::ws::{
     apply_mask, parse_frame_header, write_client_frame, MessageKind, Opcode, Role, Status,
     WsConnection,
 };

@@ -14,25 +14,10 @@
 extern crate std;
 
 pub mod addr;
-pub mod announcer;
-pub mod base64;
-pub mod bencode;
-pub mod bep44;
-pub mod frame;
-pub mod http;
-pub mod id;
-pub mod json;
-pub mod krpc;
-pub mod lookup;
-pub mod node;
-pub mod ratelimit;
+pub mod dht;
 pub mod rng;
-pub mod sha1;
-pub mod store;
-pub mod table;
 pub mod time;
-pub mod token;
-pub mod ws;
+pub mod wire;
 
 pub use rng::Rng;
 pub use time::{Duration, Instant};

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use grenache_core::addr::PeerAddr;
-use grenache_core::node::{Node, NodeConfig, StartError, REPLY_BUF_LEN};
+use grenache_core::dht::node::{Node, NodeConfig, StartError, REPLY_BUF_LEN};
 use grenache_core::rng::SplitMix64;
 use grenache_core::Instant;
 

@@ -32,8 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use grenache_core::addr::PeerAddr;
-use grenache_core::id::NodeId;
-use grenache_core::krpc::{self, Message, Query};
+use grenache_core::dht::id::NodeId;
+use grenache_core::wire::krpc::{self, Message, Query};
 use grenache_tokio::{rpc::ws::PeerRpcClient, Link, LinkConfig};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -435,7 +435,11 @@ impl Krpc {
     async fn ask(
         &mut self,
         to: SocketAddr,
-        encode: impl Fn(&mut [u8], &[u8], &NodeId) -> Result<usize, grenache_core::bencode::BufferFull>,
+        encode: impl Fn(
+            &mut [u8],
+            &[u8],
+            &NodeId,
+        ) -> Result<usize, grenache_core::wire::bencode::BufferFull>,
     ) -> Result<Vec<u8>, Error> {
         let t = self.next_tid();
         let mut buf = [0u8; 1500];

@@ -271,8 +271,8 @@ fn krpc_call<'b>(
     to: std::net::SocketAddr,
     query: &[u8],
     buf: &'b mut [u8],
-) -> grenache_core::krpc::Response<'b> {
-    use grenache_core::krpc::{parse, Message};
+) -> grenache_core::wire::krpc::Response<'b> {
+    use grenache_core::wire::krpc::{parse, Message};
     socket.send_to(query, to).unwrap();
     let mut n = 0;
     for _ in 0..8 {
@@ -290,8 +290,8 @@ fn krpc_call<'b>(
 
 #[test]
 fn dht_max_values_bounds_the_items_the_grape_keeps() {
-    use grenache_core::id::NodeId;
-    use grenache_core::krpc::{encode_get, encode_ping, encode_put_immutable};
+    use grenache_core::dht::id::NodeId;
+    use grenache_core::wire::krpc::{encode_get, encode_ping, encode_put_immutable};
 
     let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let api_port = api.local_addr().unwrap().port().to_string();
@@ -340,7 +340,7 @@ fn dht_max_values_bounds_the_items_the_grape_keeps() {
     let values: Vec<Vec<u8>> = (0..5).map(|i| format!("6:value{i}").into_bytes()).collect();
     let keys: Vec<[u8; 20]> = values
         .iter()
-        .map(|v| grenache_core::bep44::immutable_key(v))
+        .map(|v| grenache_core::dht::bep44::immutable_key(v))
         .collect();
     let n = encode_get(&mut q, b"g0", &me, &keys[0]).unwrap();
     let token = krpc_call(&socket, grape_addr, &q[..n], &mut buf)

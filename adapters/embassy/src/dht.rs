@@ -1,7 +1,7 @@
 //! The DHT light client: bootstrap, announce the board's services, answer pings.
 //!
 //! One task owns a UDP socket and an [`Announcer`] (the core's announce-only client, see
-//! [`grenache_core::announcer`]) and runs this loop forever:
+//! [`grenache_core::dht::announcer`]) and runs this loop forever:
 //!
 //! ```text
 //!   send every announcer.poll_transmit();
@@ -33,7 +33,7 @@ use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{IpAddress, IpEndpoint, Ipv4Address, Stack};
 use embassy_time::{Duration, Instant as EmbassyInstant, Timer};
 use grenache_core::addr::PeerAddr;
-use grenache_core::announcer::Announcer;
+use grenache_core::dht::announcer::Announcer;
 use grenache_core::Rng;
 
 use crate::{now, trace};

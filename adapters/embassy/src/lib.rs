@@ -7,7 +7,7 @@
 //! Two entry points, each meant to be awaited by its own embassy task of the board:
 //!
 //! * [`dht::run_announcer`]: a light DHT client on UDP (the core's announce-only
-//!   [`grenache_core::announcer::Announcer`]) that bootstraps from the configured grapes,
+//!   [`grenache_core::dht::announcer::Announcer`]) that bootstraps from the configured grapes,
 //!   finds the closest nodes of each service name with `get_peers`, announces the board's
 //!   services to them with `announce_peer` (so grapes store the board's own address) every
 //!   [`dht::DEFAULT_INTERVAL`], and answers pings.

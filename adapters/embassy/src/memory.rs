@@ -9,7 +9,7 @@
 //! | [`crate::worker::WorkerStorage`]`<4>`, default sizes | 25 248 B | 25 376 B |
 //! | `WorkerStorage<2, 384, 384, 640, 512, 64, 256>` (`firmware/stm32-f429zi`) | 5 360 B | |
 //!
-//! The light client ([`grenache_core::announcer::Announcer`]) is its 8 traversal candidates
+//! The light client ([`grenache_core::dht::announcer::Announcer`]) is its 8 traversal candidates
 //! (id, address, state, deadline and write token: 64 bytes each) and the service name being
 //! announced (up to 128 bytes); it has no routing table, store or BEP44 buffers. The rest of
 //! the DHT storage is the UDP receive ring (1536), send ring (960) and the outgoing datagram

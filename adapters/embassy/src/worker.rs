@@ -20,10 +20,10 @@ use embassy_futures::join::join_array;
 use embassy_net::tcp::TcpSocket;
 use embassy_net::Stack;
 use embassy_time::{with_timeout, Duration};
-use grenache_core::frame::{self, Malformed, Request};
-use grenache_core::http::{self, BodyDecoder, BodyKind, Header, HttpError, Status};
 use grenache_core::rng::SplitMix64;
-use grenache_core::ws::{self, Event, WsConnection};
+use grenache_core::wire::frame::{self, Malformed, Request};
+use grenache_core::wire::http::{self, BodyDecoder, BodyKind, Header, HttpError, Status};
+use grenache_core::wire::ws::{self, Event, WsConnection};
 
 use crate::trace;
 
@@ -641,10 +641,10 @@ impl Handler for Fibonacci {
         payload: &[u8],
         out: &mut [u8],
     ) -> Result<usize, &'static str> {
-        let n = grenache_core::json::get(payload, "number")
+        let n = grenache_core::wire::json::get(payload, "number")
             .ok()
             .flatten()
-            .and_then(|raw| grenache_core::json::parse_u64(raw).ok())
+            .and_then(|raw| grenache_core::wire::json::parse_u64(raw).ok())
             .ok_or("ERR_BAD_PAYLOAD: expected {\"number\": n}")?;
         if n > FIBONACCI_MAX {
             return Err("ERR_BAD_PAYLOAD: number too large");
@@ -653,7 +653,7 @@ impl Handler for Fibonacci {
         for _ in 1..n {
             (a, b) = (b, a.saturating_add(b));
         }
-        let mut w = grenache_core::json::Writer::new(out);
+        let mut w = grenache_core::wire::json::Writer::new(out);
         w.u64(b).map_err(|_| ERR_REPLY_TOO_LARGE)?;
         Ok(w.len())
     }

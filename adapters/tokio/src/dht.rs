@@ -1,4 +1,4 @@
-//! The DHT node on a UDP socket: the loop that drives [`grenache_core::node::Node`].
+//! The DHT node on a UDP socket: the loop that drives [`grenache_core::dht::node::Node`].
 //!
 //! One thread owns the socket and the node (a single-threaded tokio runtime: the engine is a
 //! plain value, nothing to share). Other tasks talk to it through a [`Dht`] handle, which
@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
 use grenache_core::addr::PeerAddr;
-use grenache_core::bep44::Key;
-use grenache_core::id::NodeId;
-use grenache_core::node::{Event, Node, NodeConfig, OpError, OpId, StartError, REPLY_BUF_LEN};
+use grenache_core::dht::bep44::Key;
+use grenache_core::dht::id::NodeId;
+use grenache_core::dht::node::{Event, Node, NodeConfig, OpError, OpId, StartError, REPLY_BUF_LEN};
 use grenache_core::{Instant, Rng};
 use tokio::sync::{mpsc, oneshot};
 
@@ -677,7 +677,7 @@ impl DhtConfig {
         let mut node = NodeConfig::DEFAULT;
         // `--dpa 0` keeps entries forever, as with the Node grape.
         node.peer_ttl = if config.dht_peer_max_age.is_zero() {
-            grenache_core::store::TTL_NEVER
+            grenache_core::dht::store::TTL_NEVER
         } else {
             config.dht_peer_max_age
         };

@@ -26,7 +26,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use grenache_core::http::{
+use grenache_core::wire::http::{
     parse_response_limited, write_request_head, BodyDecoder, BodyKind, Header, HttpError, Status,
 };
 use hyper::header::{HeaderName, HeaderValue};

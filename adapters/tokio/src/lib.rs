@@ -1,7 +1,7 @@
 //! The tokio adapter of Grenache: host-side peers that talk to grapes and to other services.
 //!
 //! * [`grape`]: the grape: its HTTP API and configuration over the DHT node ([`dht`]).
-//! * [`dht`]: the DHT node on a UDP socket, driving `grenache_core::node::Node`.
+//! * [`dht`]: the DHT node on a UDP socket, driving `grenache_core::dht::node::Node`.
 //! * [`link`]: the client of a grape's HTTP API (`lookup`, `announce`, `put`, `get`), with the
 //!   lookup cache, request coalescing and retries of `grenache-nodejs-link`.
 //! * [`rpc::ws`] and [`rpc::http`]: RPC workers (`PeerRpcServer`) and clients

@@ -34,7 +34,7 @@ use crate::http_client::{HttpClient, HttpFailure};
 use crate::{js_string, lock, new_rid};
 /// The ed25519 key [`Link::put_mutable`] signs with (ed25519-dalek's, through grenache-core),
 /// re-exported so that callers need no other crate to name it.
-pub use grenache_core::bep44::SigningKey;
+pub use grenache_core::dht::bep44::SigningKey;
 
 /// Default gap between two announces of [`Link::start_announcing`]; each actual gap is
 /// uniform in [0.5, 1.5] × the interval (10–30 s), as Node's jitter.
@@ -384,8 +384,9 @@ impl Link {
         // The grape bencodes a JS string as `<utf8 length>:<bytes>`: that is what is signed.
         let mut raw_v = format!("{}:", value.len()).into_bytes();
         raw_v.extend_from_slice(value.as_bytes());
-        let sig = grenache_core::bep44::sign_mutable(key, salt.map(str::as_bytes), seq, &raw_v)
-            .map_err(|_| LinkError::Grape("v must be less than 1000 bytes in put()".into()))?;
+        let sig =
+            grenache_core::dht::bep44::sign_mutable(key, salt.map(str::as_bytes), seq, &raw_v)
+                .map_err(|_| LinkError::Grape("v must be less than 1000 bytes in put()".into()))?;
         let k = key.verifying_key().to_bytes();
         let mut data = serde_json::json!({
             "v": value,

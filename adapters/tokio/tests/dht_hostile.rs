@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use grenache_core::addr::PeerAddr;
-use grenache_core::id::NodeId;
-use grenache_core::krpc;
-use grenache_core::ratelimit::RateLimit;
+use grenache_core::dht::id::NodeId;
+use grenache_core::dht::ratelimit::RateLimit;
+use grenache_core::wire::krpc;
 use grenache_tokio::dht::{Dht, DhtConfig, DhtThread};
 use grenache_tokio::grape::{BootstrapNode, GrapeConfig};
 

@@ -1,5 +1,5 @@
 //! One table of request frames, sent to the tokio WebSocket worker and the tokio HTTP worker,
-//! against the rules of `grenache_core::frame` (`Request::parse`, then `on_malformed`), which
+//! against the rules of `grenache_core::wire::frame` (`Request::parse`, then `on_malformed`), which
 //! the embassy worker follows too: the same frame gets the same answer, byte for byte, or no
 //! answer, whichever the transport. No grape and no Node needed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use grenache_core::frame::{on_malformed, write_reply_err, Malformed, Request as CoreRequest};
+use grenache_core::wire::frame::{
+    on_malformed, write_reply_err, Malformed, Request as CoreRequest,
+};
 use grenache_tokio::rpc::{http, ws, ServerConfig};
 use grenache_tokio::{Link, LinkConfig, Request, RpcError};
 use serde_json::{json, Value};

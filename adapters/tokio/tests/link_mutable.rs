@@ -2,7 +2,7 @@
 //! keep them, a get through the other grape returns the newest, and the sequence rules hold.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use grenache_core::bep44::{mutable_key, SigningKey};
+use grenache_core::dht::bep44::{mutable_key, SigningKey};
 use grenache_tokio::grape::{BootstrapNode, Grape, GrapeConfig};
 use grenache_tokio::{Link, LinkConfig, LinkError};
 use std::time::Duration;

@@ -12,8 +12,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use grenache_core::addr::PeerAddr;
-use grenache_core::id::NodeId;
-use grenache_core::krpc::{
+use grenache_core::dht::id::NodeId;
+use grenache_core::wire::krpc::{
     encode_announce_peer, encode_get, encode_get_peers, encode_put_immutable, encode_response_id,
     parse, tid, tid_of, Message, Response,
 };
@@ -306,10 +306,10 @@ async fn a_put_flood_from_one_host_leaves_the_honest_item() {
         "the put flood evicted the honest item"
     );
     // The store is full of the attacker's latest items, not more.
-    let latest = grenache_core::bep44::immutable_key(format!("8:{:08}", flood - 1).as_bytes());
+    let latest = grenache_core::dht::bep44::immutable_key(format!("8:{:08}", flood - 1).as_bytes());
     assert!(witness.stored_item(&latest).await.is_some());
     let dropped =
-        grenache_core::bep44::immutable_key(format!("8:{:08}", flood - MAX_VALUES).as_bytes());
+        grenache_core::dht::bep44::immutable_key(format!("8:{:08}", flood - MAX_VALUES).as_bytes());
     assert!(witness.stored_item(&dropped).await.is_none());
 
     let got = post(&a, "/get", &format!(r#"{{"data":"{key_hex}","rid":"2"}}"#)).await;

@@ -4,8 +4,8 @@
 #![no_main]
 
 use grenache_core::addr::PeerAddr;
-use grenache_core::announcer::{Announcer, MAX_QUERIES};
-use grenache_core::krpc;
+use grenache_core::dht::announcer::{Announcer, MAX_QUERIES};
+use grenache_core::wire::krpc;
 use grenache_core::rng::SplitMix64;
 use grenache_core::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;

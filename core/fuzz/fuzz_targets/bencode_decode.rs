@@ -2,7 +2,7 @@
 //! exactly over the bytes it was decoded from.
 #![no_main]
 
-use grenache_core::bencode::{decode, Encoded, Value};
+use grenache_core::wire::bencode::{decode, Encoded, Value};
 use libfuzzer_sys::fuzz_target;
 
 /// Checks every item of `v` against its own encoding. Recursion is bounded by MAX_DEPTH.

@@ -2,8 +2,8 @@
 //! what parses can be written and parsed back.
 #![no_main]
 
-use grenache_core::frame::{self, Envelope, FrameError, Malformed, Reply, Request};
-use grenache_core::json;
+use grenache_core::wire::frame::{self, Envelope, FrameError, Malformed, Reply, Request};
+use grenache_core::wire::json;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! same answer as the whole input, and a body decodes the same whole, in pieces or bytewise.
 #![no_main]
 
-use grenache_core::http::{parse_request, BodyDecoder, BodyKind, HttpError, Status, MAX_HEAD};
+use grenache_core::wire::http::{parse_request, BodyDecoder, BodyKind, HttpError, Status, MAX_HEAD};
 use libfuzzer_sys::fuzz_target;
 
 /// Decodes `input` in pieces of `step` bytes (0 = all at once): body, bytes used, done.

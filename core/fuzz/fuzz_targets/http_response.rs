@@ -2,7 +2,7 @@
 //! (including until-close ones) decode the same in one piece or byte by byte.
 #![no_main]
 
-use grenache_core::http::{parse_response, BodyDecoder, BodyKind, HttpError, Status, MAX_HEAD};
+use grenache_core::wire::http::{parse_response, BodyDecoder, BodyKind, HttpError, Status, MAX_HEAD};
 use libfuzzer_sys::fuzz_target;
 
 fn decode(kind: BodyKind, input: &[u8], step: usize) -> Result<(Vec<u8>, usize, bool), HttpError> {

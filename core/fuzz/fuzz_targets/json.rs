@@ -2,7 +2,7 @@
 //! walking and decoding function.
 #![no_main]
 
-use grenache_core::json;
+use grenache_core::wire::json;
 use libfuzzer_sys::fuzz_target;
 
 /// Nesting depth of a text serde_json accepted (strings are skipped).

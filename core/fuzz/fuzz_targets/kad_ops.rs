@@ -4,9 +4,9 @@
 #![no_main]
 
 use grenache_core::addr::PeerAddr;
-use grenache_core::id::{bucket_index, NodeId, ID_BITS, ID_LEN};
-use grenache_core::lookup::{Lookup, LookupAction, LookupConfig};
-use grenache_core::table::{Entry, RoutingTable, K};
+use grenache_core::dht::id::{bucket_index, NodeId, ID_BITS, ID_LEN};
+use grenache_core::dht::lookup::{Lookup, LookupAction, LookupConfig};
+use grenache_core::dht::table::{Entry, RoutingTable, K};
 use grenache_core::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 
@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
                 table.insert(t, id(a), addr(b));
             }
             1 => {
-                if let grenache_core::table::InsertOutcome::PingToEvict { stale, candidate } =
+                if let grenache_core::dht::table::InsertOutcome::PingToEvict { stale, candidate } =
                     table.insert(t, id(a), addr(b))
                 {
                     if b & 1 == 0 {

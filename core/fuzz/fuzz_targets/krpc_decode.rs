@@ -2,8 +2,8 @@
 //! walked; errors re-encode to what was parsed.
 #![no_main]
 
-use grenache_core::bencode;
-use grenache_core::krpc::{self, Message, Query};
+use grenache_core::wire::bencode;
+use grenache_core::wire::krpc::{self, Message, Query};
 use libfuzzer_sys::fuzz_target;
 
 /// `parse` reads fields through an index of container ends; the plain `Dict` API must agree.

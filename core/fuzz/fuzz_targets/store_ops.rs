@@ -3,10 +3,10 @@
 #![no_main]
 
 use grenache_core::addr::PeerAddr;
-use grenache_core::bep44::ItemStore;
+use grenache_core::dht::bep44::ItemStore;
 use grenache_core::rng::SplitMix64;
-use grenache_core::store::{AnnounceStore, Source};
-use grenache_core::token::TokenIssuer;
+use grenache_core::dht::store::{AnnounceStore, Source};
+use grenache_core::dht::token::TokenIssuer;
 use grenache_core::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 

@@ -3,7 +3,7 @@
 #![no_main]
 
 use grenache_core::rng::SplitMix64;
-use grenache_core::ws::{Event, Role, WsConnection, WsError, MAX_CONTROL_FRAME_LEN};
+use grenache_core::wire::ws::{Event, Role, WsConnection, WsError, MAX_CONTROL_FRAME_LEN};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, PartialEq)]

@@ -2,7 +2,7 @@
 //! bencode 2.0.3 encodes the JavaScript value, and rendering a stored value the way
 //! `res.v.toString()` renders what bencode 2.0.3 decodes.
 //!
-//! Host-side only (allocating); the wire codec of the DHT lives in `grenache_core::bencode`.
+//! Host-side only (allocating); the wire codec of the DHT lives in `grenache_core::wire::bencode`.
 
 use serde_json::Value;
 

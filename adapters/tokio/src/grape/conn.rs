@@ -1,4 +1,4 @@
-//! One connection of the grape API: HTTP/1.1 framed by `grenache_core::http`, driven by tokio.
+//! One connection of the grape API: HTTP/1.1 framed by `grenache_core::wire::http`, driven by tokio.
 //!
 //! The loop per request: read a head (within [`ApiConfig::header_timeout`] of the previous
 //! answer, so it is also the idle timeout), read the body with the core's [`BodyDecoder`]
@@ -22,7 +22,7 @@ use std::io;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use grenache_core::http::{
+use grenache_core::wire::http::{
     parse_request_limited, write_response_head, BodyDecoder, BodyKind, Header, HttpError, Status,
     CONTINUE_RESPONSE,
 };

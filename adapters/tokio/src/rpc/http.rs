@@ -8,7 +8,7 @@
 //!   the body's), `_a` (action) and `_ar` (JSON args) of Node's streaming requests are
 //!   honoured for buffered bodies; a `_gr` that is not JSON is answered 500
 //!   `[null, "ERR_HEADER_PARSE_GR", null]` as Node does.
-//! * A malformed body gets what `grenache_core::frame` prescribes, as over WebSocket: no
+//! * A malformed body gets what `grenache_core::wire::frame` prescribes, as over WebSocket: no
 //!   answer when it is not JSON, not an array or has no string/number rid (the connection is
 //!   closed, with a log line; Node leaves it hanging); a 200 `[rid,"ERR_REQUEST_MALFORMED",null]`
 //!   when the rid is readable but the key is not a string. The body decides even when `_gr`
@@ -71,7 +71,7 @@ use crate::limits::{MemoryBudget, MinProgress, Reservation};
 use crate::link::{Link, LinkError};
 use crate::tls::{CertInfo, TlsClientConfig};
 use crate::{js_truthy, new_rid};
-use grenache_core::frame::ERR_REQUEST_MALFORMED;
+use grenache_core::wire::frame::ERR_REQUEST_MALFORMED;
 
 /// The header naming the body encoding (`none` or `gzip`).
 const GRC_COMPRESS: &str = "grc-compress";

@@ -44,7 +44,7 @@ use crate::limits::{client_key, ConnectionLimits, ConnectionTable, MemoryBudget,
 use crate::link::{Link, LinkError};
 use crate::tls::{CertInfo, TlsServerConfig};
 use crate::{js_string, js_truthy, lock};
-use grenache_core::frame::{
+use grenache_core::wire::frame::{
     on_malformed, write_reply_err, FrameError, Malformed, Request as CoreRequest,
     ERR_REQUEST_MALFORMED,
 };
@@ -218,8 +218,8 @@ pub(crate) fn encode_request(rid: &str, key: &str, payload: &Value) -> String {
 }
 
 /// What a worker does with a request frame that is not one: the verdict of
-/// [`grenache_core::frame::on_malformed`], so that the tokio workers, the embassy worker and
-/// the core's table (core/src/frame.rs) agree on every frame.
+/// [`grenache_core::wire::frame::on_malformed`], so that the tokio workers, the embassy worker and
+/// the core's table (core/src/wire/frame.rs) agree on every frame.
 #[derive(Debug, PartialEq)]
 pub(crate) enum BadRequest {
     /// Send nothing (WebSocket: keep the connection; HTTP: close it without a response).
@@ -241,7 +241,7 @@ impl fmt::Display for BadRequest {
 /// Reads a request frame with the core's rules ([`CoreRequest::parse`], then
 /// [`on_malformed`]), and hands its parts over as the handler wants them: the rid and
 /// payload as [`Value`]s, the key decoded. The core bounds nesting at
-/// [`grenache_core::json::MAX_DEPTH`] levels, frame included: a deeper frame is dropped.
+/// [`grenache_core::wire::json::MAX_DEPTH`] levels, frame included: a deeper frame is dropped.
 pub(crate) fn decode_request(bytes: &[u8]) -> Result<(Value, String, Value), BadRequest> {
     let request = match CoreRequest::parse(bytes) {
         Ok(request) => request,

@@ -5,7 +5,7 @@
 //!   any order, matched by rid.
 //! * The client connects to `ws://{ip:port}/ws`; the server accepts any path, declines
 //!   permessage-deflate and negotiates no subprotocol (either would crash a Node client).
-//! * A malformed request gets what `grenache_core::frame` prescribes, as on HTTP and in the
+//! * A malformed request gets what `grenache_core::wire::frame` prescribes, as on HTTP and in the
 //!   embassy worker: no answer when it is not JSON, not an array or has no string/number rid
 //!   (Node answers none either, or one no client can match); `[rid,"ERR_REQUEST_MALFORMED",null]`
 //!   when the rid is readable but the key is not a string (Node would run the handler). The

@@ -623,7 +623,7 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
 mod tests {
     use super::*;
     use crate::rng::SplitMix64;
-    use crate::ws::frame::{write_client_frame, write_server_frame, MAX_CONTROL_FRAME_LEN};
+    use crate::wire::ws::frame::{write_client_frame, write_server_frame, MAX_CONTROL_FRAME_LEN};
     use proptest::prelude::*;
     use std::string::String;
     use std::vec;

@@ -1,7 +1,7 @@
 //! An announce-only DHT client: what a board needs to put its service into the DHT, and no
 //! more.
 //!
-//! A grape is a full [`crate::node::Node`]: routing table, announce store, BEP44 items, lookups
+//! A grape is a full [`crate::dht::node::Node`]: routing table, announce store, BEP44 items, lookups
 //! for others. A board only has to make its own address findable, so [`Announcer`] keeps one
 //! traversal's worth of state (the `C` closest nodes of the service name seen so far) and no
 //! routing table, store or token secret. That is a fraction of the node's code and memory, what
@@ -33,13 +33,13 @@
 //! [`Announcer::poll_timeout`] and [`Announcer::handle_timeout`].
 
 use crate::addr::PeerAddr;
-use crate::bencode::{self, Dict};
-use crate::id::{Distance, NodeId};
-use crate::krpc;
-use crate::lookup::{Token, MAX_TARGET_LEN};
-use crate::node::Transmit;
+use crate::dht::id::{Distance, NodeId};
+use crate::dht::lookup::{Token, MAX_TARGET_LEN};
+use crate::dht::node::Transmit;
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
+use crate::wire::bencode::{self, Dict};
+use crate::wire::krpc;
 
 /// Queries of the traversal in flight at once (Kademlia's α, as bittorrent-dht).
 pub const ALPHA: usize = 3;
@@ -418,10 +418,10 @@ fn field<'a>(d: Dict<'a>, key: &[u8]) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::Target;
-    use crate::krpc::{Message, Query};
-    use crate::node::{Node, NodeConfig};
+    use crate::dht::id::Target;
+    use crate::dht::node::{Node, NodeConfig};
     use crate::rng::SplitMix64;
+    use crate::wire::krpc::{Message, Query};
     use std::format;
     use std::vec::Vec;
 

@@ -123,7 +123,7 @@ impl TokenIssuer {
 fn token_with(ip: [u8; 4], secret: &[u8; SECRET_LEN]) -> [u8; TOKEN_LEN] {
     let mut text = [0u8; 15];
     let len = dotted(ip, &mut text);
-    let mut h = crate::sha1::Sha1::new();
+    let mut h = crate::wire::sha1::Sha1::new();
     h.update(text.get(..len).unwrap_or(&[]));
     h.update(secret);
     h.digest()

@@ -42,8 +42,8 @@
 //! a full store costs three scans of at most `ITEMS` entries (count lookup, heaviest source,
 //! its least recently used item): tens of microseconds for the host's 5000 items.
 
-use crate::bencode::{BufferFull, Encoder};
-pub use crate::store::Source;
+pub use crate::dht::store::Source;
+use crate::wire::bencode::{BufferFull, Encoder};
 /// The ed25519 key type [`sign_mutable`] takes (re-exported so that callers need no direct
 /// dependency on `ed25519-dalek`).
 #[cfg(feature = "ed25519")]
@@ -133,12 +133,12 @@ impl core::fmt::Display for PutError {
 
 /// The key of an immutable item: `sha1(raw_v)`, `raw_v` being the canonical bencoding of `v`.
 pub fn immutable_key(raw_v: &[u8]) -> Key {
-    crate::sha1::sha1(raw_v)
+    crate::wire::sha1::sha1(raw_v)
 }
 
 /// The key of a mutable item: `sha1(k ‖ salt)` (no salt and an empty salt give `sha1(k)`).
 pub fn mutable_key(k: &[u8; PUBLIC_KEY_LEN], salt: Option<&[u8]>) -> Key {
-    let mut h = crate::sha1::Sha1::new();
+    let mut h = crate::wire::sha1::Sha1::new();
     h.update(k);
     h.update(salt.unwrap_or(&[]));
     h.digest()

@@ -1,8 +1,8 @@
 //! A DHT node: the engine of a grape, and of a board's light client.
 //!
-//! [`Node`] ties the pieces of this crate together — KRPC ([`crate::krpc`]), the routing table
-//! ([`crate::table`]), iterative lookups ([`crate::lookup`]), the announce store
-//! ([`crate::store`]), tokens ([`crate::token`]) and BEP44 items ([`crate::bep44`]) — into the
+//! [`Node`] ties the pieces of this crate together — KRPC ([`crate::wire::krpc`]), the routing table
+//! ([`crate::dht::table`]), iterative lookups ([`crate::dht::lookup`]), the announce store
+//! ([`crate::dht::store`]), tokens ([`crate::dht::token`]) and BEP44 items ([`crate::dht::bep44`]) — into the
 //! behaviour of a bittorrent-dht 10.0.0 node as `grenache-grape` 1.0.0 runs it (its announce,
 //! lookup, store and liveness behaviour; the Node interop tests in `host/tests/grape_interop.rs`
 //! pin it). It is sans-IO, like every engine here:
@@ -35,7 +35,7 @@
 //! * `PINGS` (default [`MAX_PENDING_PINGS`]): pings waiting for a free transaction slot
 //!   (about 80 bytes each); a small table needs few.
 //! * `SOURCES` (default [`DEFAULT_SOURCES`]): source IPs whose answer budget
-//!   ([`NodeConfig::answer_limit`], [`crate::ratelimit`]) is tracked, about 32 bytes each; 0
+//!   ([`NodeConfig::answer_limit`], [`crate::dht::ratelimit`]) is tracked, about 32 bytes each; 0
 //!   turns the limit off (a board's light client).
 //!
 //! # Differences from the Node grape, all interoperable
@@ -43,7 +43,7 @@
 //!   documented default; the 1.0.0 CLI never expires anything, §7 Q1).
 //! * Answers carry the `K` closest nodes, not the whole routing table (§7 Q6).
 //! * A lookup does not wait 2 s for a dead node when the closest live ones have answered
-//!   ([`crate::lookup`]).
+//!   ([`crate::dht::lookup`]).
 //! * Every announce and put runs its traversal; Node caches the per-target token table for
 //!   5 minutes. Traversals here are cheap (no dead-node stalls), and fresh tokens never go
 //!   stale.
@@ -60,28 +60,28 @@
 //! * A bucket holds at most [`NodeConfig::max_per_ip_in_bucket`] nodes of one IP and
 //!   [`NodeConfig::max_per_subnet_in_bucket`] of one /24.
 //! * Every traversal also queries the bootstrap nodes, wherever their ids are, and announces
-//!   and puts go to them when they answered with a token ([`crate::lookup::Lookup::pin`]):
+//!   and puts go to them when they answered with a token ([`crate::dht::lookup::Lookup::pin`]):
 //!   Sybil ids next to a name cannot hide what the operator's trusted grapes hold.
 //! * Answers to one source IP are bounded by [`NodeConfig::answer_limit`]
-//!   ([`crate::ratelimit`]): an answer over budget is not sent, and a query from a source
+//!   ([`crate::dht::ratelimit`]): an answer over budget is not sent, and a query from a source
 //!   with no budget left is dropped unprocessed. A routing-table contact (an address that
 //!   answered our query) gets the larger [`NodeConfig::contact_answer_limit`].
-//! * The `unannounce` query ([`crate::krpc::UNANNOUNCE`]) is an extension: a node that
+//! * The `unannounce` query ([`crate::wire::krpc::UNANNOUNCE`]) is an extension: a node that
 //!   receives it with a valid token removes the (source IP, port) entry; Node grapes ignore
 //!   unknown queries.
 
 use crate::addr::PeerAddr;
-use crate::bencode::Encoded;
-use crate::bep44::{self, ItemStore, Key, PutError};
-use crate::id::{NodeId, ID_LEN};
-use crate::krpc::{self, Message, MutablePut, Query, Response, Signed};
-use crate::lookup::{Lookup, LookupAction, LookupConfig, ResponseOutcome, MAX_TARGET_LEN};
-use crate::ratelimit::{RateLimit, SourceLimiter, DEFAULT_SOURCES};
+use crate::dht::bep44::{self, ItemStore, Key, PutError};
+use crate::dht::id::{NodeId, ID_LEN};
+use crate::dht::lookup::{Lookup, LookupAction, LookupConfig, ResponseOutcome, MAX_TARGET_LEN};
+use crate::dht::ratelimit::{RateLimit, SourceLimiter, DEFAULT_SOURCES};
+use crate::dht::store::{AnnounceStore, Source, StoreError};
+use crate::dht::table::{Entry, InsertOutcome, RoutingTable, K};
+use crate::dht::token::TokenIssuer;
 use crate::rng::Rng;
-use crate::store::{AnnounceStore, Source, StoreError};
-use crate::table::{Entry, InsertOutcome, RoutingTable, K};
 use crate::time::{earliest, Duration, Instant};
-use crate::token::TokenIssuer;
+use crate::wire::bencode::Encoded;
+use crate::wire::krpc::{self, Message, MutablePut, Query, Response, Signed};
 
 /// Most peers a lookup collects and reports (Grape's `_mem.get(ih, 100)`): the default of
 /// [`Node`]'s `LOOKUP_PEERS`.
@@ -354,7 +354,7 @@ enum SendState {
 struct Target {
     id: NodeId,
     addr: PeerAddr,
-    token: [u8; crate::lookup::MAX_TOKEN_LEN],
+    token: [u8; crate::dht::lookup::MAX_TOKEN_LEN],
     token_len: u8,
     state: SendState,
 }
@@ -363,7 +363,7 @@ impl Target {
     const EMPTY: Target = Target {
         id: NodeId([0; ID_LEN]),
         addr: PeerAddr::new([0; 4], 0),
-        token: [0; crate::lookup::MAX_TOKEN_LEN],
+        token: [0; crate::dht::lookup::MAX_TOKEN_LEN],
         token_len: 0,
         state: SendState::Failed,
     };
@@ -388,7 +388,7 @@ struct Value<const V: usize> {
     cas: Option<i64>,
     /// For a get: who answered, and its token.
     from: NodeId,
-    token: [u8; crate::lookup::MAX_TOKEN_LEN],
+    token: [u8; crate::dht::lookup::MAX_TOKEN_LEN],
     token_len: usize,
     local: bool,
     found: bool,
@@ -407,7 +407,7 @@ impl<const V: usize> Value<V> {
         has_salt: false,
         cas: None,
         from: NodeId([0; ID_LEN]),
-        token: [0; crate::lookup::MAX_TOKEN_LEN],
+        token: [0; crate::dht::lookup::MAX_TOKEN_LEN],
         token_len: 0,
         local: false,
         found: false,
@@ -1403,7 +1403,7 @@ impl<
                         ),
                         // No put starts on a node without a value buffer: saying so here lets
                         // the compiler drop the put encoders from light clients.
-                        Kind::Put if VALUE == 0 => Err(crate::bencode::BufferFull),
+                        Kind::Put if VALUE == 0 => Err(crate::wire::bencode::BufferFull),
                         Kind::Put if o.value.mutable => krpc::encode_put_mutable(
                             buf,
                             &t,
@@ -1422,7 +1422,7 @@ impl<
                             krpc::encode_put_immutable(buf, &t, &own, target.token(), o.value.v())
                         }
                         Kind::Bootstrap | Kind::Lookup | Kind::Get => {
-                            Err(crate::bencode::BufferFull)
+                            Err(crate::wire::bencode::BufferFull)
                         }
                     };
                     let (to, id, generation) = (target.addr, target.id, o.generation);

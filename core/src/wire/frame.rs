@@ -58,7 +58,7 @@
 
 use core::fmt;
 
-use crate::json::{self, JsonError, JsonStr, Kind, Writer};
+use crate::wire::json::{self, JsonError, JsonStr, Kind, Writer};
 
 /// Why a frame was rejected or could not be written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -382,7 +382,7 @@ impl<'a> Envelope<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::json::tests::{apply, arb_edit, arb_value};
+    use crate::wire::json::tests::{apply, arb_edit, arb_value};
     use proptest::prelude::*;
     use std::string::String;
     use std::vec::Vec;

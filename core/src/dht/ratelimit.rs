@@ -28,7 +28,7 @@ use crate::time::Instant;
 /// Slots per set: a new source can replace one of this many entries.
 pub const WAYS: usize = 4;
 
-/// Sources a [`crate::node::Node`] tracks by default (its `SOURCES` parameter): about 32
+/// Sources a [`crate::dht::node::Node`] tracks by default (its `SOURCES` parameter): about 32
 /// bytes each.
 pub const DEFAULT_SOURCES: usize = 256;
 

@@ -2,7 +2,7 @@
 //! machine.
 //!
 //! A [`Lookup`] holds up to `N` candidates sorted by exact XOR distance to the target
-//! ([`crate::id`]). The caller drives it with the current time and never the other way round:
+//! ([`crate::dht::id`]). The caller drives it with the current time and never the other way round:
 //!
 //! ```text
 //!   loop {
@@ -53,7 +53,7 @@
 //! * **Concurrency**: Node's 16 in-flight queries are shared by every traversal of the socket;
 //!   here `concurrency` is per lookup (the node can bound the total by how many lookups it
 //!   runs at once).
-//! * **Distance**: exact order instead of float64 (§7 Q8, see [`crate::id`]).
+//! * **Distance**: exact order instead of float64 (§7 Q8, see [`crate::dht::id`]).
 //! * **Bounded memory**: Node's traversal table is a k-bucket tree centred on the target that
 //!   keeps growing; here at most `N` candidates are kept. When full, a newcomer replaces the
 //!   farthest candidate that is neither in flight nor queried-and-among-the-k-closest-answers,
@@ -81,7 +81,7 @@
 use core::cmp::Ordering;
 
 use crate::addr::PeerAddr;
-use crate::id::{NodeId, Target};
+use crate::dht::id::{NodeId, Target};
 use crate::time::{Duration, Instant};
 
 /// Longest target (service name used as info_hash, or a 20-byte id) a lookup accepts. Grape
@@ -815,9 +815,9 @@ impl<const N: usize> Lookup<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::{cmp_distance, ID_LEN};
+    use crate::dht::id::{cmp_distance, ID_LEN};
+    use crate::dht::table::{Entry, RoutingTable, K};
     use crate::rng::{Rng, SplitMix64};
-    use crate::table::{Entry, RoutingTable, K};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
     use std::vec::Vec;

@@ -12,9 +12,9 @@
 
 use core::fmt;
 
-use crate::base64;
-use crate::bencode::BufferFull;
 use crate::rng::Rng;
+use crate::wire::base64;
+use crate::wire::bencode::BufferFull;
 
 /// The GUID appended to the client's key before hashing (RFC 6455 §1.3).
 pub const GUID: &[u8; 36] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -94,7 +94,7 @@ impl fmt::Display for HandshakeError {
 ///
 /// The key is used as given (already trimmed), as RFC 6455 §4.2.2 specifies.
 pub fn accept_key(sec_websocket_key: &[u8]) -> [u8; 28] {
-    let mut sha = crate::sha1::Sha1::new();
+    let mut sha = crate::wire::sha1::Sha1::new();
     sha.update(sec_websocket_key);
     sha.update(GUID);
     let digest = sha.digest();

@@ -2,7 +2,7 @@
 //!
 //! The encoder writes into a caller-provided `&mut [u8]` and never allocates. Dictionary keys
 //! must be written in sorted (raw byte) order, as BEP 3 requires and bittorrent-dht does: the
-//! typed writers in [`crate::krpc`] do so by construction.
+//! typed writers in [`crate::wire::krpc`] do so by construction.
 //!
 //! The decoder ([`decode`]) is zero-copy: it validates a buffer in one bounded, iterative pass
 //! and hands out [`Value`]s that borrow from it. Lists and dictionaries are views over their

@@ -15,8 +15,8 @@
 use core::fmt;
 
 use crate::addr::{PeerAddr, COMPACT_PEER_LEN};
-use crate::bencode::{self, BufferFull, DecodeError, Encoded, Encoder, List, Value};
-use crate::id::{NodeId, ID_LEN};
+use crate::dht::id::{NodeId, ID_LEN};
+use crate::wire::bencode::{self, BufferFull, DecodeError, Encoded, Encoder, List, Value};
 
 /// Length of a compact node: 20-byte id, IPv4 address, big-endian port.
 pub const COMPACT_NODE_LEN: usize = ID_LEN + COMPACT_PEER_LEN;
@@ -931,7 +931,7 @@ pub fn encode_known_error(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bencode::Value;
+    use crate::wire::bencode::Value;
     use proptest::prelude::*;
     use std::vec;
     use std::vec::Vec;
@@ -1541,7 +1541,7 @@ mod tests {
                 query: Query::Ping
             })
         );
-        let (v, used) = crate::bencode::decode(b"d1:ai1ee1:bi2e").unwrap();
+        let (v, used) = crate::wire::bencode::decode(b"d1:ai1ee1:bi2e").unwrap();
         assert_eq!(used, 8);
         assert_eq!(v.as_dict().unwrap().get(b"b"), None);
     }
@@ -1787,7 +1787,7 @@ mod tests {
 
     /// The fields `parse` found (through its end index) equal what the plain `Dict` API reads.
     fn agrees_with_plain_lookup(data: &[u8], m: &Message<'_>) {
-        let (top, _) = crate::bencode::decode(data).unwrap();
+        let (top, _) = crate::wire::bencode::decode(data).unwrap();
         let top = top.as_dict().unwrap();
         assert_eq!(Some(m.t()), top.get(b"t").and_then(|v| v.as_bytes()));
         let sub = |key: &[u8]| top.get(key).and_then(|v| v.as_dict());

@@ -37,14 +37,14 @@
 //! * **Per address** ([`RoutingTable::set_address_limits`], off by default): a bucket holds
 //!   at most so many nodes of one IP address and of one IPv4 /24, so that one host (any
 //!   number of ports, any ids) cannot fill the bucket of a name's neighbourhood. The node sets
-//!   them from [`crate::node::NodeConfig`]. bittorrent-dht has no such bound.
+//!   them from [`crate::dht::node::NodeConfig`]. bittorrent-dht has no such bound.
 //! * **Liveness**: the table stores `last_seen` and a failure count; it never drops a node on
 //!   its own. [`RoutingTable::stale_before`] and [`RoutingTable::liveness_deadline`] tell the
 //!   node which contacts to ping and when (grape.md §6: every contact not seen for the
 //!   liveness period, 5 min by default, [`DEFAULT_LIVENESS`]).
 
 use crate::addr::PeerAddr;
-use crate::id::{bucket_index, NodeId, Target, ID_BITS};
+use crate::dht::id::{bucket_index, NodeId, Target, ID_BITS};
 use crate::time::{Duration, Instant};
 
 /// Maximum number of nodes per bucket (bittorrent-dht's K, `krpc:7`).
@@ -74,7 +74,7 @@ pub struct Entry {
 impl Entry {
     /// A placeholder, e.g. to initialise an output array for [`RoutingTable::closest`].
     pub const EMPTY: Entry = Entry {
-        id: NodeId([0; crate::id::ID_LEN]),
+        id: NodeId([0; crate::dht::id::ID_LEN]),
         addr: PeerAddr::new([0; 4], 0),
         last_seen: Instant::ZERO,
         failed: 0,
@@ -347,7 +347,7 @@ impl<const N: usize> RoutingTable<N> {
     }
 
     /// Writes the nodes closest to `target` (a node id or a raw service-name key) into `out`,
-    /// closest first, by exact XOR distance ([`crate::id::cmp_distance`]); returns how many were written
+    /// closest first, by exact XOR distance ([`crate::dht::id::cmp_distance`]); returns how many were written
     /// (`min(len(), out.len())`).
     pub fn closest(&self, target: &[u8], out: &mut [Entry]) -> usize {
         let target = Target::new(target);
@@ -484,7 +484,7 @@ impl<const N: usize> RoutingTable<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::{Distance, ID_LEN};
+    use crate::dht::id::{Distance, ID_LEN};
     use crate::rng::{Rng, SplitMix64};
     use proptest::prelude::*;
     use std::vec::Vec;
