@@ -104,6 +104,17 @@ rmw_atomics() {
         | grep -vE '^[^:]+:[0-9]+:[[:space:]]*//' \
         || true
 }
+# The check checks itself first: a planted `fetch_add` must be found, a comment naming one and a
+# slice's `swap(i, j)` must not (a grep that can never match would pass silently).
+planted=$(mktemp -d)
+printf '%s\n' 'fn f(c: &AtomicU32, v: &mut [u8]) {' \
+    '    // c.fetch_add(1) in a comment is not code' \
+    '    v.swap(0, 1);' \
+    '    c.fetch_add(1, Ordering::Relaxed);' '}' >"$planted/planted.rs"
+self_check=$(rmw_atomics "$planted")
+rm -rf "$planted"
+[ "$(printf '%s\n' "$self_check" | grep -c .)" = 1 ] && printf '%s' "$self_check" | grep -q 'planted.rs:4:' \
+    || fail "the atomics check does not find exactly the planted fetch_add: '$self_check'"
 found=$(rmw_atomics core/src)
 [ -z "$found" ] || fail "read-modify-write atomics found in core/src (no_std targets without them cannot build it):
 $found"
