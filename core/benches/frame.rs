@@ -6,7 +6,7 @@ use grenache_core::wire::frame::{self, Request};
 use grenache_core::wire::json;
 use std::hint::black_box;
 
-/// The request of the WebSocket capture in transports.md §3.2.
+/// The request of the WebSocket capture in docs/protocol.md §9.2.
 const REQUEST: &[u8] = br#"["5f3ccf96-1f02-4c32-9c49-0c17e0583c92","rpc_test",{"hello":"world"}]"#;
 
 /// A request with a 1 KiB-ish payload of mixed JSON, as a service with real data sees.

@@ -1,5 +1,5 @@
 //! Bad input on a running `grape`: the five single-datagram crash vectors of the Node grape
-//! (grape.md §7 Q3), truncated, garbage and oversized datagrams, wrongly typed fields, and
+//! (docs/protocol.md §13.3), truncated, garbage and oversized datagrams, wrongly typed fields, and
 //! HTTP garbage. After each, the grape still answers a KRPC ping and an HTTP lookup, and what
 //! it stores is unchanged.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -689,7 +689,7 @@ impl DhtConfig {
             )));
         }
         node.max_items = config.dht_max_values;
-        // Node ignores `--dc` (§7 Q2); here it is the per-lookup concurrency.
+        // Node ignores `--dc` (docs/protocol.md §13.2); here it is the per-lookup concurrency.
         node.lookup.concurrency = config.dht_concurrency.max(1);
         node.host = config
             .bind

@@ -2,10 +2,10 @@
 //!
 //! Every call is `POST {grape}/{lookup|announce|put|get}` with the body
 //! `{"rid":"<uuid v4>","data":<payload>}` and `content-type: application/json`
-//! (transports.md §1.2). Lookups are cached (LRU, 2500 entries, 10 s), concurrent lookups of
+//! (docs/protocol.md §7.1). Lookups are cached (LRU, 2500 entries, 10 s), concurrent lookups of
 //! one name share a single HTTP request, and lookups and announces are tried 3 times.
 //!
-//! Error strings are the ones Node prints (§1): `ERR_GRAPE_LOOKUP_EMPTY`,
+//! Error strings are the ones Node prints (docs/protocol.md §7): `ERR_GRAPE_LOOKUP_EMPTY`,
 //! `network timeout at: <url>`, `request to <url> failed, reason: <reason>`, or the body of a
 //! non-2xx answer (e.g. `ERR_GRAPE_PAYLOAD_INVALID`, code 500).
 //!
@@ -42,7 +42,7 @@ pub use grenache_core::dht::bep44::SigningKey;
 /// Why 20 s and not Node's 120 s: a grape keeps an announced peer for 0.67–1.33 × its
 /// `dht_peer_maxAge` (programmatic default 120 s, so as little as 80 s) and its lookup cache
 /// for half of that (40–80 s). Node's default gaps of 60–180 s exceed the 80 s lower bound,
-/// so services intermittently vanish (grape.md §7 Q18). With 20 s the longest gap, 30 s, is
+/// so services intermittently vanish (docs/protocol.md §13.18). With 20 s the longest gap, 30 s, is
 /// below even the 40 s lookup-cache bound, so an announced service never disappears while it
 /// is alive, and the load on the grape stays one small POST per service per 20 s.
 pub const DEFAULT_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(20);
@@ -372,8 +372,8 @@ impl Link {
     /// here). Node CLI grapes refuse every mutable item (`"All queries failed"`); Rust grapes
     /// verify and keep them.
     ///
-    /// The salt goes through the grape's `str2buf`, which tries `JSON.parse` first (grape.md
-    /// §7 Q16): a salt that is itself JSON (`"123"`, `"[1]"`) is not taken as text.
+    /// The salt goes through the grape's `str2buf`, which tries `JSON.parse` first (docs/protocol.md
+    /// §13.16): a salt that is itself JSON (`"123"`, `"[1]"`) is not taken as text.
     pub async fn put_mutable(
         &self,
         key: &SigningKey,

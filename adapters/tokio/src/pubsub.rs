@@ -1,5 +1,5 @@
 //! Pub/Sub over WebSocket, as grenache-nodejs-ws 1.0.0 (`PeerPub` / `PeerSub`,
-//! transports.md §5).
+//! docs/protocol.md §12).
 //!
 //! * A publisher ([`PeerPub`]) is a plain WebSocket server (any path, no subprotocol, no
 //!   permessage-deflate) that sends every published message verbatim, text as a text frame

@@ -1,5 +1,5 @@
 //! TLS for the RPC transports (`wss://{ip:port}/ws` and `https://{ip:port}/`), on rustls with
-//! the ring provider (transports.md §3.5, §4.7, §9 H).
+//! the ring provider (docs/protocol.md §11).
 //!
 //! * A server ([`TlsServerConfig`]) has a certificate chain and key and **requires** a client
 //!   certificate signed by a given CA (mutual TLS; a client without one, or with one from

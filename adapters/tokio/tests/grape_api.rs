@@ -1,5 +1,5 @@
 //! The grape HTTP API over real TCP connections, against a fake DHT: exact status lines, headers
-//! and bodies of protocol notes §2.4/§2.6, dispatch, limits, keep-alive, timeouts, hostile
+//! and bodies of docs/protocol.md §3.4/§3.10, dispatch, limits, keep-alive, timeouts, hostile
 //! clients, the connection cap and shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// Our own node id in the fake (grape A of the protocol notes).
+/// Our own node id in the fake (grape A of the captures in docs/protocol.md §6.8).
 const OWN_ID: &str = "168d7c4142ec1c92189ffde1b4d4e8ece40669b3";
 /// The remote node of the notes' remote-hit example.
 const REMOTE_ID: &str = "f4e960d05d1e19ac57744d90a8af4b0e885b9fb4";
@@ -223,7 +223,7 @@ impl HttpResponse {
         std::str::from_utf8(&self.body).unwrap()
     }
 
-    /// Exactly Node's header set and order for a kept-alive connection (§2.1).
+    /// Exactly Node's header set and order for a kept-alive connection (docs/protocol.md §3.1).
     fn assert_node_headers(&self) {
         let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(

@@ -731,7 +731,7 @@ async fn ws_clients_have_no_streams_and_unknown_hosts_fail_cleanly() {
 #[tokio::test]
 async fn stream_requests_are_node_bytes_on_the_wire() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // A raw listener records what the client sends (transports.md §4.6), then answers.
+    // A raw listener records what the client sends (docs/protocol.md §10.6), then answers.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dest = listener.local_addr().unwrap().to_string();
     let recorder = tokio::spawn(async move {

@@ -1,4 +1,4 @@
-//! BEP 44 items: the values behind Grape's `/put` and `/get` (§4).
+//! BEP 44 items: the values behind Grape's `/put` and `/get` (docs/protocol.md §5).
 //!
 //! * Immutable item: key = `sha1(bencode(v))`. The store is given the raw bencoded `v` and
 //!   hashes it as is, so the caller must pass the canonical encoding (what bittorrent-dht
@@ -82,7 +82,7 @@ pub enum PutError {
     /// 207 `"salt too big"`: salt over [`MAX_SALT_LEN`] bytes (BEP 44; not checked by Node).
     SaltTooLarge,
     /// 400 `"verification not supported"`: a mutable put on a build without `ed25519`
-    /// (what every Node CLI grape answers, §7 Q14).
+    /// (what every Node CLI grape answers, docs/protocol.md §13.14).
     VerificationNotSupported,
     /// The signature does not verify: bittorrent-dht does not answer at all.
     BadSignature,

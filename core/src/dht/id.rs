@@ -3,7 +3,7 @@
 //! # Distance to a variable-length key
 //!
 //! Grenache does not hash service names: the DHT key of `rest:util:net` is its 13 raw bytes
-//! (grape.md §3.1, §7 Q4), so distances are taken between a 20-byte [`NodeId`] and a key of
+//! (docs/protocol.md §4.1, §13.4), so distances are taken between a 20-byte [`NodeId`] and a key of
 //! any length. k-bucket's convention (`kb:136-146`, tristanls/k-bucket#29) is followed: the
 //! two byte strings are XORed position by position and every byte beyond the shorter one
 //! counts as `255`. The distance of an id to a key of length `L` therefore has `max(20, L)`
@@ -15,7 +15,7 @@
 //! exactly those 20 bytes (the tail up to 20 filled with `255`) and compares them
 //! lexicographically: this is the exact big-integer order, with no rounding anywhere.
 //!
-//! # Where this differs from Node (grape.md §5.3, §7 Q8), and why that is safe
+//! # Where this differs from Node (docs/protocol.md §6.3, §13.8), and why that is safe
 //!
 //! k-bucket accumulates the distance in a float64 (`d = d * 256 + byte`). A float64 holds 53
 //! significant bits, so Node's order is exact only on about the first 6–7 bytes of the
@@ -34,7 +34,7 @@
 //! first 6 bytes. For two random ids that fails with probability about 2⁻⁴⁸, i.e. never in
 //! a network of grapes. Where they do disagree, both sides still pick nodes that are (within
 //! float precision) equally close to the key, so a lookup by one finds what the other stored:
-//! announces go to every token-bearing node of the traversal (§3.2), and lookups query the
+//! announces go to every token-bearing node of the traversal (docs/protocol.md §4.2), and lookups query the
 //! same neighbourhood.
 
 use core::cmp::Ordering;

@@ -45,15 +45,15 @@
 //!
 //! This is the termination rule of rust-libp2p's `ClosestPeersIter` plus a hard timeout.
 //!
-//! # Differences from the Node traversal (grape.md §5.6, `krpc:193-295`)
+//! # Differences from the Node traversal (docs/protocol.md §6.7, `krpc:193-295`)
 //!
-//! * **Dead nodes**: Node waits for every query it sent (2–2.5 s for each dead node, §7 Q17);
+//! * **Dead nodes**: Node waits for every query it sent (2–2.5 s for each dead node, docs/protocol.md §13.17);
 //!   here a stalled query stops holding the lookup (see above). With
 //!   `stall_timeout == query_timeout` the behaviour is Node's.
 //! * **Concurrency**: Node's 16 in-flight queries are shared by every traversal of the socket;
 //!   here `concurrency` is per lookup (the node can bound the total by how many lookups it
 //!   runs at once).
-//! * **Distance**: exact order instead of float64 (§7 Q8, see [`crate::dht::id`]).
+//! * **Distance**: exact order instead of float64 (docs/protocol.md §13.8, see [`crate::dht::id`]).
 //! * **Bounded memory**: Node's traversal table is a k-bucket tree centred on the target that
 //!   keeps growing; here at most `N` candidates are kept. When full, a newcomer replaces the
 //!   farthest candidate that is neither in flight nor queried-and-among-the-k-closest-answers,
@@ -74,8 +74,8 @@
 //!   another id than the one we queried fails that node ([`ResponseOutcome::UnexpectedId`],
 //!   Node's `EUNEXPECTEDNODE`). Our own id is never a candidate (`krpc:291-294`).
 //! * **Announce targets**: [`Lookup::closest_responded`] gives the `k` closest nodes that
-//!   answered with a token (and, by construction, a 20-byte id, §5.5). Node announces to
-//!   *every* token-bearing node of its traversal table (§7 Q9); [`Lookup::responded`] gives
+//!   answered with a token (and, by construction, a 20-byte id, docs/protocol.md §6.6). Node announces to
+//!   *every* token-bearing node of its traversal table (docs/protocol.md §13.9); [`Lookup::responded`] gives
 //!   all of them (up to `N`) for a node that wants Node's behaviour.
 
 use core::cmp::Ordering;
@@ -98,7 +98,7 @@ pub const MAX_TOKEN_LEN: usize = 20;
 pub struct LookupConfig {
     /// How many closest nodes must answer (K = 20, `krpc:7`). Values below 1 count as 1.
     pub k: usize,
-    /// Queries in flight at once, not counting stalled ones (16, `krpc:8,27`, §7 Q2). Values
+    /// Queries in flight at once, not counting stalled ones (16, `krpc:8,27`, docs/protocol.md §13.2). Values
     /// below 1 count as 1.
     pub concurrency: usize,
     /// A query not answered after this is failed (2 s, `sock:22`).
@@ -466,8 +466,8 @@ impl<const N: usize> Lookup<N> {
         })
     }
 
-    /// The announce / put targets: the `k` closest nodes that answered with a token (grape.md
-    /// §3.2, §5.5), closest first. `token` is always `Some`.
+    /// The announce / put targets: the `k` closest nodes that answered with a token (docs/protocol.md
+    /// §4.2, §6.6), closest first. `token` is always `Some`.
     pub fn closest_responded(&self) -> impl Iterator<Item = Responder<'_>> + '_ {
         self.responded()
             .filter(|r| r.token.is_some())
@@ -847,7 +847,7 @@ mod tests {
         nodes: Vec<SimNode>,
         by_addr: BTreeMap<PeerAddr, usize>,
         /// Nodes per answer: K like BEP 5 implementations, or the whole table like
-        /// bittorrent-dht (grape.md §7 Q6).
+        /// bittorrent-dht (docs/protocol.md §13.6).
         answer: usize,
     }
 

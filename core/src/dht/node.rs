@@ -40,14 +40,14 @@
 //!
 //! # Differences from the Node grape, all interoperable
 //! * Expiry of announced peers is exact ([`NodeConfig::peer_ttl`], default 120 s, the
-//!   documented default; the 1.0.0 CLI never expires anything, §7 Q1).
-//! * Answers carry the `K` closest nodes, not the whole routing table (§7 Q6).
+//!   documented default; the 1.0.0 CLI never expires anything, docs/protocol.md §13.1).
+//! * Answers carry the `K` closest nodes, not the whole routing table (docs/protocol.md §13.6).
 //! * A lookup does not wait 2 s for a dead node when the closest live ones have answered
 //!   ([`crate::dht::lookup`]).
 //! * Every announce and put runs its traversal; Node caches the per-target token table for
 //!   5 minutes. Traversals here are cheap (no dead-node stalls), and fresh tokens never go
 //!   stale.
-//! * Malformed datagrams are dropped; none of them can crash the node (§7 Q3).
+//! * Malformed datagrams are dropped; none of them can crash the node (docs/protocol.md §13.3).
 //!
 //! # Hardening against hosts on the same network (also differences from Node)
 //! * Queries carry random 4-byte transaction ids ([`krpc::QUERY_TID_LEN`]; Node peers echo
@@ -100,7 +100,7 @@ pub const MAX_VERIFY_INFLIGHT: usize = 4;
 /// answered.
 pub const REPLY_BUF_LEN: usize = 1500;
 /// Peers written into one `get_peers` answer, so that it fits [`REPLY_BUF_LEN`] (Node sends
-/// every stored peer, §7 Q7).
+/// every stored peer, docs/protocol.md §13.7).
 pub const MAX_VALUES_IN_ANSWER: usize = 100;
 
 /// Tuning of a [`Node`]. [`NodeConfig::DEFAULT`] has the documented Grape defaults.
@@ -672,7 +672,7 @@ impl<
             o.port = port;
         }
         if let Some(host) = self.config.host {
-            // With `-b`, bittorrent-dht stores the announcer itself locally (§3.2 step 2).
+            // With `-b`, bittorrent-dht stores the announcer itself locally (docs/protocol.md §4.2 step 2).
             let _ = self.store.announce(
                 now,
                 name,
@@ -767,7 +767,7 @@ impl<
     /// Starts a get of `key`. With `use_local`, an item in this node's store answers at once
     /// (Grape's default; `cache:false` turns it off). For a mutable item pass its `salt`;
     /// mutable answers are only accepted with the `ed25519` feature (a CLI Node grape never
-    /// accepts them, §7 Q14). Ends with [`Event::GetDone`].
+    /// accepts them, docs/protocol.md §13.14). Ends with [`Event::GetDone`].
     pub fn get(
         &mut self,
         now: Instant,
@@ -1697,7 +1697,7 @@ impl<const C: usize, const P: usize, const V: usize> Op<C, P, V> {
         match self.kind {
             Kind::Bootstrap | Kind::Lookup | Kind::Get => self.phase = Phase::Done,
             Kind::Announce | Kind::Unannounce | Kind::Put => {
-                // Every token-bearing responder, as bittorrent-dht's queryAll (§7 Q9).
+                // Every token-bearing responder, as bittorrent-dht's queryAll (docs/protocol.md §13.9).
                 let mut n = 0;
                 for r in self.lookup.responded() {
                     let Some(token) = r.token else { continue };
@@ -2089,7 +2089,7 @@ mod tests {
 
     #[test]
     fn the_five_node_crash_vectors_are_harmless() {
-        // grape.md §7 Q3: each of these kills a Node CLI grape.
+        // docs/protocol.md §13.3: each of these kills a Node CLI grape.
         let mut n = lone_node();
         let vectors: [&[u8]; 5] = [
             b"d1:t2:aa1:y1:qe",
@@ -2146,7 +2146,10 @@ mod tests {
         };
         let values: Vec<PeerAddr> = r.values.unwrap().iter().collect();
         assert_eq!(values, vec![PeerAddr::new(addr(1).ip, 1337)]);
-        assert!(r.nodes.is_none(), "values answers carry no nodes (§7 Q7)");
+        assert!(
+            r.nodes.is_none(),
+            "values answers carry no nodes (docs/protocol.md §13.7)"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! Nodes are grouped in 160 k-buckets by the length of the prefix their id shares with ours
 //! ([`bucket_index`]); a bucket never holds more than [`K`] = 20 nodes (bittorrent-dht's K,
-//! grape.md §5.3). Storage is one fixed array of `N` entries (`N` = total capacity), scanned
+//! docs/protocol.md §6.3). Storage is one fixed array of `N` entries (`N` = total capacity), scanned
 //! linearly: with the sizes a grape uses (a few hundred entries) a scan is a few microseconds
 //! and needs no pointers, no allocation and no tree.
 //!
@@ -18,7 +18,7 @@
 //!   address means a packet forging a known id cannot redirect that contact elsewhere.
 //! * **Known address, new id**: the old entry is dropped first. One UDP socket is one node, so
 //!   a new id on the same `ip:port` is a restarted grape and the old id is dead. Node keeps
-//!   both (grape.md §7 Q15) and pays a query timeout on the dead one in later lookups.
+//!   both (docs/protocol.md §13.15) and pays a query timeout on the dead one in later lookups.
 //! * **Full bucket**: nothing is evicted silently. If the bucket has a node not seen for
 //!   [`PING_EVICT_AFTER`] (10 s, `dht:178`), [`InsertOutcome::PingToEvict`] names the stalest
 //!   one (most failures first, then oldest); the caller pings it and then calls
@@ -40,7 +40,7 @@
 //!   them from [`crate::dht::node::NodeConfig`]. bittorrent-dht has no such bound.
 //! * **Liveness**: the table stores `last_seen` and a failure count; it never drops a node on
 //!   its own. [`RoutingTable::stale_before`] and [`RoutingTable::liveness_deadline`] tell the
-//!   node which contacts to ping and when (grape.md §6: every contact not seen for the
+//!   node which contacts to ping and when (docs/protocol.md §6.9: every contact not seen for the
 //!   liveness period, 5 min by default, [`DEFAULT_LIVENESS`]).
 
 use crate::addr::PeerAddr;
@@ -53,8 +53,8 @@ pub const K: usize = 20;
 /// A full bucket's node may be replaced only if it has not been seen for this long (`dht:178`).
 pub const PING_EVICT_AFTER: Duration = Duration::from_secs(10);
 
-/// Default liveness period: a contact not seen for this long should be pinged (grape.md §6,
-/// `dht_nodeLiveness` programmatic default; the 1.0.0 CLI uses 15 min by accident, §7 Q1).
+/// Default liveness period: a contact not seen for this long should be pinged (docs/protocol.md §6.9,
+/// `dht_nodeLiveness` programmatic default; the 1.0.0 CLI uses 15 min by accident, docs/protocol.md §13.1).
 pub const DEFAULT_LIVENESS: Duration = Duration::from_secs(5 * 60);
 
 /// One known node.
@@ -352,7 +352,7 @@ impl<const N: usize> RoutingTable<N> {
     pub fn closest(&self, target: &[u8], out: &mut [Entry]) -> usize {
         let target = Target::new(target);
         let by_distance = |a: &Entry, b: &Entry| target.cmp(&a.id, &b.id);
-        // Room for everyone (a whole-table answer, §5.4): copy and sort, O(n log n).
+        // Room for everyone (a whole-table answer, docs/protocol.md §6.4): copy and sort, O(n log n).
         if let Some(all) = out.get_mut(..self.len) {
             for (o, s) in all.iter_mut().zip(self.live()) {
                 *o = s.entry;
@@ -385,7 +385,7 @@ impl<const N: usize> RoutingTable<N> {
         n
     }
 
-    /// Nodes not seen for `liveness` or longer at `now`: those to ping (grape.md §6).
+    /// Nodes not seen for `liveness` or longer at `now`: those to ping (docs/protocol.md §6.9).
     pub fn stale_before(
         &self,
         now: Instant,

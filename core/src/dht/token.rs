@@ -1,4 +1,4 @@
-//! Write tokens for `announce_peer` and `put` (§5.4, §7 Q10).
+//! Write tokens for `announce_peer` and `put` (docs/protocol.md §6.4, §13.10).
 //!
 //! A node hands a token to whoever asks `get_peers`/`get` and accepts an `announce_peer`/`put`
 //! only with a token it issued to the same source IP recently. bittorrent-dht computes it as

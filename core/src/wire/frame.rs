@@ -1,7 +1,7 @@
 //! Grenache RPC frames and the grape HTTP envelope.
 //!
 //! Every Grenache RPC message, over WebSocket and over HTTP, is one JSON array
-//! (transports.md §3.2, §4.1-4.2):
+//! (docs/protocol.md §9.2, §10.1, §10.2):
 //!
 //! * request, client → server: `[rid, key, payload]`, e.g.
 //!   `["5f3ccf96-1f02-4c32-9c49-0c17e0583c92","rpc_test",{"hello":"world"}]`;
@@ -9,7 +9,7 @@
 //!   `["r4","boom","partial"]`.
 //!
 //! Link talks to the grape's HTTP API with the envelope `{"rid":"<uuid>","data":<payload>}`
-//! ([`Envelope`], grape.md §2.2).
+//! ([`Envelope`], docs/protocol.md §3.2).
 //!
 //! Payloads, results and rids stay opaque: the parsers return raw JSON slices of the input,
 //! checked for syntax, and the writers copy raw slices verbatim. The writers emit what Node's
@@ -18,7 +18,7 @@
 //!
 //! # What a server does with a malformed request
 //!
-//! [`Request::parse`] and then [`on_malformed`] decide; transports.md §2.7 and §9 (C, E) say
+//! [`Request::parse`] and then [`on_malformed`] decide; docs/protocol.md §8.2 says
 //! what Node does. **R** = reproduced, **F** = deliberately fixed (still interoperable).
 //!
 //! | request bytes | Node server (ws 1.0.0 / http 1.0.2) | here |
@@ -35,12 +35,12 @@
 //!
 //! "Drop" means: send nothing. On WebSocket keep the connection (Node does); on HTTP, where
 //! Node leaves the request hanging, closing the connection without a response is compatible
-//! (§9.E). The rid is echoed byte for byte with its JSON type (a number stays a number).
+//! (docs/protocol.md §8.2). The rid is echoed byte for byte with its JSON type (a number stays a number).
 //!
 //! # What a client does with a malformed reply
 //!
 //! Node's client runs `const [rid, _err, res] = data`; a truthy `_err` becomes
-//! `new Error(String(_err))` (§2.6). [`Reply::parse`] mirrors that without the crashes:
+//! `new Error(String(_err))` (docs/protocol.md §8.3). [`Reply::parse`] mirrors that without the crashes:
 //!
 //! | reply bytes | Node client | [`Reply::parse`] |
 //! |---|---|---|
@@ -184,7 +184,7 @@ pub enum Malformed<'a> {
 }
 
 /// What a server does with the request `buf` that [`Request::parse`] rejected with `err`, per
-/// transports.md §9: answer with an error frame when a rid can be recovered from a
+/// docs/protocol.md §8.2: answer with an error frame when a rid can be recovered from a
 /// well-formed JSON array, otherwise drop (the module documentation has the full table).
 pub fn on_malformed(buf: &[u8], err: FrameError) -> Malformed<'_> {
     if err != FrameError::Shape {
@@ -324,7 +324,7 @@ pub struct Envelope<'a> {
 
 impl<'a> Envelope<'a> {
     /// Parses a grape HTTP API body the way Grape 1.0.0 reads it (`JSON.parse`, then
-    /// `msg.data`; grape.md §2.4):
+    /// `msg.data`; docs/protocol.md §3.4):
     ///
     /// * not JSON (including an empty body) → [`FrameError::NotJson`]; Grape answers 500
     ///   `ERR_GRAPE_PAYLOAD_INVALID`;
@@ -365,7 +365,7 @@ impl<'a> Envelope<'a> {
     }
 
     /// Writes `{"rid":"<rid>","data":<data>}` at the start of `out`, in the key order
-    /// grenache-nodejs-link 1.0.2 sends (transports.md §1.2); returns its length.
+    /// grenache-nodejs-link 1.0.2 sends (docs/protocol.md §7.1); returns its length.
     ///
     /// `data_raw` is copied verbatim and must be one valid JSON value.
     pub fn write(out: &mut [u8], data_raw: &[u8], rid: &str) -> Result<usize, FrameError> {
@@ -391,7 +391,7 @@ mod tests {
         Request::parse(buf)
     }
 
-    // ---- golden frames from transports.md (bytes observed from Node)
+    // ---- golden frames from docs/protocol.md §9.2 and §10.1-10.2 (bytes observed from Node)
 
     #[test]
     fn ws_request_from_node_parses_and_rewrites_identically() {
@@ -425,7 +425,7 @@ mod tests {
         assert_eq!(&out[..n], br#"["r1",null,"world"]"#);
         let n = write_reply(&mut out, br#""r4""#, Some("boom"), br#""partial""#).unwrap();
         assert_eq!(&out[..n], br#"["r4","boom","partial"]"#);
-        // The chunked HTTP reply of §4.2: chunk size 0x17.
+        // The chunked HTTP reply of docs/protocol.md §10.2: chunk size 0x17.
         let n = write_reply_ok(&mut out, br#""r1""#, br#"{"ok":"hi"}"#).unwrap();
         assert_eq!(&out[..n], br#"["r1",null,{"ok":"hi"}]"#);
         assert_eq!(n, 0x17);
@@ -456,7 +456,7 @@ mod tests {
         assert_eq!(r.err, Some(&br#""boom""#[..]));
         assert!(r.err_str().unwrap().eq_str("boom"));
         assert_eq!(r.result, br#""partial""#);
-        // Node's HTTP server answers a bad `_gr` header with spaces and a null rid (§4.2).
+        // Node's HTTP server answers a bad `_gr` header with spaces and a null rid (docs/protocol.md §10.2).
         let r = Reply::parse(br#"[null, "ERR_HEADER_PARSE_GR", null]"#).unwrap();
         assert_eq!(r.rid, b"null");
         assert_eq!(r.err_str().unwrap().borrowed(), Some("ERR_HEADER_PARSE_GR"));
@@ -465,11 +465,11 @@ mod tests {
 
     #[test]
     fn gr_header_and_spaced_bodies_parse() {
-        // The `_gr` header of a streaming request is `[rid,key]` (§4.6).
+        // The `_gr` header of a streaming request is `[rid,key]` (docs/protocol.md §10.6).
         let r = req(br#"["372c5f4a-c39f-42b6-9356-09b5590ae886","rpc_test"]"#).unwrap();
         assert!(r.key.eq_str("rpc_test"));
         assert_eq!(r.payload, b"null");
-        // The buffered-stream test body of grenache-nodejs-http has spaces (§4.6).
+        // The buffered-stream test body of grenache-nodejs-http has spaces (docs/protocol.md §10.6).
         let r = req(br#"["UUID", "rpc_buf", "hello"]"#).unwrap();
         assert_eq!(r.rid, br#""UUID""#);
         assert!(r.key.eq_str("rpc_buf"));
@@ -688,7 +688,7 @@ mod tests {
             "71cc90e8-eaf9-4e6f-b5be-ba33c122d2c1",
         )
         .unwrap();
-        // Content-Length: 64 in the capture of transports.md §1.2.
+        // Content-Length: 64 in the capture of docs/protocol.md §7.1.
         assert_eq!(n, 64);
         assert_eq!(
             &out[..n],
@@ -703,7 +703,7 @@ mod tests {
 
     #[test]
     fn grape_bodies_from_the_curl_examples() {
-        // grape.md §2.6.
+        // docs/protocol.md §3.10.
         let e = Envelope::parse(br#"{"data":["rest:util:net",1337],"rid":"abc"}"#).unwrap();
         assert_eq!(e.data, Some(&br#"["rest:util:net",1337]"#[..]));
         assert_eq!(e.rid, Some(&br#""abc""#[..]));

@@ -1447,7 +1447,7 @@ Connection: keep-alive\r\n\
     const LINK_LOOKUP_BODY: &[u8] =
         b"{\"rid\":\"71cc90e8-eaf9-4e6f-b5be-ba33c122d2c1\",\"data\":\"rpc_test\"}";
 
-    /// A buffered HTTP RPC request (grenache-nodejs-http 1.0.2, transports.md §4.1).
+    /// A buffered HTTP RPC request (grenache-nodejs-http 1.0.2, docs/protocol.md §10.1).
     const RPC_REQUEST: &[u8] = b"POST / HTTP/1.1\r\n\
 grc-compress: none\r\n\
 Content-Type: text/plain;charset=UTF-8\r\n\
@@ -1460,7 +1460,7 @@ Connection: keep-alive\r\n\
 \r\n\
 [\"55e171ac-0872-453a-b0c4-3d73b418477a\",\"rpc_test\",{\"hello\":\"world\"}]";
 
-    /// A streaming HTTP RPC request (`peer.stream`, transports.md §4.6).
+    /// A streaming HTTP RPC request (`peer.stream`, docs/protocol.md §10.6).
     const RPC_STREAM: &[u8] = b"POST / HTTP/1.1\r\n\
 _gr: [\"372c5f4a-c39f-42b6-9356-09b5590ae886\",\"rpc_test\"]\r\n\
 connection: close\r\n\
@@ -1472,7 +1472,7 @@ Host: 127.0.0.1:39003\r\n\
 \r\n\
 6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n";
 
-    /// A grape's answer to a lookup (Node http server defaults, grape.md §2.1, §2.6).
+    /// A grape's answer to a lookup (Node http server defaults, docs/protocol.md §3.1, §3.10).
     const GRAPE_REPLY: &[u8] = b"HTTP/1.1 200 OK\r\n\
 Date: Tue, 25 Nov 2026 18:42:00 GMT\r\n\
 Connection: keep-alive\r\n\
@@ -1481,7 +1481,7 @@ Content-Length: 18\r\n\
 \r\n\
 [\"127.0.0.1:1337\"]";
 
-    /// An HTTP RPC reply (chunked, transports.md §4.2).
+    /// An HTTP RPC reply (chunked, docs/protocol.md §10.2).
     const RPC_REPLY: &[u8] = b"HTTP/1.1 200 OK\r\n\
 Date: Tue, 25 Nov 2026 18:42:00 GMT\r\n\
 Connection: close\r\n\
@@ -2257,7 +2257,7 @@ Transfer-Encoding: chunked\r\n\
 
     #[test]
     fn response_framing() {
-        // Grape's 413 (grape.md §2.4).
+        // Grape's 413 (docs/protocol.md §3.4).
         let (r, _) = resp(
             b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 22\r\n\r\nERR_GRAPE_PAYLOAD_SIZE",
         );

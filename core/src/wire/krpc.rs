@@ -5,8 +5,8 @@
 //! dictionary with `y` = `q`/`r`/`e` and a byte-string `t` is dropped, and so is a query without
 //! a method name or arguments. Everything else is handed over with the arguments *optional*, so
 //! that the node engine reproduces bittorrent-dht's answers exactly (which missing argument gets
-//! an error, which gets silence; grape.md §5.4). Arguments of the wrong bencode type read as
-//! missing (Node 10.0.0 would crash on several of them, §7 Q3).
+//! an error, which gets silence; docs/protocol.md §6.4). Arguments of the wrong bencode type read as
+//! missing (Node 10.0.0 would crash on several of them, docs/protocol.md §13.3).
 //!
 //! The `encode_*` functions write the bytes a Node grape emits for the same message: keys in
 //! bencode order, the same optional keys, nothing extra (no `v`, `ip` or `ro`). Each returns the
@@ -303,7 +303,7 @@ impl Iterator for NodesIter<'_> {
 
 /// The peers of a `get_peers` answer (`r.values`), as bittorrent-dht reads them: each item's
 /// first 6 bytes; the first item shorter than 6 bytes or not a string ends the list (the rest
-/// is lost, §5.5); entries with port 0 are skipped.
+/// is lost, docs/protocol.md §6.6); entries with port 0 are skipped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Values<'a> {
@@ -852,7 +852,7 @@ where
     })
 }
 
-/// Answer `{id, token, values}` (to `get_peers` with known peers: no `nodes`, §7 Q7).
+/// Answer `{id, token, values}` (to `get_peers` with known peers: no `nodes`, docs/protocol.md §13.7).
 pub fn encode_response_values<I>(
     buf: &mut [u8],
     t: &[u8],
@@ -972,7 +972,7 @@ mod tests {
         }
     }
 
-    // ---- §5.7 captures -----------------------------------------------------------------
+    // ---- docs/protocol.md §6.8 captures -----------------------------------------------------------------
 
     #[test]
     fn golden_ping() {
@@ -1152,7 +1152,7 @@ mod tests {
         let v = p.v.unwrap();
         assert_eq!(v.raw, b"11:hello world");
         assert_eq!(v.value, Value::Bytes(b"hello world"));
-        // The immutable key is sha1 of the raw value (grape.md §4).
+        // The immutable key is sha1 of the raw value (docs/protocol.md §5).
         assert_eq!(
             sha1_smol::Sha1::from(v.raw).digest().bytes().as_slice(),
             target.as_slice()
@@ -1303,7 +1303,7 @@ mod tests {
             out(|b| encode_known_error(b, t, &VERIFICATION_NOT_SUPPORTED)).len(),
             54
         );
-        // The rest of the §4/§5.4 table.
+        // The rest of the docs/protocol.md §5/§6.4 table.
         assert_eq!(GET_PEERS_MISSING_INFO_HASH.code, 203);
         assert_eq!(
             GET_PEERS_MISSING_INFO_HASH.msg,
@@ -1348,7 +1348,7 @@ mod tests {
         assert_eq!(parse(b"d1:t2:aa1:yi1ee"), Err(ParseError::UnknownType));
         assert_eq!(parse(b"d1:rde1:y1:re"), Err(ParseError::MissingTid));
         assert_eq!(parse(b"d1:rde1:ti1e1:y1:re"), Err(ParseError::MissingTid));
-        // §7 Q3: the packet that crashes bittorrent-dht 10.0.0.
+        // docs/protocol.md §13.3: the packet that crashes bittorrent-dht 10.0.0.
         assert_eq!(parse(b"d1:t2:aa1:y1:qe"), Err(ParseError::MissingMethod));
         assert_eq!(
             parse(b"d1:q4:ping1:t2:aa1:y1:qe"),

@@ -1,4 +1,4 @@
-//! The HTTP/1.1 server of the grape API (§2.1): the listener, the connection cap and graceful
+//! The HTTP/1.1 server of the grape API (docs/protocol.md §3.1): the listener, the connection cap and graceful
 //! shutdown. Each connection is served by [`super::conn`] (keep-alive, a body limit that never
 //! reads past the limit, head and idle timeouts) on grenache-core's HTTP framing.
 
@@ -68,7 +68,7 @@ enum Admission {
 pub struct ApiConfig {
     /// Largest accepted request body in bytes (`--check_maxPayloadSize`, 8192 by default): a
     /// larger body gets `413 ERR_GRAPE_PAYLOAD_SIZE` and the connection is closed without
-    /// reading the rest. Unlike the Node 1.0.0 CLI there is always a limit (§7 Q1).
+    /// reading the rest. Unlike the Node 1.0.0 CLI there is always a limit (docs/protocol.md §13.1).
     pub max_payload: usize,
     /// How long a connection may take to deliver a request head, counted from the moment it
     /// opens or its previous response finished: so it is also the idle keep-alive timeout
@@ -196,7 +196,7 @@ pub(super) struct Shared<D> {
     pub(super) closing: watch::Receiver<bool>,
 }
 
-/// Serves the grape HTTP API (§2) on `listener` until `shutdown` resolves, then stops accepting,
+/// Serves the grape HTTP API (docs/protocol.md §3) on `listener` until `shutdown` resolves, then stops accepting,
 /// lets in-flight requests finish for up to [`ApiConfig::shutdown_grace`], and returns.
 ///
 /// Accept errors are logged and retried; nothing here ends the server except `shutdown`.

@@ -1,9 +1,9 @@
-//! The grape's configuration: what the `grape` command line (§1) sets, shared by the HTTP API and
+//! The grape's configuration: what the `grape` command line (docs/protocol.md §2) sets, shared by the HTTP API and
 //! the DHT task.
 //!
 //! Defaults are the *documented* ones of grenache-grape (`Grape.js:19-31`: peers expire after
 //! 120 s, payloads are limited to 8192 bytes, 5000 tables and values, node liveness 5 min), not
-//! the values the 1.0.0 CLI ends up with by accident (no expiry, no limit, 1000, 15 min: §7 Q1).
+//! the values the 1.0.0 CLI ends up with by accident (no expiry, no limit, 1000, 15 min: docs/protocol.md §13.1).
 
 use std::fmt;
 use std::str::FromStr;
@@ -23,14 +23,14 @@ pub const DEFAULT_MAX_TABLES: usize = 5000;
 /// Default `--dht_maxValues`: stored BEP 44 items.
 pub const DEFAULT_MAX_VALUES: usize = 5000;
 /// Default `--dht_concurrency`: queries in flight per traversal. The Node grape ignores the flag
-/// and always uses k-rpc's 16 (§7 Q2).
+/// and always uses k-rpc's 16 (docs/protocol.md §13.2).
 pub const DEFAULT_DHT_CONCURRENCY: usize = 16;
 
 /// Everything a grape is started with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrapeConfig {
     /// `-b/--bind`: the address the HTTP API listens on (`None` = all interfaces, IPv6 and
-    /// IPv4). As in Node it is also the host the DHT stores for its own announces (§7 Q5); the
+    /// IPv4). As in Node it is also the host the DHT stores for its own announces (docs/protocol.md §13.5); the
     /// UDP socket always binds 0.0.0.0.
     pub bind: Option<String>,
     /// `--dp/--dht_port`: the UDP port of the DHT (0 = any free port).
@@ -51,7 +51,7 @@ pub struct GrapeConfig {
     pub dht_max_values: usize,
     /// `--dpa/--dht_peer_maxAge`: how long announced peers live after their last announce; zero
     /// = never expire. Exact here; the Node grape keeps them 0.67–1.33 × as long (record-cache
-    /// generations, §3.4) and also answers lookups from a cache that lives half as long
+    /// generations, docs/protocol.md §4.4) and also answers lookups from a cache that lives half as long
     /// (`Grape.js:33-36`). This grape has no such cache: a lookup answers what the DHT holds
     /// (give or take [`GrapeConfig::lookup_reuse`]; `host/tests/grape_interop.rs` checks the
     /// expiry against both).

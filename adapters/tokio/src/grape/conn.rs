@@ -268,7 +268,7 @@ async fn send_final(
     Ok(())
 }
 
-/// The answer with exactly Node's headers (§2.1), in Node's order: `Date`, `Connection`,
+/// The answer with exactly Node's headers (docs/protocol.md §3.1), in Node's order: `Date`, `Connection`,
 /// `Keep-Alive` (only when the connection stays open: `keep_alive` is the idle timeout then),
 /// `Content-Length`; no `Content-Type`.
 fn encode_reply(out: &mut Vec<u8>, reply: &Reply, keep_alive: Option<std::time::Duration>) {

@@ -16,12 +16,12 @@ use std::net::SocketAddrV4;
 pub trait GrapeDht: Send + Sync + 'static {
     /// Peers announced under `name` (the raw UTF-8 bytes of the service name, not hashed; any
     /// length but never empty), as seen by a full `get_peers` traversal plus the local store and
-    /// the grape's lookup cache (§3.3). Order: random, like the Node grape; the API keeps the
+    /// the grape's lookup cache (docs/protocol.md §4.3). Order: random, like the Node grape; the API keeps the
     /// first 100 distinct entries. A lookup never fails: an isolated grape returns what it knows.
     fn lookup(&self, name: Vec<u8>) -> impl Future<Output = Vec<SocketAddrV4>> + Send;
 
     /// Announce `name` → `port` (never 0: the API substitutes [`GrapeDht::dht_port`]) to every
-    /// token-bearing node of the traversal table (§3.2); `Ok(acks)` is the number of nodes that
+    /// token-bearing node of the traversal table (docs/protocol.md §4.2); `Ok(acks)` is the number of nodes that
     /// acknowledged `announce_peer`.
     fn announce(
         &self,
@@ -38,18 +38,18 @@ pub trait GrapeDht: Send + Sync + 'static {
         port: u16,
     ) -> impl Future<Output = Result<usize, DhtError>> + Send;
 
-    /// Store a BEP 44 item (§4). `Ok(key)` is the 20-byte target: `sha1(v_bencoded)` for an
+    /// Store a BEP 44 item (docs/protocol.md §5). `Ok(key)` is the 20-byte target: `sha1(v_bencoded)` for an
     /// immutable item, `sha1(k ‖ salt)` for a mutable one. Immutable items are stored locally
     /// before they are sent, so they stay gettable from this grape even when the put fails.
     fn put(&self, item: PutItem) -> impl Future<Output = Result<[u8; 20], DhtError>> + Send;
 
-    /// Fetch a BEP 44 item (§4). `Ok(None)` = not found (the API answers an empty 200).
+    /// Fetch a BEP 44 item (docs/protocol.md §5). `Ok(None)` = not found (the API answers an empty 200).
     fn get(
         &self,
         query: GetQuery,
     ) -> impl Future<Output = Result<Option<GotItem>, DhtError>> + Send;
 
-    /// The grape's own UDP port: `/announce` with port 0 announces this port (§2.5).
+    /// The grape's own UDP port: `/announce` with port 0 announces this port (docs/protocol.md §3.6).
     fn dht_port(&self) -> u16;
 
     /// A counter that moves whenever this grape's own peer store gains or loses a peer, before
@@ -109,7 +109,7 @@ impl fmt::Display for DhtError {
 
 impl std::error::Error for DhtError {}
 
-/// A validated BEP 44 put (§2.5, §4).
+/// A validated BEP 44 put (docs/protocol.md §3.8, §5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutItem {
     /// The value, bencoded exactly as bencode 2.0.3 encodes the JavaScript value the Node grape
@@ -137,7 +137,7 @@ pub struct MutablePut {
     pub cas: Option<i64>,
 }
 
-/// A validated BEP 44 get (§2.5).
+/// A validated BEP 44 get (docs/protocol.md §3.9).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetQuery {
     /// The target: `sha1(bencode(v))` or `sha1(k ‖ salt)`.
@@ -166,6 +166,6 @@ pub struct GotItem {
     /// The sequence number of a mutable item.
     pub seq: Option<i64>,
     /// `true` when the item came from this grape's own store (the API then renders
-    /// `"token":null` and the local key order of §2.5).
+    /// `"token":null` and the local key order of docs/protocol.md §3.9).
     pub from_local: bool,
 }

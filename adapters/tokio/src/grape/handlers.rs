@@ -395,7 +395,7 @@ fn validate_put(
 /// `handlePeerGet` + `Grape.get` (`Grape.js:228-269`) up to the DHT call.
 fn plan_get(data: Option<&Value>) -> Result<Plan, JsThrow> {
     let (hash, salt_raw, cache_raw): (Field<'_>, Option<&Value>, Option<&Value>) = match data {
-        // A string is a hash: str2buf(s, 'hex') (JSON.parse first, Q16), then { hash }.
+        // A string is a hash: str2buf(s, 'hex') (JSON.parse first, docs/protocol.md §13.16), then { hash }.
         Some(s @ Value::String(_)) => (Field::Buf(js::str2buf(s, Encoding::Hex)?), None, None),
         _ => {
             // `opts.salt` throws on undefined/null (500).
@@ -487,7 +487,7 @@ pub(crate) fn render_peers(peers: &[SocketAddrV4]) -> String {
     serde_json::to_string(&list).unwrap_or_else(|_| String::from("[]"))
 }
 
-/// The JSON object `Grape.get` sends for a found item (§2.5): binary fields in hex, `v` as
+/// The JSON object `Grape.get` sends for a found item (docs/protocol.md §3.9): binary fields in hex, `v` as
 /// `v.toString()`. A local hit has `createGetResponse`'s key order `id, token(null), v[, sig, k,
 /// seq]`; a remote hit the order of the bencoded answer `id[, k, seq, sig], token, v`, then the
 /// request's salt (bittorrent-dht re-attaches it to every answer).
@@ -907,7 +907,7 @@ mod tests {
                 cas: Some(-2)
             })
         );
-        // Q16: salt goes through JSON.parse first.
+        // docs/protocol.md §13.16: salt goes through JSON.parse first.
         let body =
             format!(r#"{{"data":{{"v":"x","k":"{k}","sig":"{sig}","seq":0,"salt":"[1,2]"}}}}"#);
         assert_eq!(

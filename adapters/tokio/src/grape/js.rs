@@ -409,7 +409,7 @@ fn from_array_like<'a>(
 /// The Node grape's `str2buf(val, enc)` (`Grape.js:117-123`): `Buffer.from(JSON.parse(val))`,
 /// and if either step throws, `Buffer.from(val, enc)` (which may throw in turn).
 ///
-/// Reproduced as is (§7 Q16, kept): a salt `"\"abc\""` becomes `abc`, `"[1,2]"` the bytes 1, 2,
+/// Reproduced as is (docs/protocol.md §13.16, kept): a salt `"\"abc\""` becomes `abc`, `"[1,2]"` the bytes 1, 2,
 /// `'{"type":"Buffer","data":[…]}'` its data, so the key of a mutable item is the one a Node
 /// grape computes for the same request.
 pub(crate) fn str2buf(value: &Value, encoding: Encoding) -> Result<Vec<u8>, JsThrow> {
@@ -581,7 +581,7 @@ mod tests {
         );
         // All-digit hex parses as a JSON number, Buffer.from(number) throws: fallback to hex.
         assert_eq!(str2buf(&json!("1234"), Encoding::Hex), Ok(vec![0x12, 0x34]));
-        // JSON strings and arrays are taken as JSON (Q16, reproduced).
+        // JSON strings and arrays are taken as JSON (docs/protocol.md §13.16, reproduced).
         assert_eq!(str2buf(&json!("\"ab\""), Encoding::Hex), Ok(b"ab".to_vec()));
         assert_eq!(str2buf(&json!("[1,2]"), Encoding::Utf8), Ok(vec![1, 2]));
         // Non-strings: JSON.parse(String(x)), then Buffer.from(x, enc).

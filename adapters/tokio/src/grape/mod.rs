@@ -1,6 +1,6 @@
 //! The grape above the DHT: its HTTP API and its configuration.
 //!
-//! A drop-in for the HTTP API of the Node `grenache-grape` 1.0.0 (protocol notes §2): the same
+//! A drop-in for the HTTP API of the Node `grenache-grape` 1.0.0 (docs/protocol.md §3): the same
 //! endpoints, bodies, status codes and headers, so grenache-nodejs-link and other clients cannot
 //! tell the difference. The DHT itself sits behind the [`GrapeDht`] trait; the API converts every
 //! request into a typed call and renders the answer.
@@ -18,7 +18,7 @@
 //! | `/announce` | `[name, port]` (port 0 = the grape's DHT port) | number of nodes that acknowledged | `"ERR_GRAPE_ANNOUNCE"`, `"ERR_GRAPE_SERVICE_PORT"`, `"No nodes to query"`, `"All queries failed"` |
 //! | `/unannounce` | `[name, port]` | number of stores the peer was removed from | `"ERR_GRAPE_UNANNOUNCE"`, `"ERR_GRAPE_SERVICE_PORT"`, `"ERR_GRAPE_UNANNOUNCE_FORBIDDEN"`, DHT errors |
 //! | `/put` | `{v, k?, sig?, seq?, salt?, cas?}` or a string `v` | `"<40 hex>"` (the target) | bittorrent-dht's validation strings, DHT errors; 301/302 with `"301 CAS mismatch, re-read and try again"` / `"302 sequence number less than current"` |
-//! | `/get` | 40-hex target, or `{hash, salt?, cache?}` | the item as JSON (§2.5) | empty body = not found; `"ERR_GRAPE_GENERIC"` |
+//! | `/get` | 40-hex target, or `{hash, salt?, cache?}` | the item as JSON (docs/protocol.md §3.9) | empty body = not found; `"ERR_GRAPE_GENERIC"` |
 //!
 //! Envelope errors, in Node's order: body over the limit → `413 ERR_GRAPE_PAYLOAD_SIZE`
 //! (raw text, connection closed); not JSON → `500 ERR_GRAPE_PAYLOAD_INVALID` (raw text); a
@@ -43,7 +43,7 @@
 //! * R: request values go through the JavaScript operations Node applies (`js`): property reads
 //!   that throw, truthiness, `Number.isInteger`, `Buffer.from` (arrays, `{"type":"Buffer",
 //!   "data":[…]}`, array-likes), Node's lenient hex decoding.
-//! * R (Q16): `str2buf` tries `JSON.parse` first for `k`, `sig`, `salt` and a string `/get`
+//! * R (docs/protocol.md §13.16): `str2buf` tries `JSON.parse` first for `k`, `sig`, `salt` and a string `/get`
 //!   target: salt `"\"abc\""` is `abc`, `"[1,2]"` the bytes 1, 2. Keeping it makes a mutable
 //!   item's key the one a Node grape computes for the same request.
 //! * R: `v` must be shorter than 1000 *UTF-16 units* (or elements, or `length`), not bytes;
@@ -51,8 +51,8 @@
 //!   (`grape::bencode`), not refused.
 //! * R: dict keys of `v` are sorted by UTF-16 code units, `null` list elements and members
 //!   dropped (bencode 2.0.3).
-//! * F (Q1): the payload limit is always on (8192 by default; Node's CLI has none).
-//! * R (Q12): the lenient path mapping, query strings breaking the routing.
+//! * F (docs/protocol.md §13.1): the payload limit is always on (8192 by default; Node's CLI has none).
+//! * R (docs/protocol.md §13.12): the lenient path mapping, query strings breaking the routing.
 //! * F: a `413` closes the connection (Node stops reading and leaves the connection stuck).
 //! * F: an announce port outside 0..=65535 answers `"ERR_GRAPE_SERVICE_PORT"` at once (Node
 //!   sends it and times out with `"All queries failed"`).

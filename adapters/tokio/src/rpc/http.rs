@@ -1,4 +1,4 @@
-//! RPC over HTTP, as grenache-nodejs-http 1.0.2 (transports.md §4).
+//! RPC over HTTP, as grenache-nodejs-http 1.0.2 (docs/protocol.md §10).
 //!
 //! * A request is `POST http://{ip:port}/` whose body is `[rid, key, payload]`, with the
 //!   header `grc-compress: none` or `grc-compress: gzip`; with gzip the request body **and**

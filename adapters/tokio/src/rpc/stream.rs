@@ -1,5 +1,5 @@
 //! Raw byte streams over the HTTP transport: Node's `peer.stream(key, {timeout, headers})`
-//! and the `'stream'` event of grenache-nodejs-http 1.0.2 (transports.md §2.9, §4.3, §4.6).
+//! and the `'stream'` event of grenache-nodejs-http 1.0.2 (docs/protocol.md §10.6, §10.3).
 //!
 //! * A stream request is `POST http(s)://{ip:port}/` with the headers
 //!   `_gr: ["<rid>","<key>"]`, `connection: close`, `transfer-encoding: chunked`, then the
@@ -561,7 +561,7 @@ pub(crate) fn client_body(timed_out: TimedOut) -> (BodySender, ChannelBody) {
 // ---------------------------------------------------------------------------------------
 // Server side
 
-/// What grenache-nodejs-http's `meta` holds for a request (transports.md §4.3).
+/// What grenache-nodejs-http's `meta` holds for a request (docs/protocol.md §10.3).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StreamMeta {
     /// The `_gr` header parsed as JSON (Node `meta.infoHeaders`): `[rid, key]` from Node's

@@ -1,4 +1,4 @@
-//! RPC over WebSocket, as grenache-nodejs-ws 1.0.0 (transports.md §3).
+//! RPC over WebSocket, as grenache-nodejs-ws 1.0.0 (docs/protocol.md §9).
 //!
 //! * Requests are text frames `[rid, key, payload]`, answers text frames
 //!   `[rid, err|null, result]`; any number of requests share a connection and answers come in

@@ -4,7 +4,7 @@
 //! as `(name, value)` byte pairs in any order, so they work with any parser. Header names are
 //! compared ASCII case-insensitively and values are trimmed of surrounding whitespace.
 //!
-//! Grenache specifics (transports.md §3.1): the Node client sends `GET /ws` with
+//! Grenache specifics (docs/protocol.md §9.1): the Node client sends `GET /ws` with
 //! `Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits`, which the server
 //! declines by not echoing it; the server must accept any path and must never answer with an
 //! unrequested extension or subprotocol (the Node client would crash). The 101 written here
@@ -345,7 +345,7 @@ mod tests {
 
     type H<'a> = (&'a [u8], &'a [u8]);
 
-    /// The request Node's grenache-nodejs-ws client sends (transports.md §3.1).
+    /// The request Node's grenache-nodejs-ws client sends (docs/protocol.md §9.1).
     fn node_request() -> [H<'static>; 6] {
         [
             (b"Sec-WebSocket-Version", b"13"),
