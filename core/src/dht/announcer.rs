@@ -78,7 +78,7 @@ enum State {
     Failed,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Candidate {
     /// `None` for a bootstrap address until it answers.
     id: Option<NodeId>,
@@ -105,8 +105,8 @@ enum Phase {
 pub struct Announcer<const C: usize> {
     id: NodeId,
     phase: Phase,
-    name: [u8; MAX_TARGET_LEN],
-    name_len: u8,
+    /// A `u8` length: [`MAX_TARGET_LEN`] fits, and a board counts its bytes.
+    name: heapless::Vec<u8, MAX_TARGET_LEN, u8>,
     port: u16,
     /// First three bytes of every transaction id of this round (random; the fourth is the
     /// candidate's slot): answers to an older round or forged without seeing the query are
@@ -122,12 +122,11 @@ impl<const C: usize> Announcer<C> {
         Announcer {
             id: NodeId::random(rng),
             phase: Phase::Idle,
-            name: [0; MAX_TARGET_LEN],
-            name_len: 0,
+            name: heapless::Vec::new(),
             port: 0,
             round: [0; 3],
             queries: 0,
-            cands: [None; C],
+            cands: [const { None }; C],
         }
     }
 
@@ -156,21 +155,18 @@ impl<const C: usize> Announcer<C> {
         if seeds.is_empty() || C == 0 {
             return Err(StartError::NoNodes);
         }
-        let (Some(slot), Ok(len)) = (self.name.get_mut(..name.len()), u8::try_from(name.len()))
-        else {
-            return Err(StartError::BadName);
-        };
-        if name.is_empty() {
+        if name.is_empty() || name.len() > MAX_TARGET_LEN {
             return Err(StartError::BadName);
         }
-        slot.copy_from_slice(name);
-        self.name_len = len;
+        self.name.clear();
+        // Cannot fail: the length was checked above, before anything of the old round changed.
+        let _ = self.name.extend_from_slice(name);
         self.port = port;
         let [a, b, c, _] = rng.next_u32().to_le_bytes();
         self.round = [a, b, c];
         self.queries = 0;
         self.phase = Phase::Lookup;
-        self.cands = [None; C];
+        self.cands = [const { None }; C];
         for (c, addr) in self.cands.iter_mut().zip(seeds) {
             *c = Some(Candidate {
                 id: None,
@@ -194,7 +190,7 @@ impl<const C: usize> Announcer<C> {
     }
 
     fn name(&self) -> &[u8] {
-        self.name.get(..usize::from(self.name_len)).unwrap_or(&[])
+        &self.name
     }
 
     fn count(&self, state: State) -> usize {
@@ -237,7 +233,7 @@ impl<const C: usize> Announcer<C> {
         // The closest candidate in state `want`; bootstrap addresses (no id yet) first.
         let mut best: Option<(usize, Option<Distance>)> = None;
         for (i, c) in self.cands.iter().enumerate() {
-            let Some(c) = c.filter(|c| c.state == want) else {
+            let Some(c) = c.as_ref().filter(|c| c.state == want) else {
                 continue;
             };
             let key = c.id.map(|id| Distance::between(self.name(), &id));
@@ -248,7 +244,7 @@ impl<const C: usize> Announcer<C> {
         let (i, _) = best?;
         let [a, b, c] = self.round;
         let t = krpc::tid32(u32::from_be_bytes([a, b, c, u8::try_from(i).ok()?]));
-        let name = self.name.get(..usize::from(self.name_len)).unwrap_or(&[]);
+        let name = &self.name;
         let c = self.cands.get_mut(i)?.as_mut()?;
         let written = match next {
             State::Asked => krpc::encode_get_peers(buf, &t, &self.id, name),

@@ -73,7 +73,9 @@
 use crate::addr::PeerAddr;
 use crate::dht::bep44::{self, ItemStore, Key, PutError};
 use crate::dht::id::{NodeId, ID_LEN};
-use crate::dht::lookup::{Lookup, LookupAction, LookupConfig, ResponseOutcome, MAX_TARGET_LEN};
+use crate::dht::lookup::{
+    Lookup, LookupAction, LookupConfig, ResponseOutcome, MAX_TARGET_LEN, MAX_TOKEN_LEN,
+};
 use crate::dht::ratelimit::{RateLimit, SourceLimiter, DEFAULT_SOURCES};
 use crate::dht::store::{AnnounceStore, Source, StoreError};
 use crate::dht::table::{Entry, InsertOutcome, RoutingTable, K};
@@ -350,76 +352,59 @@ enum SendState {
     Failed,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Target {
     id: NodeId,
     addr: PeerAddr,
-    token: [u8; crate::dht::lookup::MAX_TOKEN_LEN],
-    token_len: u8,
+    token: heapless::Vec<u8, MAX_TOKEN_LEN>,
     state: SendState,
 }
 
-impl Target {
-    const EMPTY: Target = Target {
-        id: NodeId([0; ID_LEN]),
-        addr: PeerAddr::new([0; 4], 0),
-        token: [0; crate::dht::lookup::MAX_TOKEN_LEN],
-        token_len: 0,
-        state: SendState::Failed,
-    };
-
-    fn token(&self) -> &[u8] {
-        self.token.get(..usize::from(self.token_len)).unwrap_or(&[])
-    }
+/// The first `N` bytes of `bytes`: all of them when they fit. Callers check that what they
+/// keep fits; cutting keeps the copy total.
+fn prefix<const N: usize>(bytes: &[u8]) -> heapless::Vec<u8, N> {
+    heapless::Vec::from_slice(bytes.get(..N).unwrap_or(bytes)).unwrap_or_default()
 }
 
 /// The value of a put, or the item a get found (`V`: the node's `VALUE` capacity).
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Value<const V: usize> {
-    v: [u8; V],
-    v_len: usize,
+    v: heapless::Vec<u8, V>,
     mutable: bool,
     k: [u8; bep44::PUBLIC_KEY_LEN],
     sig: [u8; bep44::SIGNATURE_LEN],
     seq: i64,
-    salt: [u8; bep44::MAX_SALT_LEN],
-    salt_len: usize,
-    has_salt: bool,
+    /// `None`: no salt (a put sends no `salt` key).
+    salt: Option<heapless::Vec<u8, { bep44::MAX_SALT_LEN }>>,
     cas: Option<i64>,
     /// For a get: who answered, and its token.
     from: NodeId,
-    token: [u8; crate::dht::lookup::MAX_TOKEN_LEN],
-    token_len: usize,
+    token: heapless::Vec<u8, MAX_TOKEN_LEN>,
     local: bool,
     found: bool,
 }
 
 impl<const V: usize> Value<V> {
     const EMPTY: Value<V> = Value {
-        v: [0; V],
-        v_len: 0,
+        v: heapless::Vec::new(),
         mutable: false,
         k: [0; bep44::PUBLIC_KEY_LEN],
         sig: [0; bep44::SIGNATURE_LEN],
         seq: 0,
-        salt: [0; bep44::MAX_SALT_LEN],
-        salt_len: 0,
-        has_salt: false,
+        salt: None,
         cas: None,
         from: NodeId([0; ID_LEN]),
-        token: [0; crate::dht::lookup::MAX_TOKEN_LEN],
-        token_len: 0,
+        token: heapless::Vec::new(),
         local: false,
         found: false,
     };
 
     fn v(&self) -> &[u8] {
-        self.v.get(..self.v_len).unwrap_or(&[])
+        &self.v
     }
 
     fn salt(&self) -> Option<&[u8]> {
-        self.has_salt
-            .then(|| self.salt.get(..self.salt_len).unwrap_or(&[]))
+        self.salt.as_deref()
     }
 }
 
@@ -430,10 +415,9 @@ struct Op<const C: usize, const P: usize, const V: usize> {
     phase: Phase,
     lookup: Lookup<C>,
     port: u16,
-    peers: [PeerAddr; P],
-    peers_len: usize,
-    targets: [Target; C],
-    targets_len: usize,
+    peers: heapless::Vec<PeerAddr, P>,
+    /// The send phase's targets (announces and puts).
+    targets: heapless::Vec<Target, C>,
     value: Value<V>,
     /// The put's key, or the get's target.
     key: Key,
@@ -503,8 +487,7 @@ pub struct Node<
     store: AnnounceStore<NAMES, PEERS>,
     items: ItemStore<ITEMS>,
     tokens: TokenIssuer,
-    bootstrap: [PeerAddr; MAX_BOOTSTRAP],
-    bootstrap_len: usize,
+    bootstrap: heapless::Vec<PeerAddr, MAX_BOOTSTRAP>,
     ops: [Op<CANDIDATES, LOOKUP_PEERS, VALUE>; OPS],
     /// Round-robin start of [`Node::poll_transmit`] over `ops`.
     next_op: usize,
@@ -567,8 +550,7 @@ impl<
             store,
             items: ItemStore::with_limit(config.max_items),
             tokens,
-            bootstrap: [PeerAddr::new([0; 4], 0); MAX_BOOTSTRAP],
-            bootstrap_len: 0,
+            bootstrap: heapless::Vec::new(),
             ops: core::array::from_fn(|_| Op {
                 used: false,
                 generation: 0,
@@ -576,10 +558,8 @@ impl<
                 phase: Phase::Done,
                 lookup: Lookup::idle(id, config.lookup, now),
                 port: 0,
-                peers: [PeerAddr::new([0; 4], 0); LOOKUP_PEERS],
-                peers_len: 0,
-                targets: [Target::EMPTY; CANDIDATES],
-                targets_len: 0,
+                peers: heapless::Vec::new(),
+                targets: heapless::Vec::new(),
                 value: Value::EMPTY,
                 key: [0; 20],
                 krpc_error: None,
@@ -618,19 +598,12 @@ impl<
         if self.bootstrap().contains(&addr) {
             return true;
         }
-        match self.bootstrap.get_mut(self.bootstrap_len) {
-            Some(slot) => {
-                *slot = addr;
-                self.bootstrap_len += 1;
-                true
-            }
-            None => false,
-        }
+        self.bootstrap.push(addr).is_ok()
     }
 
     /// The bootstrap addresses.
     pub fn bootstrap(&self) -> &[PeerAddr] {
-        self.bootstrap.get(..self.bootstrap_len).unwrap_or(&[])
+        &self.bootstrap
     }
 
     /// Starts the bootstrap traversal (`find_node` for our own id, from the bootstrap
@@ -825,19 +798,18 @@ impl<
         };
         let mut closest = [Entry::EMPTY; K];
         let n = self.table.closest(target, &mut closest);
-        let seeds = closest.iter().take(n).map(|e| (Some(e.id), e.addr)).chain(
-            self.bootstrap
-                .iter()
-                .take(self.bootstrap_len)
-                .map(|a| (None, *a)),
-        );
+        let seeds = closest
+            .iter()
+            .take(n)
+            .map(|e| (Some(e.id), e.addr))
+            .chain(self.bootstrap.iter().map(|a| (None, *a)));
         let op = self.ops.get_mut(i).ok_or(StartError::Busy)?;
         op.lookup
             .restart(target, seeds, now)
             .map_err(|_| StartError::BadTarget)?;
         // The bootstrap nodes are asked in every traversal, and announces and puts go to them
         // too: ids made up next to a name cannot hide what the trusted grapes hold.
-        for a in self.bootstrap.iter().take(self.bootstrap_len) {
+        for a in &self.bootstrap {
             op.lookup.pin(*a);
         }
         op.used = true;
@@ -845,8 +817,8 @@ impl<
         op.kind = kind;
         op.phase = Phase::Traverse;
         op.port = 0;
-        op.peers_len = 0;
-        op.targets_len = 0;
+        op.peers.clear();
+        op.targets.clear();
         op.krpc_error = None;
         Ok(op_id(i, op.generation))
     }
@@ -1358,17 +1330,9 @@ impl<
                     }
                 }
                 Phase::Send => {
-                    let Some(ti) = o
-                        .targets
-                        .iter()
-                        .take(o.targets_len)
-                        .position(|t| t.state == SendState::Pending)
+                    let Some(ti) = o.targets.iter().position(|t| t.state == SendState::Pending)
                     else {
-                        if o.targets
-                            .iter()
-                            .take(o.targets_len)
-                            .all(|t| t.state != SendState::InFlight)
-                        {
+                        if o.targets.iter().all(|t| t.state != SendState::InFlight) {
                             if let Some(o) = self.ops.get_mut(i) {
                                 o.phase = Phase::Done;
                             }
@@ -1390,7 +1354,7 @@ impl<
                             name,
                             o.port,
                             false,
-                            target.token(),
+                            &target.token,
                         ),
                         Kind::Unannounce => krpc::encode_unannounce(
                             buf,
@@ -1399,7 +1363,7 @@ impl<
                             name,
                             o.port,
                             false,
-                            target.token(),
+                            &target.token,
                         ),
                         // No put starts on a node without a value buffer: saying so here lets
                         // the compiler drop the put encoders from light clients.
@@ -1408,7 +1372,7 @@ impl<
                             buf,
                             &t,
                             &own,
-                            target.token(),
+                            &target.token,
                             &MutablePut {
                                 v: o.value.v(),
                                 k: &o.value.k,
@@ -1419,7 +1383,7 @@ impl<
                             },
                         ),
                         Kind::Put => {
-                            krpc::encode_put_immutable(buf, &t, &own, target.token(), o.value.v())
+                            krpc::encode_put_immutable(buf, &t, &own, &target.token, o.value.v())
                         }
                         Kind::Bootstrap | Kind::Lookup | Kind::Get => {
                             Err(crate::wire::bencode::BufferFull)
@@ -1503,7 +1467,7 @@ impl<
             Kind::Bootstrap => Event::Bootstrapped { op, nodes },
             Kind::Lookup => Event::LookupDone {
                 op,
-                peers: o.peers.get(..o.peers_len).unwrap_or(&[]),
+                peers: &o.peers,
             },
             Kind::Announce => Event::AnnounceDone {
                 op,
@@ -1521,8 +1485,7 @@ impl<
                 op,
                 item: o.value.found.then(|| FoundItem {
                     id: o.value.from,
-                    token: (!o.value.local)
-                        .then(|| o.value.token.get(..o.value.token_len).unwrap_or(&[])),
+                    token: (!o.value.local).then_some(o.value.token.as_slice()),
                     v: o.value.v(),
                     signed: o.value.mutable.then_some(SignedItem {
                         k: &o.value.k,
@@ -1625,7 +1588,7 @@ impl<
             for e in stale.iter().take(n) {
                 self.queue_ping(e.addr, e.id, Owner::Liveness { id: e.id });
             }
-            if self.table.is_empty() && self.bootstrap_len > 0 {
+            if self.table.is_empty() && !self.bootstrap.is_empty() {
                 let _ = self.start_bootstrap(now);
             }
         }
@@ -1647,21 +1610,11 @@ const fn fits<const V: usize>(len: usize) -> bool {
 
 impl<const V: usize> Value<V> {
     fn set_v(&mut self, v: &[u8]) {
-        let n = v.len().min(self.v.len());
-        if let (Some(dst), Some(src)) = (self.v.get_mut(..n), v.get(..n)) {
-            dst.copy_from_slice(src);
-        }
-        self.v_len = n;
+        self.v = prefix(v);
     }
 
     fn set_salt(&mut self, salt: Option<&[u8]>) {
-        self.has_salt = salt.is_some();
-        let s = salt.unwrap_or(&[]);
-        let n = s.len().min(self.salt.len());
-        if let (Some(dst), Some(src)) = (self.salt.get_mut(..n), s.get(..n)) {
-            dst.copy_from_slice(src);
-        }
-        self.salt_len = n;
+        self.salt = salt.map(prefix);
     }
 }
 
@@ -1671,15 +1624,13 @@ impl<const C: usize, const P: usize, const V: usize> Op<C, P, V> {
     /// announced a name from a hundred ports (in this node's store and in every answer) cannot
     /// crowd the other hosts' workers out of a lookup's result.
     fn add_peer(&mut self, p: PeerAddr) {
-        if p.port == 0 || self.peers.iter().take(self.peers_len).any(|q| *q == p) {
+        if p.port == 0 || self.peers.contains(&p) {
             return;
         }
-        if let Some(slot) = self.peers.get_mut(self.peers_len) {
-            *slot = p;
-            self.peers_len += 1;
+        let Err(p) = self.peers.push(p) else {
             return;
-        }
-        let found = self.peers.get(..self.peers_len).unwrap_or(&[]);
+        };
+        let found = &self.peers;
         let places = |ip: [u8; 4]| found.iter().filter(|q| q.ip == ip).count();
         let mine = places(p.ip);
         // The first peer of an IP with two places more than the newcomer's; under a flood the
@@ -1698,38 +1649,36 @@ impl<const C: usize, const P: usize, const V: usize> Op<C, P, V> {
             Kind::Bootstrap | Kind::Lookup | Kind::Get => self.phase = Phase::Done,
             Kind::Announce | Kind::Unannounce | Kind::Put => {
                 // Every token-bearing responder, as bittorrent-dht's queryAll (§7 Q9).
-                let mut n = 0;
+                self.targets.clear();
                 for r in self.lookup.responded() {
                     let Some(token) = r.token else { continue };
-                    let Some(slot) = self.targets.get_mut(n) else {
-                        break;
+                    let target = Target {
+                        id: r.id,
+                        addr: r.addr,
+                        token: prefix(token),
+                        state: SendState::Pending,
                     };
-                    let len = token.len().min(slot.token.len());
-                    if let (Some(dst), Some(src)) = (slot.token.get_mut(..len), token.get(..len)) {
-                        dst.copy_from_slice(src);
+                    if self.targets.push(target).is_err() {
+                        break;
                     }
-                    slot.token_len = len as u8;
-                    slot.id = r.id;
-                    slot.addr = r.addr;
-                    slot.state = SendState::Pending;
-                    n += 1;
                 }
-                self.targets_len = n;
-                self.phase = if n == 0 { Phase::Done } else { Phase::Send };
+                self.phase = if self.targets.is_empty() {
+                    Phase::Done
+                } else {
+                    Phase::Send
+                };
             }
         }
     }
 
     /// The number of acknowledgements, or the error Node reports.
     fn send_result(&self) -> Result<usize, OpError> {
-        let sent = self.targets_len;
-        if sent == 0 {
+        if self.targets.is_empty() {
             return Err(OpError::NoNodes);
         }
         let acks = self
             .targets
             .iter()
-            .take(sent)
             .filter(|t| t.state == SendState::Acked)
             .count();
         match (acks, self.krpc_error) {
@@ -1791,11 +1740,7 @@ impl<const C: usize, const P: usize, const V: usize> Op<C, P, V> {
             }
         }
         self.value.from = from;
-        let n = token.len().min(self.value.token.len());
-        if let (Some(dst), Some(src)) = (self.value.token.get_mut(..n), token.get(..n)) {
-            dst.copy_from_slice(src);
-        }
-        self.value.token_len = n;
+        self.value.token = prefix(token);
         self.value.local = false;
         self.value.found = true;
         if !self.value.mutable {
@@ -2525,10 +2470,8 @@ mod tests {
             phase: Phase::Traverse,
             lookup: Lookup::idle(NodeId([1; 20]), LookupConfig::DEFAULT, Instant::ZERO),
             port: 0,
-            peers: [PeerAddr::new([0; 4], 0); 8],
-            peers_len: 0,
-            targets: [Target::EMPTY; 4],
-            targets_len: 0,
+            peers: heapless::Vec::new(),
+            targets: heapless::Vec::new(),
             value: Value::EMPTY,
             key: [0; 20],
             krpc_error: None,
@@ -2540,7 +2483,7 @@ mod tests {
         let other = PeerAddr::new([10, 0, 0, 3], 1337);
         o.add_peer(honest);
         o.add_peer(other);
-        let found = o.peers.get(..o.peers_len).unwrap();
+        let found = &o.peers;
         assert_eq!(found.len(), 8);
         assert!(
             found.contains(&honest) && found.contains(&other),
@@ -2551,7 +2494,7 @@ mod tests {
         let honest2 = PeerAddr::new([10, 0, 0, 1], 1338);
         o.add_peer(honest2);
         o.add_peer(honest);
-        let found = o.peers.get(..o.peers_len).unwrap();
+        let found = &o.peers;
         assert_eq!(found.iter().filter(|p| p.ip == [10, 0, 0, 1]).count(), 2);
         assert_eq!(found.iter().filter(|p| p.ip == [10, 0, 0, 2]).count(), 5);
     }

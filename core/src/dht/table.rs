@@ -121,8 +121,8 @@ struct Slot {
 #[derive(Clone, Debug)]
 pub struct RoutingTable<const N: usize> {
     own: NodeId,
-    slots: [Slot; N],
-    len: usize,
+    /// Unordered: removal moves the last slot into the hole.
+    slots: heapless::Vec<Slot, N>,
     /// Entries per bucket (≤ K, fits in a byte).
     counts: [u8; ID_BITS],
     /// Most entries of one bucket from one IP address.
@@ -136,11 +136,7 @@ impl<const N: usize> RoutingTable<N> {
     pub const fn new(own: NodeId) -> Self {
         RoutingTable {
             own,
-            slots: [Slot {
-                entry: Entry::EMPTY,
-                probed: None,
-            }; N],
-            len: 0,
+            slots: heapless::Vec::new(),
             counts: [0; ID_BITS],
             per_ip: K,
             per_subnet: K,
@@ -166,12 +162,12 @@ impl<const N: usize> RoutingTable<N> {
 
     /// Number of nodes.
     pub fn len(&self) -> usize {
-        self.len
+        self.slots.len()
     }
 
     /// No node known.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.slots.is_empty()
     }
 
     /// Total capacity `N`.
@@ -229,7 +225,7 @@ impl<const N: usize> RoutingTable<N> {
                 None => InsertOutcome::BucketFull,
             };
         }
-        if self.len >= N {
+        if self.slots.is_full() {
             let fullest = self.fullest_bucket();
             if self.bucket_len(fullest) < self.bucket_len(bucket).saturating_add(2) {
                 return InsertOutcome::TableFull;
@@ -239,10 +235,7 @@ impl<const N: usize> RoutingTable<N> {
                 None => InsertOutcome::TableFull,
             };
         }
-        let Some(slot) = self.slots.get_mut(self.len) else {
-            return InsertOutcome::TableFull;
-        };
-        *slot = Slot {
+        let slot = Slot {
             entry: Entry {
                 id,
                 addr,
@@ -251,7 +244,9 @@ impl<const N: usize> RoutingTable<N> {
             },
             probed: None,
         };
-        self.len += 1;
+        if self.slots.push(slot).is_err() {
+            return InsertOutcome::TableFull;
+        }
         if let Some(c) = self.counts.get_mut(bucket) {
             *c = c.saturating_add(1);
         }
@@ -353,12 +348,12 @@ impl<const N: usize> RoutingTable<N> {
         let target = Target::new(target);
         let by_distance = |a: &Entry, b: &Entry| target.cmp(&a.id, &b.id);
         // Room for everyone (a whole-table answer, §5.4): copy and sort, O(n log n).
-        if let Some(all) = out.get_mut(..self.len) {
+        if let Some(all) = out.get_mut(..self.len()) {
             for (o, s) in all.iter_mut().zip(self.live()) {
                 *o = s.entry;
             }
             all.sort_unstable_by(by_distance);
-            return self.len;
+            return all.len();
         }
         // Fewer wanted (typically K of a few hundred): keep the best so far sorted in `out`;
         // most nodes are rejected by one comparison with the current farthest.
@@ -404,7 +399,7 @@ impl<const N: usize> RoutingTable<N> {
     }
 
     fn live(&self) -> &[Slot] {
-        self.slots.get(..self.len).unwrap_or(&[])
+        &self.slots
     }
 
     fn position(&self, id: &NodeId) -> Option<usize> {
@@ -412,13 +407,11 @@ impl<const N: usize> RoutingTable<N> {
     }
 
     fn remove_at(&mut self, i: usize) -> Option<Entry> {
-        if i >= self.len {
+        // `swap_remove` asserts `i < len`: check it here so a stale index is a `None`.
+        if i >= self.slots.len() {
             return None;
         }
-        let last = self.len - 1;
-        self.slots.swap(i, last);
-        self.len = last;
-        let e = self.slots.get(last)?.entry;
+        let e = self.slots.swap_remove(i).entry;
         if let Some(c) = bucket_index(&self.own, &e.id).and_then(|b| self.counts.get_mut(b)) {
             *c = c.saturating_sub(1);
         }
