@@ -32,10 +32,9 @@
 //! Same sans-IO shape as the node: [`Announcer::poll_transmit`], [`Announcer::handle_datagram`],
 //! [`Announcer::poll_timeout`] and [`Announcer::handle_timeout`].
 
-use crate::addr::PeerAddr;
+use crate::addr::{PeerAddr, Transmit};
 use crate::dht::id::{Distance, NodeId};
 use crate::dht::lookup::{Token, MAX_TARGET_LEN};
-use crate::dht::node::Transmit;
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
 use crate::wire::bencode::{self, Dict};

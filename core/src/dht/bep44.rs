@@ -43,7 +43,8 @@
 //! its least recently used item): tens of microseconds for the host's 5000 items.
 
 pub use crate::dht::store::Source;
-use crate::wire::bencode::{BufferFull, Encoder};
+use crate::wire::bencode::Encoder;
+use crate::wire::BufferFull;
 /// The ed25519 key type [`sign_mutable`] takes (re-exported so that callers need no direct
 /// dependency on `ed25519-dalek`).
 #[cfg(feature = "ed25519")]

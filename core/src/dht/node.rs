@@ -70,7 +70,7 @@
 //!   receives it with a valid token removes the (source IP, port) entry; Node grapes ignore
 //!   unknown queries.
 
-use crate::addr::PeerAddr;
+use crate::addr::{PeerAddr, Transmit};
 use crate::dht::bep44::{self, ItemStore, Key, PutError};
 use crate::dht::id::{NodeId, ID_LEN};
 use crate::dht::lookup::{
@@ -234,16 +234,6 @@ impl core::fmt::Display for OpError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(self.message())
     }
-}
-
-/// A datagram for the caller to send: `len` bytes at the start of its buffer, to `to`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Transmit {
-    /// Destination.
-    pub to: PeerAddr,
-    /// Bytes written into the buffer given to [`Node::poll_transmit`].
-    pub len: usize,
 }
 
 /// A BEP44 item found by [`Node::get`].
@@ -1367,7 +1357,7 @@ impl<
                         ),
                         // No put starts on a node without a value buffer: saying so here lets
                         // the compiler drop the put encoders from light clients.
-                        Kind::Put if VALUE == 0 => Err(crate::wire::bencode::BufferFull),
+                        Kind::Put if VALUE == 0 => Err(crate::wire::BufferFull),
                         Kind::Put if o.value.mutable => krpc::encode_put_mutable(
                             buf,
                             &t,
@@ -1385,9 +1375,7 @@ impl<
                         Kind::Put => {
                             krpc::encode_put_immutable(buf, &t, &own, &target.token, o.value.v())
                         }
-                        Kind::Bootstrap | Kind::Lookup | Kind::Get => {
-                            Err(crate::wire::bencode::BufferFull)
-                        }
+                        Kind::Bootstrap | Kind::Lookup | Kind::Get => Err(crate::wire::BufferFull),
                     };
                     let (to, id, generation) = (target.addr, target.id, o.generation);
                     let o = self.ops.get_mut(i)?;
