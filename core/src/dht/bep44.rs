@@ -132,6 +132,8 @@ impl core::fmt::Display for PutError {
     }
 }
 
+impl core::error::Error for PutError {}
+
 /// The key of an immutable item: `sha1(raw_v)`, `raw_v` being the canonical bencoding of `v`.
 pub fn immutable_key(raw_v: &[u8]) -> Key {
     crate::wire::sha1::sha1(raw_v)

@@ -140,6 +140,8 @@ impl core::fmt::Display for LookupError {
     }
 }
 
+impl core::error::Error for LookupError {}
+
 /// An opaque write token returned by a responder (≤ [`MAX_TOKEN_LEN`] bytes), stored inline.
 #[derive(Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -466,6 +468,7 @@ impl<const N: usize> Lookup<N> {
 
     /// The next instant at which [`poll`](Self::poll) has something to do on its own (a
     /// query stalls or times out); `None` when finished or nothing is in flight.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.finished {
             return None;
@@ -485,6 +488,7 @@ impl<const N: usize> Lookup<N> {
     }
 
     /// Advances the lookup to `now` and says what to do next.
+    #[must_use]
     pub fn poll(&mut self, now: Instant) -> LookupAction {
         if self.finished {
             return LookupAction::Finished;
@@ -560,6 +564,7 @@ impl<const N: usize> Lookup<N> {
 
     /// Feeds the answer to the query sent to `from`: the responder's id, the nodes it returned
     /// (compact `nodes`, closest or not, any number) and its token.
+    #[must_use]
     pub fn on_response(
         &mut self,
         now: Instant,
@@ -847,7 +852,7 @@ mod tests {
                     order.swap(x, y);
                 }
                 for j in order {
-                    table.insert(t(0), ids[j], addr(j));
+                    let _ = table.insert(t(0), ids[j], addr(j));
                 }
                 let rtt = 5 + u64::from(rng.below(40));
                 nodes.push(SimNode {
@@ -914,7 +919,7 @@ mod tests {
                 let mut out = [Entry::EMPTY; 128];
                 let n = node.table.closest(&target, &mut out[..net.answer]);
                 let closer = out[..n].iter().map(|e| (e.id, e.addr));
-                lookup.on_response(t(now), from, node.id, closer, Some(&[7u8; 20]));
+                let _ = lookup.on_response(t(now), from, node.id, closer, Some(&[7u8; 20]));
             }
             let action = lookup.poll(t(now));
             run.max_in_flight = run.max_in_flight.max(lookup.in_flight());
@@ -1212,7 +1217,7 @@ mod tests {
             matches!(l.poll(t(5)), LookupAction::Query { to, id: Some(id) } if to == addr(2) && id == y)
         );
         // y lists an id-less... no: lists a node at y's own address with another id: ignored.
-        l.on_response(
+        let _ = l.on_response(
             t(9),
             addr(2),
             y,
@@ -1243,7 +1248,7 @@ mod tests {
         // k = 1: only z is in the window, the id-less seed waits behind it.
         assert!(matches!(l.poll(t(0)), LookupAction::Query { to, .. } if to == addr(9)));
         assert!(matches!(l.poll(t(0)), LookupAction::Wait(_)));
-        l.on_response(t(1), addr(9), z, [(x, addr(1))], Some(b"t"));
+        let _ = l.on_response(t(1), addr(9), z, [(x, addr(1))], Some(b"t"));
         // addr(1) is now known as x, closer than z: it is queried with its id.
         assert_eq!(
             l.poll(t(1)),
@@ -1322,10 +1327,10 @@ mod tests {
             for (op, a, b, dt) in ops {
                 now += u64::from(dt % 700);
                 match op {
-                    0 => { l.poll(t(now)); }
+                    0 => { let _ = l.poll(t(now)); }
                     1 => {
                         let closer = [(id(b), addr(usize::from(b))), (id(a ^ b), addr(usize::from(a)))];
-                        l.on_response(t(now), addr(usize::from(a)), id(a), closer, Some(&[a]));
+                        let _ = l.on_response(t(now), addr(usize::from(a)), id(a), closer, Some(&[a]));
                     }
                     2 => { l.on_failure(t(now), addr(usize::from(a))); }
                     _ => {

@@ -204,6 +204,8 @@ impl core::fmt::Display for StartError {
     }
 }
 
+impl core::error::Error for StartError {}
+
 /// Why an announce, unannounce or put failed, with Node's messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -235,6 +237,8 @@ impl core::fmt::Display for OpError {
         f.write_str(self.message())
     }
 }
+
+impl core::error::Error for OpError {}
 
 /// A BEP44 item found by [`Node::get`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -825,6 +829,7 @@ impl<
     /// Handles one received datagram from `from`. Returns the length of the answer written
     /// into `reply` (to be sent back to `from`), if the datagram was a query that gets one.
     /// Anything malformed is dropped.
+    #[must_use]
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -1225,7 +1230,10 @@ impl<
                 candidate,
                 candidate_addr,
             } => {
-                self.table
+                // Not followed up: a newcomer that still found no room (the stale node came
+                // back) is tried again when it next sends us something, as any contact.
+                let _ = self
+                    .table
                     .evict_and_insert(now, &stale, candidate, candidate_addr);
             }
             Owner::Liveness { id } => {
@@ -1237,6 +1245,7 @@ impl<
 
     /// The next query to send, written into `buf` (use [`REPLY_BUF_LEN`] bytes). Call it
     /// until it returns `None` after every input and timeout.
+    #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         // Pings first: they keep the table honest and are few. Verifications of queriers are
         // capped so that a query flood from dead addresses cannot hold the lookups' slots.
@@ -1438,6 +1447,7 @@ impl<
     }
 
     /// The next finished operation. Its slot is free again once the event is dropped.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
         let i = self
             .ops
@@ -1524,6 +1534,7 @@ impl<
     }
 
     /// When [`Node::handle_timeout`] must be called next.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = Some(self.next_maintenance);
         t = earliest(t, Some(self.tokens.next_rotation()));
@@ -2372,7 +2383,7 @@ mod tests {
             None
         );
         let honest = peers_answer(&t, 0x01, &[PeerAddr::new([10, 9, 9, 9], 1337)]);
-        n.handle_datagram(Instant::ZERO, addr(1), &honest, &mut reply);
+        let _ = n.handle_datagram(Instant::ZERO, addr(1), &honest, &mut reply);
         let _ = n.poll_transmit(Instant::ZERO, &mut buf);
         match n.poll_event() {
             Some(Event::LookupDone { op: o, peers }) => {

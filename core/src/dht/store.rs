@@ -167,6 +167,8 @@ impl core::fmt::Display for StoreError {
     }
 }
 
+impl core::error::Error for StoreError {}
+
 #[derive(Clone)]
 struct NameSlot {
     /// Empty for a free slot (names are never empty); a `u8` length (`MAX_NAME_LEN` fits).
@@ -519,6 +521,7 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
     ///
     /// Grape's `/lookup` answers with a sample of 100 (`_mem.get(ih, 100)`); `get_peers`
     /// answers with all of them (pass a buffer of `PER_NAME`).
+    #[must_use]
     pub fn sample<R: Rng + ?Sized>(
         &self,
         now: Instant,

@@ -112,6 +112,8 @@ impl fmt::Display for SendError {
     }
 }
 
+impl core::error::Error for SendError {}
+
 impl From<BufferFull> for SendError {
     fn from(_: BufferFull) -> Self {
         SendError::BufferFull
@@ -424,10 +426,8 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
             }
             pos += take;
             self.frame_got += take;
-            if !h.opcode.is_control() {
-                if self.msg_kind == Some(MessageKind::Text) {
-                    self.check_utf8_prefix()?;
-                }
+            if !h.opcode.is_control() && self.msg_kind == Some(MessageKind::Text) {
+                self.check_utf8_prefix()?;
             }
             if self.frame_got < len {
                 return Ok((pos, None));

@@ -90,6 +90,8 @@ impl fmt::Display for HandshakeError {
     }
 }
 
+impl core::error::Error for HandshakeError {}
+
 /// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`: base64(SHA-1(key ‖ [`GUID`])).
 ///
 /// The key is used as given (already trimmed), as RFC 6455 §4.2.2 specifies.
