@@ -137,7 +137,9 @@ impl<const C: usize> Announcer<C> {
             port: 0,
             round: [0; 3],
             queries: 0,
-            cands: [const { None }; C],
+            // Not `[const { None }; C]`: for this non-`Copy` slot that fills every slot with
+            // memset on a board, which links memset (184 B of flash) for this alone.
+            cands: core::array::from_fn(|_| None),
         }
     }
 
@@ -177,9 +179,10 @@ impl<const C: usize> Announcer<C> {
         self.round = [a, b, c];
         self.queries = 0;
         self.phase = Phase::Lookup;
-        self.cands = [const { None }; C];
-        for (c, addr) in self.cands.iter_mut().zip(seeds) {
-            *c = Some(Candidate {
+        let mut seeds = seeds.iter();
+        // Slot by slot rather than a new array: a board writes the tags, not whole slots.
+        for c in &mut self.cands {
+            *c = seeds.next().map(|addr| Candidate {
                 id: None,
                 addr: *addr,
                 state: State::New,

@@ -132,22 +132,11 @@ pub const fn is_valid_close_code(code: u16) -> bool {
 const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
 
 /// A close frame waiting for [`WsConnection::poll_transmit`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 struct PendingClose {
-    /// `None`: an empty close frame (echoing a peer's empty close).
+    /// `None`: an empty close frame (echoing a peer's empty close). With a code, the frame
+    /// carries `WsConnection::close_reason` after it.
     code: Option<u16>,
-    /// Sent after the code (none without a code).
-    reason: Vec<u8, MAX_CLOSE_REASON, u8>,
-}
-
-impl PendingClose {
-    /// A close without a reason: `code`, or an empty frame for `None`.
-    const fn bare(code: Option<u16>) -> Self {
-        PendingClose {
-            code,
-            reason: Vec::new(),
-        }
-    }
 }
 
 /// The reason of a received close payload: the bytes after the 2-byte code (none without one).
@@ -197,6 +186,9 @@ pub struct WsConnection<const MAX_MESSAGE: usize> {
     pong: Vec<u8, MAX_CONTROL_PAYLOAD, u8>,
     pong_pending: bool,
     close_out: Option<PendingClose>,
+    /// The reason sent with `close_out`'s code. Kept beside it, not in it: a board's
+    /// `Option<PendingClose>` stays a few bytes to write.
+    close_reason: Vec<u8, MAX_CLOSE_REASON, u8>,
     close_sent: bool,
     close_received: bool,
     failed: Option<WsError>,
@@ -247,6 +239,7 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
             pong: Vec::new(),
             pong_pending: false,
             close_out: None,
+            close_reason: Vec::new(),
             close_sent: false,
             close_received: false,
             failed: None,
@@ -286,7 +279,10 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
         self.pong_pending = false;
         self.frame = None;
         if !self.close_sent {
-            self.close_out = Some(PendingClose::bare(Some(e.close_code())));
+            self.close_reason.clear();
+            self.close_out = Some(PendingClose {
+                code: Some(e.close_code()),
+            });
         }
         e
     }
@@ -475,7 +471,8 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
                     }
                     self.close_received = true;
                     if self.close_out.is_none() && !self.close_sent {
-                        self.close_out = Some(PendingClose::bare(code));
+                        self.close_reason.clear();
+                        self.close_out = Some(PendingClose { code });
                     }
                     // Validated above; the fallback is unreachable.
                     let reason = core::str::from_utf8(close_reason(&self.ctrl)).unwrap_or_default();
@@ -529,12 +526,12 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
             self.pong_pending = false;
             return Ok(Some(n));
         }
-        if let Some(close) = &self.close_out {
+        if let Some(close) = self.close_out {
             let mut payload: Vec<u8, MAX_CONTROL_PAYLOAD, u8> = Vec::new();
             if let Some(code) = close.code {
                 // 2 bytes and a reason of at most 123: always fits.
                 let _ = payload.extend_from_slice(&code.to_be_bytes());
-                let _ = payload.extend_from_slice(&close.reason);
+                let _ = payload.extend_from_slice(&self.close_reason);
             }
             let mask = self.out_mask(rng);
             let n = write_frame(out, true, Opcode::Close, mask, &payload)?;
@@ -602,17 +599,17 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
         if !is_valid_close_code(code) {
             return Err(SendError::InvalidCloseCode);
         }
-        let Ok(reason) = Vec::from_slice(reason.as_bytes()) else {
+        if reason.len() > MAX_CLOSE_REASON {
             return Err(SendError::ControlTooLong);
-        };
+        }
         if !self.can_send() {
             return Err(SendError::Closing);
         }
+        self.close_reason.clear();
+        // Cannot fail: the length was checked above.
+        let _ = self.close_reason.extend_from_slice(reason.as_bytes());
         self.pong_pending = false;
-        self.close_out = Some(PendingClose {
-            code: Some(code),
-            reason,
-        });
+        self.close_out = Some(PendingClose { code: Some(code) });
         Ok(())
     }
 }
