@@ -42,6 +42,18 @@ impl PeerAddr {
     }
 }
 
+/// A datagram for the caller to send: `len` bytes at the start of the buffer it gave to a
+/// `poll_transmit` ([`Node`](crate::dht::node::Node::poll_transmit),
+/// [`Announcer`](crate::dht::announcer::Announcer::poll_transmit)), to `to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Transmit {
+    /// Destination.
+    pub to: PeerAddr,
+    /// Bytes written at the start of the buffer.
+    pub len: usize,
+}
+
 impl From<SocketAddrV4> for PeerAddr {
     fn from(addr: SocketAddrV4) -> PeerAddr {
         PeerAddr::new(addr.ip().octets(), addr.port())

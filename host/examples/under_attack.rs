@@ -435,11 +435,7 @@ impl Krpc {
     async fn ask(
         &mut self,
         to: SocketAddr,
-        encode: impl Fn(
-            &mut [u8],
-            &[u8],
-            &NodeId,
-        ) -> Result<usize, grenache_core::wire::bencode::BufferFull>,
+        encode: impl Fn(&mut [u8], &[u8], &NodeId) -> Result<usize, grenache_core::wire::BufferFull>,
     ) -> Result<Vec<u8>, Error> {
         let t = self.next_tid();
         let mut buf = [0u8; 1500];

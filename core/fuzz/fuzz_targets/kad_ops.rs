@@ -50,14 +50,14 @@ fuzz_target!(|data: &[u8]| {
         let t = Instant::from_millis(now);
         match o & 7 {
             0 => {
-                table.insert(t, id(a), addr(b));
+                let _ = table.insert(t, id(a), addr(b));
             }
             1 => {
                 if let grenache_core::dht::table::InsertOutcome::PingToEvict { stale, candidate } =
                     table.insert(t, id(a), addr(b))
                 {
                     if b & 1 == 0 {
-                        table.evict_and_insert(t, &stale.0, candidate.0, candidate.1);
+                        let _ = table.evict_and_insert(t, &stale.0, candidate.0, candidate.1);
                     } else {
                         table.seen(t, &stale.0);
                     }
@@ -78,13 +78,15 @@ fuzz_target!(|data: &[u8]| {
             5 => {
                 let closer = [(id(b), addr(b)), (id(a ^ b), addr(a.wrapping_add(b)))];
                 let token = if b & 2 == 0 { Some(&op[..]) } else { None };
-                lookup.on_response(t, addr(a), id(a), closer, token);
+                let _ = lookup.on_response(t, addr(a), id(a), closer, token);
             }
             6 => {
                 lookup.on_failure(t, addr(a));
             }
             _ => {
-                let _ = table.stale_before(t, Duration::from_millis(u64::from(a) * 100)).count();
+                let _ = table
+                    .stale_before(t, Duration::from_millis(u64::from(a) * 100))
+                    .count();
                 let _ = table.liveness_deadline(Duration::from_secs(300));
                 let _ = lookup.poll_timeout();
                 let _ = lookup.closest_responded().count();

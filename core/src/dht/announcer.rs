@@ -32,10 +32,9 @@
 //! Same sans-IO shape as the node: [`Announcer::poll_transmit`], [`Announcer::handle_datagram`],
 //! [`Announcer::poll_timeout`] and [`Announcer::handle_timeout`].
 
-use crate::addr::PeerAddr;
+use crate::addr::{PeerAddr, Transmit};
 use crate::dht::id::{Distance, NodeId};
 use crate::dht::lookup::{Token, MAX_TARGET_LEN};
-use crate::dht::node::Transmit;
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
 use crate::wire::bencode::{self, Dict};
@@ -61,6 +60,18 @@ pub enum StartError {
     BadPort,
 }
 
+impl core::fmt::Display for StartError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            StartError::NoNodes => "no bootstrap address to ask",
+            StartError::BadName => "service name empty or too long",
+            StartError::BadPort => "port 0 cannot be announced",
+        })
+    }
+}
+
+impl core::error::Error for StartError {}
+
 /// Where a candidate is in the round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -78,7 +89,7 @@ enum State {
     Failed,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Candidate {
     /// `None` for a bootstrap address until it answers.
     id: Option<NodeId>,
@@ -105,8 +116,8 @@ enum Phase {
 pub struct Announcer<const C: usize> {
     id: NodeId,
     phase: Phase,
-    name: [u8; MAX_TARGET_LEN],
-    name_len: u8,
+    /// A `u8` length: [`MAX_TARGET_LEN`] fits, and a board counts its bytes.
+    name: heapless::Vec<u8, MAX_TARGET_LEN, u8>,
     port: u16,
     /// First three bytes of every transaction id of this round (random; the fourth is the
     /// candidate's slot): answers to an older round or forged without seeing the query are
@@ -122,12 +133,13 @@ impl<const C: usize> Announcer<C> {
         Announcer {
             id: NodeId::random(rng),
             phase: Phase::Idle,
-            name: [0; MAX_TARGET_LEN],
-            name_len: 0,
+            name: heapless::Vec::new(),
             port: 0,
             round: [0; 3],
             queries: 0,
-            cands: [None; C],
+            // Not `[const { None }; C]`: for this non-`Copy` slot that fills every slot with
+            // memset on a board, which links memset (184 B of flash) for this alone.
+            cands: core::array::from_fn(|_| None),
         }
     }
 
@@ -156,23 +168,21 @@ impl<const C: usize> Announcer<C> {
         if seeds.is_empty() || C == 0 {
             return Err(StartError::NoNodes);
         }
-        let (Some(slot), Ok(len)) = (self.name.get_mut(..name.len()), u8::try_from(name.len()))
-        else {
-            return Err(StartError::BadName);
-        };
-        if name.is_empty() {
+        if name.is_empty() || name.len() > MAX_TARGET_LEN {
             return Err(StartError::BadName);
         }
-        slot.copy_from_slice(name);
-        self.name_len = len;
+        self.name.clear();
+        // Cannot fail: the length was checked above, before anything of the old round changed.
+        let _ = self.name.extend_from_slice(name);
         self.port = port;
         let [a, b, c, _] = rng.next_u32().to_le_bytes();
         self.round = [a, b, c];
         self.queries = 0;
         self.phase = Phase::Lookup;
-        self.cands = [None; C];
-        for (c, addr) in self.cands.iter_mut().zip(seeds) {
-            *c = Some(Candidate {
+        let mut seeds = seeds.iter();
+        // Slot by slot rather than a new array: a board writes the tags, not whole slots.
+        for c in &mut self.cands {
+            *c = seeds.next().map(|addr| Candidate {
                 id: None,
                 addr: *addr,
                 state: State::New,
@@ -185,6 +195,7 @@ impl<const C: usize> Announcer<C> {
 
     /// The finished round's result, once: how many nodes acknowledged the announce (0: the
     /// board is not stored anywhere, try again soon).
+    #[must_use]
     pub fn poll_done(&mut self) -> Option<usize> {
         if self.phase != Phase::Done {
             return None;
@@ -194,7 +205,7 @@ impl<const C: usize> Announcer<C> {
     }
 
     fn name(&self) -> &[u8] {
-        self.name.get(..usize::from(self.name_len)).unwrap_or(&[])
+        &self.name
     }
 
     fn count(&self, state: State) -> usize {
@@ -222,6 +233,7 @@ impl<const C: usize> Announcer<C> {
     /// The next query to send, written into `buf`: `get_peers` to the closest candidates not
     /// yet asked, then `announce_peer` to those that gave a token. `None` when nothing is to
     /// be sent now.
+    #[must_use]
     // Out of line: a board calls it from an async loop, whose state machine would otherwise
     // carry a copy at each call site (measured: 92 B less flash with both out of line).
     #[inline(never)]
@@ -237,7 +249,7 @@ impl<const C: usize> Announcer<C> {
         // The closest candidate in state `want`; bootstrap addresses (no id yet) first.
         let mut best: Option<(usize, Option<Distance>)> = None;
         for (i, c) in self.cands.iter().enumerate() {
-            let Some(c) = c.filter(|c| c.state == want) else {
+            let Some(c) = c.as_ref().filter(|c| c.state == want) else {
                 continue;
             };
             let key = c.id.map(|id| Distance::between(self.name(), &id));
@@ -248,7 +260,7 @@ impl<const C: usize> Announcer<C> {
         let (i, _) = best?;
         let [a, b, c] = self.round;
         let t = krpc::tid32(u32::from_be_bytes([a, b, c, u8::try_from(i).ok()?]));
-        let name = self.name.get(..usize::from(self.name_len)).unwrap_or(&[]);
+        let name = &self.name;
         let c = self.cands.get_mut(i)?.as_mut()?;
         let written = match next {
             State::Asked => krpc::encode_get_peers(buf, &t, &self.id, name),
@@ -276,6 +288,7 @@ impl<const C: usize> Announcer<C> {
     /// Reads only what the client needs (`y`, `t`, `q`; `r.id`, `r.token`, `r.nodes`) with the
     /// bencode decoder; [`krpc::parse`] would read every argument of every method, and flash
     /// is short. As there, a repeated key counts with its last value.
+    #[must_use]
     // Out of line, as `poll_transmit`.
     #[inline(never)]
     pub fn handle_datagram(
@@ -385,6 +398,7 @@ impl<const C: usize> Announcer<C> {
 
     /// When [`Announcer::handle_timeout`] is next due: the earliest deadline of a query in
     /// flight.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.cands
             .iter()
@@ -510,7 +524,12 @@ mod tests {
                             self.deliver(addr(g), tx.to, &bytes)
                         };
                         if let Some(a) = answer {
-                            self.grapes[g].handle_datagram(self.now, tx.to, &a, &mut [0u8; 1500]);
+                            let _ = self.grapes[g].handle_datagram(
+                                self.now,
+                                tx.to,
+                                &a,
+                                &mut [0u8; 1500],
+                            );
                         }
                     }
                     while self.grapes[g].poll_event().is_some() {}
@@ -669,7 +688,7 @@ mod tests {
         assert_eq!(a.poll_transmit(Instant::from_millis(0), &mut out), None);
         assert!(a.poll_timeout().is_some());
         // The real answer moves the round on to the announce.
-        a.handle_datagram(addr(0), &answer, &mut out);
+        let _ = a.handle_datagram(addr(0), &answer, &mut out);
         let tx = a.poll_transmit(Instant::from_millis(0), &mut out).unwrap();
         match krpc::parse(&out[..tx.len]).unwrap() {
             Message::Query {

@@ -43,7 +43,8 @@
 //! its least recently used item): tens of microseconds for the host's 5000 items.
 
 pub use crate::dht::store::Source;
-use crate::wire::bencode::{BufferFull, Encoder};
+use crate::wire::bencode::Encoder;
+use crate::wire::BufferFull;
 /// The ed25519 key type [`sign_mutable`] takes (re-exported so that callers need no direct
 /// dependency on `ed25519-dalek`).
 #[cfg(feature = "ed25519")]
@@ -130,6 +131,8 @@ impl core::fmt::Display for PutError {
         }
     }
 }
+
+impl core::error::Error for PutError {}
 
 /// The key of an immutable item: `sha1(raw_v)`, `raw_v` being the canonical bencoding of `v`.
 pub fn immutable_key(raw_v: &[u8]) -> Key {
@@ -255,12 +258,11 @@ pub struct MutableRef<'a> {
     pub sig: &'a [u8; SIGNATURE_LEN],
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Slot<const VMAX: usize> {
     used: bool,
     key: Key,
-    v_len: usize,
-    v: [u8; VMAX],
+    v: heapless::Vec<u8, VMAX>,
     mutable: bool,
     k: [u8; PUBLIC_KEY_LEN],
     seq: i64,
@@ -274,8 +276,7 @@ impl<const VMAX: usize> Slot<VMAX> {
     const FREE: Self = Slot {
         used: false,
         key: [0; 20],
-        v_len: 0,
-        v: [0; VMAX],
+        v: heapless::Vec::new(),
         mutable: false,
         k: [0; PUBLIC_KEY_LEN],
         seq: 0,
@@ -287,7 +288,7 @@ impl<const VMAX: usize> Slot<VMAX> {
     fn as_ref(&self) -> ItemRef<'_> {
         ItemRef {
             key: &self.key,
-            v: self.v.get(..self.v_len).unwrap_or(&[]),
+            v: &self.v,
             mutable: self.mutable.then_some(MutableRef {
                 k: &self.k,
                 seq: self.seq,
@@ -315,9 +316,8 @@ pub struct ItemStore<const ITEMS: usize, const VMAX: usize = DEFAULT_VMAX> {
     limit: usize,
     /// Use counter for the LRU order (one tick per put or get).
     clock: u64,
-    /// The sources holding items (`0..sources_len`), each with its count (never 0).
-    sources: [SourceCount; ITEMS],
-    sources_len: usize,
+    /// The sources holding items, each with its count (never 0); unordered.
+    sources: heapless::Vec<SourceCount, ITEMS>,
 }
 
 impl<const ITEMS: usize, const VMAX: usize> Default for ItemStore<ITEMS, VMAX> {
@@ -346,11 +346,7 @@ impl<const ITEMS: usize, const VMAX: usize> ItemStore<ITEMS, VMAX> {
             len: 0,
             limit: if limit < ITEMS { limit } else { ITEMS },
             clock: 0,
-            sources: [SourceCount {
-                source: Source::Local,
-                count: 0,
-            }; ITEMS],
-            sources_len: 0,
+            sources: heapless::Vec::new(),
         }
     }
 
@@ -548,7 +544,7 @@ impl<const ITEMS: usize, const VMAX: usize> ItemStore<ITEMS, VMAX> {
     }
 
     fn sources_in_use(&self) -> &[SourceCount] {
-        self.sources.get(..self.sources_len).unwrap_or(&[])
+        &self.sources
     }
 
     fn source_index(&self, source: Source) -> Option<usize> {
@@ -566,10 +562,7 @@ impl<const ITEMS: usize, const VMAX: usize> ItemStore<ITEMS, VMAX> {
             }
             // There is room: a source in the table holds at least one of at most ITEMS items.
             None => {
-                if let Some(c) = self.sources.get_mut(self.sources_len) {
-                    *c = SourceCount { source, count: 1 };
-                    self.sources_len += 1;
-                }
+                let _ = self.sources.push(SourceCount { source, count: 1 });
             }
         }
     }
@@ -583,8 +576,8 @@ impl<const ITEMS: usize, const VMAX: usize> ItemStore<ITEMS, VMAX> {
         };
         c.count = c.count.saturating_sub(1);
         if c.count == 0 {
-            self.sources_len -= 1;
-            self.sources.swap(i, self.sources_len);
+            // `i` is in bounds: `get_mut(i)` just found it.
+            self.sources.swap_remove(i);
         }
     }
 
@@ -612,12 +605,10 @@ impl<const ITEMS: usize, const VMAX: usize> ItemStore<ITEMS, VMAX> {
         let Some(slot) = self.slots.get_mut(i) else {
             return;
         };
-        let Some(dst) = slot.v.get_mut(..raw_v.len()) else {
-            return;
-        };
+        slot.v.clear();
+        // Cannot fail: `raw_v.len() <= VMAX` was checked above.
+        let _ = slot.v.extend_from_slice(raw_v);
         slot.source = source;
-        dst.copy_from_slice(raw_v);
-        slot.v_len = raw_v.len();
         slot.used = true;
         slot.key = key;
         slot.last_use = tick;

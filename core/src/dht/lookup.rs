@@ -140,28 +140,28 @@ impl core::fmt::Display for LookupError {
     }
 }
 
+impl core::error::Error for LookupError {}
+
 /// An opaque write token returned by a responder (≤ [`MAX_TOKEN_LEN`] bytes), stored inline.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Token {
-    len: u8,
-    bytes: [u8; MAX_TOKEN_LEN],
+    /// A `u8` length: a token is at most [`MAX_TOKEN_LEN`] bytes, and a lookup holds one per
+    /// candidate.
+    bytes: heapless::Vec<u8, MAX_TOKEN_LEN, u8>,
 }
 
 impl Token {
     /// The token `b`, if it fits.
     pub fn new(b: &[u8]) -> Option<Token> {
-        let mut bytes = [0u8; MAX_TOKEN_LEN];
-        bytes.get_mut(..b.len())?.copy_from_slice(b);
-        Some(Token {
-            len: u8::try_from(b.len()).ok()?,
-            bytes,
-        })
+        heapless::Vec::from_slice(b)
+            .ok()
+            .map(|bytes| Token { bytes })
     }
 
     /// The token's bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
+        &self.bytes
     }
 }
 
@@ -236,7 +236,7 @@ pub struct Responder<'a> {
     pub token: Option<&'a [u8]>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Candidate {
     id: Option<NodeId>,
     /// Distance of `id` to the target ([`Target::key`]; meaningless without an id).
@@ -280,17 +280,15 @@ fn order(a: &Candidate, b: &Candidate) -> Ordering {
 #[derive(Clone, Debug)]
 pub struct Lookup<const N: usize> {
     own: NodeId,
-    target: [u8; MAX_TARGET_LEN],
-    target_len: usize,
+    target: heapless::Vec<u8, MAX_TARGET_LEN>,
     /// `target` prepared for distance computations.
     metric: Target,
     config: LookupConfig,
     started: Instant,
     finished: bool,
     queries: usize,
-    len: usize,
-    /// `candidates[..len]`, sorted by [`order`]; unique ids and unique addresses.
-    candidates: [Candidate; N],
+    /// Sorted by [`order`]; unique ids and unique addresses.
+    candidates: heapless::Vec<Candidate, N>,
 }
 
 impl<const N: usize> Lookup<N> {
@@ -305,15 +303,13 @@ impl<const N: usize> Lookup<N> {
     ) -> Result<Self, LookupError> {
         let mut l = Lookup {
             own,
-            target: [0; MAX_TARGET_LEN],
-            target_len: 0,
+            target: heapless::Vec::new(),
             metric: Target::new(&[]),
             config,
             started: now,
             finished: false,
             queries: 0,
-            len: 0,
-            candidates: [Candidate::EMPTY; N],
+            candidates: heapless::Vec::new(),
         };
         l.restart(target, seeds, now)?;
         Ok(l)
@@ -324,15 +320,13 @@ impl<const N: usize> Lookup<N> {
     pub fn idle(own: NodeId, config: LookupConfig, now: Instant) -> Self {
         Lookup {
             own,
-            target: [0; MAX_TARGET_LEN],
-            target_len: 0,
+            target: heapless::Vec::new(),
             metric: Target::new(&[]),
             config,
             started: now,
             finished: true,
             queries: 0,
-            len: 0,
-            candidates: [Candidate::EMPTY; N],
+            candidates: heapless::Vec::new(),
         }
     }
 
@@ -345,16 +339,14 @@ impl<const N: usize> Lookup<N> {
         seeds: impl IntoIterator<Item = (Option<NodeId>, PeerAddr)>,
         now: Instant,
     ) -> Result<(), LookupError> {
-        self.len = 0;
+        self.candidates.clear();
         self.queries = 0;
         self.started = now;
-        self.target_len = 0;
-        let Some(dst) = self.target.get_mut(..target.len()) else {
+        self.target.clear();
+        if self.target.extend_from_slice(target).is_err() {
             self.finished = true;
             return Err(LookupError::TargetTooLong);
-        };
-        dst.copy_from_slice(target);
-        self.target_len = target.len();
+        }
         self.metric = Target::new(target);
         self.finished = false;
         for (id, addr) in seeds {
@@ -375,7 +367,7 @@ impl<const N: usize> Lookup<N> {
     /// candidates are pinned or in flight.
     pub fn pin(&mut self, addr: PeerAddr) -> bool {
         if !self.live().iter().any(|c| c.addr == addr) {
-            if self.len >= N {
+            if self.candidates.is_full() {
                 let Some(v) = self
                     .live()
                     .iter()
@@ -401,7 +393,7 @@ impl<const N: usize> Lookup<N> {
 
     /// The target.
     pub fn target(&self) -> &[u8] {
-        self.target.get(..self.target_len).unwrap_or(&[])
+        &self.target
     }
 
     /// The configuration.
@@ -421,12 +413,12 @@ impl<const N: usize> Lookup<N> {
 
     /// Number of candidates held (≤ `N`).
     pub fn len(&self) -> usize {
-        self.len
+        self.candidates.len()
     }
 
     /// No candidate at all.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.candidates.is_empty()
     }
 
     /// Queries sent so far.
@@ -476,6 +468,7 @@ impl<const N: usize> Lookup<N> {
 
     /// The next instant at which [`poll`](Self::poll) has something to do on its own (a
     /// query stalls or times out); `None` when finished or nothing is in flight.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.finished {
             return None;
@@ -495,6 +488,7 @@ impl<const N: usize> Lookup<N> {
     }
 
     /// Advances the lookup to `now` and says what to do next.
+    #[must_use]
     pub fn poll(&mut self, now: Instant) -> LookupAction {
         if self.finished {
             return LookupAction::Finished;
@@ -570,6 +564,7 @@ impl<const N: usize> Lookup<N> {
 
     /// Feeds the answer to the query sent to `from`: the responder's id, the nodes it returned
     /// (compact `nodes`, closest or not, any number) and its token.
+    #[must_use]
     pub fn on_response(
         &mut self,
         now: Instant,
@@ -633,11 +628,11 @@ impl<const N: usize> Lookup<N> {
     }
 
     fn live(&self) -> &[Candidate] {
-        self.candidates.get(..self.len).unwrap_or(&[])
+        &self.candidates
     }
 
     fn live_mut(&mut self) -> &mut [Candidate] {
-        self.candidates.get_mut(..self.len).unwrap_or(&mut [])
+        &mut self.candidates
     }
 
     /// Applies the stall and hard timeouts at `now` (both inclusive).
@@ -760,7 +755,7 @@ impl<const N: usize> Lookup<N> {
     /// only gets closer), so dropping it never leads to querying an address twice; in-flight
     /// nodes and the k closest answers are always kept.
     fn insert_bounded(&mut self, c: Candidate) {
-        if self.len >= N {
+        if self.candidates.is_full() {
             let k = self.k();
             let kth = self
                 .live()
@@ -794,21 +789,13 @@ impl<const N: usize> Lookup<N> {
     /// Inserts `c` after every candidate that does not sort after it; no-op when full.
     fn insert_sorted(&mut self, c: Candidate) {
         let pos = self.live().partition_point(|x| order(x, &c).is_le());
-        if let Some(window) = self.candidates.get_mut(pos..=self.len) {
-            window.rotate_right(1);
-            if let Some(first) = window.first_mut() {
-                *first = c;
-                self.len += 1;
-            }
-        }
+        // `pos <= len` by construction; a full lookup drops `c`, as documented.
+        let _ = self.candidates.insert(pos, c);
     }
 
     fn remove_at(&mut self, i: usize) -> Option<Candidate> {
-        let window = self.candidates.get_mut(i..self.len)?;
-        let c = *window.first()?;
-        window.rotate_left(1);
-        self.len -= 1;
-        Some(c)
+        // `Vec::remove` asserts `i < len`: check it here so a stale index is a `None`.
+        (i < self.candidates.len()).then(|| self.candidates.remove(i))
     }
 }
 
@@ -865,7 +852,7 @@ mod tests {
                     order.swap(x, y);
                 }
                 for j in order {
-                    table.insert(t(0), ids[j], addr(j));
+                    let _ = table.insert(t(0), ids[j], addr(j));
                 }
                 let rtt = 5 + u64::from(rng.below(40));
                 nodes.push(SimNode {
@@ -932,7 +919,7 @@ mod tests {
                 let mut out = [Entry::EMPTY; 128];
                 let n = node.table.closest(&target, &mut out[..net.answer]);
                 let closer = out[..n].iter().map(|e| (e.id, e.addr));
-                lookup.on_response(t(now), from, node.id, closer, Some(&[7u8; 20]));
+                let _ = lookup.on_response(t(now), from, node.id, closer, Some(&[7u8; 20]));
             }
             let action = lookup.poll(t(now));
             run.max_in_flight = run.max_in_flight.max(lookup.in_flight());
@@ -1230,7 +1217,7 @@ mod tests {
             matches!(l.poll(t(5)), LookupAction::Query { to, id: Some(id) } if to == addr(2) && id == y)
         );
         // y lists an id-less... no: lists a node at y's own address with another id: ignored.
-        l.on_response(
+        let _ = l.on_response(
             t(9),
             addr(2),
             y,
@@ -1261,7 +1248,7 @@ mod tests {
         // k = 1: only z is in the window, the id-less seed waits behind it.
         assert!(matches!(l.poll(t(0)), LookupAction::Query { to, .. } if to == addr(9)));
         assert!(matches!(l.poll(t(0)), LookupAction::Wait(_)));
-        l.on_response(t(1), addr(9), z, [(x, addr(1))], Some(b"t"));
+        let _ = l.on_response(t(1), addr(9), z, [(x, addr(1))], Some(b"t"));
         // addr(1) is now known as x, closer than z: it is queried with its id.
         assert_eq!(
             l.poll(t(1)),
@@ -1340,10 +1327,10 @@ mod tests {
             for (op, a, b, dt) in ops {
                 now += u64::from(dt % 700);
                 match op {
-                    0 => { l.poll(t(now)); }
+                    0 => { let _ = l.poll(t(now)); }
                     1 => {
                         let closer = [(id(b), addr(usize::from(b))), (id(a ^ b), addr(usize::from(a)))];
-                        l.on_response(t(now), addr(usize::from(a)), id(a), closer, Some(&[a]));
+                        let _ = l.on_response(t(now), addr(usize::from(a)), id(a), closer, Some(&[a]));
                     }
                     2 => { l.on_failure(t(now), addr(usize::from(a))); }
                     _ => {

@@ -70,10 +70,12 @@
 //!   receives it with a valid token removes the (source IP, port) entry; Node grapes ignore
 //!   unknown queries.
 
-use crate::addr::PeerAddr;
+use crate::addr::{PeerAddr, Transmit};
 use crate::dht::bep44::{self, ItemStore, Key, PutError};
 use crate::dht::id::{NodeId, ID_LEN};
-use crate::dht::lookup::{Lookup, LookupAction, LookupConfig, ResponseOutcome, MAX_TARGET_LEN};
+use crate::dht::lookup::{
+    Lookup, LookupAction, LookupConfig, ResponseOutcome, MAX_TARGET_LEN, MAX_TOKEN_LEN,
+};
 use crate::dht::ratelimit::{RateLimit, SourceLimiter, DEFAULT_SOURCES};
 use crate::dht::store::{AnnounceStore, Source, StoreError};
 use crate::dht::table::{Entry, InsertOutcome, RoutingTable, K};
@@ -202,6 +204,8 @@ impl core::fmt::Display for StartError {
     }
 }
 
+impl core::error::Error for StartError {}
+
 /// Why an announce, unannounce or put failed, with Node's messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -234,15 +238,7 @@ impl core::fmt::Display for OpError {
     }
 }
 
-/// A datagram for the caller to send: `len` bytes at the start of its buffer, to `to`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Transmit {
-    /// Destination.
-    pub to: PeerAddr,
-    /// Bytes written into the buffer given to [`Node::poll_transmit`].
-    pub len: usize,
-}
+impl core::error::Error for OpError {}
 
 /// A BEP44 item found by [`Node::get`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -350,76 +346,59 @@ enum SendState {
     Failed,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Target {
     id: NodeId,
     addr: PeerAddr,
-    token: [u8; crate::dht::lookup::MAX_TOKEN_LEN],
-    token_len: u8,
+    token: heapless::Vec<u8, MAX_TOKEN_LEN>,
     state: SendState,
 }
 
-impl Target {
-    const EMPTY: Target = Target {
-        id: NodeId([0; ID_LEN]),
-        addr: PeerAddr::new([0; 4], 0),
-        token: [0; crate::dht::lookup::MAX_TOKEN_LEN],
-        token_len: 0,
-        state: SendState::Failed,
-    };
-
-    fn token(&self) -> &[u8] {
-        self.token.get(..usize::from(self.token_len)).unwrap_or(&[])
-    }
+/// The first `N` bytes of `bytes`: all of them when they fit. Callers check that what they
+/// keep fits; cutting keeps the copy total.
+fn prefix<const N: usize>(bytes: &[u8]) -> heapless::Vec<u8, N> {
+    heapless::Vec::from_slice(bytes.get(..N).unwrap_or(bytes)).unwrap_or_default()
 }
 
 /// The value of a put, or the item a get found (`V`: the node's `VALUE` capacity).
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Value<const V: usize> {
-    v: [u8; V],
-    v_len: usize,
+    v: heapless::Vec<u8, V>,
     mutable: bool,
     k: [u8; bep44::PUBLIC_KEY_LEN],
     sig: [u8; bep44::SIGNATURE_LEN],
     seq: i64,
-    salt: [u8; bep44::MAX_SALT_LEN],
-    salt_len: usize,
-    has_salt: bool,
+    /// `None`: no salt (a put sends no `salt` key).
+    salt: Option<heapless::Vec<u8, { bep44::MAX_SALT_LEN }>>,
     cas: Option<i64>,
     /// For a get: who answered, and its token.
     from: NodeId,
-    token: [u8; crate::dht::lookup::MAX_TOKEN_LEN],
-    token_len: usize,
+    token: heapless::Vec<u8, MAX_TOKEN_LEN>,
     local: bool,
     found: bool,
 }
 
 impl<const V: usize> Value<V> {
     const EMPTY: Value<V> = Value {
-        v: [0; V],
-        v_len: 0,
+        v: heapless::Vec::new(),
         mutable: false,
         k: [0; bep44::PUBLIC_KEY_LEN],
         sig: [0; bep44::SIGNATURE_LEN],
         seq: 0,
-        salt: [0; bep44::MAX_SALT_LEN],
-        salt_len: 0,
-        has_salt: false,
+        salt: None,
         cas: None,
         from: NodeId([0; ID_LEN]),
-        token: [0; crate::dht::lookup::MAX_TOKEN_LEN],
-        token_len: 0,
+        token: heapless::Vec::new(),
         local: false,
         found: false,
     };
 
     fn v(&self) -> &[u8] {
-        self.v.get(..self.v_len).unwrap_or(&[])
+        &self.v
     }
 
     fn salt(&self) -> Option<&[u8]> {
-        self.has_salt
-            .then(|| self.salt.get(..self.salt_len).unwrap_or(&[]))
+        self.salt.as_deref()
     }
 }
 
@@ -430,10 +409,9 @@ struct Op<const C: usize, const P: usize, const V: usize> {
     phase: Phase,
     lookup: Lookup<C>,
     port: u16,
-    peers: [PeerAddr; P],
-    peers_len: usize,
-    targets: [Target; C],
-    targets_len: usize,
+    peers: heapless::Vec<PeerAddr, P>,
+    /// The send phase's targets (announces and puts).
+    targets: heapless::Vec<Target, C>,
     value: Value<V>,
     /// The put's key, or the get's target.
     key: Key,
@@ -503,8 +481,7 @@ pub struct Node<
     store: AnnounceStore<NAMES, PEERS>,
     items: ItemStore<ITEMS>,
     tokens: TokenIssuer,
-    bootstrap: [PeerAddr; MAX_BOOTSTRAP],
-    bootstrap_len: usize,
+    bootstrap: heapless::Vec<PeerAddr, MAX_BOOTSTRAP>,
     ops: [Op<CANDIDATES, LOOKUP_PEERS, VALUE>; OPS],
     /// Round-robin start of [`Node::poll_transmit`] over `ops`.
     next_op: usize,
@@ -567,8 +544,7 @@ impl<
             store,
             items: ItemStore::with_limit(config.max_items),
             tokens,
-            bootstrap: [PeerAddr::new([0; 4], 0); MAX_BOOTSTRAP],
-            bootstrap_len: 0,
+            bootstrap: heapless::Vec::new(),
             ops: core::array::from_fn(|_| Op {
                 used: false,
                 generation: 0,
@@ -576,10 +552,8 @@ impl<
                 phase: Phase::Done,
                 lookup: Lookup::idle(id, config.lookup, now),
                 port: 0,
-                peers: [PeerAddr::new([0; 4], 0); LOOKUP_PEERS],
-                peers_len: 0,
-                targets: [Target::EMPTY; CANDIDATES],
-                targets_len: 0,
+                peers: heapless::Vec::new(),
+                targets: heapless::Vec::new(),
                 value: Value::EMPTY,
                 key: [0; 20],
                 krpc_error: None,
@@ -618,19 +592,12 @@ impl<
         if self.bootstrap().contains(&addr) {
             return true;
         }
-        match self.bootstrap.get_mut(self.bootstrap_len) {
-            Some(slot) => {
-                *slot = addr;
-                self.bootstrap_len += 1;
-                true
-            }
-            None => false,
-        }
+        self.bootstrap.push(addr).is_ok()
     }
 
     /// The bootstrap addresses.
     pub fn bootstrap(&self) -> &[PeerAddr] {
-        self.bootstrap.get(..self.bootstrap_len).unwrap_or(&[])
+        &self.bootstrap
     }
 
     /// Starts the bootstrap traversal (`find_node` for our own id, from the bootstrap
@@ -825,19 +792,18 @@ impl<
         };
         let mut closest = [Entry::EMPTY; K];
         let n = self.table.closest(target, &mut closest);
-        let seeds = closest.iter().take(n).map(|e| (Some(e.id), e.addr)).chain(
-            self.bootstrap
-                .iter()
-                .take(self.bootstrap_len)
-                .map(|a| (None, *a)),
-        );
+        let seeds = closest
+            .iter()
+            .take(n)
+            .map(|e| (Some(e.id), e.addr))
+            .chain(self.bootstrap.iter().map(|a| (None, *a)));
         let op = self.ops.get_mut(i).ok_or(StartError::Busy)?;
         op.lookup
             .restart(target, seeds, now)
             .map_err(|_| StartError::BadTarget)?;
         // The bootstrap nodes are asked in every traversal, and announces and puts go to them
         // too: ids made up next to a name cannot hide what the trusted grapes hold.
-        for a in self.bootstrap.iter().take(self.bootstrap_len) {
+        for a in &self.bootstrap {
             op.lookup.pin(*a);
         }
         op.used = true;
@@ -845,8 +811,8 @@ impl<
         op.kind = kind;
         op.phase = Phase::Traverse;
         op.port = 0;
-        op.peers_len = 0;
-        op.targets_len = 0;
+        op.peers.clear();
+        op.targets.clear();
         op.krpc_error = None;
         Ok(op_id(i, op.generation))
     }
@@ -863,6 +829,7 @@ impl<
     /// Handles one received datagram from `from`. Returns the length of the answer written
     /// into `reply` (to be sent back to `from`), if the datagram was a query that gets one.
     /// Anything malformed is dropped.
+    #[must_use]
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -1263,7 +1230,10 @@ impl<
                 candidate,
                 candidate_addr,
             } => {
-                self.table
+                // Not followed up: a newcomer that still found no room (the stale node came
+                // back) is tried again when it next sends us something, as any contact.
+                let _ = self
+                    .table
                     .evict_and_insert(now, &stale, candidate, candidate_addr);
             }
             Owner::Liveness { id } => {
@@ -1275,6 +1245,7 @@ impl<
 
     /// The next query to send, written into `buf` (use [`REPLY_BUF_LEN`] bytes). Call it
     /// until it returns `None` after every input and timeout.
+    #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         // Pings first: they keep the table honest and are few. Verifications of queriers are
         // capped so that a query flood from dead addresses cannot hold the lookups' slots.
@@ -1358,17 +1329,9 @@ impl<
                     }
                 }
                 Phase::Send => {
-                    let Some(ti) = o
-                        .targets
-                        .iter()
-                        .take(o.targets_len)
-                        .position(|t| t.state == SendState::Pending)
+                    let Some(ti) = o.targets.iter().position(|t| t.state == SendState::Pending)
                     else {
-                        if o.targets
-                            .iter()
-                            .take(o.targets_len)
-                            .all(|t| t.state != SendState::InFlight)
-                        {
+                        if o.targets.iter().all(|t| t.state != SendState::InFlight) {
                             if let Some(o) = self.ops.get_mut(i) {
                                 o.phase = Phase::Done;
                             }
@@ -1390,7 +1353,7 @@ impl<
                             name,
                             o.port,
                             false,
-                            target.token(),
+                            &target.token,
                         ),
                         Kind::Unannounce => krpc::encode_unannounce(
                             buf,
@@ -1399,16 +1362,16 @@ impl<
                             name,
                             o.port,
                             false,
-                            target.token(),
+                            &target.token,
                         ),
                         // No put starts on a node without a value buffer: saying so here lets
                         // the compiler drop the put encoders from light clients.
-                        Kind::Put if VALUE == 0 => Err(crate::wire::bencode::BufferFull),
+                        Kind::Put if VALUE == 0 => Err(crate::wire::BufferFull),
                         Kind::Put if o.value.mutable => krpc::encode_put_mutable(
                             buf,
                             &t,
                             &own,
-                            target.token(),
+                            &target.token,
                             &MutablePut {
                                 v: o.value.v(),
                                 k: &o.value.k,
@@ -1419,11 +1382,9 @@ impl<
                             },
                         ),
                         Kind::Put => {
-                            krpc::encode_put_immutable(buf, &t, &own, target.token(), o.value.v())
+                            krpc::encode_put_immutable(buf, &t, &own, &target.token, o.value.v())
                         }
-                        Kind::Bootstrap | Kind::Lookup | Kind::Get => {
-                            Err(crate::wire::bencode::BufferFull)
-                        }
+                        Kind::Bootstrap | Kind::Lookup | Kind::Get => Err(crate::wire::BufferFull),
                     };
                     let (to, id, generation) = (target.addr, target.id, o.generation);
                     let o = self.ops.get_mut(i)?;
@@ -1486,6 +1447,7 @@ impl<
     }
 
     /// The next finished operation. Its slot is free again once the event is dropped.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
         let i = self
             .ops
@@ -1503,7 +1465,7 @@ impl<
             Kind::Bootstrap => Event::Bootstrapped { op, nodes },
             Kind::Lookup => Event::LookupDone {
                 op,
-                peers: o.peers.get(..o.peers_len).unwrap_or(&[]),
+                peers: &o.peers,
             },
             Kind::Announce => Event::AnnounceDone {
                 op,
@@ -1521,8 +1483,7 @@ impl<
                 op,
                 item: o.value.found.then(|| FoundItem {
                     id: o.value.from,
-                    token: (!o.value.local)
-                        .then(|| o.value.token.get(..o.value.token_len).unwrap_or(&[])),
+                    token: (!o.value.local).then_some(o.value.token.as_slice()),
                     v: o.value.v(),
                     signed: o.value.mutable.then_some(SignedItem {
                         k: &o.value.k,
@@ -1573,6 +1534,7 @@ impl<
     }
 
     /// When [`Node::handle_timeout`] must be called next.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = Some(self.next_maintenance);
         t = earliest(t, Some(self.tokens.next_rotation()));
@@ -1625,7 +1587,7 @@ impl<
             for e in stale.iter().take(n) {
                 self.queue_ping(e.addr, e.id, Owner::Liveness { id: e.id });
             }
-            if self.table.is_empty() && self.bootstrap_len > 0 {
+            if self.table.is_empty() && !self.bootstrap.is_empty() {
                 let _ = self.start_bootstrap(now);
             }
         }
@@ -1647,21 +1609,11 @@ const fn fits<const V: usize>(len: usize) -> bool {
 
 impl<const V: usize> Value<V> {
     fn set_v(&mut self, v: &[u8]) {
-        let n = v.len().min(self.v.len());
-        if let (Some(dst), Some(src)) = (self.v.get_mut(..n), v.get(..n)) {
-            dst.copy_from_slice(src);
-        }
-        self.v_len = n;
+        self.v = prefix(v);
     }
 
     fn set_salt(&mut self, salt: Option<&[u8]>) {
-        self.has_salt = salt.is_some();
-        let s = salt.unwrap_or(&[]);
-        let n = s.len().min(self.salt.len());
-        if let (Some(dst), Some(src)) = (self.salt.get_mut(..n), s.get(..n)) {
-            dst.copy_from_slice(src);
-        }
-        self.salt_len = n;
+        self.salt = salt.map(prefix);
     }
 }
 
@@ -1671,15 +1623,13 @@ impl<const C: usize, const P: usize, const V: usize> Op<C, P, V> {
     /// announced a name from a hundred ports (in this node's store and in every answer) cannot
     /// crowd the other hosts' workers out of a lookup's result.
     fn add_peer(&mut self, p: PeerAddr) {
-        if p.port == 0 || self.peers.iter().take(self.peers_len).any(|q| *q == p) {
+        if p.port == 0 || self.peers.contains(&p) {
             return;
         }
-        if let Some(slot) = self.peers.get_mut(self.peers_len) {
-            *slot = p;
-            self.peers_len += 1;
+        let Err(p) = self.peers.push(p) else {
             return;
-        }
-        let found = self.peers.get(..self.peers_len).unwrap_or(&[]);
+        };
+        let found = &self.peers;
         let places = |ip: [u8; 4]| found.iter().filter(|q| q.ip == ip).count();
         let mine = places(p.ip);
         // The first peer of an IP with two places more than the newcomer's; under a flood the
@@ -1698,38 +1648,36 @@ impl<const C: usize, const P: usize, const V: usize> Op<C, P, V> {
             Kind::Bootstrap | Kind::Lookup | Kind::Get => self.phase = Phase::Done,
             Kind::Announce | Kind::Unannounce | Kind::Put => {
                 // Every token-bearing responder, as bittorrent-dht's queryAll (docs/protocol.md §13.9).
-                let mut n = 0;
+                self.targets.clear();
                 for r in self.lookup.responded() {
                     let Some(token) = r.token else { continue };
-                    let Some(slot) = self.targets.get_mut(n) else {
-                        break;
+                    let target = Target {
+                        id: r.id,
+                        addr: r.addr,
+                        token: prefix(token),
+                        state: SendState::Pending,
                     };
-                    let len = token.len().min(slot.token.len());
-                    if let (Some(dst), Some(src)) = (slot.token.get_mut(..len), token.get(..len)) {
-                        dst.copy_from_slice(src);
+                    if self.targets.push(target).is_err() {
+                        break;
                     }
-                    slot.token_len = len as u8;
-                    slot.id = r.id;
-                    slot.addr = r.addr;
-                    slot.state = SendState::Pending;
-                    n += 1;
                 }
-                self.targets_len = n;
-                self.phase = if n == 0 { Phase::Done } else { Phase::Send };
+                self.phase = if self.targets.is_empty() {
+                    Phase::Done
+                } else {
+                    Phase::Send
+                };
             }
         }
     }
 
     /// The number of acknowledgements, or the error Node reports.
     fn send_result(&self) -> Result<usize, OpError> {
-        let sent = self.targets_len;
-        if sent == 0 {
+        if self.targets.is_empty() {
             return Err(OpError::NoNodes);
         }
         let acks = self
             .targets
             .iter()
-            .take(sent)
             .filter(|t| t.state == SendState::Acked)
             .count();
         match (acks, self.krpc_error) {
@@ -1791,11 +1739,7 @@ impl<const C: usize, const P: usize, const V: usize> Op<C, P, V> {
             }
         }
         self.value.from = from;
-        let n = token.len().min(self.value.token.len());
-        if let (Some(dst), Some(src)) = (self.value.token.get_mut(..n), token.get(..n)) {
-            dst.copy_from_slice(src);
-        }
-        self.value.token_len = n;
+        self.value.token = prefix(token);
         self.value.local = false;
         self.value.found = true;
         if !self.value.mutable {
@@ -2442,7 +2386,7 @@ mod tests {
             None
         );
         let honest = peers_answer(&t, 0x01, &[PeerAddr::new([10, 9, 9, 9], 1337)]);
-        n.handle_datagram(Instant::ZERO, addr(1), &honest, &mut reply);
+        let _ = n.handle_datagram(Instant::ZERO, addr(1), &honest, &mut reply);
         let _ = n.poll_transmit(Instant::ZERO, &mut buf);
         match n.poll_event() {
             Some(Event::LookupDone { op: o, peers }) => {
@@ -2528,10 +2472,8 @@ mod tests {
             phase: Phase::Traverse,
             lookup: Lookup::idle(NodeId([1; 20]), LookupConfig::DEFAULT, Instant::ZERO),
             port: 0,
-            peers: [PeerAddr::new([0; 4], 0); 8],
-            peers_len: 0,
-            targets: [Target::EMPTY; 4],
-            targets_len: 0,
+            peers: heapless::Vec::new(),
+            targets: heapless::Vec::new(),
             value: Value::EMPTY,
             key: [0; 20],
             krpc_error: None,
@@ -2543,7 +2485,7 @@ mod tests {
         let other = PeerAddr::new([10, 0, 0, 3], 1337);
         o.add_peer(honest);
         o.add_peer(other);
-        let found = o.peers.get(..o.peers_len).unwrap();
+        let found = &o.peers;
         assert_eq!(found.len(), 8);
         assert!(
             found.contains(&honest) && found.contains(&other),
@@ -2554,7 +2496,7 @@ mod tests {
         let honest2 = PeerAddr::new([10, 0, 0, 1], 1338);
         o.add_peer(honest2);
         o.add_peer(honest);
-        let found = o.peers.get(..o.peers_len).unwrap();
+        let found = &o.peers;
         assert_eq!(found.iter().filter(|p| p.ip == [10, 0, 0, 1]).count(), 2);
         assert_eq!(found.iter().filter(|p| p.ip == [10, 0, 0, 2]).count(), 5);
     }

@@ -167,11 +167,12 @@ impl core::fmt::Display for StoreError {
     }
 }
 
-#[derive(Clone, Copy)]
+impl core::error::Error for StoreError {}
+
+#[derive(Clone)]
 struct NameSlot {
-    /// Length of the name; 0 marks a free slot (names are never empty).
-    len: u8,
-    bytes: [u8; MAX_NAME_LEN],
+    /// Empty for a free slot (names are never empty); a `u8` length (`MAX_NAME_LEN` fits).
+    name: heapless::Vec<u8, MAX_NAME_LEN, u8>,
     hash: u32,
     /// Number of peer entries of this name.
     count: u32,
@@ -183,8 +184,7 @@ struct NameSlot {
 
 impl NameSlot {
     const FREE: NameSlot = NameSlot {
-        len: 0,
-        bytes: [0; MAX_NAME_LEN],
+        name: heapless::Vec::new(),
         hash: 0,
         count: 0,
         head: NIL,
@@ -192,7 +192,7 @@ impl NameSlot {
     };
 
     fn name(&self) -> &[u8] {
-        self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
+        &self.name
     }
 }
 
@@ -445,7 +445,7 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
             };
             let owner = self.peers.get(victim as usize).map_or(NIL, |p| p.name);
             self.remove_peer(victim);
-            if owner == ni && self.name_slot(ni).is_none_or(|n| n.len == 0) {
+            if owner == ni && self.name_slot(ni).is_none_or(|n| n.name.is_empty()) {
                 ni = NIL;
             }
         }
@@ -521,6 +521,7 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
     ///
     /// Grape's `/lookup` answers with a sample of 100 (`_mem.get(ih, 100)`); `get_peers`
     /// answers with all of them (pass a buffer of `PER_NAME`).
+    #[must_use]
     pub fn sample<R: Rng + ?Sized>(
         &self,
         now: Instant,
@@ -546,11 +547,13 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
             }
             seen = seen.saturating_add(1);
         }
-        let kept = out.get_mut(..filled).unwrap_or(&mut []);
-        for i in (1..kept.len()).rev() {
-            let j = rng.below(u32::try_from(i + 1).unwrap_or(u32::MAX)) as usize;
-            if j < kept.len() {
-                kept.swap(i, j);
+        // `filled <= out.len()`: it only grows while there is room.
+        if let Some(kept) = out.get_mut(..filled) {
+            for i in (1..kept.len()).rev() {
+                let j = rng.below(u32::try_from(i + 1).unwrap_or(u32::MAX)) as usize;
+                if j < kept.len() {
+                    kept.swap(i, j);
+                }
             }
         }
         filled
@@ -679,13 +682,10 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
         let Some(slot) = self.names.get_mut(ni as usize) else {
             return NIL;
         };
-        let mut bytes = [0u8; MAX_NAME_LEN];
-        if let Some(dst) = bytes.get_mut(..name.len()) {
-            dst.copy_from_slice(name);
-        }
         *slot = NameSlot {
-            len: u8::try_from(name.len()).unwrap_or(0),
-            bytes,
+            // Longer names were refused before (`check_name`); were one to get here, the
+            // slot would stay free rather than hold a cut name.
+            name: heapless::Vec::from_slice(name).unwrap_or_default(),
             hash,
             count: 0,
             head: NIL,
@@ -1207,7 +1207,7 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
             let mut ni = first;
             while ni != NIL {
                 let n = &self.names[ni as usize];
-                assert!(n.len > 0);
+                assert!(!n.name.is_empty());
                 assert_eq!(Self::bucket(n.hash), b);
                 assert_eq!(self.hash(n.name()), n.hash);
                 assert!(names.insert(ni));

@@ -121,8 +121,8 @@ struct Slot {
 #[derive(Clone, Debug)]
 pub struct RoutingTable<const N: usize> {
     own: NodeId,
-    slots: [Slot; N],
-    len: usize,
+    /// Unordered: removal moves the last slot into the hole.
+    slots: heapless::Vec<Slot, N>,
     /// Entries per bucket (≤ K, fits in a byte).
     counts: [u8; ID_BITS],
     /// Most entries of one bucket from one IP address.
@@ -136,11 +136,7 @@ impl<const N: usize> RoutingTable<N> {
     pub const fn new(own: NodeId) -> Self {
         RoutingTable {
             own,
-            slots: [Slot {
-                entry: Entry::EMPTY,
-                probed: None,
-            }; N],
-            len: 0,
+            slots: heapless::Vec::new(),
             counts: [0; ID_BITS],
             per_ip: K,
             per_subnet: K,
@@ -166,12 +162,12 @@ impl<const N: usize> RoutingTable<N> {
 
     /// Number of nodes.
     pub fn len(&self) -> usize {
-        self.len
+        self.slots.len()
     }
 
     /// No node known.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.slots.is_empty()
     }
 
     /// Total capacity `N`.
@@ -198,6 +194,7 @@ impl<const N: usize> RoutingTable<N> {
 
     /// Adds or refreshes a contact that just sent us something (see the module docs for the
     /// rules). Never evicts anyone by itself.
+    #[must_use]
     pub fn insert(&mut self, now: Instant, id: NodeId, addr: PeerAddr) -> InsertOutcome {
         let Some(bucket) = bucket_index(&self.own, &id) else {
             return InsertOutcome::OwnId;
@@ -229,7 +226,7 @@ impl<const N: usize> RoutingTable<N> {
                 None => InsertOutcome::BucketFull,
             };
         }
-        if self.len >= N {
+        if self.slots.is_full() {
             let fullest = self.fullest_bucket();
             if self.bucket_len(fullest) < self.bucket_len(bucket).saturating_add(2) {
                 return InsertOutcome::TableFull;
@@ -239,10 +236,7 @@ impl<const N: usize> RoutingTable<N> {
                 None => InsertOutcome::TableFull,
             };
         }
-        let Some(slot) = self.slots.get_mut(self.len) else {
-            return InsertOutcome::TableFull;
-        };
-        *slot = Slot {
+        let slot = Slot {
             entry: Entry {
                 id,
                 addr,
@@ -251,7 +245,9 @@ impl<const N: usize> RoutingTable<N> {
             },
             probed: None,
         };
-        self.len += 1;
+        if self.slots.push(slot).is_err() {
+            return InsertOutcome::TableFull;
+        }
         if let Some(c) = self.counts.get_mut(bucket) {
             *c = c.saturating_add(1);
         }
@@ -301,6 +297,7 @@ impl<const N: usize> RoutingTable<N> {
     /// inserted in its place. If `stale` was seen again since it was surfaced (it sent us
     /// something in the meantime), it stays, and the newcomer is inserted only if there is
     /// room anyway. Returns what [`insert`](Self::insert) then did with the newcomer.
+    #[must_use]
     pub fn evict_and_insert(
         &mut self,
         now: Instant,
@@ -349,16 +346,17 @@ impl<const N: usize> RoutingTable<N> {
     /// Writes the nodes closest to `target` (a node id or a raw service-name key) into `out`,
     /// closest first, by exact XOR distance ([`crate::dht::id::cmp_distance`]); returns how many were written
     /// (`min(len(), out.len())`).
+    #[must_use]
     pub fn closest(&self, target: &[u8], out: &mut [Entry]) -> usize {
         let target = Target::new(target);
         let by_distance = |a: &Entry, b: &Entry| target.cmp(&a.id, &b.id);
         // Room for everyone (a whole-table answer, docs/protocol.md §6.4): copy and sort, O(n log n).
-        if let Some(all) = out.get_mut(..self.len) {
+        if let Some(all) = out.get_mut(..self.len()) {
             for (o, s) in all.iter_mut().zip(self.live()) {
                 *o = s.entry;
             }
             all.sort_unstable_by(by_distance);
-            return self.len;
+            return all.len();
         }
         // Fewer wanted (typically K of a few hundred): keep the best so far sorted in `out`;
         // most nodes are rejected by one comparison with the current farthest.
@@ -404,7 +402,7 @@ impl<const N: usize> RoutingTable<N> {
     }
 
     fn live(&self) -> &[Slot] {
-        self.slots.get(..self.len).unwrap_or(&[])
+        &self.slots
     }
 
     fn position(&self, id: &NodeId) -> Option<usize> {
@@ -412,13 +410,11 @@ impl<const N: usize> RoutingTable<N> {
     }
 
     fn remove_at(&mut self, i: usize) -> Option<Entry> {
-        if i >= self.len {
+        // `swap_remove` asserts `i < len`: check it here so a stale index is a `None`.
+        if i >= self.slots.len() {
             return None;
         }
-        let last = self.len - 1;
-        self.slots.swap(i, last);
-        self.len = last;
-        let e = self.slots.get(last)?.entry;
+        let e = self.slots.swap_remove(i).entry;
         if let Some(c) = bucket_index(&self.own, &e.id).and_then(|b| self.counts.get_mut(b)) {
             *c = c.saturating_sub(1);
         }
@@ -538,7 +534,7 @@ mod tests {
         let mut rng = SplitMix64::new(2);
         let mut rt = RoutingTable::<8>::new(OWN);
         let (old, new) = (id_in_bucket(&mut rng, 0), id_in_bucket(&mut rng, 3));
-        rt.insert(t(0), old, addr(7));
+        let _ = rt.insert(t(0), old, addr(7));
         assert_eq!(rt.insert(t(1), new, addr(7)), InsertOutcome::Inserted);
         assert_eq!(rt.len(), 1);
         assert!(rt.get(&old).is_none());
@@ -614,7 +610,7 @@ mod tests {
         let mut rt = RoutingTable::<64>::new(OWN);
         let ids: Vec<NodeId> = (0..K).map(|_| id_in_bucket(&mut rng, 0)).collect();
         for (i, id) in ids.iter().enumerate() {
-            rt.insert(t(i as u64), *id, addr(i as u32));
+            let _ = rt.insert(t(i as u64), *id, addr(i as u32));
         }
         rt.failed(&ids[7]);
         let newcomer = id_in_bucket(&mut rng, 0);
@@ -630,11 +626,11 @@ mod tests {
         let mut rt = RoutingTable::<10>::new(OWN);
         let far: Vec<NodeId> = (0..8).map(|_| id_in_bucket(&mut rng, 0)).collect();
         for (i, id) in far.iter().enumerate() {
-            rt.insert(t(0), *id, addr(i as u32));
+            let _ = rt.insert(t(0), *id, addr(i as u32));
         }
         let mid = id_in_bucket(&mut rng, 5);
-        rt.insert(t(0), mid, addr(50));
-        rt.insert(t(0), id_in_bucket(&mut rng, 6), addr(60));
+        let _ = rt.insert(t(0), mid, addr(50));
+        let _ = rt.insert(t(0), id_in_bucket(&mut rng, 6), addr(60));
         assert_eq!(rt.len(), 10);
         // Bucket 5 holds 1, bucket 0 holds 8: a second bucket-5 node may take a stale place.
         let newcomer = id_in_bucket(&mut rng, 5);
@@ -665,8 +661,8 @@ mod tests {
         let mut rng = SplitMix64::new(6);
         let mut rt = RoutingTable::<8>::new(OWN);
         let (a, b) = (id_in_bucket(&mut rng, 0), id_in_bucket(&mut rng, 1));
-        rt.insert(t(1_000), a, addr(1));
-        rt.insert(t(2_000), b, addr(2));
+        let _ = rt.insert(t(1_000), a, addr(1));
+        let _ = rt.insert(t(2_000), b, addr(2));
         let live = DEFAULT_LIVENESS;
         assert_eq!(rt.liveness_deadline(live), Some(t(301_000)));
         assert_eq!(rt.stale_before(t(300_999), live).count(), 0);
@@ -715,7 +711,7 @@ mod tests {
                 for (d, s) in id.0.iter_mut().zip(&target).take(share) {
                     *d = *s;
                 }
-                rt.insert(t(i as u64), id, addr(i as u32));
+                let _ = rt.insert(t(i as u64), id, addr(i as u32));
                 prop_assert!(rt.len() <= 96);
             }
             for b in 0..ID_BITS {
@@ -744,7 +740,7 @@ mod tests {
                 now += u64::from(x);
                 let id = pool[usize::from(x) % pool.len()];
                 match op {
-                    0 | 1 => { rt.insert(t(now), id, addr(u32::from(a))); }
+                    0 | 1 => { let _ = rt.insert(t(now), id, addr(u32::from(a))); }
                     2 => { rt.seen(t(now), &id); }
                     3 => { rt.failed(&id); }
                     _ => { rt.remove(&id); }
@@ -794,7 +790,7 @@ mod tests {
                 );
                 if let InsertOutcome::PingToEvict { stale, .. } = outcome {
                     if evict {
-                        rt.evict_and_insert(t(now), &stale.0, id, addr);
+                        let _ = rt.evict_and_insert(t(now), &stale.0, id, addr);
                     }
                 }
                 for b in 0..3 {
@@ -817,7 +813,7 @@ mod tests {
         let mut port = 1;
         // 40 ids in bucket 0 from one host: 10 get in.
         for _ in 0..40 {
-            tb.insert(t(0), id_in_bucket(&mut rng, 0), sybil(port));
+            let _ = tb.insert(t(0), id_in_bucket(&mut rng, 0), sybil(port));
             port += 1;
         }
         assert_eq!(tb.bucket_len(0), 10);
@@ -856,7 +852,7 @@ mod tests {
         let mut tb: RoutingTable<64> = RoutingTable::new(OWN);
         tb.set_address_limits(10, 16);
         for i in 0..30u8 {
-            tb.insert(
+            let _ = tb.insert(
                 t(0),
                 id_in_bucket(&mut rng, 0),
                 PeerAddr::new([10, 66, 0, i + 1], 1),

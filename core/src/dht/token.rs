@@ -121,23 +121,18 @@ impl TokenIssuer {
 }
 
 fn token_with(ip: [u8; 4], secret: &[u8; SECRET_LEN]) -> [u8; TOKEN_LEN] {
-    let mut text = [0u8; 15];
-    let len = dotted(ip, &mut text);
     let mut h = crate::wire::sha1::Sha1::new();
-    h.update(text.get(..len).unwrap_or(&[]));
+    h.update(&dotted(ip));
     h.update(secret);
     h.digest()
 }
 
-/// Writes `ip` as Node prints an IPv4 address (`"10.0.0.1"`, no leading zeros) and returns the
-/// length (at most 15).
-fn dotted(ip: [u8; 4], out: &mut [u8; 15]) -> usize {
-    let mut len = 0;
+/// `ip` as Node prints an IPv4 address (`"10.0.0.1"`, no leading zeros; at most 15 bytes).
+fn dotted(ip: [u8; 4]) -> heapless::Vec<u8, 15> {
+    let mut out = heapless::Vec::new();
+    // Four octets of at most three digits and three dots: 15 bytes, never more.
     let mut push = |b: u8| {
-        if let Some(slot) = out.get_mut(len) {
-            *slot = b;
-            len += 1;
-        }
+        let _ = out.push(b);
     };
     for (i, octet) in ip.into_iter().enumerate() {
         if i > 0 {
@@ -151,7 +146,7 @@ fn dotted(ip: [u8; 4], out: &mut [u8; 15]) -> usize {
         }
         push(b'0' + octet % 10);
     }
-    len
+    out
 }
 
 fn ct_eq(a: &[u8; TOKEN_LEN], b: &[u8; TOKEN_LEN]) -> bool {
@@ -185,14 +180,12 @@ mod tests {
 
     #[test]
     fn dotted_ipv4_has_no_leading_zeros() {
-        let mut buf = [0u8; 15];
         for (ip, text) in [
             ([0, 0, 0, 0], "0.0.0.0"),
             ([255, 255, 255, 255], "255.255.255.255"),
             ([10, 100, 9, 199], "10.100.9.199"),
         ] {
-            let n = dotted(ip, &mut buf);
-            assert_eq!(&buf[..n], text.as_bytes());
+            assert_eq!(dotted(ip).as_slice(), text.as_bytes());
         }
     }
 

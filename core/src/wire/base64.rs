@@ -9,11 +9,13 @@
 
 use core::fmt;
 
-/// Why a base64 operation failed.
+use crate::wire::BufferFull;
+
+/// Why decoding base64 failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Base64Error {
-    /// The output buffer is too small for the result.
+    /// The output buffer is too small for the result ([`BufferFull`]).
     BufferFull,
     /// The encoded length is not a multiple of 4.
     InvalidLength,
@@ -31,6 +33,14 @@ impl fmt::Display for Base64Error {
             Base64Error::InvalidByte(i) => write!(f, "base64: invalid byte at index {i}"),
             Base64Error::NonCanonical => f.write_str("base64: non-zero trailing bits"),
         }
+    }
+}
+
+impl core::error::Error for Base64Error {}
+
+impl From<BufferFull> for Base64Error {
+    fn from(_: BufferFull) -> Self {
+        Base64Error::BufferFull
     }
 }
 
@@ -68,10 +78,10 @@ pub const fn decoded_len_max(n: usize) -> usize {
 
 /// Encodes `input` into the start of `out` and returns the number of bytes written.
 ///
-/// On [`Base64Error::BufferFull`] nothing useful was written.
-pub fn encode(input: &[u8], out: &mut [u8]) -> Result<usize, Base64Error> {
-    let need = encoded_len(input.len()).ok_or(Base64Error::BufferFull)?;
-    let out = out.get_mut(..need).ok_or(Base64Error::BufferFull)?;
+/// On [`BufferFull`] nothing useful was written.
+pub fn encode(input: &[u8], out: &mut [u8]) -> Result<usize, BufferFull> {
+    let need = encoded_len(input.len()).ok_or(BufferFull)?;
+    let out = out.get_mut(..need).ok_or(BufferFull)?;
     let mut chunks = input.chunks_exact(3);
     let mut dst = out.chunks_exact_mut(4);
     for (src, d) in (&mut chunks).zip(&mut dst) {
@@ -213,7 +223,7 @@ mod tests {
         assert_eq!(decode(b"Zh==", &mut out), Err(Base64Error::NonCanonical));
         assert_eq!(decode(b"Zm9=", &mut out), Err(Base64Error::NonCanonical));
         assert_eq!(decode(b"Zm9v", &mut out[..2]), Err(Base64Error::BufferFull));
-        assert_eq!(encode(b"foo", &mut out[..3]), Err(Base64Error::BufferFull));
+        assert_eq!(encode(b"foo", &mut out[..3]), Err(BufferFull));
     }
 
     #[test]

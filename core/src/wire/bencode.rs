@@ -22,16 +22,7 @@
 
 use core::fmt;
 
-/// The output buffer is too small for what was being written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct BufferFull;
-
-impl fmt::Display for BufferFull {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("output buffer too small")
-    }
-}
+use crate::wire::BufferFull;
 
 /// Writes bencode into a borrowed buffer.
 ///
@@ -262,6 +253,8 @@ impl fmt::Display for DecodeError {
         })
     }
 }
+
+impl core::error::Error for DecodeError {}
 
 /// A decoded bencode value, borrowing from the decoded buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

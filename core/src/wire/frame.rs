@@ -86,6 +86,8 @@ impl fmt::Display for FrameError {
     }
 }
 
+impl core::error::Error for FrameError {}
+
 impl From<JsonError> for FrameError {
     fn from(e: JsonError) -> Self {
         match e {

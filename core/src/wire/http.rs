@@ -173,6 +173,8 @@ impl fmt::Display for HttpError {
     }
 }
 
+impl core::error::Error for HttpError {}
+
 /// The protocol version of a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -1221,6 +1223,8 @@ impl fmt::Display for WriteError {
         })
     }
 }
+
+impl core::error::Error for WriteError {}
 
 /// The standard reason phrase for a status code (RFC 9110), or `""` if none is known.
 pub fn reason_phrase(status: u16) -> &'static str {

@@ -16,7 +16,8 @@ use core::fmt;
 
 use crate::addr::{PeerAddr, COMPACT_PEER_LEN};
 use crate::dht::id::{NodeId, ID_LEN};
-use crate::wire::bencode::{self, BufferFull, DecodeError, Encoded, Encoder, List, Value};
+use crate::wire::bencode::{self, DecodeError, Encoded, Encoder, List, Value};
+use crate::wire::BufferFull;
 
 /// Length of a compact node: 20-byte id, IPv4 address, big-endian port.
 pub const COMPACT_NODE_LEN: usize = ID_LEN + COMPACT_PEER_LEN;
@@ -93,6 +94,8 @@ impl fmt::Display for ParseError {
         }
     }
 }
+
+impl core::error::Error for ParseError {}
 
 /// A parsed KRPC datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

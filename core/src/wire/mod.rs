@@ -12,3 +12,20 @@ pub mod json;
 pub mod krpc;
 pub mod sha1;
 pub mod ws;
+
+use core::fmt;
+
+/// The output buffer is too small for what was being written: the one "no room" error of
+/// every writer here (bencode, base64, WebSocket frames and handshake); the errors of writers
+/// that can also fail otherwise convert from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct BufferFull;
+
+impl fmt::Display for BufferFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("output buffer too small")
+    }
+}
+
+impl core::error::Error for BufferFull {}

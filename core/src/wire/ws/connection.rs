@@ -21,12 +21,15 @@
 
 use core::fmt;
 
+use heapless::{LenType, Vec};
+
 use super::frame::{
     apply_mask, parse_frame_header, write_frame, FrameHeader, Opcode, MAX_CONTROL_PAYLOAD,
     MAX_HEADER_LEN,
 };
 use super::{Status, WsError};
 use crate::rng::Rng;
+use crate::wire::BufferFull;
 
 /// Which end of the connection this is. It decides masking: a client masks every frame it
 /// sends and requires unmasked frames; a server the reverse (RFC 6455 §5.1).
@@ -109,6 +112,14 @@ impl fmt::Display for SendError {
     }
 }
 
+impl core::error::Error for SendError {}
+
+impl From<BufferFull> for SendError {
+    fn from(_: BufferFull) -> Self {
+        SendError::BufferFull
+    }
+}
+
 /// Whether a close status code may appear on the wire: 1000-1003, 1007-1014 and 3000-4999.
 ///
 /// 1004 is reserved and 1005/1006/1015 are only for reporting locally (RFC 6455 §7.4). This is
@@ -123,10 +134,28 @@ const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
 /// A close frame waiting for [`WsConnection::poll_transmit`].
 #[derive(Clone, Copy, Debug)]
 struct PendingClose {
-    /// `None`: an empty close frame (echoing a peer's empty close).
+    /// `None`: an empty close frame (echoing a peer's empty close). With a code, the frame
+    /// carries `WsConnection::close_reason` after it.
     code: Option<u16>,
-    /// Bytes of `WsConnection::close_reason` to send.
-    reason_len: usize,
+}
+
+/// The reason of a received close payload: the bytes after the 2-byte code (none without one).
+fn close_reason(payload: &[u8]) -> &[u8] {
+    match payload {
+        [_, _, reason @ ..] => reason,
+        _ => &[],
+    }
+}
+
+/// Appends `src` to `buf` and returns the bytes appended; `None` (and `buf` unchanged) if they
+/// do not fit.
+fn append<'b, const N: usize, L: LenType>(
+    buf: &'b mut Vec<u8, N, L>,
+    src: &[u8],
+) -> Option<&'b mut [u8]> {
+    let at = buf.len();
+    buf.extend_from_slice(src).ok()?;
+    buf.get_mut(at..)
 }
 
 /// A WebSocket connection after the opening handshake, for either [`Role`].
@@ -141,26 +170,25 @@ struct PendingClose {
 pub struct WsConnection<const MAX_MESSAGE: usize> {
     role: Role,
     /// Header bytes received so far, when a header is split over `feed` calls.
-    hdr: [u8; MAX_HEADER_LEN],
-    hdr_len: usize,
+    hdr: Vec<u8, MAX_HEADER_LEN, u8>,
     /// The frame whose payload is being received, and how much of it has arrived.
     frame: Option<FrameHeader>,
     frame_got: usize,
     /// The data message being reassembled: `Some` from its first frame until its last.
     msg_kind: Option<MessageKind>,
-    msg: [u8; MAX_MESSAGE],
-    msg_len: usize,
+    msg: Vec<u8, MAX_MESSAGE>,
     /// `msg[..utf8_ok]` is known to be valid UTF-8 (text messages are checked as they arrive,
     /// so bad text fails before the whole message is in).
     utf8_ok: usize,
     /// The payload of the control frame being received (or last received).
-    ctrl: [u8; MAX_CONTROL_PAYLOAD],
-    /// The pong to send, if any.
-    pong: [u8; MAX_CONTROL_PAYLOAD],
-    pong_len: usize,
+    ctrl: Vec<u8, MAX_CONTROL_PAYLOAD, u8>,
+    /// The pong to send, if `pong_pending`.
+    pong: Vec<u8, MAX_CONTROL_PAYLOAD, u8>,
     pong_pending: bool,
     close_out: Option<PendingClose>,
-    close_reason: [u8; MAX_CLOSE_REASON],
+    /// The reason sent with `close_out`'s code. Kept beside it, not in it: a board's
+    /// `Option<PendingClose>` stays a few bytes to write.
+    close_reason: Vec<u8, MAX_CLOSE_REASON, u8>,
     close_sent: bool,
     close_received: bool,
     failed: Option<WsError>,
@@ -172,7 +200,7 @@ impl<const MAX_MESSAGE: usize> fmt::Debug for WsConnection<MAX_MESSAGE> {
             .field("role", &self.role)
             .field("frame", &self.frame)
             .field("msg_kind", &self.msg_kind)
-            .field("msg_len", &self.msg_len)
+            .field("msg_len", &self.msg.len())
             .field("close_sent", &self.close_sent)
             .field("close_received", &self.close_received)
             .field("failed", &self.failed)
@@ -201,20 +229,17 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
     pub const fn new(role: Role) -> Self {
         WsConnection {
             role,
-            hdr: [0; MAX_HEADER_LEN],
-            hdr_len: 0,
+            hdr: Vec::new(),
             frame: None,
             frame_got: 0,
             msg_kind: None,
-            msg: [0; MAX_MESSAGE],
-            msg_len: 0,
+            msg: Vec::new(),
             utf8_ok: 0,
-            ctrl: [0; MAX_CONTROL_PAYLOAD],
-            pong: [0; MAX_CONTROL_PAYLOAD],
-            pong_len: 0,
+            ctrl: Vec::new(),
+            pong: Vec::new(),
             pong_pending: false,
             close_out: None,
-            close_reason: [0; MAX_CLOSE_REASON],
+            close_reason: Vec::new(),
             close_sent: false,
             close_received: false,
             failed: None,
@@ -254,9 +279,9 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
         self.pong_pending = false;
         self.frame = None;
         if !self.close_sent {
+            self.close_reason.clear();
             self.close_out = Some(PendingClose {
                 code: Some(e.close_code()),
-                reason_len: 0,
             });
         }
         e
@@ -277,7 +302,7 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
                 if self.msg_kind.is_none() {
                     return Err(WsError::UnexpectedContinuation);
                 }
-                let room = MAX_MESSAGE.saturating_sub(self.msg_len);
+                let room = MAX_MESSAGE.saturating_sub(self.msg.len());
                 if h.payload_len > room as u64 {
                     return Err(WsError::MessageTooBig);
                 }
@@ -293,7 +318,7 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
             return Err(WsError::MessageTooBig);
         }
         self.msg_kind = Some(kind);
-        self.msg_len = 0;
+        self.msg.clear();
         self.utf8_ok = 0;
         Ok(())
     }
@@ -326,18 +351,16 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
                 if rest.is_empty() {
                     return Ok((pos, None));
                 }
-                let need = header_needed(self.hdr.get(..self.hdr_len).unwrap_or(&[]));
-                let take = need.saturating_sub(self.hdr_len).min(rest.len());
-                let (Some(dst), Some(src)) = (
-                    self.hdr.get_mut(self.hdr_len..self.hdr_len + take),
-                    rest.get(..take),
-                ) else {
+                let need = header_needed(&self.hdr);
+                let take = need.saturating_sub(self.hdr.len()).min(rest.len());
+                let Some(src) = rest.get(..take) else {
                     return Ok((pos, None));
                 };
-                dst.copy_from_slice(src);
-                self.hdr_len += take;
+                if self.hdr.extend_from_slice(src).is_err() {
+                    return Ok((pos, None));
+                }
                 pos += take;
-                let parsed = parse_frame_header(self.hdr.get(..self.hdr_len).unwrap_or(&[]));
+                let parsed = parse_frame_header(&self.hdr);
                 let h = match parsed {
                     Err(e) => return Err(self.fail(e)),
                     // `header_needed` asked for too little only if it disagreed with the
@@ -346,7 +369,7 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
                     Ok(Status::Partial) => continue,
                     Ok(Status::Complete((h, _))) => h,
                 };
-                self.hdr_len = 0;
+                self.hdr.clear();
                 if let Err(e) = self.start_frame(&h) {
                     return Err(self.fail(e));
                 }
@@ -375,6 +398,9 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
                 }
                 self.frame = Some(h);
                 self.frame_got = 0;
+                if h.opcode.is_control() {
+                    self.ctrl.clear();
+                }
                 continue;
             };
 
@@ -384,24 +410,20 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
             let take = len.saturating_sub(self.frame_got).min(rest.len());
             let src = rest.get(..take).unwrap_or(&[]);
             let dst = if h.opcode.is_control() {
-                self.ctrl.get_mut(self.frame_got..self.frame_got + take)
+                append(&mut self.ctrl, src)
             } else {
-                self.msg.get_mut(self.msg_len..self.msg_len + take)
+                append(&mut self.msg, src)
             };
             let Some(dst) = dst else {
                 return Err(self.fail(WsError::MessageTooBig));
             };
-            dst.copy_from_slice(src);
             if let Some(key) = h.mask {
                 apply_mask(key, self.frame_got, dst);
             }
             pos += take;
             self.frame_got += take;
-            if !h.opcode.is_control() {
-                self.msg_len += take;
-                if self.msg_kind == Some(MessageKind::Text) {
-                    self.check_utf8_prefix()?;
-                }
+            if !h.opcode.is_control() && self.msg_kind == Some(MessageKind::Text) {
+                self.check_utf8_prefix()?;
             }
             if self.frame_got < len {
                 return Ok((pos, None));
@@ -414,36 +436,29 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
                         continue;
                     }
                     let kind = self.msg_kind.take();
-                    let n = self.msg_len;
                     if kind == Some(MessageKind::Text) {
-                        if self.utf8_ok != n {
+                        if self.utf8_ok != self.msg.len() {
                             // Ends inside a multi-byte sequence.
                             return Err(self.fail(WsError::InvalidUtf8));
                         }
-                        let text = self.msg.get(..n).unwrap_or(&[]);
                         // Already validated piece by piece; the fallback is unreachable.
-                        let text = core::str::from_utf8(text).unwrap_or_default();
+                        let text = core::str::from_utf8(&self.msg).unwrap_or_default();
                         return Ok((pos, Some(Event::Text(text))));
                     }
-                    return Ok((pos, Some(Event::Binary(self.msg.get(..n).unwrap_or(&[])))));
+                    return Ok((pos, Some(Event::Binary(&self.msg))));
                 }
                 Opcode::Ping => {
                     if self.can_send() {
-                        if let (Some(dst), Some(src)) =
-                            (self.pong.get_mut(..len), self.ctrl.get(..len))
-                        {
-                            dst.copy_from_slice(src);
-                            self.pong_len = len;
-                            self.pong_pending = true;
-                        }
+                        self.pong.clone_from(&self.ctrl);
+                        self.pong_pending = true;
                     }
-                    return Ok((pos, Some(Event::Ping(self.ctrl.get(..len).unwrap_or(&[])))));
+                    return Ok((pos, Some(Event::Ping(&self.ctrl))));
                 }
                 Opcode::Pong => {
-                    return Ok((pos, Some(Event::Pong(self.ctrl.get(..len).unwrap_or(&[])))));
+                    return Ok((pos, Some(Event::Pong(&self.ctrl))));
                 }
                 Opcode::Close => {
-                    let code = match self.ctrl.get(..len).unwrap_or(&[]) {
+                    let code = match self.ctrl.as_slice() {
                         [] => None,
                         [_] => return Err(self.fail(WsError::InvalidClosePayload)),
                         [a, b, ..] => Some(u16::from_be_bytes([*a, *b])),
@@ -451,19 +466,16 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
                     if code.is_some_and(|c| !is_valid_close_code(c)) {
                         return Err(self.fail(WsError::InvalidClosePayload));
                     }
-                    let reason = self.ctrl.get(2..len).unwrap_or(&[]);
-                    if core::str::from_utf8(reason).is_err() {
+                    if core::str::from_utf8(close_reason(&self.ctrl)).is_err() {
                         return Err(self.fail(WsError::InvalidUtf8));
                     }
                     self.close_received = true;
                     if self.close_out.is_none() && !self.close_sent {
-                        self.close_out = Some(PendingClose {
-                            code,
-                            reason_len: 0,
-                        });
+                        self.close_reason.clear();
+                        self.close_out = Some(PendingClose { code });
                     }
-                    let reason = self.ctrl.get(2..len).unwrap_or(&[]);
-                    let reason = core::str::from_utf8(reason).unwrap_or_default();
+                    // Validated above; the fallback is unreachable.
+                    let reason = core::str::from_utf8(close_reason(&self.ctrl)).unwrap_or_default();
                     return Ok((pos, Some(Event::Close { code, reason })));
                 }
             }
@@ -473,9 +485,12 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
     /// Validates the text received since the last check, allowing a multi-byte sequence to be
     /// cut at the end (its rest may come in the next piece).
     fn check_utf8_prefix(&mut self) -> Result<(), WsError> {
-        let fresh = self.msg.get(self.utf8_ok..self.msg_len).unwrap_or(&[]);
+        // `utf8_ok <= msg.len()`: it only advances over bytes of `msg`.
+        let Some(fresh) = self.msg.get(self.utf8_ok..) else {
+            return Err(self.fail(WsError::InvalidUtf8));
+        };
         match core::str::from_utf8(fresh) {
-            Ok(_) => self.utf8_ok = self.msg_len,
+            Ok(_) => self.utf8_ok = self.msg.len(),
             Err(e) if e.error_len().is_none() => self.utf8_ok += e.valid_up_to(),
             Err(_) => return Err(self.fail(WsError::InvalidUtf8)),
         }
@@ -507,35 +522,19 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
         }
         if self.pong_pending {
             let mask = self.out_mask(rng);
-            let payload = self.pong.get(..self.pong_len).unwrap_or(&[]);
-            let n = write_frame(out, true, Opcode::Pong, mask, payload)
-                .map_err(|_| SendError::BufferFull)?;
+            let n = write_frame(out, true, Opcode::Pong, mask, &self.pong)?;
             self.pong_pending = false;
             return Ok(Some(n));
         }
         if let Some(close) = self.close_out {
-            let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
-            let mut plen = 0;
+            let mut payload: Vec<u8, MAX_CONTROL_PAYLOAD, u8> = Vec::new();
             if let Some(code) = close.code {
-                let [hi, lo] = code.to_be_bytes();
-                payload[0] = hi;
-                payload[1] = lo;
-                let reason = self.close_reason.get(..close.reason_len).unwrap_or(&[]);
-                // `close` bounded the reason to 123 bytes, so it always fits after the code.
-                for (d, s) in payload.iter_mut().skip(2).zip(reason) {
-                    *d = *s;
-                }
-                plen = 2 + reason.len();
+                // 2 bytes and a reason of at most 123: always fits.
+                let _ = payload.extend_from_slice(&code.to_be_bytes());
+                let _ = payload.extend_from_slice(&self.close_reason);
             }
             let mask = self.out_mask(rng);
-            let n = write_frame(
-                out,
-                true,
-                Opcode::Close,
-                mask,
-                payload.get(..plen).unwrap_or(&[]),
-            )
-            .map_err(|_| SendError::BufferFull)?;
+            let n = write_frame(out, true, Opcode::Close, mask, &payload)?;
             self.close_out = None;
             self.close_sent = true;
             return Ok(Some(n));
@@ -565,7 +564,7 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
             return Err(SendError::Closing);
         }
         let mask = self.out_mask(rng);
-        write_frame(out, true, kind.opcode(), mask, payload).map_err(|_| SendError::BufferFull)
+        Ok(write_frame(out, true, kind.opcode(), mask, payload)?)
     }
 
     /// Writes a ping (payload at most 125 bytes) into `out` and returns its length. The
@@ -586,7 +585,7 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
             return Err(SendError::Closing);
         }
         let mask = self.out_mask(rng);
-        write_frame(out, true, Opcode::Ping, mask, payload).map_err(|_| SendError::BufferFull)
+        Ok(write_frame(out, true, Opcode::Ping, mask, payload)?)
     }
 
     /// Starts the close handshake: queues a close frame with `code` and `reason` (at most 123
@@ -606,15 +605,11 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
         if !self.can_send() {
             return Err(SendError::Closing);
         }
-        let Some(dst) = self.close_reason.get_mut(..reason.len()) else {
-            return Err(SendError::ControlTooLong);
-        };
-        dst.copy_from_slice(reason.as_bytes());
+        self.close_reason.clear();
+        // Cannot fail: the length was checked above.
+        let _ = self.close_reason.extend_from_slice(reason.as_bytes());
         self.pong_pending = false;
-        self.close_out = Some(PendingClose {
-            code: Some(code),
-            reason_len: reason.len(),
-        });
+        self.close_out = Some(PendingClose { code: Some(code) });
         Ok(())
     }
 }

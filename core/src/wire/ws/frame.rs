@@ -21,7 +21,7 @@
 //! RSV bit must be zero. A header is at most [`MAX_HEADER_LEN`] = 14 bytes.
 
 use super::{Status, WsError};
-use crate::wire::bencode::BufferFull;
+use crate::wire::BufferFull;
 
 /// The longest possible frame header: 2 + 8 (64-bit length) + 4 (masking key).
 pub const MAX_HEADER_LEN: usize = 14;

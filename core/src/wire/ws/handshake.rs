@@ -14,7 +14,7 @@ use core::fmt;
 
 use crate::rng::Rng;
 use crate::wire::base64;
-use crate::wire::bencode::BufferFull;
+use crate::wire::BufferFull;
 
 /// The GUID appended to the client's key before hashing (RFC 6455 §1.3).
 pub const GUID: &[u8; 36] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -89,6 +89,8 @@ impl fmt::Display for HandshakeError {
         write!(f, "ws handshake: {s}")
     }
 }
+
+impl core::error::Error for HandshakeError {}
 
 /// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`: base64(SHA-1(key ‖ [`GUID`])).
 ///

@@ -105,3 +105,5 @@ impl fmt::Display for WsError {
         }
     }
 }
+
+impl core::error::Error for WsError {}
