@@ -400,7 +400,9 @@ fn same_answers_as_the_tokio_workers(rt: &tokio::runtime::Runtime) {
         let from_tokio = ask(tokio_addr);
         for (worker, got) in [("embassy", from_board), ("tokio", from_tokio)] {
             if got != want {
-                wrong.push(format!("{transport} {name:?}: {worker} {got:?}, want {want:?}"));
+                wrong.push(format!(
+                    "{transport} {name:?}: {worker} {got:?}, want {want:?}"
+                ));
             }
         }
     }

@@ -270,11 +270,13 @@ async fn run_conn<H: Handler, const MESSAGE: usize>(
                     Err(_) => {}
                 }
             }
-            Action::Send { bytes, until } => match with_deadline(at(until), sock.write(bytes)).await {
-                Ok(Ok(n)) if n > 0 => conn.sent(n),
-                Ok(_) => return,
-                Err(_) => {}
-            },
+            Action::Send { bytes, until } => {
+                match with_deadline(at(until), sock.write(bytes)).await {
+                    Ok(Ok(n)) if n > 0 => conn.sent(n),
+                    Ok(_) => return,
+                    Err(_) => {}
+                }
+            }
             Action::Close => return,
         }
     }

@@ -133,7 +133,8 @@ pub fn http_cases() -> Vec<(&'static str, Vec<u8>, Answer)> {
 /// The WebSocket cases: one message each (sent after the handshake, then a sentinel request)
 /// and the answer every worker gives.
 pub fn ws_cases() -> Vec<(&'static str, Vec<u8>, Answer)> {
-    let malformed = |rid: &str| Answer::Ws(vec![format!(r#"[{rid},"ERR_REQUEST_MALFORMED",null]"#)]);
+    let malformed =
+        |rid: &str| Answer::Ws(vec![format!(r#"[{rid},"ERR_REQUEST_MALFORMED",null]"#)]);
     vec![
         (
             "valid",
@@ -207,7 +208,11 @@ pub fn http(addr: SocketAddr, request: &[u8]) -> Answer {
     let status = head.lines().next().unwrap_or("").to_string();
     // An error status is the answer; workers may explain it in the body (the tokio worker
     // names its limit), no Grenache client reads that.
-    let body = if status.starts_with("HTTP/1.1 200 ") { body } else { "" };
+    let body = if status.starts_with("HTTP/1.1 200 ") {
+        body
+    } else {
+        ""
+    };
     Answer::Http {
         status,
         body: body.to_string(),
@@ -290,7 +295,9 @@ pub fn ws(addr: SocketAddr, message: &[u8]) -> Answer {
                 replies.push(text);
             }
             8 => {
-                let code = payload.get(..2).map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));
+                let code = payload
+                    .get(..2)
+                    .map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));
                 return Answer::WsClose(code);
             }
             _ => {}

@@ -109,7 +109,7 @@ fn drive_with(reads: &[&[u8]], eof: bool, write_chunk: usize) -> Transcript {
                 if pending.is_empty() {
                     match reads.next() {
                         // An empty read would be the end of input.
-                        Some(r) if r.is_empty() => continue,
+                        Some([]) => continue,
                         Some(r) => pending = r.to_vec(),
                         None if eof && !eof_sent => {
                             eof_sent = true;
@@ -147,7 +147,10 @@ fn post(body: &str, extra: &str) -> String {
 }
 
 fn ok(body: &str) -> String {
-    std::format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+    std::format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 fn status(line: &str) -> String {
@@ -156,7 +159,8 @@ fn status(line: &str) -> String {
 
 const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: w\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-const SWITCHED: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+const SWITCHED: &str =
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                         Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
 
 /// A masked client frame (FIN set).
@@ -210,7 +214,11 @@ fn http_request_is_answered_and_the_connection_kept() {
     assert!(!t.closed, "keep-alive is the HTTP/1.1 default");
     assert_eq!(
         t.seen,
-        [(b"\"r1\"".to_vec(), "svc".to_string(), br#"{"a":1}"#.to_vec())]
+        [(
+            b"\"r1\"".to_vec(),
+            "svc".to_string(),
+            br#"{"a":1}"#.to_vec()
+        )]
     );
 }
 
@@ -258,8 +266,14 @@ fn expect_continue_gets_the_interim_response_before_the_body() {
 #[test]
 fn http_errors_get_their_status_and_a_close() {
     for (input, line) in [
-        (std::string::String::from("garbage\r\n\r\n"), "400 Bad Request"),
-        ("GET / HTTP/1.1\r\nBad Header\r\n\r\n".into(), "400 Bad Request"),
+        (
+            std::string::String::from("garbage\r\n\r\n"),
+            "400 Bad Request",
+        ),
+        (
+            "GET / HTTP/1.1\r\nBad Header\r\n\r\n".into(),
+            "400 Bad Request",
+        ),
         (
             "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".into(),
             "400 Bad Request",
@@ -276,7 +290,10 @@ fn http_errors_get_their_status_and_a_close() {
             "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".into(),
             "501 Not Implemented",
         ),
-        ("GET / HTTP/2.0\r\n\r\n".into(), "505 HTTP Version Not Supported"),
+        (
+            "GET / HTTP/2.0\r\n\r\n".into(),
+            "505 HTTP Version Not Supported",
+        ),
         // A WebSocket upgrade without its key.
         (
             "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -316,7 +333,10 @@ fn a_chunked_body_over_the_buffer_is_413_after_squeezing_its_framing() {
         chunked += "\r\n";
     }
     chunked += "0\r\n\r\n";
-    assert!(chunked.len() > REQUEST, "the framing alone overflows the buffer");
+    assert!(
+        chunked.len() > REQUEST,
+        "the framing alone overflows the buffer"
+    );
     let t = drive(chunked.as_bytes());
     assert_eq!(t.text(), ok(&body.replace(r#""svc","#, r#"null,"#)));
     // ...but a body over the buffer does not.
@@ -345,7 +365,10 @@ fn malformed_frames_follow_the_frame_rules() {
         match want {
             Some(w) => {
                 assert_eq!(t.text(), w, "{body:?}");
-                assert!(!t.closed, "{body:?}: an answered request keeps the connection");
+                assert!(
+                    !t.closed,
+                    "{body:?}: an answered request keeps the connection"
+                );
             }
             None => {
                 assert_eq!(t.text(), "", "{body:?}");
