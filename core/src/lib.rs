@@ -16,6 +16,7 @@ extern crate std;
 pub mod addr;
 pub mod dht;
 pub mod rng;
+pub mod rpc;
 pub mod time;
 pub mod wire;
 

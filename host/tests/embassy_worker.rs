@@ -19,6 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use grenache_tokio::rpc::{http, ws};
+
+mod worker_table;
 use grenache_tokio::{Link, LinkConfig};
 use serde_json::json;
 
@@ -332,6 +334,9 @@ fn inner() {
     assert!(worker.0.try_wait().unwrap().is_none(), "the worker exited");
     drop((idle, partial));
 
+    same_answers_as_the_tokio_workers(&rt);
+    assert!(worker.0.try_wait().unwrap().is_none(), "the worker exited");
+
     // A grape restart forgets every peer; the next announce round stores the board again.
     drop(grape_proc);
     std::thread::sleep(Duration::from_secs(1));
@@ -357,6 +362,53 @@ fn inner() {
         "the Node grape exited"
     );
     assert!(worker.0.try_wait().unwrap().is_none(), "the worker exited");
+}
+
+/// The malformed-input table (worker_table.rs) against the board and the tokio workers: every
+/// case gets the same answer from each, and the one the table gives.
+fn same_answers_as_the_tokio_workers(rt: &tokio::runtime::Runtime) {
+    let link = || Link::new(LinkConfig::new(GRAPE_API)).unwrap();
+    let config = worker_table::tokio_config;
+    let httpd = http::PeerRpcServer::with_config(link(), worker_table::fibonacci, config());
+    let wsd = ws::PeerRpcServer::with_config(link(), worker_table::fibonacci, config());
+    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let (http_addr, ws_addr) = rt.block_on(async {
+        (
+            httpd.listen_on(local).await.unwrap(),
+            wsd.listen_on(local).await.unwrap(),
+        )
+    });
+    let board: SocketAddr = BOARD.parse().unwrap();
+    let mut wrong = Vec::new();
+    // The tokio workers are served by the runtime's worker threads while this one blocks.
+    let cases = worker_table::http_cases()
+        .into_iter()
+        .map(|(name, input, want)| ("http", name, input, want, http_addr))
+        .chain(
+            worker_table::ws_cases()
+                .into_iter()
+                .map(|(name, input, want)| ("ws", name, input, want, ws_addr)),
+        );
+    for (transport, name, input, want, tokio_addr) in cases {
+        let ask = |addr| match transport {
+            "http" => worker_table::http(addr, &input),
+            _ => worker_table::ws(addr, &input),
+        };
+        let from_board = ask(board);
+        // Give the slot that just closed a moment to listen again (embassy-net has no backlog).
+        std::thread::sleep(Duration::from_millis(100));
+        let from_tokio = ask(tokio_addr);
+        for (worker, got) in [("embassy", from_board), ("tokio", from_tokio)] {
+            if got != want {
+                wrong.push(format!(
+                    "{transport} {name:?}: {worker} {got:?}, want {want:?}"
+                ));
+            }
+        }
+    }
+    httpd.stop();
+    wsd.stop();
+    assert!(wrong.is_empty(), "answers differ:\n{}", wrong.join("\n"));
 }
 
 /// grenache-grape 1.0.0 from tests/interop on the Rust grape's ports (its bootstrap node is

@@ -388,6 +388,16 @@ async fn handle(
         Err(BodyError::TooSlow) => {
             return Err(NoAnswer("the body came too slowly".to_string()));
         }
+        // Node's server answers a body it cannot parse (bad chunk framing) with 400, as it
+        // does a bad head; a connection that just ended gets nothing.
+        Err(BodyError::Failed(e)) if is_malformed_body(&e) => {
+            tracing::warn!("grenache http server: malformed body from {peer}: {e}");
+            let mut response = plain(StatusCode::BAD_REQUEST, "");
+            response
+                .headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            return Ok(response);
+        }
         Err(BodyError::Failed(e)) => {
             return Err(NoAnswer(format!("reading the body failed: {e}")));
         }
@@ -485,6 +495,22 @@ async fn handle(
 /// The 413 answer with this body.
 fn too_large(body: &'static str) -> Response<ReplyBody> {
     plain(StatusCode::PAYLOAD_TOO_LARGE, body)
+}
+
+/// Whether a body error is the peer's bad framing (hyper reports chunked-encoding errors as
+/// `InvalidInput`/`InvalidData` I/O errors), not a connection that failed.
+fn is_malformed_body(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            );
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Why a buffered body was not read whole.

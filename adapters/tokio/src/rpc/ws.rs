@@ -221,6 +221,13 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
                             close_with(&mut ws, CloseCode::Size, "ERR_MEMORY_BUDGET").await;
                             return;
                         }
+                        // A message over `max_message_size`: close 1009 without a reason,
+                        // as Node's `ws` does (`websocket.close(1009)`).
+                        Some(Err(e @ tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                            tracing::warn!("grenache ws server: closing the connection from {peer}: {e}");
+                            close_with(&mut ws, CloseCode::Size, "").await;
+                            return;
+                        }
                         Some(Err(e)) => {
                             tracing::warn!("grenache ws server: closing the connection from {peer}: {e}");
                             return;
