@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::link::LinkError;
 
+/// An RPC failure. `Display` gives the exact message a Node peer would see or produce.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum RpcError {
@@ -142,5 +143,4 @@ mod tests {
             "ERR_REPLY_ENCODING_COMPRESSION"
         );
     }
-
 }

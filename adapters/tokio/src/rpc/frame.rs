@@ -12,7 +12,6 @@ use grenache_core::wire::frame::{
     ERR_REQUEST_MALFORMED,
 };
 
-
 /// `[rid, key, payload]` as `JSON.stringify` writes it.
 pub(crate) fn encode_request(rid: &str, key: &str, payload: &Value) -> String {
     // Serialized in place (a tuple is a JSON array), not copied into a `json!` array first.
@@ -241,5 +240,4 @@ mod tests {
         assert_eq!(decode_reply(b"{}"), None);
         assert_eq!(decode_reply(b"nope"), None);
     }
-
 }

@@ -141,7 +141,6 @@ impl<T: Serialize> IntoReply for Json<T> {
     /// impl) is the handler's error `ERR_REPLY_SERIALIZE: <reason>`: the client gets an answer
     /// instead of waiting for its timeout.
     fn into_reply(self) -> Result<Value, RpcError> {
-        serde_json::to_value(self.0)
-            .map_err(|e| RpcError::new(format!("ERR_REPLY_SERIALIZE: {e}")))
+        serde_json::to_value(self.0).map_err(|e| RpcError::new(format!("ERR_REPLY_SERIALIZE: {e}")))
     }
 }

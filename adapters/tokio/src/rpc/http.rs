@@ -58,8 +58,10 @@ use tokio::time::Instant;
 
 use super::client::{lookup_before, pick_dest, InFlight, RpcClient};
 use super::error::RpcError;
-use super::frame::{decode_reply, decode_request, encode_reply, encode_request, key_text, BadRequest};
-use super::gzip::{gzip, gunzip, inflate, Gunzip};
+use super::frame::{
+    decode_reply, decode_request, encode_reply, encode_request, key_text, BadRequest,
+};
+use super::gzip::{gunzip, gzip, inflate, Gunzip};
 use super::handler::{Handler, Request};
 use super::server::{Accepted, Busy, Io, ServerConfig, ServerCore, Shared, SMALL_MESSAGE};
 use super::stream::{
@@ -687,8 +689,8 @@ impl PeerRpcClient {
         let _in_flight = self.in_flight.enter()?;
         let deadline = Instant::now() + timeout;
         let dests = lookup_before(&self.link, name, deadline).await?;
-        let dest = pick_dest(&dests, |_| false, 0)
-            .ok_or(RpcError::Lookup(LinkError::LookupEmpty))?;
+        let dest =
+            pick_dest(&dests, |_| false, 0).ok_or(RpcError::Lookup(LinkError::LookupEmpty))?;
         self.send(dest, name, payload, deadline).await
     }
 
@@ -749,8 +751,8 @@ impl PeerRpcClient {
             Some(deadline) => lookup_before(&self.link, name, deadline).await?,
             None => self.link.lookup(name).await?,
         };
-        let dest = pick_dest(&dests, |_| false, 0)
-            .ok_or(RpcError::Lookup(LinkError::LookupEmpty))?;
+        let dest =
+            pick_dest(&dests, |_| false, 0).ok_or(RpcError::Lookup(LinkError::LookupEmpty))?;
         self.open_stream(dest, name, &options, deadline).await
     }
 

@@ -791,15 +791,21 @@ mod tests {
                 per_ip: 2,
             };
             let closed = std::future::pending();
-            accept_bounded(listener, limits, "test server", closed, move |mut stream, _, _| {
-                let served_tx = served_tx.clone();
-                async move {
-                    let _ = served_tx.send(());
-                    // Served until the client closes.
-                    let mut byte = [0u8; 1];
-                    let _ = stream.read(&mut byte).await;
-                }
-            })
+            accept_bounded(
+                listener,
+                limits,
+                "test server",
+                closed,
+                move |mut stream, _, _| {
+                    let served_tx = served_tx.clone();
+                    async move {
+                        let _ = served_tx.send(());
+                        // Served until the client closes.
+                        let mut byte = [0u8; 1];
+                        let _ = stream.read(&mut byte).await;
+                    }
+                },
+            )
             .await
         });
         let wait = Duration::from_secs(5);
@@ -862,5 +868,4 @@ mod tests {
             "2 would not be fewer than 2"
         );
     }
-
 }

@@ -49,7 +49,9 @@ use super::client::{lookup_before, pick_dest, InFlight, RpcClient, IDLE_TIMEOUT}
 use super::error::RpcError;
 use super::frame::{decode_reply, decode_request, encode_reply, encode_request, BadRequest};
 use super::handler::{Handler, Request};
-use super::server::{Accepted, Activity, Busy, Io, ServerConfig, ServerCore, Shared, SMALL_MESSAGE};
+use super::server::{
+    Accepted, Activity, Busy, Io, ServerConfig, ServerCore, Shared, SMALL_MESSAGE,
+};
 use crate::limits::{MemoryBudget, MinProgress, Reservation};
 use crate::link::{Link, LinkError};
 use crate::tls::{CertInfo, TlsClientConfig};
@@ -930,8 +932,10 @@ impl PeerRpcClient {
     /// frame. Returns when they are closed.
     pub async fn close(&self, grace: Duration) {
         self.inner.in_flight.close(grace).await;
-        let connections: Vec<Arc<Connection>> =
-            lock(&self.inner.pool).drain().flat_map(|(_, list)| list).collect();
+        let connections: Vec<Arc<Connection>> = lock(&self.inner.pool)
+            .drain()
+            .flat_map(|(_, list)| list)
+            .collect();
         let ended: Vec<_> = connections.iter().map(|c| c.ended.clone()).collect();
         // Dropping the last handle of a connection makes its task say goodbye and end.
         drop(connections);
@@ -1048,7 +1052,12 @@ impl Connection {
         let (outgoing, frames) = mpsc::channel(64);
         let pending = Arc::new(Mutex::new(Pending::default()));
         let (ended_tx, ended) = watch::channel(false);
-        let running = run_connection(dest.to_string(), config.clone(), frames, Arc::clone(&pending));
+        let running = run_connection(
+            dest.to_string(),
+            config.clone(),
+            frames,
+            Arc::clone(&pending),
+        );
         tokio::spawn(async move {
             running.await;
             ended_tx.send_replace(true);
