@@ -258,6 +258,12 @@ async fn closing_a_client(
     tokio::time::timeout(LIMIT, client.close(Duration::from_secs(5)))
         .await
         .expect("close returns within the grace period");
+    // Let the request's task see its answer if it has one: `close` returned after it.
+    tokio::task::yield_now().await;
+    assert!(
+        request.is_finished(),
+        "close returned before the request in flight was answered"
+    );
     assert_eq!(request.await.unwrap().unwrap(), json!("in flight"));
     let later = client.request_to(&dest, "k", json!(1), LIMIT).await;
     assert_eq!(later.unwrap_err(), RpcError::TransportClose);
