@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use grenache_tokio::rpc::{http, ws, Json, RpcClient};
-use grenache_tokio::{Link, LinkConfig, Request, RpcError};
+use grenache_tokio::{Handler, Link, LinkConfig, Request, RpcError};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -97,23 +97,15 @@ async fn handlers_return_anything_reply_like_over_both_transports() {
 }
 
 /// A handler that reports its start on `started` and answers after `delay`.
-fn slow(
-    delay: Duration,
-) -> (
-    impl Fn(Request) -> std::pin::Pin<Box<dyn std::future::Future<Output = Value> + Send>>
-        + Send
-        + Sync
-        + 'static,
-    mpsc::UnboundedReceiver<()>,
-) {
+fn slow(delay: Duration) -> (impl Handler, mpsc::UnboundedReceiver<()>) {
     let (started_tx, started) = mpsc::unbounded_channel();
     let handler = move |req: Request| {
         let started_tx = started_tx.clone();
-        Box::pin(async move {
+        async move {
             let _ = started_tx.send(());
             tokio::time::sleep(delay).await;
             req.payload
-        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Value> + Send>>
+        }
     };
     (handler, started)
 }
