@@ -277,3 +277,29 @@ async fn closing_clients_finishes_their_requests_and_refuses_new_ones() {
     let addr = server.listen_on(LOOPBACK).await.unwrap();
     closing_a_client(http::PeerRpcClient::new(unused_link()), addr, started).await;
 }
+
+#[tokio::test]
+async fn a_closing_ws_client_fails_its_requests_past_the_grace_period() {
+    let (handler, mut started) = slow(Duration::from_secs(60));
+    let server = ws::PeerRpcServer::builder(unused_link())
+        .handler(handler)
+        .build();
+    let addr = server.listen_on(LOOPBACK).await.unwrap();
+    let client = ws::PeerRpcClient::new(unused_link());
+    let request = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .request_to(&addr.to_string(), "k", json!(1), Duration::from_secs(30))
+                .await
+        }
+    });
+    tokio::time::timeout(LIMIT, started.recv()).await.unwrap();
+    let began = Instant::now();
+    tokio::time::timeout(LIMIT, client.close(Duration::from_millis(200)))
+        .await
+        .expect("close returns soon after the grace period");
+    assert!(began.elapsed() >= Duration::from_millis(200));
+    let outcome = tokio::time::timeout(LIMIT, request).await.unwrap().unwrap();
+    assert_eq!(outcome.unwrap_err(), RpcError::TransportClose);
+}

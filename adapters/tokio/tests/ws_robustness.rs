@@ -259,10 +259,10 @@ async fn max_in_flight_applies_backpressure_without_losing_requests() {
 }
 
 #[tokio::test]
-async fn stop_closes_the_listener() {
+async fn close_closes_the_listener_before_returning() {
     let (server, addr) = server_with(ServerConfig::default()).await;
-    server.stop();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // No sleep after it (as `stop()` needed): the listener is gone once `close` returns.
+    server.close(Duration::ZERO).await;
     assert!(TcpStream::connect(addr).await.is_err());
 }
 

@@ -937,7 +937,11 @@ impl PeerRpcClient {
             .flat_map(|(_, list)| list)
             .collect();
         let ended: Vec<_> = connections.iter().map(|c| c.ended.clone()).collect();
-        // Dropping the last handle of a connection makes its task say goodbye and end.
+        // Requests still waiting past the grace fail now, and so let go of their connection:
+        // dropping the last handle of a connection makes its task say goodbye and end.
+        for connection in &connections {
+            close_pending(&connection.pending, &RpcError::TransportClose);
+        }
         drop(connections);
         for mut ended in ended {
             let _ = ended.wait_for(|done| *done).await;
