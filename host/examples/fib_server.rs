@@ -20,11 +20,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let link = Link::new(LinkConfig::new(arg(1, "GRAPE", "http://127.0.0.1:30001")))?;
     let port: u16 = arg(2, "PORT", "1337").parse()?;
-    let service = PeerRpcServer::new(link, |req: Request| async move {
-        let number = req.payload["number"].as_u64();
-        let result = number.and_then(fibonacci).map(serde_json::Value::from);
-        result.ok_or_else(|| RpcError::new("ERR_BAD_NUMBER"))
-    });
+    let service = PeerRpcServer::builder(link)
+        .handler(|req: Request| async move {
+            let number = req.payload["number"].as_u64();
+            let result = number.and_then(fibonacci).map(serde_json::Value::from);
+            result.ok_or_else(|| RpcError::new("ERR_BAD_NUMBER"))
+        })
+        .build();
     service.listen(port).await?;
     service.start_announcing("fibonacci_worker");
     println!("fibonacci_worker listening on port {port}");

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use grenache_tokio::rpc::http::{PeerRpcClient, PeerRpcServer};
 use grenache_tokio::rpc::stream::{StreamOptions, StreamRequest, StreamResponder};
-use grenache_tokio::rpc::ServerConfig;
 use grenache_tokio::{Link, LinkConfig, Request, RpcError};
 
 async fn count(mut req: StreamRequest, responder: StreamResponder) -> std::io::Result<()> {
@@ -34,9 +33,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match args.get(1).map(String::as_str) {
         Some("server") => {
             let link = Link::new(LinkConfig::new(grape(2)))?;
-            let buffered = |_: Request| async { Err(RpcError::new("ERR_STREAMS_ONLY")) };
-            let server =
-                PeerRpcServer::with_stream_handler(link, buffered, count, ServerConfig::default());
+            let buffered = |_: Request| async { Err::<(), _>(RpcError::new("ERR_STREAMS_ONLY")) };
+            let server = PeerRpcServer::builder(link)
+                .handler(buffered)
+                .stream_handler(count)
+                .build();
             let addr = server.listen(0).await?;
             server.start_announcing("stream_upload");
             println!("stream_upload worker on {addr}");

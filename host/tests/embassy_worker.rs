@@ -189,7 +189,7 @@ fn rust_clients_get_89(rt: &tokio::runtime::Runtime, rounds: usize) {
                 .await;
             assert_eq!(r.unwrap(), json!(89), "HTTP client");
         }
-        wsc.stop();
+        wsc.close(Duration::from_secs(1)).await;
     });
 }
 

@@ -443,12 +443,14 @@ fn request_and_map_over_http_to_a_worker_of_the_test() {
     let grapes = start_grapes();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let link = Link::new(LinkConfig::new(grapes.a.clone())).unwrap();
-    let worker = PeerRpcServer::new(link, |req: Request| async move {
-        match req.payload.get("fail") {
-            Some(why) => Err(RpcError::new(why.as_str().unwrap_or("ERR_FAIL"))),
-            None => Ok(serde_json::json!({ "echo": req.payload })),
-        }
-    });
+    let worker = PeerRpcServer::builder(link)
+        .handler(|req: Request| async move {
+            match req.payload.get("fail") {
+                Some(why) => Err(RpcError::new(why.as_str().unwrap_or("ERR_FAIL"))),
+                None => Ok(serde_json::json!({ "echo": req.payload })),
+            }
+        })
+        .build();
     let port = runtime.block_on(async {
         let addr = worker
             .listen_on(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))

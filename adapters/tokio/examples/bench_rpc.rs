@@ -125,13 +125,13 @@ async fn worker(transport: &str, grape: &str, name: &str) {
     // Keep the server alive until killed.
     let _server: Box<dyn std::any::Any> = match transport {
         "ws" => {
-            let server = ws::PeerRpcServer::new(link, echo);
+            let server = ws::PeerRpcServer::builder(link).handler(echo).build();
             server.listen_on(addr).await.unwrap();
             server.start_announcing(name);
             Box::new(server)
         }
         "http" => {
-            let server = http::PeerRpcServer::new(link, echo);
+            let server = http::PeerRpcServer::builder(link).handler(echo).build();
             server.listen_on(addr).await.unwrap();
             server.start_announcing(name);
             Box::new(server)

@@ -214,6 +214,13 @@ impl HttpClient {
         }
     }
 
+    /// Closes every idle pooled connection now (a closing RPC client's).
+    pub(crate) fn close_idle(&self) {
+        let mut state = self.pool.state();
+        state.by_dest.clear();
+        state.total = 0;
+    }
+
     /// POSTs `body` to `uri` (`http://host[:port]/path`) with `headers` and reads at most
     /// `max_body` bytes of the response. No timeout here: callers wrap the whole call in their
     /// own deadline (a cancelled call closes its connection).

@@ -162,6 +162,8 @@ impl PeerPub {
                     listener,
                     limits,
                     "grenache publisher",
+                    // Subscribers have no requests to finish: `stop` ends the publisher.
+                    std::future::pending(),
                     |stream, peer, activity| {
                         // A subscriber is never idle: it is never closed to make room.
                         let busy = activity.busy();

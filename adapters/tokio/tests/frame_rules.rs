@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use grenache_core::wire::frame::{
     on_malformed, write_reply_err, Malformed, Request as CoreRequest,
 };
-use grenache_tokio::rpc::{http, ws, ServerConfig};
+use grenache_tokio::rpc::{http, ws};
 use grenache_tokio::{Link, LinkConfig, Request, RpcError};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -88,7 +88,9 @@ async fn handler(req: Request) -> Result<Value, RpcError> {
 
 #[tokio::test]
 async fn the_ws_worker_follows_the_table() {
-    let server = ws::PeerRpcServer::with_config(unused_link(), handler, ServerConfig::default());
+    let server = ws::PeerRpcServer::builder(unused_link())
+        .handler(handler)
+        .build();
     let addr = server
         .listen_on("127.0.0.1:0".parse().unwrap())
         .await
@@ -126,7 +128,9 @@ async fn the_ws_worker_follows_the_table() {
 
 #[tokio::test]
 async fn the_http_worker_follows_the_table() {
-    let server = http::PeerRpcServer::with_config(unused_link(), handler, ServerConfig::default());
+    let server = http::PeerRpcServer::builder(unused_link())
+        .handler(handler)
+        .build();
     let addr: SocketAddr = server
         .listen_on("127.0.0.1:0".parse().unwrap())
         .await

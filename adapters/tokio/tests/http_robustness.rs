@@ -10,7 +10,7 @@ use std::time::Duration;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use grenache_tokio::rpc::http::{ClientConfig, PeerRpcClient, PeerRpcServer};
+use grenache_tokio::rpc::http::{HttpClientConfig, PeerRpcClient, PeerRpcServer};
 use grenache_tokio::rpc::ServerConfig;
 use grenache_tokio::{Link, LinkConfig, Request, RpcError};
 use serde_json::{json, Value};
@@ -30,7 +30,10 @@ async fn handler(req: Request) -> Result<Value, RpcError> {
 }
 
 async fn server(config: ServerConfig) -> (PeerRpcServer, SocketAddr) {
-    let server = PeerRpcServer::with_config(unused_link(), handler, config);
+    let server = PeerRpcServer::builder(unused_link())
+        .handler(handler)
+        .config(config)
+        .build();
     let addr = server
         .listen_on("127.0.0.1:0".parse().unwrap())
         .await
@@ -231,9 +234,9 @@ async fn chunked_and_pipelined_requests() {
 async fn client_and_server_together() {
     let (_server, addr) = server(ServerConfig::default()).await;
     for compress in [false, true] {
-        let config = ClientConfig {
+        let config = HttpClientConfig {
             compress,
-            ..ClientConfig::default()
+            ..HttpClientConfig::default()
         };
         let client = PeerRpcClient::with_config(unused_link(), config);
         let t = Duration::from_secs(3);
@@ -289,9 +292,9 @@ async fn client_error_strings() {
     let plain = PeerRpcClient::new(unused_link());
     let zipped = PeerRpcClient::with_config(
         unused_link(),
-        ClientConfig {
+        HttpClientConfig {
             compress: true,
-            ..ClientConfig::default()
+            ..HttpClientConfig::default()
         },
     );
 

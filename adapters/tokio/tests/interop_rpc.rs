@@ -80,7 +80,9 @@ async fn assert_times_out(started: Instant, outcome: Result<Value, RpcError>, ti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_node_client_calls_rust_worker() {
     let grapes = start_grapes().await;
-    let server = ws::PeerRpcServer::new(link(&grapes.a), silent_or_echo);
+    let server = ws::PeerRpcServer::builder(link(&grapes.a))
+        .handler(silent_or_echo)
+        .build();
     let port = server.listen(0).await.unwrap().port();
     assert!(server.start_announcing("rust_ws_worker"));
     wait_visible(&grapes.b, "rust_ws_worker", port, VISIBLE).await;
@@ -188,7 +190,9 @@ async fn ws_rust_client_calls_node_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_rust_client_times_out_on_a_silent_rust_worker() {
     let grapes = start_grapes().await;
-    let server = ws::PeerRpcServer::new(link(&grapes.a), silent_or_echo);
+    let server = ws::PeerRpcServer::builder(link(&grapes.a))
+        .handler(silent_or_echo)
+        .build();
     let port = server.listen(0).await.unwrap().port();
     server.announce("rust_silent").await.unwrap();
     wait_visible(&grapes.b, "rust_silent", port, VISIBLE).await;
@@ -216,7 +220,9 @@ async fn ws_rust_client_times_out_on_a_silent_rust_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_node_client_calls_rust_worker_with_and_without_gzip() {
     let grapes = start_grapes().await;
-    let server = http::PeerRpcServer::new(link(&grapes.a), silent_or_echo);
+    let server = http::PeerRpcServer::builder(link(&grapes.a))
+        .handler(silent_or_echo)
+        .build();
     let port = server.listen(0).await.unwrap().port();
     assert!(server.start_announcing("rust_http_worker"));
     wait_visible(&grapes.b, "rust_http_worker", port, VISIBLE).await;
@@ -267,9 +273,9 @@ async fn http_rust_client_calls_node_worker_with_and_without_gzip() {
     wait_visible(&grapes.b, "node_http_worker", port, VISIBLE).await;
     let t = Duration::from_secs(5);
     for compress in [false, true] {
-        let config = http::ClientConfig {
+        let config = http::HttpClientConfig {
             compress,
-            ..http::ClientConfig::default()
+            ..http::HttpClientConfig::default()
         };
         let client = http::PeerRpcClient::with_config(link(&grapes.b), config);
         let echo = client
@@ -307,14 +313,16 @@ async fn http_rust_client_calls_node_worker_with_and_without_gzip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_rust_client_and_rust_worker_through_node_grapes() {
     let grapes = start_grapes().await;
-    let server = http::PeerRpcServer::new(link(&grapes.a), silent_or_echo);
+    let server = http::PeerRpcServer::builder(link(&grapes.a))
+        .handler(silent_or_echo)
+        .build();
     let port = server.listen(0).await.unwrap().port();
     server.announce("rust_http_pair").await.unwrap();
     wait_visible(&grapes.b, "rust_http_pair", port, VISIBLE).await;
     for compress in [false, true] {
-        let config = http::ClientConfig {
+        let config = http::HttpClientConfig {
             compress,
-            ..http::ClientConfig::default()
+            ..http::HttpClientConfig::default()
         };
         let client = http::PeerRpcClient::with_config(link(&grapes.b), config);
         let t = Duration::from_secs(5);
@@ -357,7 +365,9 @@ async fn ws_map_reaches_two_node_workers_and_one_rust_worker() {
         ));
         ports.push(port);
     }
-    let server = ws::PeerRpcServer::new(link(&grapes.a), rust_handler("rust"));
+    let server = ws::PeerRpcServer::builder(link(&grapes.a))
+        .handler(rust_handler("rust"))
+        .build();
     let port = server.listen(0).await.unwrap().port();
     assert!(server.start_announcing("map_worker"));
     ports.push(port);

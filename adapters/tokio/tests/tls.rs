@@ -145,12 +145,18 @@ async fn worker(transport: Transport, tls: TlsServerConfig) -> (Box<dyn std::any
     };
     match transport {
         Transport::Ws => {
-            let server = ws::PeerRpcServer::with_config(unused_link(), whoami, config);
+            let server = ws::PeerRpcServer::builder(unused_link())
+                .handler(whoami)
+                .config(config)
+                .build();
             let addr = server.listen_on(loopback()).await.unwrap();
             (Box::new(server), addr.to_string())
         }
         Transport::Http => {
-            let server = http::PeerRpcServer::with_config(unused_link(), whoami, config);
+            let server = http::PeerRpcServer::builder(unused_link())
+                .handler(whoami)
+                .config(config)
+                .build();
             let addr = server.listen_on(loopback()).await.unwrap();
             (Box::new(server), addr.to_string())
         }
@@ -161,18 +167,18 @@ async fn worker(transport: Transport, tls: TlsServerConfig) -> (Box<dyn std::any
 async fn call(transport: Transport, tls: TlsClientConfig, dest: &str) -> Result<Value, RpcError> {
     match transport {
         Transport::Ws => {
-            let config = ws::ClientConfig {
+            let config = ws::WsClientConfig {
                 tls: Some(tls),
-                ..ws::ClientConfig::default()
+                ..ws::WsClientConfig::default()
             };
             ws::PeerRpcClient::with_config(unused_link(), config)
                 .request_to(dest, "tls_test", json!("hi"), T)
                 .await
         }
         Transport::Http => {
-            let config = http::ClientConfig {
+            let config = http::HttpClientConfig {
                 tls: Some(tls),
-                ..http::ClientConfig::default()
+                ..http::HttpClientConfig::default()
             };
             http::PeerRpcClient::with_config(unused_link(), config)
                 .request_to(dest, "tls_test", json!("hi"), T)
@@ -362,13 +368,19 @@ async fn node_client_calls_rust_tls_worker(transport: Transport) {
     let link = Link::new(LinkConfig::new(&grapes.a)).unwrap();
     let (_server, port): (Box<dyn std::any::Any>, u16) = match transport {
         Transport::Ws => {
-            let server = ws::PeerRpcServer::with_config(link, whoami, config);
+            let server = ws::PeerRpcServer::builder(link)
+                .handler(whoami)
+                .config(config)
+                .build();
             let port = server.listen(0).await.unwrap().port();
             assert!(server.start_announcing(&name));
             (Box::new(server), port)
         }
         Transport::Http => {
-            let server = http::PeerRpcServer::with_config(link, whoami, config);
+            let server = http::PeerRpcServer::builder(link)
+                .handler(whoami)
+                .config(config)
+                .build();
             let port = server.listen(0).await.unwrap().port();
             assert!(server.start_announcing(&name));
             (Box::new(server), port)
@@ -420,18 +432,18 @@ async fn rust_client_calls_node_tls_worker(transport: Transport) {
     let tls = Some(client_tls(&pki.ca.pem, Some(&pki.bob)));
     let answer = match transport {
         Transport::Ws => {
-            let config = ws::ClientConfig {
+            let config = ws::WsClientConfig {
                 tls,
-                ..ws::ClientConfig::default()
+                ..ws::WsClientConfig::default()
             };
             ws::PeerRpcClient::with_config(link, config)
                 .request(&name, json!("hi"), T)
                 .await
         }
         Transport::Http => {
-            let config = http::ClientConfig {
+            let config = http::HttpClientConfig {
                 tls,
-                ..http::ClientConfig::default()
+                ..http::HttpClientConfig::default()
             };
             http::PeerRpcClient::with_config(link, config)
                 .request(&name, json!("hi"), T)
@@ -473,26 +485,27 @@ async fn https_streams_carry_the_client_fingerprint_in_their_meta() {
         tls: Some(server_tls(&pki, &pki.server)),
         ..ServerConfig::default()
     };
-    let server = http::PeerRpcServer::with_stream_handler(
-        unused_link(),
-        whoami,
-        |req: StreamRequest, responder: StreamResponder| async move {
-            let fingerprint = req.meta.cert.as_ref().map(|c| c.fingerprint.clone());
-            let body = req.body.collect(1024).await?;
-            let answer = json!({
-                "fingerprint": fingerprint,
-                "body": String::from_utf8_lossy(&body),
-            });
-            responder
-                .reply(&req.meta.rid().cloned().unwrap_or_default(), &Ok(answer))
-                .await
-        },
-        config,
-    );
+    let server = http::PeerRpcServer::builder(unused_link())
+        .handler(whoami)
+        .stream_handler(
+            |req: StreamRequest, responder: StreamResponder| async move {
+                let fingerprint = req.meta.cert.as_ref().map(|c| c.fingerprint.clone());
+                let body = req.body.collect(1024).await?;
+                let answer = json!({
+                    "fingerprint": fingerprint,
+                    "body": String::from_utf8_lossy(&body),
+                });
+                responder
+                    .reply(&req.meta.rid().cloned().unwrap_or_default(), &Ok(answer))
+                    .await
+            },
+        )
+        .config(config)
+        .build();
     let dest = server.listen_on(loopback()).await.unwrap().to_string();
-    let config = http::ClientConfig {
+    let config = http::HttpClientConfig {
         tls: Some(client_tls(&pki.ca.pem, Some(&pki.alice))),
-        ..http::ClientConfig::default()
+        ..http::HttpClientConfig::default()
     };
     let client = http::PeerRpcClient::with_config(unused_link(), config);
     let stream = client

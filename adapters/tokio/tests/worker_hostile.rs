@@ -37,13 +37,19 @@ fn loopback() -> SocketAddr {
 }
 
 async fn ws_worker(config: ServerConfig) -> (ws::PeerRpcServer, SocketAddr) {
-    let server = ws::PeerRpcServer::with_config(unused_link(), echo, config);
+    let server = ws::PeerRpcServer::builder(unused_link())
+        .handler(echo)
+        .config(config)
+        .build();
     let addr = server.listen_on(loopback()).await.unwrap();
     (server, addr)
 }
 
 async fn http_worker(config: ServerConfig) -> (http::PeerRpcServer, SocketAddr) {
-    let server = http::PeerRpcServer::with_config(unused_link(), echo, config);
+    let server = http::PeerRpcServer::builder(unused_link())
+        .handler(echo)
+        .config(config)
+        .build();
     let addr = server.listen_on(loopback()).await.unwrap();
     (server, addr)
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use grenache_tokio::rpc::ws::{ClientConfig, PeerRpcClient, PeerRpcServer};
+use grenache_tokio::rpc::ws::{PeerRpcClient, PeerRpcServer, WsClientConfig};
 use grenache_tokio::rpc::ServerConfig;
 use grenache_tokio::{Link, LinkConfig, Request, RpcError};
 use serde_json::{json, Value};
@@ -39,7 +39,10 @@ async fn handler(req: Request) -> Result<Value, RpcError> {
 }
 
 async fn server_with(config: ServerConfig) -> (PeerRpcServer, SocketAddr) {
-    let server = PeerRpcServer::with_config(unused_link(), handler, config);
+    let server = PeerRpcServer::builder(unused_link())
+        .handler(handler)
+        .config(config)
+        .build();
     let addr = server
         .listen_on("127.0.0.1:0".parse().unwrap())
         .await
@@ -256,10 +259,10 @@ async fn max_in_flight_applies_backpressure_without_losing_requests() {
 }
 
 #[tokio::test]
-async fn stop_closes_the_listener() {
+async fn close_closes_the_listener_before_returning() {
     let (server, addr) = server_with(ServerConfig::default()).await;
-    server.stop();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // No sleep after it (as `stop()` needed): the listener is gone once `close` returns.
+    server.close(Duration::ZERO).await;
     assert!(TcpStream::connect(addr).await.is_err());
 }
 
@@ -408,10 +411,10 @@ async fn idle_connections_are_closed_and_reopened_on_demand() {
         }
     })
     .await;
-    let config = ClientConfig {
+    let config = WsClientConfig {
         max_connections_per_dest: 1,
         idle_timeout: Duration::from_millis(200),
-        ..ClientConfig::default()
+        ..WsClientConfig::default()
     };
     let client = PeerRpcClient::with_config(unused_link(), config);
     let dest = raw.to_string();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 use grenache_host::init_logging;
 use grenache_tokio::grape::{BootstrapNode, Grape, GrapeConfig};
-use grenache_tokio::rpc::{http, ws};
+use grenache_tokio::rpc::{http, ws, RpcClient};
 use grenache_tokio::{Link, LinkConfig, LinkError, Request, RpcError};
 use serde_json::Value;
 
@@ -268,48 +268,33 @@ fn show(value: &Value) -> String {
     }
 }
 
-/// Either RPC client, behind one interface.
-enum Client {
-    Ws(ws::PeerRpcClient),
-    Http(http::PeerRpcClient),
+/// How long a closing client waits for its requests: none is in flight when the CLI closes
+/// one, so this only bounds the goodbye of its WebSocket connections.
+const CLIENT_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Sends one request with `client`, then closes it (a WebSocket client says a clean goodbye,
+/// so the worker sees no reset connection).
+async fn request_once(
+    client: impl RpcClient,
+    name: &str,
+    payload: Value,
+    timeout: Duration,
+) -> Result<Value, RpcError> {
+    let answer = client.request(name, payload, timeout).await;
+    client.close(CLIENT_CLOSE_GRACE).await;
+    answer
 }
 
-impl Client {
-    fn new(link: Link, transport: Transport) -> Self {
-        match transport {
-            Transport::Ws => Client::Ws(ws::PeerRpcClient::new(link)),
-            Transport::Http => Client::Http(http::PeerRpcClient::new(link)),
-        }
-    }
-
-    async fn request(&self, name: &str, payload: Value, t: Duration) -> Result<Value, RpcError> {
-        match self {
-            Client::Ws(c) => c.request(name, payload, t).await,
-            Client::Http(c) => c.request(name, payload, t).await,
-        }
-    }
-
-    /// Closes pooled WebSocket connections with a close frame (so the worker sees a clean
-    /// goodbye, not a reset), giving the connection tasks a moment to send it before the
-    /// runtime goes away.
-    async fn close(&self) {
-        if let Client::Ws(c) = self {
-            c.stop();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn map(
-        &self,
-        name: &str,
-        payload: Value,
-        t: Duration,
-    ) -> Result<Vec<Result<Value, RpcError>>, RpcError> {
-        match self {
-            Client::Ws(c) => c.map(name, payload, t).await,
-            Client::Http(c) => c.map(name, payload, t).await,
-        }
-    }
+/// Sends `payload` to every worker of `name` with `client`, then closes it.
+async fn map_once(
+    client: impl RpcClient,
+    name: &str,
+    payload: Value,
+    timeout: Duration,
+) -> Result<Vec<Result<Value, RpcError>>, RpcError> {
+    let answers = client.map(name, payload, timeout).await;
+    client.close(CLIENT_CLOSE_GRACE).await;
+    answers
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
@@ -348,9 +333,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let payload = parse_json(&json)?;
             let link = link_to(&grape)?;
             let timeout = Duration::from_millis(timeout);
-            let client = Client::new(link, transport);
-            let answer = client.request(&name, payload, timeout).await;
-            client.close().await;
+            let answer = match transport {
+                Transport::Ws => {
+                    request_once(ws::PeerRpcClient::new(link), &name, payload, timeout).await
+                }
+                Transport::Http => {
+                    request_once(http::PeerRpcClient::new(link), &name, payload, timeout).await
+                }
+            };
             let answer = answer.map_err(|e| rpc_failure(&e, &grape, &name, timeout))?;
             println!("{answer}");
             Ok(())
@@ -364,9 +354,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let payload = parse_json(&json)?;
             let link = link_to(&grape)?;
             let timeout = Duration::from_millis(timeout);
-            let client = Client::new(link, transport);
-            let answers = client.map(&name, payload, timeout).await;
-            client.close().await;
+            let answers = match transport {
+                Transport::Ws => {
+                    map_once(ws::PeerRpcClient::new(link), &name, payload, timeout).await
+                }
+                Transport::Http => {
+                    map_once(http::PeerRpcClient::new(link), &name, payload, timeout).await
+                }
+            };
             let answers = answers.map_err(|e| rpc_failure(&e, &grape, &name, timeout))?;
             let total = answers.len();
             let mut failed = 0;
@@ -503,15 +498,17 @@ async fn demo(keep_running: bool) -> Result<(), Failure> {
     );
 
     let worker_link = link_to(&grape1.url())?;
-    let worker = ws::PeerRpcServer::new(worker_link, |req: Request| async move {
-        let number = req.payload.get("number").and_then(Value::as_u64);
-        match number.and_then(fibonacci) {
-            Some(fib) => Ok(Value::from(fib)),
-            None => Err(RpcError::new(
-                "ERR_BAD_NUMBER: send {\"number\": n} with 0 <= n <= 92",
-            )),
-        }
-    });
+    let worker = ws::PeerRpcServer::builder(worker_link)
+        .handler(|req: Request| async move {
+            let number = req.payload.get("number").and_then(Value::as_u64);
+            match number.and_then(fibonacci) {
+                Some(fib) => Ok(Value::from(fib)),
+                None => Err(RpcError::new(
+                    "ERR_BAD_NUMBER: send {\"number\": n} with 0 <= n <= 92",
+                )),
+            }
+        })
+        .build();
     let worker_addr = worker
         .listen_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .await
@@ -592,8 +589,10 @@ async fn demo(keep_running: bool) -> Result<(), Failure> {
         let _ = writeln!(std::io::stdout(), "Ctrl-C: stopping");
     }
 
-    client.stop();
-    worker.stop();
+    // Nothing is in flight now: both close at once, the client's connection with a clean
+    // goodbye before the worker goes.
+    client.close(CLIENT_CLOSE_GRACE).await;
+    worker.close(CLIENT_CLOSE_GRACE).await;
     // Bounded: each stop waits at most the API's 5 s grace, and nothing is in flight now.
     let stopped = async {
         grape2.stop().await;

@@ -22,10 +22,11 @@
 //!   budget cannot hold is answered 413 `ERR_MEMORY_BUDGET`. Streamed bodies (see
 //!   [`super::stream`]) are not charged: they flow with backpressure.
 //! * Raw streams (Node's `peer.stream` and `'stream'` event) are in [`super::stream`]:
-//!   [`PeerRpcClient::stream`] opens one, and a server built with
-//!   [`PeerRpcServer::with_stream_handler`] (or [`PeerRpcServer::streaming`], Node's
-//!   `disableBuffered: true`) hands chunked requests to a [`StreamHandler`]. Without a stream
-//!   handler, a chunked body is buffered and parsed as `[rid, key, payload]`, as Node does.
+//!   [`PeerRpcClient::stream`] opens one, and a server built with a stream handler
+//!   ([`ServerBuilder::stream_handler`]) hands chunked requests to that [`StreamHandler`]
+//!   (every request, when it has no buffered handler: Node's `disableBuffered: true`).
+//!   Without a stream handler, a chunked body is buffered and parsed as `[rid, key, payload]`,
+//!   as Node does.
 //!
 //! Differences from Node, on purpose: timeouts are exact and always `ERR_TIMEOUT` (Node
 //! prints `ERR_REQUEST_GENERIC: network timeout at: …` when node-fetch's timer wins); an
@@ -35,7 +36,7 @@
 //! timeouts are enforced (see [`super::stream`] for the other stream differences).
 
 use std::future::Future;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -44,8 +45,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use flate2::read::MultiGzDecoder;
-use flate2::{Compression, GzBuilder};
 use futures_util::FutureExt;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
@@ -57,14 +56,17 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::client::{lookup_before, pick_dest, InFlight, RpcClient};
+use super::error::RpcError;
+use super::frame::{
+    decode_reply, decode_request, encode_reply, encode_request, key_text, BadRequest,
+};
+use super::gzip::{gunzip, gzip, inflate, Gunzip};
+use super::handler::{Handler, Request};
+use super::server::{Accepted, Busy, Io, ServerConfig, ServerCore, Shared, SMALL_MESSAGE};
 use super::stream::{
     AbortOnDrop, BodyStream, ChannelBody, PendingResponse, RpcStream, StreamHandler, StreamMeta,
-    StreamOptions, StreamRequest, StreamResponder, StreamResponse, StreamRoute, TimedOut,
-};
-use super::{
-    decode_reply, decode_request, encode_reply, encode_request, key_text, lookup_before, Accepted,
-    BadRequest, Busy, Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared,
-    SMALL_MESSAGE,
+    StreamOptions, StreamRequest, StreamResponder, StreamResponse, TimedOut,
 };
 use crate::http_client::{HttpClient, HttpFailure};
 use crate::limits::{MemoryBudget, MinProgress, Reservation};
@@ -85,136 +87,129 @@ const ERR_MEMORY_BUDGET: &str = "ERR_MEMORY_BUDGET";
 /// The exact 500 body Node sends for a `_gr` header that is not JSON (spaces included).
 const ERR_HEADER_PARSE_GR: &str = "[null, \"ERR_HEADER_PARSE_GR\", null]";
 
-/// gzip as Node's `zlib.gzip`: default level, OS byte 3 (Unix).
-pub(crate) fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut encoder = GzBuilder::new()
-        .operating_system(3)
-        .write(Vec::new(), Compression::default());
-    encoder.write_all(data)?;
-    encoder.finish()
-}
-
-#[derive(Debug, PartialEq)]
-enum Gunzip {
-    /// Not gzip data.
-    Invalid,
-    /// More than the limit once decompressed (a "zip bomb" stops here).
-    TooLarge,
-    /// The server's memory budget cannot hold the decompressed data.
-    OverBudget,
-}
-
-/// Decompresses `data` (one or more gzip members) into at most `max` bytes.
-fn gunzip(data: &[u8], max: usize) -> Result<Vec<u8>, Gunzip> {
-    inflate(data, max, None)
-}
-
-/// Like [`gunzip`], charging the output beyond [`SMALL_MESSAGE`] to `charge` as it grows, so
-/// that a bomb stops when the budget is spent rather than after allocating `max` bytes.
-fn inflate(
-    data: &[u8],
-    max: usize,
-    mut charge: Option<&mut Reservation>,
-) -> Result<Vec<u8>, Gunzip> {
-    if data.is_empty() {
-        return Err(Gunzip::Invalid);
-    }
-    let mut decoder = MultiGzDecoder::new(data);
-    let mut out = Vec::new();
-    let mut chunk = vec![0u8; INFLATE_CHUNK];
-    loop {
-        let n = match decoder.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return Err(Gunzip::Invalid),
-        };
-        let len = out.len().saturating_add(n);
-        if len > max {
-            return Err(Gunzip::TooLarge);
-        }
-        if let Some(charge) = charge.as_deref_mut() {
-            if len > SMALL_MESSAGE && !charge.try_grow_to(len) {
-                return Err(Gunzip::OverBudget);
-            }
-        }
-        out.extend_from_slice(chunk.get(..n).unwrap_or_default());
-    }
-    Ok(out)
-}
-
-/// Bytes inflated per step (and per check of the limits).
-const INFLATE_CHUNK: usize = 64 * 1024;
-
 // ---------------------------------------------------------------------------------------
 // Server
 
 /// A worker answering RPC requests over HTTP (Node `PeerRPCServer` of grenache-nodejs-http
-/// with its `transport('server')`).
+/// with its `transport('server')`). Made by [`PeerRpcServer::builder`].
 pub struct PeerRpcServer {
-    core: ServerCore,
+    core: ServerCore<Routes>,
+}
+
+/// Where a worker's requests go.
+#[derive(Clone)]
+pub(crate) enum Routes {
+    /// Every request is parsed as `[rid, key, payload]` and given to the handler.
+    Buffered(Arc<dyn Handler>),
+    /// Chunked requests (Node's `meta.isStream`) go to the stream handler raw, the others to
+    /// the buffered handler.
+    Split {
+        buffered: Arc<dyn Handler>,
+        stream: Arc<dyn StreamHandler>,
+    },
+    /// Every request goes to the stream handler raw, chunked or not (Node's
+    /// `disableBuffered: true` with a `'stream'` listener).
+    Streamed(Arc<dyn StreamHandler>),
+}
+
+/// A worker's settings before it exists ([`PeerRpcServer::builder`]): at least one handler
+/// (`.handler`, `.stream_handler` or both), optionally `.config`, then `.build()`. `R` is
+/// [`NoHandler`] until a handler is given, [`Routed`] after: only then is there a `build`.
+#[must_use = "a builder does nothing until `.build()`"]
+pub struct ServerBuilder<R = NoHandler> {
+    link: Link,
+    config: ServerConfig,
+    routes: R,
+}
+
+/// The state of a [`ServerBuilder`] given no handler yet.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHandler;
+
+/// The state of a [`ServerBuilder`] given its handlers.
+#[derive(Clone)]
+pub struct Routed(Routes);
+
+impl<R> ServerBuilder<R> {
+    /// The worker's settings (default: [`ServerConfig::default`]).
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+}
+
+impl ServerBuilder<NoHandler> {
+    /// The handler of buffered requests (`[rid, key, payload]` bodies): with no stream
+    /// handler, every request.
+    pub fn handler(self, handler: impl Handler) -> ServerBuilder<Routed> {
+        self.routed(Routes::Buffered(Arc::new(handler)))
+    }
+
+    /// The handler of raw byte streams. With a buffered handler too, it gets the chunked
+    /// requests (`transfer-encoding: chunked`, Node's `meta.isStream`, e.g. from
+    /// [`PeerRpcClient::stream`]) and the handler the others; alone, it gets every request,
+    /// chunked or not (Node's `disableBuffered: true`; [`StreamMeta::is_stream`] tells them
+    /// apart), and nothing is parsed as `[rid, key, payload]`: it may answer a buffered
+    /// client with [`StreamResponder::reply`]. The size limit of
+    /// [`ServerConfig::max_message_size`] does not apply to streamed bodies, which flow with
+    /// backpressure.
+    pub fn stream_handler(self, stream: impl StreamHandler) -> ServerBuilder<Routed> {
+        self.routed(Routes::Streamed(Arc::new(stream)))
+    }
+
+    fn routed(self, routes: Routes) -> ServerBuilder<Routed> {
+        ServerBuilder {
+            link: self.link,
+            config: self.config,
+            routes: Routed(routes),
+        }
+    }
+}
+
+impl ServerBuilder<Routed> {
+    /// The handler of buffered requests, beside the stream handler (see
+    /// [`ServerBuilder::stream_handler`]); replaces an earlier one.
+    pub fn handler(mut self, handler: impl Handler) -> Self {
+        let buffered: Arc<dyn Handler> = Arc::new(handler);
+        self.routes.0 = match self.routes.0 {
+            Routes::Buffered(_) => Routes::Buffered(buffered),
+            Routes::Split { stream, .. } | Routes::Streamed(stream) => {
+                Routes::Split { buffered, stream }
+            }
+        };
+        self
+    }
+
+    /// The stream handler, beside the buffered one (see
+    /// [`ServerBuilder::<NoHandler>::stream_handler`]); replaces an earlier one.
+    pub fn stream_handler(mut self, stream: impl StreamHandler) -> Self {
+        let stream: Arc<dyn StreamHandler> = Arc::new(stream);
+        self.routes.0 = match self.routes.0 {
+            Routes::Buffered(buffered) | Routes::Split { buffered, .. } => {
+                Routes::Split { buffered, stream }
+            }
+            Routes::Streamed(_) => Routes::Streamed(stream),
+        };
+        self
+    }
+
+    /// The worker. It serves nothing until [`PeerRpcServer::listen`].
+    pub fn build(self) -> PeerRpcServer {
+        PeerRpcServer {
+            core: ServerCore::new(self.link, self.routes.0, self.config, serve, "http"),
+        }
+    }
 }
 
 impl PeerRpcServer {
-    /// A worker using `link` to announce itself and `handler` to answer, with the default
-    /// [`ServerConfig`]. It serves nothing until [`PeerRpcServer::listen`].
-    pub fn new(link: Link, handler: impl Handler) -> Self {
-        Self::with_config(link, handler, ServerConfig::default())
-    }
-
-    /// Like [`PeerRpcServer::new`] with explicit settings.
-    pub fn with_config(link: Link, handler: impl Handler, config: ServerConfig) -> Self {
-        PeerRpcServer {
-            core: ServerCore::new(link, Arc::new(handler), config, serve, "http"),
-        }
-    }
-
-    /// A worker whose chunked requests (`transfer-encoding: chunked`, Node's `meta.isStream`,
-    /// e.g. from `peer.stream`) go to `stream` as raw byte streams, and whose other requests
-    /// go to the buffered `handler`. The size limit of [`ServerConfig::max_message_size`]
-    /// does not apply to streamed bodies, which flow with backpressure.
-    pub fn with_stream_handler(
-        link: Link,
-        handler: impl Handler,
-        stream: impl StreamHandler,
-        config: ServerConfig,
-    ) -> Self {
-        let route = StreamRoute {
-            handler: Arc::new(stream),
-            all: false,
-        };
-        PeerRpcServer {
-            core: ServerCore::with_stream(
-                link,
-                Arc::new(handler),
-                Some(route),
-                config,
-                serve,
-                "http",
-            ),
-        }
-    }
-
-    /// A worker whose every request goes to `stream`, chunked or not (Node's
-    /// `disableBuffered: true` with a `'stream'` listener; [`StreamMeta::is_stream`] tells
-    /// them apart). Nothing is parsed as `[rid, key, payload]`: the handler reads the raw
-    /// body, and may answer a buffered client with [`StreamResponder::reply`].
-    pub fn streaming(link: Link, stream: impl StreamHandler, config: ServerConfig) -> Self {
-        let route = StreamRoute {
-            handler: Arc::new(stream),
-            all: true,
-        };
-        // Never called: every request takes the stream route.
-        let unused = |_: Request| async { Err::<Value, _>(RpcError::new("ERR_NO_HANDLER")) };
-        PeerRpcServer {
-            core: ServerCore::with_stream(
-                link,
-                Arc::new(unused),
-                Some(route),
-                config,
-                serve,
-                "http",
-            ),
+    /// Starts making a worker that uses `link` to announce itself:
+    /// `PeerRpcServer::builder(link).handler(h).build()`, with `.stream_handler(s)` for raw
+    /// streams and `.config(c)` for other settings than the defaults.
+    pub fn builder(link: Link) -> ServerBuilder {
+        ServerBuilder {
+            link,
+            config: ServerConfig::default(),
+            routes: NoHandler,
         }
     }
 
@@ -229,27 +224,37 @@ impl PeerRpcServer {
         self.core.listen_on(addr).await
     }
 
-    super::listening_methods!("worker", core.listening);
+    super::server::listening_methods!("worker", core.listening);
 
     /// Bytes of large requests buffered now by all connections, charged to
-    /// [`ServerConfig::memory_budget`] (requests up to [`super::SMALL_MESSAGE`] are not
-    /// counted).
+    /// [`ServerConfig::memory_budget`] (requests up to [`SMALL_MESSAGE`] are not counted).
     pub fn buffered_bytes(&self) -> usize {
         self.core.buffered_bytes()
     }
 
-    /// Stops listening, closes every connection and stops the announcers. Dropping the
-    /// server does the same.
+    /// Closes gracefully: stops announcing and accepting (new connections are refused), lets
+    /// the requests in flight finish and answer for at most `grace` (a keep-alive connection
+    /// closes after its current answer, an idle one at once), then closes what is left.
+    /// Returns once every connection is closed. The server may listen again afterwards.
+    pub async fn close(&self, grace: Duration) {
+        self.core.close(grace).await
+    }
+
+    /// Stops at once: stops listening, closes every connection (requests in flight get no
+    /// answer) and stops the announcers. Dropping the server does the same.
     pub fn stop(&self) {
         self.core.stop()
     }
 }
 
-fn serve(accepted: Accepted, shared: Arc<Shared>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+fn serve(
+    accepted: Accepted,
+    shared: Arc<Shared<Routes>>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(serve_connection(accepted, shared))
 }
 
-async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
+async fn serve_connection(accepted: Accepted, shared: Arc<Shared<Routes>>) {
     let Accepted {
         io,
         peer,
@@ -258,6 +263,7 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
         activity,
     } = accepted;
     let read_timeout = shared.config.read_timeout;
+    let closed = shared.closed();
     let service = service_fn(move |request| {
         // Busy from a request's head to its answer's head (or its stream handler's end).
         let busy = activity.busy();
@@ -274,7 +280,16 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
         .timer(TokioTimer::new())
         .header_read_timeout(read_timeout)
         .serve_connection(TokioIo::new(io), service);
-    if let Err(e) = connection.await {
+    let mut connection = std::pin::pin!(connection);
+    let outcome = tokio::select! {
+        outcome = connection.as_mut() => outcome,
+        _ = closed => {
+            // The request being handled (if any) is answered, then the connection closes.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = outcome {
         tracing::debug!("grenache http server: connection from {peer} ended: {e}");
     }
 }
@@ -313,7 +328,7 @@ async fn handle(
     peer: SocketAddr,
     cert: Option<Arc<CertInfo>>,
     allowed: bool,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<Routes>>,
     busy: Busy,
 ) -> Result<Response<ReplyBody>, NoAnswer> {
     if !allowed {
@@ -350,8 +365,10 @@ async fn handle(
         .and_then(|text| serde_json::from_str::<Value>(text).ok())
         .unwrap_or_else(|| json!({}));
 
-    if let Some(route) = &shared.stream {
-        if route.all || is_stream {
+    let handler = match &shared.routes {
+        Routes::Buffered(handler) => handler,
+        Routes::Split { buffered, .. } if !is_stream => buffered,
+        Routes::Split { stream, .. } | Routes::Streamed(stream) => {
             let meta = StreamMeta {
                 info_headers: info,
                 action,
@@ -366,9 +383,9 @@ async fn handle(
                 headers: parts.headers,
                 body: BodyStream::new(body, Some(config.read_timeout), None),
             };
-            return serve_stream(request, Arc::clone(&route.handler), busy).await;
+            return serve_stream(request, Arc::clone(stream), busy).await;
         }
-    }
+    };
 
     let progress = MinProgress {
         grace: config.read_timeout,
@@ -471,7 +488,7 @@ async fn handle(
         remote: peer,
         cert,
     };
-    let outcome = match AssertUnwindSafe(shared.handler.handle(request))
+    let outcome = match AssertUnwindSafe(handler.handle(request))
         .catch_unwind()
         .await
     {
@@ -628,7 +645,7 @@ async fn serve_stream(
 
 /// Settings of a [`PeerRpcClient`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientConfig {
+pub struct HttpClientConfig {
     /// Send `grc-compress: gzip` with a gzip body and expect a gzip answer (Node
     /// `{compress: true}`). Default `false`.
     pub compress: bool,
@@ -643,9 +660,9 @@ pub struct ClientConfig {
     pub tls: Option<TlsClientConfig>,
 }
 
-impl Default for ClientConfig {
+impl Default for HttpClientConfig {
     fn default() -> Self {
-        ClientConfig {
+        HttpClientConfig {
             compress: false,
             max_response_size: 100 << 20,
             idle_timeout: Duration::from_secs(4),
@@ -659,20 +676,26 @@ impl Default for ClientConfig {
 #[derive(Clone, Debug)]
 pub struct PeerRpcClient {
     link: Link,
-    config: ClientConfig,
+    config: HttpClientConfig,
     http: HttpClient,
+    in_flight: Arc<InFlight>,
 }
 
 impl PeerRpcClient {
-    /// A client looking workers up through `link`, with the default [`ClientConfig`].
+    /// A client looking workers up through `link`, with the default [`HttpClientConfig`].
     pub fn new(link: Link) -> Self {
-        Self::with_config(link, ClientConfig::default())
+        Self::with_config(link, HttpClientConfig::default())
     }
 
     /// Like [`PeerRpcClient::new`] with explicit settings.
-    pub fn with_config(link: Link, config: ClientConfig) -> Self {
+    pub fn with_config(link: Link, config: HttpClientConfig) -> Self {
         let http = HttpClient::new(config.idle_timeout);
-        PeerRpcClient { link, config, http }
+        PeerRpcClient {
+            link,
+            config,
+            http,
+            in_flight: Arc::default(),
+        }
     }
 
     /// The Link used for lookups.
@@ -689,10 +712,11 @@ impl PeerRpcClient {
         payload: Value,
         timeout: Duration,
     ) -> Result<Value, RpcError> {
+        let _in_flight = self.in_flight.enter()?;
         let deadline = Instant::now() + timeout;
         let dests = lookup_before(&self.link, name, deadline).await?;
-        let dest = super::pick_dest(&dests, |_| false, 0)
-            .ok_or(RpcError::Lookup(LinkError::LookupEmpty))?;
+        let dest =
+            pick_dest(&dests, |_| false, 0).ok_or(RpcError::Lookup(LinkError::LookupEmpty))?;
         self.send(dest, name, payload, deadline).await
     }
 
@@ -705,6 +729,7 @@ impl PeerRpcClient {
         payload: Value,
         timeout: Duration,
     ) -> Result<Vec<Result<Value, RpcError>>, RpcError> {
+        let _in_flight = self.in_flight.enter()?;
         let deadline = Instant::now() + timeout;
         let dests = lookup_before(&self.link, name, deadline).await?;
         let calls = dests
@@ -722,8 +747,18 @@ impl PeerRpcClient {
         payload: Value,
         timeout: Duration,
     ) -> Result<Value, RpcError> {
+        let _in_flight = self.in_flight.enter()?;
         self.send(dest, name, payload, Instant::now() + timeout)
             .await
+    }
+
+    /// Closes the client (every clone of it): new requests fail at once with
+    /// `ERR_TRANSPORT_CLOSE`, those in flight get at most `grace` to finish, then the idle
+    /// keep-alive connections close. Returns when they are closed. Streams already open are
+    /// not cut.
+    pub async fn close(&self, grace: Duration) {
+        self.in_flight.close(grace).await;
+        self.http.close_idle();
     }
 
     /// Opens a raw stream to one worker of `name`, chosen at random among the lookup results
@@ -736,13 +771,14 @@ impl PeerRpcClient {
     /// `options.timeout` bounds the whole exchange (Node ignores it for streams); without
     /// it, only the lookup is bounded (by the Link's timeouts).
     pub async fn stream(&self, name: &str, options: StreamOptions) -> Result<RpcStream, RpcError> {
+        let _in_flight = self.in_flight.enter()?;
         let deadline = options.timeout.map(|t| Instant::now() + t);
         let dests = match deadline {
             Some(deadline) => lookup_before(&self.link, name, deadline).await?,
             None => self.link.lookup(name).await?,
         };
-        let dest = super::pick_dest(&dests, |_| false, 0)
-            .ok_or(RpcError::Lookup(LinkError::LookupEmpty))?;
+        let dest =
+            pick_dest(&dests, |_| false, 0).ok_or(RpcError::Lookup(LinkError::LookupEmpty))?;
         self.open_stream(dest, name, &options, deadline).await
     }
 
@@ -753,6 +789,7 @@ impl PeerRpcClient {
         name: &str,
         options: StreamOptions,
     ) -> Result<RpcStream, RpcError> {
+        let _in_flight = self.in_flight.enter()?;
         let deadline = options.timeout.map(|t| Instant::now() + t);
         self.open_stream(dest, name, &options, deadline).await
     }
@@ -954,53 +991,40 @@ impl PeerRpcClient {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gzip_roundtrip_and_node_header() {
-        let packed = gzip(b"[\"r\",null,1]").unwrap();
-        assert_eq!(&packed[..3], &[0x1f, 0x8b, 0x08]);
-        assert_eq!(packed[9], 3, "OS byte as Node's zlib");
-        assert_eq!(gunzip(&packed, 100).unwrap(), b"[\"r\",null,1]");
+impl RpcClient for PeerRpcClient {
+    fn link(&self) -> &Link {
+        PeerRpcClient::link(self)
     }
 
-    #[test]
-    fn inflating_is_charged_and_stops_at_the_budget() {
-        let bomb = gzip(&vec![0u8; 4 << 20]).unwrap();
-        let budget = MemoryBudget::new(1 << 20);
-        let mut charge = budget.reservation();
-        assert_eq!(
-            inflate(&bomb, 100 << 20, Some(&mut charge)),
-            Err(Gunzip::OverBudget)
-        );
-        assert!(budget.used() <= 1 << 20);
-        drop(charge);
-        let small = gzip(&vec![1u8; SMALL_MESSAGE]).unwrap();
-        let mut charge = budget.reservation();
-        let _full = budget.try_reserve(1 << 20).unwrap();
-        assert_eq!(
-            inflate(&small, 100 << 20, Some(&mut charge)).map(|v| v.len()),
-            Ok(SMALL_MESSAGE),
-            "small bodies are not charged, so they pass when the budget is spent"
-        );
-        let packed = gzip(&vec![2u8; 200 << 10]).unwrap();
-        let mut charge = MemoryBudget::new(1 << 20).reservation();
-        assert!(inflate(&packed, 100 << 20, Some(&mut charge)).is_ok());
-        assert_eq!(charge.bytes(), 200 << 10);
+    fn request(
+        &self,
+        name: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Value, RpcError>> + Send {
+        PeerRpcClient::request(self, name, payload, timeout)
     }
 
-    #[test]
-    fn gunzip_is_bounded_and_total() {
-        let bomb = gzip(&vec![0u8; 1 << 20]).unwrap();
-        assert!(bomb.len() < 10_000);
-        assert_eq!(gunzip(&bomb, 1000), Err(Gunzip::TooLarge));
-        assert_eq!(gunzip(&bomb, 1 << 20).map(|v| v.len()), Ok(1 << 20));
-        assert_eq!(gunzip(b"", 10), Err(Gunzip::Invalid));
-        assert_eq!(gunzip(b"plain text", 100), Err(Gunzip::Invalid));
-        let mut two = gzip(b"ab").unwrap();
-        two.extend(gzip(b"cd").unwrap());
-        assert_eq!(gunzip(&two, 10).unwrap(), b"abcd");
+    fn map(
+        &self,
+        name: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<Result<Value, RpcError>>, RpcError>> + Send {
+        PeerRpcClient::map(self, name, payload, timeout)
+    }
+
+    fn request_to(
+        &self,
+        dest: &str,
+        name: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Value, RpcError>> + Send {
+        PeerRpcClient::request_to(self, dest, name, payload, timeout)
+    }
+
+    fn close(&self, grace: Duration) -> impl Future<Output = ()> + Send {
+        PeerRpcClient::close(self, grace)
     }
 }

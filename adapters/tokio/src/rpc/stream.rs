@@ -6,7 +6,7 @@
 //!   caller's headers (`_a` action, `_ar` args, `content-type`…; values that are not strings
 //!   are sent as JSON), and the caller's raw bytes as a chunked body. The response body is
 //!   handed back raw: no JSON framing, no gunzip.
-//! * A server given a [`StreamHandler`] (see [`super::http::PeerRpcServer::with_stream_handler`])
+//! * A server given a [`StreamHandler`] (see [`super::http::ServerBuilder::stream_handler`])
 //!   passes every chunked request to it with the request's [`StreamMeta`] (Node's `meta`)
 //!   and a [`StreamResponder`] to answer with. Without one, a chunked body is parsed as a
 //!   buffered `[rid, key, payload]` request, as Node's buffered server does.
@@ -29,7 +29,7 @@
 //! * Node emits `'stream'` for every request and, unless `disableBuffered`, also parses the
 //!   same body as a buffered request; here each request takes one route: chunked ones go to
 //!   the stream handler when there is one, the others to the buffered handler (or every
-//!   request to the stream handler with [`super::http::PeerRpcServer::streaming`]).
+//!   request to the stream handler when the server has no buffered handler).
 //! * Header names go out lowercase (`host`, not Node's `Host`); HTTP header names are
 //!   case-insensitive.
 
@@ -53,7 +53,9 @@ use tokio::time::{Instant, Sleep};
 pub use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 pub use hyper::StatusCode;
 
-use super::{encode_reply, key_text, RpcError};
+use super::error::RpcError;
+use super::frame::{encode_reply, key_text};
+use super::gzip::gzip;
 use crate::tls::CertInfo;
 
 /// Chunks a [`BodySender`] may have queued before `send`/`write` waits for the connection to
@@ -675,7 +677,7 @@ impl StreamResponder {
     pub async fn reply(self, rid: &Value, outcome: &Result<Value, RpcError>) -> io::Result<()> {
         let frame = encode_reply(rid, outcome);
         let bytes = if self.compress {
-            super::http::gzip(frame.as_bytes())?
+            gzip(frame.as_bytes())?
         } else {
             frame.into_bytes()
         };
@@ -707,14 +709,6 @@ where
     fn handle(&self, request: StreamRequest, responder: StreamResponder) -> StreamHandlerFuture {
         Box::pin(self(request, responder))
     }
-}
-
-/// Which requests a server's [`StreamHandler`] gets.
-#[derive(Clone)]
-pub(crate) struct StreamRoute {
-    pub(crate) handler: Arc<dyn StreamHandler>,
-    /// Every request (Node `disableBuffered: true`), not only chunked ones.
-    pub(crate) all: bool,
 }
 
 #[cfg(test)]

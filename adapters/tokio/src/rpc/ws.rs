@@ -38,17 +38,19 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::{
-    decode_reply, decode_request, encode_reply, encode_request, lookup_before, pick_dest, Accepted,
-    Activity, BadRequest, Busy, Handler, Io, Request, RpcError, ServerConfig, ServerCore, Shared,
-    IDLE_TIMEOUT, SMALL_MESSAGE,
+use super::client::{lookup_before, pick_dest, InFlight, RpcClient, IDLE_TIMEOUT};
+use super::error::RpcError;
+use super::frame::{decode_reply, decode_request, encode_reply, encode_request, BadRequest};
+use super::handler::{Handler, Request};
+use super::server::{
+    Accepted, Activity, Busy, Io, ServerConfig, ServerCore, Shared, SMALL_MESSAGE,
 };
 use crate::limits::{MemoryBudget, MinProgress, Reservation};
 use crate::link::{Link, LinkError};
@@ -82,22 +84,64 @@ pub const WS_READ_BUFFER: usize = 8 * 1024;
 // Server
 
 /// A worker answering RPC requests over WebSocket (Node `PeerRPCServer` of
-/// grenache-nodejs-ws with its `transport('server')`).
+/// grenache-nodejs-ws with its `transport('server')`). Made by [`PeerRpcServer::builder`].
 pub struct PeerRpcServer {
-    core: ServerCore,
+    core: ServerCore<Arc<dyn Handler>>,
+}
+
+/// A worker's settings before it exists ([`PeerRpcServer::builder`]): `.handler`,
+/// optionally `.config`, then `.build()`. `H` is [`NoHandler`] until the handler is given:
+/// only then is there a `build`.
+#[must_use = "a builder does nothing until `.build()`"]
+pub struct ServerBuilder<H = NoHandler> {
+    link: Link,
+    config: ServerConfig,
+    handler: H,
+}
+
+/// The state of a [`ServerBuilder`] given no handler yet.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHandler;
+
+/// The state of a [`ServerBuilder`] given its handler.
+#[derive(Clone)]
+pub struct WithHandler(Arc<dyn Handler>);
+
+impl<H> ServerBuilder<H> {
+    /// The worker's settings (default: [`ServerConfig::default`]).
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// What answers the requests.
+    pub fn handler(self, handler: impl Handler) -> ServerBuilder<WithHandler> {
+        ServerBuilder {
+            link: self.link,
+            config: self.config,
+            handler: WithHandler(Arc::new(handler)),
+        }
+    }
+}
+
+impl ServerBuilder<WithHandler> {
+    /// The worker. It serves nothing until [`PeerRpcServer::listen`].
+    pub fn build(self) -> PeerRpcServer {
+        PeerRpcServer {
+            core: ServerCore::new(self.link, self.handler.0, self.config, serve, "ws"),
+        }
+    }
 }
 
 impl PeerRpcServer {
-    /// A worker using `link` to announce itself and `handler` to answer, with the default
-    /// [`ServerConfig`]. It serves nothing until [`PeerRpcServer::listen`].
-    pub fn new(link: Link, handler: impl Handler) -> Self {
-        Self::with_config(link, handler, ServerConfig::default())
-    }
-
-    /// Like [`PeerRpcServer::new`] with explicit settings.
-    pub fn with_config(link: Link, handler: impl Handler, config: ServerConfig) -> Self {
-        PeerRpcServer {
-            core: ServerCore::new(link, Arc::new(handler), config, serve, "ws"),
+    /// Starts making a worker that uses `link` to announce itself:
+    /// `PeerRpcServer::builder(link).handler(h).build()`, with `.config(c)` for other
+    /// settings than the defaults.
+    pub fn builder(link: Link) -> ServerBuilder {
+        ServerBuilder {
+            link,
+            config: ServerConfig::default(),
+            handler: NoHandler,
         }
     }
 
@@ -112,27 +156,40 @@ impl PeerRpcServer {
         self.core.listen_on(addr).await
     }
 
-    super::listening_methods!("worker", core.listening);
+    super::server::listening_methods!("worker", core.listening);
 
     /// Bytes of large requests buffered now by all connections, charged to
-    /// [`ServerConfig::memory_budget`] (requests up to [`super::SMALL_MESSAGE`] are not
-    /// counted).
+    /// [`ServerConfig::memory_budget`] (requests up to [`SMALL_MESSAGE`] are not counted).
     pub fn buffered_bytes(&self) -> usize {
         self.core.buffered_bytes()
     }
 
-    /// Stops listening, closes every connection and stops the announcers. Dropping the
-    /// server does the same.
+    /// Closes gracefully: stops announcing and accepting (new connections are refused), stops
+    /// reading requests, lets those in flight finish and answer for at most `grace`, then
+    /// closes every connection (code 1001, "going away"). Returns once they are all closed.
+    /// The server may listen again afterwards.
+    pub async fn close(&self, grace: Duration) {
+        self.core.close(grace).await
+    }
+
+    /// Stops at once: stops listening, closes every connection (requests in flight get no
+    /// answer) and stops the announcers. Dropping the server does the same.
     pub fn stop(&self) {
         self.core.stop()
     }
 }
 
-fn serve(accepted: Accepted, shared: Arc<Shared>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+/// Where a WebSocket worker's requests go.
+type Routes = Arc<dyn Handler>;
+
+fn serve(
+    accepted: Accepted,
+    shared: Arc<Shared<Routes>>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(serve_connection(accepted, shared))
 }
 
-async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
+async fn serve_connection(accepted: Accepted, shared: Arc<Shared<Routes>>) {
     let Accepted {
         io,
         peer,
@@ -188,9 +245,18 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
     // it on every message would cost more than the message's framing).
     let idle = tokio::time::sleep_until(liveness.deadline());
     tokio::pin!(idle);
+    // Once the server closes: no more reading, the running handlers answer, then goodbye.
+    let closed = shared.closed();
+    tokio::pin!(closed);
+    let mut draining = false;
     loop {
+        if draining && running.is_empty() {
+            close_with(&mut ws, CloseCode::Away, "server closing").await;
+            return;
+        }
         tokio::select! {
-            message = ws.next(), if running.len() < max_in_flight => {
+            _ = &mut closed, if !draining => draining = true,
+            message = ws.next(), if running.len() < max_in_flight && !draining => {
                 // This message, then every other one already read, up to the in-flight bound.
                 let mut message = message;
                 liveness.heard();
@@ -255,8 +321,8 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
                 }
             }
             () = &mut idle => {
-                if running.len() >= max_in_flight {
-                    // We stopped reading (backpressure), so silence proves nothing.
+                if running.len() >= max_in_flight || draining {
+                    // We stopped reading (backpressure, or closing), so silence proves nothing.
                     liveness.heard();
                 } else if ws.get_ref().receiving() {
                     // A message is arriving (a client cannot answer pings in the middle of a
@@ -374,7 +440,7 @@ impl Liveness {
 fn start_request(
     running: &mut FuturesUnordered<BoxFuture<'static, String>>,
     bytes: &[u8],
-    shared: &Shared,
+    shared: &Shared<Routes>,
     peer: SocketAddr,
     cert: &Option<Arc<CertInfo>>,
     busy: Busy,
@@ -402,7 +468,7 @@ fn start_request(
         remote: peer,
         cert: cert.clone(),
     };
-    let handling = AssertUnwindSafe(shared.handler.handle(request)).catch_unwind();
+    let handling = AssertUnwindSafe(shared.routes.handle(request)).catch_unwind();
     running.push(Box::pin(async move {
         let _busy = busy;
         match handling.await {
@@ -743,7 +809,7 @@ impl AsyncWrite for Metered {
 
 /// Settings of a [`PeerRpcClient`]; the defaults are Node's.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientConfig {
+pub struct WsClientConfig {
     /// Connections kept per worker (Node `maxActiveDestTransports`, 3): new ones are opened
     /// until there are this many, then requests are spread randomly over them.
     pub max_connections_per_dest: usize,
@@ -763,9 +829,9 @@ pub struct ClientConfig {
     pub tls: Option<TlsClientConfig>,
 }
 
-impl Default for ClientConfig {
+impl Default for WsClientConfig {
     fn default() -> Self {
-        ClientConfig {
+        WsClientConfig {
             max_connections_per_dest: 3,
             max_active_key_dests: 5,
             idle_timeout: IDLE_TIMEOUT,
@@ -786,23 +852,25 @@ pub struct PeerRpcClient {
 
 struct ClientInner {
     link: Link,
-    config: ClientConfig,
+    config: WsClientConfig,
     pool: Mutex<HashMap<String, Vec<Arc<Connection>>>>,
+    in_flight: Arc<InFlight>,
 }
 
 impl PeerRpcClient {
-    /// A client looking workers up through `link`, with the default [`ClientConfig`].
+    /// A client looking workers up through `link`, with the default [`WsClientConfig`].
     pub fn new(link: Link) -> Self {
-        Self::with_config(link, ClientConfig::default())
+        Self::with_config(link, WsClientConfig::default())
     }
 
     /// Like [`PeerRpcClient::new`] with explicit settings.
-    pub fn with_config(link: Link, config: ClientConfig) -> Self {
+    pub fn with_config(link: Link, config: WsClientConfig) -> Self {
         PeerRpcClient {
             inner: Arc::new(ClientInner {
                 link,
                 config,
                 pool: Mutex::new(HashMap::new()),
+                in_flight: Arc::default(),
             }),
         }
     }
@@ -821,6 +889,7 @@ impl PeerRpcClient {
         payload: Value,
         timeout: Duration,
     ) -> Result<Value, RpcError> {
+        let _in_flight = self.inner.in_flight.enter()?;
         let deadline = Instant::now() + timeout;
         let dests = lookup_before(&self.inner.link, name, deadline).await?;
         let dest = pick_dest(
@@ -841,6 +910,7 @@ impl PeerRpcClient {
         payload: Value,
         timeout: Duration,
     ) -> Result<Vec<Result<Value, RpcError>>, RpcError> {
+        let _in_flight = self.inner.in_flight.enter()?;
         let deadline = Instant::now() + timeout;
         let dests = lookup_before(&self.inner.link, name, deadline).await?;
         let calls = dests
@@ -858,25 +928,31 @@ impl PeerRpcClient {
         payload: Value,
         timeout: Duration,
     ) -> Result<Value, RpcError> {
+        let _in_flight = self.inner.in_flight.enter()?;
         self.send(dest, name, payload, Instant::now() + timeout)
             .await
     }
 
-    /// Raw streams exist only on the HTTP transport (Node's `peer.stream` over WebSocket
-    /// fails with `t.requestStream is not a function`): always
-    /// [`RpcError::StreamUnsupported`]. See [`super::http::PeerRpcClient::stream`].
-    pub async fn stream(
-        &self,
-        _name: &str,
-        _options: super::stream::StreamOptions,
-    ) -> Result<super::stream::RpcStream, RpcError> {
-        Err(RpcError::StreamUnsupported)
-    }
-
-    /// Closes every pooled connection; requests still waiting fail with
-    /// `ERR_TRANSPORT_CLOSE`.
-    pub fn stop(&self) {
-        lock(&self.inner.pool).clear();
+    /// Closes the client (every clone of it): new requests fail at once with
+    /// `ERR_TRANSPORT_CLOSE`, those in flight get at most `grace` to finish (the rest then
+    /// fail with `ERR_TRANSPORT_CLOSE`), then every pooled connection closes with a close
+    /// frame. Returns when they are closed.
+    pub async fn close(&self, grace: Duration) {
+        self.inner.in_flight.close(grace).await;
+        let connections: Vec<Arc<Connection>> = lock(&self.inner.pool)
+            .drain()
+            .flat_map(|(_, list)| list)
+            .collect();
+        let ended: Vec<_> = connections.iter().map(|c| c.ended.clone()).collect();
+        // Requests still waiting past the grace fail now, and so let go of their connection:
+        // dropping the last handle of a connection makes its task say goodbye and end.
+        for connection in &connections {
+            close_pending(&connection.pending, &RpcError::TransportClose);
+        }
+        drop(connections);
+        for mut ended in ended {
+            let _ = ended.wait_for(|done| *done).await;
+        }
     }
 
     async fn send(
@@ -966,6 +1042,8 @@ struct Pending {
 struct Connection {
     outgoing: mpsc::Sender<String>,
     pending: Arc<Mutex<Pending>>,
+    /// Turns `true` when the connection's task has ended (its socket is closed).
+    ended: watch::Receiver<bool>,
 }
 
 /// Removes a request from `Pending` when it ends in any way (answer, timeout, cancellation).
@@ -981,16 +1059,25 @@ impl Drop for Registration {
 }
 
 impl Connection {
-    fn open(dest: &str, config: &ClientConfig) -> Connection {
+    fn open(dest: &str, config: &WsClientConfig) -> Connection {
         let (outgoing, frames) = mpsc::channel(64);
         let pending = Arc::new(Mutex::new(Pending::default()));
-        tokio::spawn(run_connection(
+        let (ended_tx, ended) = watch::channel(false);
+        let running = run_connection(
             dest.to_string(),
             config.clone(),
             frames,
             Arc::clone(&pending),
-        ));
-        Connection { outgoing, pending }
+        );
+        tokio::spawn(async move {
+            running.await;
+            ended_tx.send_replace(true);
+        });
+        Connection {
+            outgoing,
+            pending,
+            ended,
+        }
     }
 
     fn is_alive(&self) -> bool {
@@ -1025,7 +1112,7 @@ fn close_pending(pending: &Mutex<Pending>, error: &RpcError) {
 async fn connect(
     dest: &str,
     url: &str,
-    config: &ClientConfig,
+    config: &WsClientConfig,
 ) -> Result<WebSocketStream<Box<dyn Io>>, String> {
     let stream = TcpStream::connect(dest)
         .await
@@ -1046,7 +1133,7 @@ async fn connect(
 
 async fn run_connection(
     dest: String,
-    config: ClientConfig,
+    config: WsClientConfig,
     mut frames: mpsc::Receiver<String>,
     pending: Arc<Mutex<Pending>>,
 ) {
@@ -1086,7 +1173,7 @@ async fn run_connection(
                         break;
                     }
                 }
-                // Every handle of this connection is gone (`stop`, or the client dropped):
+                // Every handle of this connection is gone (`close`, or the client dropped):
                 // say goodbye, so the worker does not log a reset connection.
                 None => {
                     close_pending(&pending, &RpcError::TransportClose);
@@ -1151,6 +1238,44 @@ fn deliver(pending: &Mutex<Pending>, bytes: &[u8], dest: &str) {
         None => tracing::debug!(
             "grenache ws client: ignoring an answer from {dest} for unknown request {rid}"
         ),
+    }
+}
+
+impl RpcClient for PeerRpcClient {
+    fn link(&self) -> &Link {
+        PeerRpcClient::link(self)
+    }
+
+    fn request(
+        &self,
+        name: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Value, RpcError>> + Send {
+        PeerRpcClient::request(self, name, payload, timeout)
+    }
+
+    fn map(
+        &self,
+        name: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<Result<Value, RpcError>>, RpcError>> + Send {
+        PeerRpcClient::map(self, name, payload, timeout)
+    }
+
+    fn request_to(
+        &self,
+        dest: &str,
+        name: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Value, RpcError>> + Send {
+        PeerRpcClient::request_to(self, dest, name, payload, timeout)
+    }
+
+    fn close(&self, grace: Duration) -> impl Future<Output = ()> + Send {
+        PeerRpcClient::close(self, grace)
     }
 }
 
