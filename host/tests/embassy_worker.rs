@@ -369,8 +369,14 @@ fn inner() {
 fn same_answers_as_the_tokio_workers(rt: &tokio::runtime::Runtime) {
     let link = || Link::new(LinkConfig::new(GRAPE_API)).unwrap();
     let config = worker_table::tokio_config;
-    let httpd = http::PeerRpcServer::with_config(link(), worker_table::fibonacci, config());
-    let wsd = ws::PeerRpcServer::with_config(link(), worker_table::fibonacci, config());
+    let httpd = http::PeerRpcServer::builder(link())
+        .handler(worker_table::fibonacci)
+        .config(config())
+        .build();
+    let wsd = ws::PeerRpcServer::builder(link())
+        .handler(worker_table::fibonacci)
+        .config(config())
+        .build();
     let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let (http_addr, ws_addr) = rt.block_on(async {
         (
