@@ -1,7 +1,7 @@
 //! The tokio adapter of Grenache: host-side peers that talk to grapes and to other services.
 //!
-//! * [`grape`]: the grape: its HTTP API and configuration over the DHT node ([`dht`]).
-//! * [`dht`]: the DHT node on a UDP socket, driving `grenache_core::dht::node::Node`.
+//! * [`grape`]: the grape: its HTTP API and configuration over its DHT node on a UDP socket
+//!   ([`grape::node`], driving `grenache_core::dht::node::Node`).
 //! * [`link`]: the client of a grape's HTTP API (`lookup`, `announce`, `put`, `get`), with the
 //!   lookup cache, request coalescing and retries of `grenache-nodejs-link`.
 //! * [`rpc::ws`] and [`rpc::http`]: RPC workers (`PeerRpcServer`) and clients
@@ -21,16 +21,17 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-pub mod dht;
 pub mod grape;
 mod http_client;
 pub mod limits;
 pub mod link;
+mod os_rng;
 pub mod pubsub;
 pub mod rpc;
 pub mod tls;
 
 pub use link::{Link, LinkConfig, LinkError};
+pub use os_rng::OsRng;
 pub use rpc::{Handler, Request, RpcError};
 
 // docs/FROM_NODE.md, the guide for users of the Node packages: its Rust blocks are doctests,

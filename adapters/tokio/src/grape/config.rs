@@ -47,7 +47,7 @@ pub struct GrapeConfig {
     /// coalescer's, so the flag bounds that.
     pub dht_max_tables: usize,
     /// `--dht_maxValues`: BEP 44 items stored at most, shared fairly between the hosts that
-    /// put them. At most [`crate::dht::ITEMS`] (the DHT refuses to start above it).
+    /// put them. At most [`crate::grape::node::ITEMS`] (the DHT refuses to start above it).
     pub dht_max_values: usize,
     /// `--dpa/--dht_peer_maxAge`: how long announced peers live after their last announce; zero
     /// = never expire. Exact here; the Node grape keeps them 0.67–1.33 × as long (record-cache

@@ -3,7 +3,8 @@
 //! A drop-in for the HTTP API of the Node `grenache-grape` 1.0.0 (protocol notes §2): the same
 //! endpoints, bodies, status codes and headers, so grenache-nodejs-link and other clients cannot
 //! tell the difference. The DHT itself sits behind the [`GrapeDht`] trait; the API converts every
-//! request into a typed call and renders the answer.
+//! request into a typed call and renders the answer. The grape's own DHT is [`node::Dht`], a
+//! `grenache_core` node on a UDP socket; tests put fakes behind the trait.
 //!
 //! # The API
 //!
@@ -107,6 +108,7 @@ mod dht;
 mod fair;
 mod handlers;
 mod js;
+pub mod node;
 mod start;
 
 pub use announcers::FORBIDDEN as ERR_UNANNOUNCE_FORBIDDEN;
