@@ -14,7 +14,7 @@ use super::announcers::FORBIDDEN;
 use super::api::Shared;
 use super::bencode::{bencode_integer, encode_value, render_js_string};
 use super::dht::{DhtError, GetQuery, GotItem, GrapeDht, MutablePut, PutItem};
-use super::js::{self, Encoding, JsThrow};
+use crate::js::{self, Encoding, JsThrow};
 
 /// Lookups answer at most this many peers (`_mem.get(ih, 100)`, `Grape.js:208`).
 pub const MAX_LOOKUP_PEERS: usize = 100;
@@ -274,16 +274,6 @@ enum Field<'a> {
     Buf(Vec<u8>),
 }
 
-impl Field<'_> {
-    fn truthy(&self) -> bool {
-        match self {
-            Field::Raw(v) => js::truthy(*v),
-            // A Buffer is an object: truthy even when empty.
-            Field::Buf(_) => true,
-        }
-    }
-}
-
 /// `handlePeerPut` + `Grape.put` + bittorrent-dht `put` validation (`client.js:255-284`).
 fn plan_put(data: Option<&Value>) -> Result<Plan, JsThrow> {
     // handlePeerPut: `opts.k` throws on undefined/null (500).
@@ -294,17 +284,17 @@ fn plan_put(data: Option<&Value>) -> Result<Plan, JsThrow> {
         Field::Raw(member("sig")),
         Field::Raw(member("salt")),
     );
-    if js::truthy(k_raw) {
+    if k_raw.is_some_and(js::truthy) {
         if let Some(raw) = k_raw {
             k = Field::Buf(js::str2buf(raw, Encoding::Hex)?);
         }
         if let Field::Raw(Some(raw)) = sig {
-            if js::truthy(Some(raw)) {
+            if js::truthy(raw) {
                 sig = Field::Buf(js::str2buf(raw, Encoding::Hex)?);
             }
         }
         if let Field::Raw(Some(raw)) = salt {
-            if js::truthy(Some(raw)) {
+            if js::truthy(raw) {
                 salt = Field::Buf(js::str2buf(raw, Encoding::Utf8)?);
             }
         }
@@ -328,7 +318,9 @@ fn validate_put(
         _ => js::prop(data, "v").ok().flatten(),
     };
     let member = |key: &str| js::prop(data, key).ok().flatten();
-    let mutable = k.truthy();
+    // `if (opts.k)`: `k` became a Buffer (an object, truthy even when empty) exactly when the
+    // request's `k` was truthy, and a falsy `k` stayed as it came.
+    let mutable = matches!(k, Field::Buf(_));
     let Some(v) = v else {
         return Err("opts.v not given".into());
     };
@@ -405,7 +397,7 @@ fn plan_get(data: Option<&Value>) -> Result<Plan, JsThrow> {
         }
     };
     let salt = match salt_raw {
-        Some(raw) if js::truthy(Some(raw)) => Some(js::str2buf(raw, Encoding::Utf8)?),
+        Some(raw) if js::truthy(raw) => Some(js::str2buf(raw, Encoding::Utf8)?),
         _ => None,
     };
     // node.get → toBuffer(hash): a string is hex-decoded (no JSON.parse here); anything else

@@ -41,7 +41,7 @@
 //!
 //! # Reproduced quirks (R) and deliberate fixes (F)
 //!
-//! * R: request values go through the JavaScript operations Node applies (`js`): property reads
+//! * R: request values go through the JavaScript operations Node applies (`crate::js`): property reads
 //!   that throw, truthiness, `Number.isInteger`, `Buffer.from` (arrays, `{"type":"Buffer",
 //!   "data":[…]}`, array-likes), Node's lenient hex decoding.
 //! * R (Q16): `str2buf` tries `JSON.parse` first for `k`, `sig`, `salt` and a string `/get`
@@ -107,7 +107,6 @@ mod conn;
 mod dht;
 mod fair;
 mod handlers;
-mod js;
 pub mod node;
 mod start;
 

@@ -70,7 +70,8 @@ use crate::http_client::{HttpClient, HttpFailure};
 use crate::limits::{MemoryBudget, MinProgress, Reservation};
 use crate::link::{Link, LinkError};
 use crate::tls::{CertInfo, TlsClientConfig};
-use crate::{js_truthy, new_rid};
+use crate::js::truthy as js_truthy;
+use crate::new_rid;
 use grenache_core::wire::frame::ERR_REQUEST_MALFORMED;
 
 /// The header naming the body encoding (`none` or `gzip`).
