@@ -593,10 +593,24 @@ mod tests {
 
     #[test]
     fn truthy_matches_javascript() {
-        for falsy in [json!(null), json!(false), json!(0), json!(""), json!(0.0), json!(-0.0)] {
+        for falsy in [
+            json!(null),
+            json!(false),
+            json!(0),
+            json!(""),
+            json!(0.0),
+            json!(-0.0),
+        ] {
             assert!(!truthy(&falsy), "{falsy} should be falsy");
         }
-        for truthy_value in [json!(true), json!(1), json!("x"), json!([]), json!({}), json!(-1)] {
+        for truthy_value in [
+            json!(true),
+            json!(1),
+            json!("x"),
+            json!([]),
+            json!({}),
+            json!(-1),
+        ] {
             assert!(truthy(&truthy_value), "{truthy_value} should be truthy");
         }
     }

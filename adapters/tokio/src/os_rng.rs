@@ -44,4 +44,3 @@ impl Rng for OsRng {
         u32::from_le_bytes(w)
     }
 }
-

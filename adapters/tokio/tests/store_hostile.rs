@@ -251,7 +251,10 @@ async fn an_announce_flood_from_one_host_leaves_the_honest_worker() {
         })
         .await;
     let answered = answers.iter().filter(|a| is_answer(a)).count();
-    assert!(answered > grenache_tokio::grape::node::PEERS, "{answered} answered");
+    assert!(
+        answered > grenache_tokio::grape::node::PEERS,
+        "{answered} answered"
+    );
     assert!(
         witness.stored_peers(b"svc").await.contains(&honest),
         "the store flood evicted the honest worker"

@@ -5,19 +5,15 @@
 //! either an immediate [`Reply`] or one typed DHT call; [`execute`] performs the call and renders
 //! the answer. Both are pure apart from the DHT call, so every rule is unit-tested here.
 
-use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::IpAddr;
 
 use serde_json::Value;
 
 use super::announcers::FORBIDDEN;
-use super::api::Shared;
 use super::bencode::{bencode_integer, encode_value, render_js_string};
 use super::dht::{DhtError, GetQuery, GotItem, GrapeDht, MutablePut, PutItem};
+use super::shared::Shared;
 use crate::js::{self, Encoding, JsThrow};
-
-/// Lookups answer at most this many peers (`_mem.get(ih, 100)`, `Grape.js:208`).
-pub const MAX_LOOKUP_PEERS: usize = 100;
 
 /// An HTTP answer, before transport headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -463,20 +459,6 @@ fn count_reply(result: Result<usize, DhtError>) -> Reply {
         Ok(count) => Reply::json(count.to_string()),
         Err(err) => Reply::dht_error(&err),
     }
-}
-
-/// `["a.b.c.d:port", …]`: distinct peers in the DHT's order, at most [`MAX_LOOKUP_PEERS`], port 0
-/// left out.
-pub(crate) fn render_peers(peers: &[SocketAddrV4]) -> String {
-    let mut seen = HashSet::new();
-    let list: Vec<String> = peers
-        .iter()
-        // Port 0 is never a peer (bittorrent-dht's decodePeers skips it).
-        .filter(|peer| peer.port() != 0 && seen.insert(**peer))
-        .take(MAX_LOOKUP_PEERS)
-        .map(ToString::to_string)
-        .collect();
-    serde_json::to_string(&list).unwrap_or_else(|_| String::from("[]"))
 }
 
 /// The JSON object `Grape.get` sends for a found item (§2.5): binary fields in hex, `v` as
@@ -1045,21 +1027,5 @@ mod tests {
             ..local
         };
         assert!(render_got(&number, None).ends_with(r#""v":"5"}"#));
-    }
-
-    #[test]
-    fn peers_render_distinct_and_capped() {
-        let a: SocketAddrV4 = "127.0.0.1:1337".parse().unwrap();
-        let b: SocketAddrV4 = "10.0.0.2:80".parse().unwrap();
-        assert_eq!(
-            render_peers(&[a, b, a]),
-            r#"["127.0.0.1:1337","10.0.0.2:80"]"#
-        );
-        assert_eq!(render_peers(&[]), "[]");
-        let many: Vec<SocketAddrV4> = (1..=150)
-            .map(|p| SocketAddrV4::new([127, 0, 0, 1].into(), p))
-            .collect();
-        let rendered: Vec<String> = serde_json::from_str(&render_peers(&many)).unwrap();
-        assert_eq!(rendered.len(), MAX_LOOKUP_PEERS);
     }
 }

@@ -179,7 +179,6 @@ impl Dht {
             .map_err(|_| DhtError::Destroyed)?;
         rx.await.map_err(|_| DhtError::Destroyed)?
     }
-
 }
 
 /// Builds the node on the heap.
@@ -421,9 +420,7 @@ impl Loop {
                     node.put_mutable(t, &m.k, salt, m.seq, &m.sig, &item.v_bencoded, m.cas)
                 }
             },
-            Command::Get(query, _) => {
-                node.get(t, &query.hash, query.salt.as_deref(), query.cache)
-            }
+            Command::Get(query, _) => node.get(t, &query.hash, query.salt.as_deref(), query.cache),
         };
         let op = match started {
             Err(StartError::Busy) => return Err(c),

@@ -67,11 +67,11 @@ use super::{
     SMALL_MESSAGE,
 };
 use crate::http_client::{HttpClient, HttpFailure};
+use crate::js::truthy as js_truthy;
 use crate::limits::{MemoryBudget, MinProgress, Reservation};
 use crate::link::{Link, LinkError};
-use crate::tls::{CertInfo, TlsClientConfig};
-use crate::js::truthy as js_truthy;
 use crate::new_rid;
+use crate::tls::{CertInfo, TlsClientConfig};
 use grenache_core::wire::frame::ERR_REQUEST_MALFORMED;
 
 /// The header naming the body encoding (`none` or `gzip`).

@@ -40,11 +40,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{Instant, Sleep};
 
+use crate::js::{string as js_string, truthy as js_truthy};
 use crate::limits::{client_key, ConnectionLimits, ConnectionTable, MemoryBudget, Refused};
 use crate::link::{Link, LinkError};
-use crate::tls::{CertInfo, TlsServerConfig};
-use crate::js::{string as js_string, truthy as js_truthy};
 use crate::lock;
+use crate::tls::{CertInfo, TlsServerConfig};
 use grenache_core::wire::frame::{
     on_malformed, write_reply_err, FrameError, Malformed, Request as CoreRequest,
     ERR_REQUEST_MALFORMED,
