@@ -1084,8 +1084,8 @@ impl fmt::Display for JsNumber {
             if !rest.is_empty() {
                 write!(f, ".{rest}")?;
             }
-            let sign = if n - 1 >= 0 { '+' } else { '-' };
-            write!(f, "e{sign}{}", (n - 1).unsigned_abs())
+            let sign = if exponent >= 0 { '+' } else { '-' };
+            write!(f, "e{sign}{}", exponent.unsigned_abs())
         }
     }
 }
