@@ -80,7 +80,10 @@ enum Command {
     Get(GetQuery, oneshot::Sender<Result<Option<GotItem>, DhtError>>),
 }
 
-/// A handle on a running DHT node; cheap to clone.
+/// A handle on a running DHT node; cheap to clone. Its operations are the [`GrapeDht`] methods
+/// (`lookup`, `announce`, `unannounce`, `put`, `get`): bring the trait into scope to call them.
+/// Concurrent lookups of one name share one traversal; commands beyond the free operation slots
+/// wait in a queue of [`MAX_QUEUED`].
 #[derive(Clone, Debug)]
 pub struct Dht {
     tx: mpsc::Sender<Command>,
