@@ -46,6 +46,9 @@ cargo fmt --all -- --check || fail "cargo fmt reports unformatted code (run carg
 step "clippy (all targets, all features, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+step "no import cycles between the modules of a crate (ci/check-module-cycles.py)"
+python3 ci/check-module-cycles.py || fail "modules depend on each other in a cycle (see above)"
+
 step "API docs build without warnings (broken intra-doc links, bad doc markup)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 

@@ -242,7 +242,7 @@ async fn api_allow_keeps_other_hosts_out() {
 
 #[test]
 fn a_dht_max_values_above_what_the_build_keeps_is_a_clear_error() {
-    let too_many = (grenache_tokio::dht::ITEMS + 1).to_string();
+    let too_many = (grenache_tokio::grape::node::ITEMS + 1).to_string();
     let out = grape(&[
         "--dp",
         "0",
@@ -258,7 +258,7 @@ fn a_dht_max_values_above_what_the_build_keeps_is_a_clear_error() {
     assert!(
         err.contains(&format!(
             "--dht_maxValues: {too_many} is above the maximum of {}",
-            grenache_tokio::dht::ITEMS
+            grenache_tokio::grape::node::ITEMS
         )),
         "{err}"
     );

@@ -1,7 +1,7 @@
 //! The tokio adapter of Grenache: host-side peers that talk to grapes and to other services.
 //!
-//! * [`grape`]: the grape: its HTTP API and configuration over the DHT node ([`dht`]).
-//! * [`dht`]: the DHT node on a UDP socket, driving `grenache_core::dht::node::Node`.
+//! * [`grape`]: the grape: its HTTP API and configuration over its DHT node on a UDP socket
+//!   ([`grape::node`], driving `grenache_core::dht::node::Node`).
 //! * [`link`]: the client of a grape's HTTP API (`lookup`, `announce`, `put`, `get`), with the
 //!   lookup cache, request coalescing and retries of `grenache-nodejs-link`.
 //! * [`rpc::ws`] and [`rpc::http`]: RPC workers (`PeerRpcServer`) and clients
@@ -21,16 +21,18 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-pub mod dht;
 pub mod grape;
 mod http_client;
+mod js;
 pub mod limits;
 pub mod link;
+mod os_rng;
 pub mod pubsub;
 pub mod rpc;
 pub mod tls;
 
 pub use link::{Link, LinkConfig, LinkError};
+pub use os_rng::OsRng;
 pub use rpc::{Handler, Request, RpcError};
 
 // docs/FROM_NODE.md, the guide for users of the Node packages: its Rust blocks are doctests,
@@ -55,65 +57,9 @@ pub(crate) fn new_rid() -> String {
     uuid::Uuid::new_v4().hyphenated().to_string()
 }
 
-/// `String(value)` in JavaScript, for the JSON values Node peers put in error slots: Node
-/// builds `new Error(value)`, so a non-string error arrives as its JavaScript string form
-/// (`[object Object]` for objects, comma-joined elements for arrays).
-pub(crate) fn js_string(value: &serde_json::Value) -> String {
-    use serde_json::Value;
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "null".to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::Object(_) => "[object Object]".to_string(),
-        // Only called on parsed JSON, whose depth serde_json bounds (128 levels).
-        Value::Array(items) => items
-            .iter()
-            .map(|item| match item {
-                Value::Null => String::new(),
-                other => js_string(other),
-            })
-            .collect::<Vec<_>>()
-            .join(","),
-    }
-}
-
-/// JavaScript truthiness of a JSON value: Node clients treat a falsy error slot (`null`,
-/// `false`, `0`, `""`) as success.
-pub(crate) fn js_truthy(value: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match value {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(_) | Value::Object(_) => true,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn js_string_matches_javascript() {
-        assert_eq!(js_string(&json!("boom")), "boom");
-        assert_eq!(js_string(&json!({"a": 1})), "[object Object]");
-        assert_eq!(js_string(&json!([1, null, "x"])), "1,,x");
-        assert_eq!(js_string(&json!(true)), "true");
-        assert_eq!(js_string(&json!(12)), "12");
-    }
-
-    #[test]
-    fn js_truthy_matches_javascript() {
-        for falsy in [json!(null), json!(false), json!(0), json!(""), json!(0.0)] {
-            assert!(!js_truthy(&falsy), "{falsy} should be falsy");
-        }
-        for truthy in [json!(true), json!(1), json!("x"), json!([]), json!({})] {
-            assert!(js_truthy(&truthy), "{truthy} should be truthy");
-        }
-    }
 
     #[test]
     fn rids_are_uuid_v4() {

@@ -31,7 +31,7 @@ use tokio::task::AbortHandle;
 
 use crate::http_client::{HttpClient, HttpFailure};
 
-use crate::{js_string, lock, new_rid};
+use crate::{js, lock, new_rid};
 /// The ed25519 key [`Link::put_mutable`] signs with (ed25519-dalek's, through grenache-core),
 /// re-exported so that callers need no other crate to name it.
 pub use grenache_core::dht::bep44::SigningKey;
@@ -361,7 +361,7 @@ impl Link {
     pub async fn put(&self, data: &Value) -> Result<String, LinkError> {
         match self.inner.api.call("put", data, 1).await? {
             Value::String(hash) if is_hex_hash(&hash) => Ok(hash),
-            other => Err(LinkError::Grape(js_string(&other))),
+            other => Err(LinkError::Grape(js::string(&other))),
         }
     }
 
@@ -469,7 +469,7 @@ impl Api {
         } else {
             Err(LinkError::Status {
                 code: status.as_u16(),
-                message: js_string(&value),
+                message: js::string(&value),
             })
         }
     }
@@ -536,7 +536,7 @@ fn get_answer(answer: Value) -> Result<Option<Value>, LinkError> {
         Value::Object(_) => Ok(Some(answer)),
         Value::Null => Ok(None),
         Value::String(text) if text.is_empty() => Ok(None),
-        other => Err(LinkError::Grape(js_string(&other))),
+        other => Err(LinkError::Grape(js::string(&other))),
     }
 }
 

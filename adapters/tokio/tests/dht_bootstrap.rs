@@ -6,7 +6,8 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use grenache_tokio::dht::{Dht, DhtConfig};
+use grenache_tokio::grape::node::{Dht, DhtConfig};
+use grenache_tokio::grape::GrapeDht;
 use grenache_tokio::grape::{BootstrapNode, GrapeConfig};
 
 #[tokio::test]
@@ -25,7 +26,7 @@ async fn a_one_way_bootstrap_joins_both_nodes() {
     // A knows nobody until B's bootstrap query reaches it; then announcing through A works.
     let deadline = Instant::now() + Duration::from_secs(3);
     let stored = loop {
-        match a.announce(b"one_way_svc", 4242).await {
+        match a.announce(b"one_way_svc".to_vec(), 4242).await {
             Ok(n) if n > 0 => break n,
             other => assert!(
                 Instant::now() < deadline,
@@ -35,6 +36,6 @@ async fn a_one_way_bootstrap_joins_both_nodes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(stored >= 1);
-    let peers = b.lookup(b"one_way_svc").await.unwrap();
+    let peers = b.lookup(b"one_way_svc".to_vec()).await;
     assert_eq!(peers, vec![SocketAddrV4::new(Ipv4Addr::LOCALHOST, 4242)]);
 }

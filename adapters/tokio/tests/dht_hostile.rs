@@ -12,7 +12,8 @@ use grenache_core::addr::PeerAddr;
 use grenache_core::dht::id::NodeId;
 use grenache_core::dht::ratelimit::RateLimit;
 use grenache_core::wire::krpc;
-use grenache_tokio::dht::{Dht, DhtConfig, DhtThread};
+use grenache_tokio::grape::node::{Dht, DhtConfig, DhtThread};
+use grenache_tokio::grape::GrapeDht;
 use grenache_tokio::grape::{BootstrapNode, GrapeConfig};
 
 fn grape(bind: &str, bootstrap: &[SocketAddrV4]) -> (Dht, DhtThread) {
@@ -52,7 +53,7 @@ async fn a_host_on_the_queried_ip_flooding_guessed_answers_poisons_no_lookup() {
     let (b, _tb) = grape("127.0.0.1", &[a.local_addr(), silent_addr]);
     let honest = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 4242);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !matches!(a.announce(b"hostile_svc", 4242).await, Ok(n) if n > 0) {
+    while !matches!(a.announce(b"hostile_svc".to_vec(), 4242).await, Ok(n) if n > 0) {
         assert!(Instant::now() < deadline, "A never reached B");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -91,7 +92,7 @@ async fn a_host_on_the_queried_ip_flooding_guessed_answers_poisons_no_lookup() {
     const LOOKUPS: usize = 10;
     let (mut poisoned, mut found) = (0, 0);
     for _ in 0..LOOKUPS {
-        let peers = b.lookup(b"hostile_svc").await.unwrap();
+        let peers = b.lookup(b"hostile_svc".to_vec()).await;
         poisoned += usize::from(peers.contains(&SocketAddrV4::new(Ipv4Addr::new(6, 6, 6, 6), 666)));
         found += usize::from(peers.contains(&honest));
     }
@@ -244,9 +245,9 @@ async fn sybil_nodes_next_to_a_name_do_not_hide_its_worker() {
     let mut found = 0;
     let mut lookups = 0;
     while lookups < 20 && Instant::now() < deadline {
-        let _ = a.announce(NAME, 4242).await;
+        let _ = a.announce(NAME.to_vec(), 4242).await;
         lookups += 1;
-        if b.lookup(NAME).await.is_ok_and(|p| p.contains(&honest)) {
+        if b.lookup(NAME.to_vec()).await.contains(&honest) {
             found += 1;
         }
     }

@@ -215,7 +215,7 @@ fn is_answer(datagram: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_announce_flood_from_one_host_leaves_the_honest_worker() {
-    let (a, b) = two_grapes(grenache_tokio::dht::ITEMS).await;
+    let (a, b) = two_grapes(grenache_tokio::grape::node::ITEMS).await;
     let honest = PeerAddr::new([127, 0, 0, 1], HONEST_PORT);
     let answer = post_until_ok(
         &b,
@@ -243,7 +243,7 @@ async fn an_announce_flood_from_one_host_leaves_the_honest_worker() {
     assert!(stored.contains(&honest), "the honest worker was pushed out");
 
     // More announces of other names than the store holds (10,240 entries).
-    let flood = grenache_tokio::dht::PEERS + 1000;
+    let flood = grenache_tokio::grape::node::PEERS + 1000;
     let answers = attacker
         .run(flood, |q, t, i| {
             let name = format!("junk:{i}");
@@ -251,7 +251,10 @@ async fn an_announce_flood_from_one_host_leaves_the_honest_worker() {
         })
         .await;
     let answered = answers.iter().filter(|a| is_answer(a)).count();
-    assert!(answered > grenache_tokio::dht::PEERS, "{answered} answered");
+    assert!(
+        answered > grenache_tokio::grape::node::PEERS,
+        "{answered} answered"
+    );
     assert!(
         witness.stored_peers(b"svc").await.contains(&honest),
         "the store flood evicted the honest worker"

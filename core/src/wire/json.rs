@@ -1032,12 +1032,161 @@ pub fn write_str(out: &mut [u8], s: &str) -> Result<usize, JsonError> {
     Ok(w.len())
 }
 
+/// A number as JavaScript's `String(n)` writes it (ECMA-262 `Number::toString`, radix 10):
+/// what a Node peer shows for a number it turns into text, e.g. a non-string error slot that
+/// becomes `new Error(err).message`.
+///
+/// The digits are the shortest that read back as the same double; plain notation from 1e-6 up to
+/// below 1e21 (`0.000001`, `123456789012345680000`, `0.1`), exponent notation outside it
+/// (`1e+21`, `1.5e-7`); `-0` is `0`, and `NaN`, `Infinity`, `-Infinity` as in JavaScript.
+/// Allocation-free: `write!` it into any [`fmt::Write`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct JsNumber(pub f64);
+
+impl fmt::Display for JsNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let x = self.0;
+        if x.is_nan() {
+            return f.write_str("NaN");
+        }
+        if x == 0.0 {
+            return f.write_str("0");
+        }
+        if x.is_infinite() {
+            return f.write_str(if x > 0.0 { "Infinity" } else { "-Infinity" });
+        }
+        if x < 0.0 {
+            f.write_str("-")?;
+        }
+        // Rust's `{:e}` without a precision prints the shortest digit string that reads back
+        // as the same double, as ECMA-262 requires: `d[.ddd]e<exp>`, at most 24 bytes.
+        let mut sci = SciDigits::default();
+        fmt::write(&mut sci, format_args!("{:e}", x.abs()))?;
+        let (digits, exponent) = sci.split()?;
+        // n: where the decimal point goes, counted from the start of the digit string.
+        let n = exponent + 1;
+        let k = i32::try_from(digits.len()).map_err(|_| fmt::Error)?;
+        let zeros = |f: &mut fmt::Formatter<'_>, count: i32| -> fmt::Result {
+            (0..count).try_for_each(|_| f.write_str("0"))
+        };
+        let digits = core::str::from_utf8(digits).map_err(|_| fmt::Error)?;
+        if k <= n && n <= 21 {
+            f.write_str(digits)?;
+            zeros(f, n - k)
+        } else if 0 < n && n <= 21 {
+            let (int, frac) = digits.split_at(usize::try_from(n).map_err(|_| fmt::Error)?);
+            write!(f, "{int}.{frac}")
+        } else if -6 < n && n <= 0 {
+            f.write_str("0.")?;
+            zeros(f, -n)?;
+            f.write_str(digits)
+        } else {
+            let (first, rest) = digits.split_at(1);
+            f.write_str(first)?;
+            if !rest.is_empty() {
+                write!(f, ".{rest}")?;
+            }
+            let sign = if exponent >= 0 { '+' } else { '-' };
+            write!(f, "e{sign}{}", exponent.unsigned_abs())
+        }
+    }
+}
+
+/// The text of `{:e}` for a finite positive double, caught in a fixed buffer: the longest is
+/// `2.2250738585072014e-308` (23 bytes).
+#[derive(Default)]
+struct SciDigits {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl fmt::Write for SciDigits {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+impl SciDigits {
+    /// The significant digits (without the point, never empty) and the decimal exponent.
+    fn split(&mut self) -> Result<(&[u8], i32), fmt::Error> {
+        let text = self.buf.get_mut(..self.len).ok_or(fmt::Error)?;
+        let e = text.iter().position(|&b| b == b'e').ok_or(fmt::Error)?;
+        let (mantissa, exponent) = text.split_at_mut(e);
+        let exponent = core::str::from_utf8(exponent.get(1..).ok_or(fmt::Error)?)
+            .map_err(|_| fmt::Error)?
+            .parse::<i32>()
+            .map_err(|_| fmt::Error)?;
+        // Drop the point by moving the digits after it one place left, in place.
+        let mut len = 0;
+        for i in 0..mantissa.len() {
+            let b = mantissa.get(i).copied().ok_or(fmt::Error)?;
+            if b.is_ascii_digit() {
+                *mantissa.get_mut(len).ok_or(fmt::Error)? = b;
+                len += 1;
+            }
+        }
+        match mantissa.get(..len) {
+            Some(digits) if !digits.is_empty() => Ok((digits, exponent)),
+            _ => Err(fmt::Error),
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::string::{String, ToString};
     use std::vec::Vec;
+
+    // ---- JsNumber
+
+    /// `String(n)` in Node for the doubles these literals denote.
+    pub(crate) const JS_NUMBERS: &[(&str, &str)] = &[
+        ("0", "0"),
+        ("-0", "0"),
+        ("1", "1"),
+        ("-1", "-1"),
+        ("12", "12"),
+        ("0.1", "0.1"),
+        ("-0.5", "-0.5"),
+        ("1.5", "1.5"),
+        ("100", "100"),
+        ("123.456", "123.456"),
+        ("1e21", "1e+21"),
+        ("1e20", "100000000000000000000"),
+        ("123456789012345678901", "123456789012345680000"),
+        ("12345678901234567890", "12345678901234567000"),
+        ("9007199254740993", "9007199254740992"),
+        ("1.5e-7", "1.5e-7"),
+        ("1e-7", "1e-7"),
+        ("0.000001", "0.000001"),
+        ("0.0000015", "0.0000015"),
+        ("1.7976931348623157e308", "1.7976931348623157e+308"),
+        ("5e-324", "5e-324"),
+        ("2.2250738585072014e-308", "2.2250738585072014e-308"),
+        ("-1.5e300", "-1.5e+300"),
+        ("0.30000000000000004", "0.30000000000000004"),
+        ("1.0", "1"),
+        ("25e-1", "2.5"),
+    ];
+
+    #[test]
+    fn js_numbers_print_as_javascript_string() {
+        for (literal, js) in JS_NUMBERS {
+            let x: f64 = literal.parse().unwrap();
+            assert_eq!(JsNumber(x).to_string(), *js, "String({literal})");
+        }
+        assert_eq!(JsNumber(f64::NAN).to_string(), "NaN");
+        assert_eq!(JsNumber(f64::INFINITY).to_string(), "Infinity");
+        assert_eq!(JsNumber(f64::NEG_INFINITY).to_string(), "-Infinity");
+    }
 
     // ---- validate: accepted texts
 
@@ -1739,6 +1888,14 @@ pub(crate) mod tests {
         #[test]
         fn never_panics_on_arbitrary_bytes(text in prop::collection::vec(any::<u8>(), 0..64)) {
             exercise(&text);
+        }
+
+        #[test]
+        fn js_numbers_read_back_as_the_same_double(x in any::<f64>().prop_filter("finite", |x| x.is_finite())) {
+            let text = JsNumber(x).to_string();
+            let back: f64 = text.parse().unwrap();
+            // `-0` prints as `0`, which reads back as +0: equal as numbers.
+            prop_assert_eq!(back, x, "{}", text);
         }
     }
 }

@@ -15,7 +15,7 @@ use embassy_net_tuntap::TunTapDevice;
 use grenache_core::addr::PeerAddr;
 use grenache_embassy::dht::{self, AnnounceConfig, DhtStorage};
 use grenache_embassy::worker::{self, Fibonacci, WorkerStorage};
-use grenache_tokio::dht::OsRng;
+use grenache_tokio::OsRng;
 
 /// Connection slots of the worker. A slot that is closing does not accept (embassy-net has
 /// no listen backlog), and an HTTP client keeps its connection open between requests: the

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use grenache_host::init_logging;
-use grenache_tokio::dht::ITEMS;
+use grenache_tokio::grape::node::ITEMS;
 use grenache_tokio::grape::{
     parse_bootstrap, Grape, GrapeConfig, StartError, DEFAULT_DHT_CONCURRENCY, DEFAULT_LOOKUP_REUSE,
     DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TABLES, DEFAULT_MAX_VALUES, DEFAULT_NODE_LIVENESS,

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 /// The answer to an `/unannounce` of a (name, port) this client did not announce through this
 /// grape, or that another client announced too.
 pub const FORBIDDEN: &str = "ERR_GRAPE_UNANNOUNCE_FORBIDDEN";
-/// Remembered (name, port) pairs: as many as the DHT stores peers (`dht::PEERS`).
+/// Remembered (name, port) pairs: as many as the DHT stores peers (`grape::node::PEERS`).
 pub(crate) const MAX_RECORDS: usize = 10_240;
 /// IPs remembered per (name, port): one worker host, plus a few for a failover.
 pub(crate) const MAX_ANNOUNCERS: usize = 4;

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
@@ -14,33 +14,12 @@ use tracing::{debug, warn};
 
 use super::announcers::Announcers;
 use super::coalesce::LookupCoalescer;
-use super::config::{DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TABLES, DEFAULT_PEER_MAX_AGE};
+use super::config::ApiConfig;
 use super::conn;
 use super::dht::GrapeDht;
 use super::fair::Connections;
-use crate::limits::{
-    client_ip, client_key, AllowList, ConnectionLimits, ConnectionTable, MinProgress,
-};
-
-/// Default cap on simultaneous connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// Default cap on simultaneous connections from one client IP: a quarter of
-/// [`DEFAULT_MAX_CONNECTIONS`], room for a host running many workers and Link clients with
-/// their keep-alive pools, while one host never holds more than a quarter of the API.
-pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = DEFAULT_MAX_CONNECTIONS / 4;
-/// Default head/idle timeout: Node's keep-alive timeout.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default time allowed to receive a request body.
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default of [`ApiConfig::lookup_reuse`].
-pub const DEFAULT_LOOKUP_REUSE: Duration = Duration::from_millis(100);
-/// Default time in-flight requests get to finish after shutdown was asked for.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Default of [`ApiConfig::body_progress`]: after 5 s, at least 1 KiB/s on average.
-pub const DEFAULT_BODY_PROGRESS: MinProgress = MinProgress {
-    grace: Duration::from_secs(5),
-    min_rate: 1024,
-};
+use super::shared::Shared;
+use crate::limits::{client_ip, client_key, ConnectionLimits, ConnectionTable};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -61,75 +40,6 @@ enum Admission {
     Displacing(oneshot::Receiver<OwnedSemaphorePermit>),
     /// The next free slot (holding one of the [`MAX_WAITING`] places meanwhile).
     Waiting(OwnedSemaphorePermit),
-}
-
-/// Settings of [`serve_api`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiConfig {
-    /// Largest accepted request body in bytes (`--check_maxPayloadSize`, 8192 by default): a
-    /// larger body gets `413 ERR_GRAPE_PAYLOAD_SIZE` and the connection is closed without
-    /// reading the rest. Unlike the Node 1.0.0 CLI there is always a limit (docs/protocol.md §13.1).
-    pub max_payload: usize,
-    /// How long a connection may take to deliver a request head, counted from the moment it
-    /// opens or its previous response finished: so it is also the idle keep-alive timeout
-    /// (`Keep-Alive: timeout=<secs>` announces it). A connection that overruns is closed.
-    pub header_timeout: Duration,
-    /// How long a request body may take to arrive; an overrun gets `408` and the connection is
-    /// closed (Node's `requestTimeout` does the same after 300 s).
-    pub body_timeout: Duration,
-    /// The minimum progress of a body, counted from the end of its head: after `grace` (5 s),
-    /// at least `min_rate` (1024) bytes per second on average, or the request gets `408` and
-    /// the connection is closed ([`DEFAULT_BODY_PROGRESS`]). A body trickled byte by byte
-    /// (slowloris) is cut off after the grace period instead of holding its slot for the whole
-    /// [`ApiConfig::body_timeout`]; a full 8 KiB body may take 13 s at the defaults.
-    pub body_progress: MinProgress,
-    /// Simultaneous connections served (1024). When all are taken, a newcomer from a client
-    /// with at least two connections fewer than the heaviest client takes over an idle
-    /// connection of that client; others wait for a free slot (at most 64 at once, each at
-    /// most [`ApiConfig::header_timeout`]) or, beyond that, are closed.
-    pub max_connections: usize,
-    /// Simultaneous connections from one client ([`DEFAULT_MAX_CONNECTIONS_PER_IP`], 256),
-    /// those waiting for a slot included; one more is closed as soon as it is accepted. A
-    /// client is an IPv4 address (IPv4 clients of a dual-stack listener included) or an IPv6
-    /// /64 (one host commonly owns a whole /64).
-    pub max_connections_per_ip: usize,
-    /// The client networks that may connect (`--api-allow`; empty: everyone). Connections
-    /// from elsewhere are closed as soon as they are accepted, before a byte is read.
-    pub allow: AllowList,
-    /// After the shutdown future resolves: how long in-flight requests may still finish before
-    /// their connections are dropped.
-    pub shutdown_grace: Duration,
-    /// How long a non-empty `/lookup` answer is given again without a new DHT traversal
-    /// (zero: never; concurrent lookups of one name still share one traversal). An empty
-    /// answer is never reused, and an `/announce` or `/unannounce` through this grape drops
-    /// the name's answer. See `grape::coalesce`.
-    pub lookup_reuse: Duration,
-    /// Answers kept for [`ApiConfig::lookup_reuse`] at most, one per name (the grape's
-    /// `--dht_maxTables`, 5000 by default: the traversal results cached per target, as
-    /// bittorrent-dht's tables are; 0: none kept, concurrent lookups still share one traversal).
-    pub max_reused_lookups: usize,
-    /// How long the grape remembers which client IP announced a (name, port): only that IP may
-    /// `/unannounce` it (see `grape::announcers`). The peer TTL (`--dht_peer_maxAge`, 120 s by
-    /// default), renewed by every announce; zero: no expiry.
-    pub announce_ttl: Duration,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        ApiConfig {
-            max_payload: DEFAULT_MAX_PAYLOAD,
-            header_timeout: DEFAULT_HEADER_TIMEOUT,
-            body_timeout: DEFAULT_BODY_TIMEOUT,
-            body_progress: DEFAULT_BODY_PROGRESS,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
-            allow: AllowList::any(),
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            lookup_reuse: DEFAULT_LOOKUP_REUSE,
-            max_reused_lookups: DEFAULT_MAX_TABLES,
-            announce_ttl: DEFAULT_PEER_MAX_AGE,
-        }
-    }
 }
 
 /// Binds the API's TCP listener like Node's `server.listen(port[, host])`: without `bind`, on
@@ -181,19 +91,6 @@ fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     TcpListener::from_std(socket.into())
-}
-
-/// State shared by every connection.
-pub(super) struct Shared<D> {
-    pub(super) dht: Arc<D>,
-    /// Lookups of one name share a traversal.
-    pub(super) lookups: LookupCoalescer,
-    /// Who announced what through this grape: who may unannounce it.
-    pub(super) announcers: Announcers,
-    pub(super) config: ApiConfig,
-    /// Flipped once shutdown starts: idle connections close, busy ones answer with
-    /// `Connection: close`.
-    pub(super) closing: watch::Receiver<bool>,
 }
 
 /// Serves the grape HTTP API (docs/protocol.md §3) on `listener` until `shutdown` resolves, then stops accepting,
@@ -338,79 +235,4 @@ pub async fn serve_api<D: GrapeDht>(
         }
     }
     let _ = abort_tx.send(true);
-}
-
-/// An IMF-fixdate (`Tue, 25 Nov 2026 18:43:00 GMT`), the format of Node's `Date` header.
-pub(crate) fn http_date(now: SystemTime) -> String {
-    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    let days = secs / 86_400;
-    let of_day = secs % 86_400;
-    // 1970-01-01 was a Thursday.
-    let weekday = WEEKDAYS.get((days % 7) as usize).copied().unwrap_or("Thu");
-    let (year, month, day) = civil_from_days(days);
-    let month = MONTHS
-        .get(month.saturating_sub(1) as usize)
-        .copied()
-        .unwrap_or("Jan");
-    format!(
-        "{weekday}, {day:02} {month} {year} {:02}:{:02}:{:02} GMT",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    )
-}
-
-/// Days since 1970-01-01 → (year, month 1..=12, day 1..=31), proleptic Gregorian
-/// (H. Hinnant's `civil_from_days`, for non-negative day counts).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grape_flags_reach_the_api() {
-        let mut grape = super::super::GrapeConfig::new(20001, 30001);
-        let api = grape.api_config();
-        assert_eq!(api.max_reused_lookups, 5000);
-        assert_eq!(api.announce_ttl, Duration::from_secs(120));
-        assert_eq!(api.allow, AllowList::any());
-        assert_eq!(
-            (api.max_connections, api.max_connections_per_ip),
-            (1024, 256)
-        );
-        grape.dht_max_tables = 7;
-        grape.dht_peer_max_age = Duration::ZERO;
-        grape.api_allow = "10.0.0.0/8".parse().unwrap_or_default();
-        let api = grape.api_config();
-        assert_eq!(api.max_reused_lookups, 7);
-        assert_eq!(api.announce_ttl, Duration::ZERO);
-        assert_eq!(api.allow.nets().len(), 1);
-    }
-
-    #[test]
-    fn dates_format_like_node() {
-        assert_eq!(http_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
-        let t = UNIX_EPOCH + Duration::from_secs(1_795_632_180);
-        assert_eq!(http_date(t), "Wed, 25 Nov 2026 18:43:00 GMT");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(http_date(leap), "Tue, 29 Feb 2000 00:00:00 GMT");
-    }
 }

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::js::{number_to_string, to_int32};
+use crate::js::{number_to_string, to_int32};
 
 /// Deeper nesting is not encoded/rendered (serde_json's parser already stops at 128 levels).
 const MAX_DEPTH: usize = 256;

@@ -31,7 +31,7 @@
 //! [`ApiConfig::lookup_reuse`]: super::ApiConfig::lookup_reuse
 //! [`ApiConfig::max_reused_lookups`]: super::ApiConfig::max_reused_lookups
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV4;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -40,7 +40,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::dht::GrapeDht;
-use super::handlers::render_peers;
 
 /// How many leaders a follower waits for before it runs the traversal itself. Only a leader
 /// that was cancelled (its client hung up) makes a follower try again.
@@ -233,6 +232,23 @@ impl Drop for Registration<'_> {
             }
         }
     }
+}
+
+/// Lookups answer at most this many peers (`_mem.get(ih, 100)`, `Grape.js:208`).
+pub const MAX_LOOKUP_PEERS: usize = 100;
+
+/// `["a.b.c.d:port", …]`: distinct peers in the DHT's order, at most [`MAX_LOOKUP_PEERS`], port 0
+/// left out.
+pub(crate) fn render_peers(peers: &[SocketAddrV4]) -> String {
+    let mut seen = HashSet::new();
+    let list: Vec<String> = peers
+        .iter()
+        // Port 0 is never a peer (bittorrent-dht's decodePeers skips it).
+        .filter(|peer| peer.port() != 0 && seen.insert(**peer))
+        .take(MAX_LOOKUP_PEERS)
+        .map(ToString::to_string)
+        .collect();
+    serde_json::to_string(&list).unwrap_or_else(|_| String::from("[]"))
 }
 
 #[cfg(test)]
@@ -491,5 +507,21 @@ mod tests {
         coalescer.lookup(&dht, b"a".to_vec()).await;
         assert_eq!(dht.traversals(), 2);
         assert!(coalescer.entries().is_empty());
+    }
+
+    #[test]
+    fn peers_render_distinct_and_capped() {
+        let a: SocketAddrV4 = "127.0.0.1:1337".parse().unwrap();
+        let b: SocketAddrV4 = "10.0.0.2:80".parse().unwrap();
+        assert_eq!(
+            render_peers(&[a, b, a]),
+            r#"["127.0.0.1:1337","10.0.0.2:80"]"#
+        );
+        assert_eq!(render_peers(&[]), "[]");
+        let many: Vec<SocketAddrV4> = (1..=150)
+            .map(|p| SocketAddrV4::new([127, 0, 0, 1].into(), p))
+            .collect();
+        let rendered: Vec<String> = serde_json::from_str(&render_peers(&many)).unwrap();
+        assert_eq!(rendered.len(), MAX_LOOKUP_PEERS);
     }
 }

@@ -1,5 +1,7 @@
-//! The grape's configuration: what the `grape` command line (docs/protocol.md §2) sets, shared by the HTTP API and
-//! the DHT task.
+//! The grape's configuration: what the `grape` command line (docs/protocol.md §2) sets ([`GrapeConfig`]), shared by
+//! the HTTP API and the DHT task, and the settings of the HTTP API itself ([`ApiConfig`]), which
+//! [`GrapeConfig::api_config`] derives. Every other grape module reads these; this one reads
+//! none of them.
 //!
 //! Defaults are the *documented* ones of grenache-grape (`Grape.js:19-31`: peers expire after
 //! 120 s, payloads are limited to 8192 bytes, 5000 tables and values, node liveness 5 min), not
@@ -9,8 +11,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::api::{ApiConfig, DEFAULT_LOOKUP_REUSE};
-use crate::limits::AllowList;
+use crate::limits::{AllowList, MinProgress};
 
 /// Default `--dht_peer_maxAge`: announced peers expire after this long (0.67–1.33× of it).
 pub const DEFAULT_PEER_MAX_AGE: Duration = Duration::from_millis(120_000);
@@ -25,6 +26,95 @@ pub const DEFAULT_MAX_VALUES: usize = 5000;
 /// Default `--dht_concurrency`: queries in flight per traversal. The Node grape ignores the flag
 /// and always uses k-rpc's 16 (docs/protocol.md §13.2).
 pub const DEFAULT_DHT_CONCURRENCY: usize = 16;
+
+/// Default cap on simultaneous connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default cap on simultaneous connections from one client IP: a quarter of
+/// [`DEFAULT_MAX_CONNECTIONS`], room for a host running many workers and Link clients with
+/// their keep-alive pools, while one host never holds more than a quarter of the API.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = DEFAULT_MAX_CONNECTIONS / 4;
+/// Default head/idle timeout: Node's keep-alive timeout.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time allowed to receive a request body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`ApiConfig::lookup_reuse`].
+pub const DEFAULT_LOOKUP_REUSE: Duration = Duration::from_millis(100);
+/// Default time in-flight requests get to finish after shutdown was asked for.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Default of [`ApiConfig::body_progress`]: after 5 s, at least 1 KiB/s on average.
+pub const DEFAULT_BODY_PROGRESS: MinProgress = MinProgress {
+    grace: Duration::from_secs(5),
+    min_rate: 1024,
+};
+
+/// Settings of [`super::serve_api`]: the HTTP API's limits and timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Largest accepted request body in bytes (`--check_maxPayloadSize`, 8192 by default): a
+    /// larger body gets `413 ERR_GRAPE_PAYLOAD_SIZE` and the connection is closed without
+    /// reading the rest. Unlike the Node 1.0.0 CLI there is always a limit (docs/protocol.md §13.1).
+    pub max_payload: usize,
+    /// How long a connection may take to deliver a request head, counted from the moment it
+    /// opens or its previous response finished: so it is also the idle keep-alive timeout
+    /// (`Keep-Alive: timeout=<secs>` announces it). A connection that overruns is closed.
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive; an overrun gets `408` and the connection is
+    /// closed (Node's `requestTimeout` does the same after 300 s).
+    pub body_timeout: Duration,
+    /// The minimum progress of a body, counted from the end of its head: after `grace` (5 s),
+    /// at least `min_rate` (1024) bytes per second on average, or the request gets `408` and
+    /// the connection is closed ([`DEFAULT_BODY_PROGRESS`]). A body trickled byte by byte
+    /// (slowloris) is cut off after the grace period instead of holding its slot for the whole
+    /// [`ApiConfig::body_timeout`]; a full 8 KiB body may take 13 s at the defaults.
+    pub body_progress: MinProgress,
+    /// Simultaneous connections served (1024). When all are taken, a newcomer from a client
+    /// with at least two connections fewer than the heaviest client takes over an idle
+    /// connection of that client; others wait for a free slot (at most 64 at once, each at
+    /// most [`ApiConfig::header_timeout`]) or, beyond that, are closed.
+    pub max_connections: usize,
+    /// Simultaneous connections from one client ([`DEFAULT_MAX_CONNECTIONS_PER_IP`], 256),
+    /// those waiting for a slot included; one more is closed as soon as it is accepted. A
+    /// client is an IPv4 address (IPv4 clients of a dual-stack listener included) or an IPv6
+    /// /64 (one host commonly owns a whole /64).
+    pub max_connections_per_ip: usize,
+    /// The client networks that may connect (`--api-allow`; empty: everyone). Connections
+    /// from elsewhere are closed as soon as they are accepted, before a byte is read.
+    pub allow: AllowList,
+    /// After the shutdown future resolves: how long in-flight requests may still finish before
+    /// their connections are dropped.
+    pub shutdown_grace: Duration,
+    /// How long a non-empty `/lookup` answer is given again without a new DHT traversal
+    /// (zero: never; concurrent lookups of one name still share one traversal). An empty
+    /// answer is never reused, and an `/announce` or `/unannounce` through this grape drops
+    /// the name's answer. See `grape::coalesce`.
+    pub lookup_reuse: Duration,
+    /// Answers kept for [`ApiConfig::lookup_reuse`] at most, one per name (the grape's
+    /// `--dht_maxTables`, 5000 by default: the traversal results cached per target, as
+    /// bittorrent-dht's tables are; 0: none kept, concurrent lookups still share one traversal).
+    pub max_reused_lookups: usize,
+    /// How long the grape remembers which client IP announced a (name, port): only that IP may
+    /// `/unannounce` it (see `grape::announcers`). The peer TTL (`--dht_peer_maxAge`, 120 s by
+    /// default), renewed by every announce; zero: no expiry.
+    pub announce_ttl: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            body_progress: DEFAULT_BODY_PROGRESS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            allow: AllowList::any(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            lookup_reuse: DEFAULT_LOOKUP_REUSE,
+            max_reused_lookups: DEFAULT_MAX_TABLES,
+            announce_ttl: DEFAULT_PEER_MAX_AGE,
+        }
+    }
+}
 
 /// Everything a grape is started with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +137,7 @@ pub struct GrapeConfig {
     /// coalescer's, so the flag bounds that.
     pub dht_max_tables: usize,
     /// `--dht_maxValues`: BEP 44 items stored at most, shared fairly between the hosts that
-    /// put them. At most [`crate::dht::ITEMS`] (the DHT refuses to start above it).
+    /// put them. At most [`crate::grape::node::ITEMS`] (the DHT refuses to start above it).
     pub dht_max_values: usize,
     /// `--dpa/--dht_peer_maxAge`: how long announced peers live after their last announce; zero
     /// = never expire. Exact here; the Node grape keeps them 0.67–1.33 × as long (record-cache
@@ -198,6 +288,26 @@ pub fn parse_bootstrap(list: &str) -> Result<Vec<BootstrapNode>, BootstrapError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grape_flags_reach_the_api() {
+        let mut grape = GrapeConfig::new(20001, 30001);
+        let api = grape.api_config();
+        assert_eq!(api.max_reused_lookups, 5000);
+        assert_eq!(api.announce_ttl, Duration::from_secs(120));
+        assert_eq!(api.allow, AllowList::any());
+        assert_eq!(
+            (api.max_connections, api.max_connections_per_ip),
+            (1024, 256)
+        );
+        grape.dht_max_tables = 7;
+        grape.dht_peer_max_age = Duration::ZERO;
+        grape.api_allow = "10.0.0.0/8".parse().unwrap_or_default();
+        let api = grape.api_config();
+        assert_eq!(api.max_reused_lookups, 7);
+        assert_eq!(api.announce_ttl, Duration::ZERO);
+        assert_eq!(api.allow.nets().len(), 1);
+    }
 
     #[test]
     fn bootstrap_lists_parse() {

@@ -31,10 +31,11 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tracing::trace;
 
-use super::api::{http_date, Shared};
+use super::config::ApiConfig;
 use super::dht::GrapeDht;
 use super::fair::Slot;
 use super::handlers::{self, Reply};
+use super::shared::Shared;
 
 /// The largest request head: Node's default `--max-http-header-size` (16 KiB). Larger → 431.
 const MAX_HEAD: usize = 16 * 1024;
@@ -241,11 +242,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usiz
 
 /// Writes `bytes`, giving up after the body timeout (a client that never reads must not hold
 /// its connection slot forever).
-async fn write_answer(
-    stream: &mut TcpStream,
-    bytes: &[u8],
-    config: &super::ApiConfig,
-) -> io::Result<()> {
+async fn write_answer(stream: &mut TcpStream, bytes: &[u8], config: &ApiConfig) -> io::Result<()> {
     match timeout(config.body_timeout, stream.write_all(bytes)).await {
         Ok(result) => result,
         Err(_elapsed) => Err(io::Error::new(
@@ -260,7 +257,7 @@ async fn send_final(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
     reply: &Reply,
-    config: &super::ApiConfig,
+    config: &ApiConfig,
 ) -> io::Result<()> {
     encode_reply(out, reply, None);
     write_answer(stream, out, config).await?;
@@ -358,10 +355,60 @@ fn with_date(f: impl FnOnce(&str)) {
     });
 }
 
+/// An IMF-fixdate (`Tue, 25 Nov 2026 18:43:00 GMT`), the format of Node's `Date` header.
+pub(crate) fn http_date(now: SystemTime) -> String {
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let days = secs / 86_400;
+    let of_day = secs % 86_400;
+    // 1970-01-01 was a Thursday.
+    let weekday = WEEKDAYS.get((days % 7) as usize).copied().unwrap_or("Thu");
+    let (year, month, day) = civil_from_days(days);
+    let month = MONTHS
+        .get(month.saturating_sub(1) as usize)
+        .copied()
+        .unwrap_or("Jan");
+    format!(
+        "{weekday}, {day:02} {month} {year} {:02}:{:02}:{:02} GMT",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month 1..=12, day 1..=31), proleptic Gregorian
+/// (H. Hinnant's `civil_from_days`, for non-negative day counts).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn dates_format_like_node() {
+        assert_eq!(http_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_632_180);
+        assert_eq!(http_date(t), "Wed, 25 Nov 2026 18:43:00 GMT");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(http_date(leap), "Tue, 29 Feb 2000 00:00:00 GMT");
+    }
 
     #[test]
     fn answers_carry_nodes_headers_in_nodes_order() {

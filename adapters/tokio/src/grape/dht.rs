@@ -2,11 +2,14 @@
 //!
 //! The API layer does every conversion that the Node grape does in JavaScript (JSON → bencode,
 //! `str2buf`, validation, error strings); the DHT receives typed, already-validated requests and
-//! answers with raw DHT data. Nothing here does I/O.
+//! answers with raw DHT data. Nothing here does I/O. The grape's own implementation is the UDP
+//! node of `grape::node`; tests plug in fakes.
 
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddrV4;
+
+use grenache_core::dht::node::{OpError, StartError};
 
 /// What the HTTP API needs from the DHT. Implemented by the real DHT task and by test fakes.
 ///
@@ -78,9 +81,16 @@ pub enum DhtError {
         /// The KRPC error message (`e[1]`).
         message: String,
     },
+    /// The node refused to start the operation (an empty or oversized name, key or value,
+    /// port 0): the node's own sentence, e.g. `"value empty or too large"`.
+    Refused(StartError),
+    /// Too many operations were already waiting for a free slot of the node:
+    /// `"DHT busy: too many operations waiting"`.
+    Busy,
     /// The DHT was stopped while the request was in flight: `"dht is destroyed"`.
     Destroyed,
-    /// Any other failure; the text is sent to the client as is.
+    /// Any other failure of another [`GrapeDht`] implementation; the text is sent to the client
+    /// as is.
     Other(String),
 }
 
@@ -95,12 +105,35 @@ impl DhtError {
     }
 }
 
+impl From<OpError> for DhtError {
+    /// The engine's outcome as the Node grape reports it: only 3xx KRPC codes keep their own
+    /// text and status; any other code is `"All queries failed"`, as in `OpError::message`.
+    fn from(e: OpError) -> DhtError {
+        match e {
+            OpError::NoNodes => DhtError::NoNodes,
+            OpError::AllFailed => DhtError::AllFailed,
+            OpError::Krpc(code) => match u16::try_from(code) {
+                Ok(code) if (300..=399).contains(&code) => DhtError::Krpc {
+                    code,
+                    message: e
+                        .message()
+                        .trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ')
+                        .to_owned(),
+                },
+                _ => DhtError::AllFailed,
+            },
+        }
+    }
+}
+
 impl fmt::Display for DhtError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DhtError::NoNodes => f.write_str("No nodes to query"),
             DhtError::AllFailed => f.write_str("All queries failed"),
             DhtError::Krpc { code, message } => write!(f, "{code} {message}"),
+            DhtError::Refused(e) => write!(f, "{e}"),
+            DhtError::Busy => f.write_str("DHT busy: too many operations waiting"),
             DhtError::Destroyed => f.write_str("dht is destroyed"),
             DhtError::Other(message) => f.write_str(message),
         }

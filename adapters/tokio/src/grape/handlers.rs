@@ -5,19 +5,15 @@
 //! either an immediate [`Reply`] or one typed DHT call; [`execute`] performs the call and renders
 //! the answer. Both are pure apart from the DHT call, so every rule is unit-tested here.
 
-use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::IpAddr;
 
 use serde_json::Value;
 
 use super::announcers::FORBIDDEN;
-use super::api::Shared;
 use super::bencode::{bencode_integer, encode_value, render_js_string};
 use super::dht::{DhtError, GetQuery, GotItem, GrapeDht, MutablePut, PutItem};
-use super::js::{self, Encoding, JsThrow};
-
-/// Lookups answer at most this many peers (`_mem.get(ih, 100)`, `Grape.js:208`).
-pub const MAX_LOOKUP_PEERS: usize = 100;
+use super::shared::Shared;
+use crate::js::{self, Encoding, JsThrow};
 
 /// An HTTP answer, before transport headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,16 +270,6 @@ enum Field<'a> {
     Buf(Vec<u8>),
 }
 
-impl Field<'_> {
-    fn truthy(&self) -> bool {
-        match self {
-            Field::Raw(v) => js::truthy(*v),
-            // A Buffer is an object: truthy even when empty.
-            Field::Buf(_) => true,
-        }
-    }
-}
-
 /// `handlePeerPut` + `Grape.put` + bittorrent-dht `put` validation (`client.js:255-284`).
 fn plan_put(data: Option<&Value>) -> Result<Plan, JsThrow> {
     // handlePeerPut: `opts.k` throws on undefined/null (500).
@@ -294,17 +280,17 @@ fn plan_put(data: Option<&Value>) -> Result<Plan, JsThrow> {
         Field::Raw(member("sig")),
         Field::Raw(member("salt")),
     );
-    if js::truthy(k_raw) {
+    if k_raw.is_some_and(js::truthy) {
         if let Some(raw) = k_raw {
             k = Field::Buf(js::str2buf(raw, Encoding::Hex)?);
         }
         if let Field::Raw(Some(raw)) = sig {
-            if js::truthy(Some(raw)) {
+            if js::truthy(raw) {
                 sig = Field::Buf(js::str2buf(raw, Encoding::Hex)?);
             }
         }
         if let Field::Raw(Some(raw)) = salt {
-            if js::truthy(Some(raw)) {
+            if js::truthy(raw) {
                 salt = Field::Buf(js::str2buf(raw, Encoding::Utf8)?);
             }
         }
@@ -328,7 +314,9 @@ fn validate_put(
         _ => js::prop(data, "v").ok().flatten(),
     };
     let member = |key: &str| js::prop(data, key).ok().flatten();
-    let mutable = k.truthy();
+    // `if (opts.k)`: `k` became a Buffer (an object, truthy even when empty) exactly when the
+    // request's `k` was truthy, and a falsy `k` stayed as it came.
+    let mutable = matches!(k, Field::Buf(_));
     let Some(v) = v else {
         return Err("opts.v not given".into());
     };
@@ -405,7 +393,7 @@ fn plan_get(data: Option<&Value>) -> Result<Plan, JsThrow> {
         }
     };
     let salt = match salt_raw {
-        Some(raw) if js::truthy(Some(raw)) => Some(js::str2buf(raw, Encoding::Utf8)?),
+        Some(raw) if js::truthy(raw) => Some(js::str2buf(raw, Encoding::Utf8)?),
         _ => None,
     };
     // node.get → toBuffer(hash): a string is hex-decoded (no JSON.parse here); anything else
@@ -471,20 +459,6 @@ fn count_reply(result: Result<usize, DhtError>) -> Reply {
         Ok(count) => Reply::json(count.to_string()),
         Err(err) => Reply::dht_error(&err),
     }
-}
-
-/// `["a.b.c.d:port", …]`: distinct peers in the DHT's order, at most [`MAX_LOOKUP_PEERS`], port 0
-/// left out.
-pub(crate) fn render_peers(peers: &[SocketAddrV4]) -> String {
-    let mut seen = HashSet::new();
-    let list: Vec<String> = peers
-        .iter()
-        // Port 0 is never a peer (bittorrent-dht's decodePeers skips it).
-        .filter(|peer| peer.port() != 0 && seen.insert(**peer))
-        .take(MAX_LOOKUP_PEERS)
-        .map(ToString::to_string)
-        .collect();
-    serde_json::to_string(&list).unwrap_or_else(|_| String::from("[]"))
 }
 
 /// The JSON object `Grape.get` sends for a found item (docs/protocol.md §3.9): binary fields in hex, `v` as
@@ -1053,21 +1027,5 @@ mod tests {
             ..local
         };
         assert!(render_got(&number, None).ends_with(r#""v":"5"}"#));
-    }
-
-    #[test]
-    fn peers_render_distinct_and_capped() {
-        let a: SocketAddrV4 = "127.0.0.1:1337".parse().unwrap();
-        let b: SocketAddrV4 = "10.0.0.2:80".parse().unwrap();
-        assert_eq!(
-            render_peers(&[a, b, a]),
-            r#"["127.0.0.1:1337","10.0.0.2:80"]"#
-        );
-        assert_eq!(render_peers(&[]), "[]");
-        let many: Vec<SocketAddrV4> = (1..=150)
-            .map(|p| SocketAddrV4::new([127, 0, 0, 1].into(), p))
-            .collect();
-        let rendered: Vec<String> = serde_json::from_str(&render_peers(&many)).unwrap();
-        assert_eq!(rendered.len(), MAX_LOOKUP_PEERS);
     }
 }

@@ -3,7 +3,8 @@
 //! A drop-in for the HTTP API of the Node `grenache-grape` 1.0.0 (docs/protocol.md §3): the same
 //! endpoints, bodies, status codes and headers, so grenache-nodejs-link and other clients cannot
 //! tell the difference. The DHT itself sits behind the [`GrapeDht`] trait; the API converts every
-//! request into a typed call and renders the answer.
+//! request into a typed call and renders the answer. The grape's own DHT is [`node::Dht`], a
+//! `grenache_core` node on a UDP socket; tests put fakes behind the trait.
 //!
 //! # The API
 //!
@@ -40,7 +41,7 @@
 //!
 //! # Reproduced quirks (R) and deliberate fixes (F)
 //!
-//! * R: request values go through the JavaScript operations Node applies (`js`): property reads
+//! * R: request values go through the JavaScript operations Node applies (`crate::js`): property reads
 //!   that throw, truthiness, `Number.isInteger`, `Buffer.from` (arrays, `{"type":"Buffer",
 //!   "data":[…]}`, array-likes), Node's lenient hex decoding.
 //! * R (docs/protocol.md §13.16): `str2buf` tries `JSON.parse` first for `k`, `sig`, `salt` and a string `/get`
@@ -96,6 +97,22 @@
 //! * Garbage bytes get a `400` and a closed connection.
 //!
 //! The connection loop is `grape::conn`, on grenache-core's HTTP/1.1 framing.
+//!
+//! # Modules, top down
+//!
+//! Each module uses only modules listed after it (`ci/check-module-cycles.py` keeps it so):
+//!
+//! * `start`: a whole grape in one call ([`Grape`]): the API listener, the DHT node, the task;
+//! * `api`: the listener, the connection caps and graceful shutdown ([`serve_api`]);
+//! * `conn`: one connection's HTTP/1.1 loop, on grenache-core's framing;
+//! * `handlers`: what each endpoint does with a request body, and the rendering of answers;
+//! * `shared`: the state every connection of one server shares;
+//! * `coalesce` (lookups of one name share a traversal), `announcers` (who may unannounce
+//!   what), `fair` (which idle connection a newcomer displaces), `bencode` (bencode 2.0.3 of
+//!   JSON values);
+//! * [`node`]: the grape's DHT node on a UDP socket, which implements the seam below;
+//! * `dht`: the seam between the API and the DHT: [`GrapeDht`] and the values that cross it;
+//! * `config`: the settings ([`GrapeConfig`], [`ApiConfig`]) and their defaults.
 
 mod announcers;
 mod api;
@@ -106,20 +123,20 @@ mod conn;
 mod dht;
 mod fair;
 mod handlers;
-mod js;
+pub mod node;
+mod shared;
 mod start;
 
 pub use announcers::FORBIDDEN as ERR_UNANNOUNCE_FORBIDDEN;
-pub use api::{
-    bind_api, serve_api, ApiConfig, DEFAULT_BODY_PROGRESS, DEFAULT_BODY_TIMEOUT,
-    DEFAULT_HEADER_TIMEOUT, DEFAULT_LOOKUP_REUSE, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_SHUTDOWN_GRACE,
-};
+pub use api::{bind_api, serve_api};
+pub use coalesce::MAX_LOOKUP_PEERS;
 pub use config::{
-    parse_bootstrap, BootstrapError, BootstrapNode, GrapeConfig, DEFAULT_DHT_CONCURRENCY,
-    DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TABLES, DEFAULT_MAX_VALUES, DEFAULT_NODE_LIVENESS,
-    DEFAULT_PEER_MAX_AGE,
+    parse_bootstrap, ApiConfig, BootstrapError, BootstrapNode, GrapeConfig, DEFAULT_BODY_PROGRESS,
+    DEFAULT_BODY_TIMEOUT, DEFAULT_DHT_CONCURRENCY, DEFAULT_HEADER_TIMEOUT, DEFAULT_LOOKUP_REUSE,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_PAYLOAD,
+    DEFAULT_MAX_TABLES, DEFAULT_MAX_VALUES, DEFAULT_NODE_LIVENESS, DEFAULT_PEER_MAX_AGE,
+    DEFAULT_SHUTDOWN_GRACE,
 };
 pub use dht::{DhtError, GetQuery, GotItem, GrapeDht, MutablePut, PutItem};
-pub use handlers::{endpoint_for, Endpoint, MAX_LOOKUP_PEERS};
+pub use handlers::{endpoint_for, Endpoint};
 pub use start::{Grape, StartError};

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::node::{Dht, DhtConfig, DhtThread};
 use super::{bind_api, serve_api, GrapeConfig};
-use crate::dht::{Dht, DhtConfig, DhtThread};
 
 /// Why a grape could not start. `Display` gives a sentence for a person, with the port and a
 /// hint when the port is taken.

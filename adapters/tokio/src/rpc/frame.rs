@@ -6,7 +6,7 @@ use std::fmt;
 use serde_json::Value;
 
 use super::error::RpcError;
-use crate::{js_string, js_truthy};
+use crate::js::{string as js_string, truthy as js_truthy};
 use grenache_core::wire::frame::{
     on_malformed, write_reply_err, FrameError, Malformed, Request as CoreRequest,
     ERR_REQUEST_MALFORMED,

@@ -69,10 +69,11 @@ use super::stream::{
     StreamOptions, StreamRequest, StreamResponder, StreamResponse, TimedOut,
 };
 use crate::http_client::{HttpClient, HttpFailure};
+use crate::js::truthy as js_truthy;
 use crate::limits::{MemoryBudget, MinProgress, Reservation};
 use crate::link::{Link, LinkError};
+use crate::new_rid;
 use crate::tls::{CertInfo, TlsClientConfig};
-use crate::{js_truthy, new_rid};
 use grenache_core::wire::frame::ERR_REQUEST_MALFORMED;
 
 /// The header naming the body encoding (`none` or `gzip`).

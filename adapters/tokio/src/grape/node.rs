@@ -1,9 +1,10 @@
-//! The DHT node on a UDP socket: the loop that drives [`grenache_core::dht::node::Node`].
+//! The grape's DHT node on a UDP socket: the loop that drives [`grenache_core::dht::node::Node`].
 //!
 //! One thread owns the socket and the node (a single-threaded tokio runtime: the engine is a
 //! plain value, nothing to share). Other tasks talk to it through a [`Dht`] handle, which
-//! sends commands over a bounded channel and awaits the answer. Nothing protocol-shaped is
-//! decided here: the loop only moves bytes, time and commands in and events out.
+//! implements the API's [`GrapeDht`] seam: it sends commands over a bounded channel and awaits
+//! the answer. Nothing protocol-shaped is decided here: the loop only moves bytes, time and
+//! commands in and events out.
 //!
 //! ```text
 //!   loop {
@@ -23,9 +24,13 @@ use std::time::Instant as StdInstant;
 use grenache_core::addr::PeerAddr;
 use grenache_core::dht::bep44::Key;
 use grenache_core::dht::id::NodeId;
-use grenache_core::dht::node::{Event, Node, NodeConfig, OpError, OpId, StartError, REPLY_BUF_LEN};
-use grenache_core::{Instant, Rng};
+use grenache_core::dht::node::{Event, Node, NodeConfig, OpId, StartError, REPLY_BUF_LEN};
+use grenache_core::Instant;
 use tokio::sync::{mpsc, oneshot};
+
+use super::config::{GrapeConfig, DEFAULT_MAX_VALUES};
+use super::dht::{DhtError, GetQuery, GotItem, GrapeDht, PutItem};
+use crate::OsRng;
 
 /// Routing-table slots of a host node (32 buckets of K = 20).
 pub const TABLE: usize = 640;
@@ -39,7 +44,7 @@ pub const PEERS: usize = 10_240;
 /// so 5.9 MB.
 pub const ITEMS: usize = 5000;
 // The documented default must start.
-const _: () = assert!(crate::grape::DEFAULT_MAX_VALUES <= ITEMS);
+const _: () = assert!(DEFAULT_MAX_VALUES <= ITEMS);
 /// Operations (lookups, announces, puts, gets) running at once; more wait in a queue.
 pub const OPS: usize = 64;
 /// Candidates per traversal.
@@ -53,47 +58,6 @@ pub const MAX_QUEUED: usize = 4096;
 /// The host node type.
 pub type HostNode = Node<OsRng, TABLE, NAMES, PEERS, ITEMS, OPS, CANDIDATES, INFLIGHT>;
 
-/// Randomness from the operating system, buffered (token secrets and node ids must not be
-/// predictable: a node id is public, so a seeded PRNG would give its secrets away).
-pub struct OsRng {
-    buf: [u8; 256],
-    pos: usize,
-}
-
-impl OsRng {
-    /// A generator; fails if the OS has no randomness to give.
-    pub fn new() -> io::Result<OsRng> {
-        let mut r = OsRng {
-            buf: [0; 256],
-            pos: 256,
-        };
-        r.refill()?;
-        Ok(r)
-    }
-
-    fn refill(&mut self) -> io::Result<()> {
-        getrandom::fill(&mut self.buf).map_err(|e| io::Error::other(e.to_string()))?;
-        self.pos = 0;
-        Ok(())
-    }
-}
-
-impl Rng for OsRng {
-    fn next_u32(&mut self) -> u32 {
-        if self.pos + 4 > self.buf.len() && self.refill().is_err() {
-            // The OS generator failed after it worked at start: keep going on the old
-            // buffer rather than stop the node (samples only; secrets were taken before).
-            self.pos = 0;
-        }
-        let mut w = [0u8; 4];
-        if let Some(b) = self.buf.get(self.pos..self.pos + 4) {
-            w.copy_from_slice(b);
-        }
-        self.pos += 4;
-        u32::from_le_bytes(w)
-    }
-}
-
 /// How to run a DHT node.
 #[derive(Clone, Debug)]
 pub struct DhtConfig {
@@ -105,64 +69,6 @@ pub struct DhtConfig {
     pub node: NodeConfig,
 }
 
-/// Why a DHT operation failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DhtError {
-    /// The DHT reported a failure (Node's messages: "No nodes to query", ...).
-    Op(OpError),
-    /// The request was refused before it started.
-    Start(StartError),
-    /// Too many operations are waiting.
-    Busy,
-    /// The DHT task has stopped.
-    Stopped,
-}
-
-impl std::fmt::Display for DhtError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DhtError::Op(e) => write!(f, "{e}"),
-            DhtError::Start(e) => write!(f, "{e}"),
-            DhtError::Busy => f.write_str("DHT busy: too many operations waiting"),
-            DhtError::Stopped => f.write_str("DHT stopped"),
-        }
-    }
-}
-
-impl std::error::Error for DhtError {}
-
-/// A BEP44 item returned by [`Dht::get`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Item {
-    /// The node that answered (ours for a local hit).
-    pub id: NodeId,
-    /// Its token; `None` for a local hit.
-    pub token: Option<Vec<u8>>,
-    /// The raw bencoded value.
-    pub v: Vec<u8>,
-    /// `(k, seq, sig)` of a mutable item.
-    pub signed: Option<([u8; 32], i64, [u8; 64])>,
-    /// Whether it came from this node's own store.
-    pub local: bool,
-}
-
-/// A mutable BEP44 put, signed by the caller.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MutablePut {
-    /// Public key.
-    pub k: [u8; 32],
-    /// Salt, if any.
-    pub salt: Option<Vec<u8>>,
-    /// Sequence number.
-    pub seq: i64,
-    /// Signature over `salt`, `seq` and `v`.
-    pub sig: [u8; 64],
-    /// Raw bencoded value.
-    pub v: Vec<u8>,
-    /// Compare-and-swap: the expected current seq.
-    pub cas: Option<i64>,
-}
-
 enum Command {
     Lookup(
         Vec<u8>,
@@ -170,17 +76,14 @@ enum Command {
     ),
     Announce(Vec<u8>, u16, oneshot::Sender<Result<usize, DhtError>>),
     Unannounce(Vec<u8>, u16, oneshot::Sender<Result<usize, DhtError>>),
-    PutImmutable(Vec<u8>, oneshot::Sender<Result<Key, DhtError>>),
-    PutMutable(Box<MutablePut>, oneshot::Sender<Result<Key, DhtError>>),
-    Get {
-        key: Key,
-        salt: Option<Vec<u8>>,
-        local: bool,
-        reply: oneshot::Sender<Result<Option<Item>, DhtError>>,
-    },
+    Put(Box<PutItem>, oneshot::Sender<Result<Key, DhtError>>),
+    Get(GetQuery, oneshot::Sender<Result<Option<GotItem>, DhtError>>),
 }
 
-/// A handle on a running DHT node; cheap to clone.
+/// A handle on a running DHT node; cheap to clone. Its operations are the [`GrapeDht`] methods
+/// (`lookup`, `announce`, `unannounce`, `put`, `get`): bring the trait into scope to call them.
+/// Concurrent lookups of one name share one traversal; commands beyond the free operation slots
+/// wait in a queue of [`MAX_QUEUED`].
 #[derive(Clone, Debug)]
 pub struct Dht {
     tx: mpsc::Sender<Command>,
@@ -268,14 +171,6 @@ impl Dht {
         &self.id
     }
 
-    /// A counter that moves whenever this node's peer store gains or loses a peer (an
-    /// `announce_peer` of a new peer, an `unannounce`, an expiry; not a refresh). It moves
-    /// before the node answers the query that changed the store, so a client that saw the
-    /// answer sees the new count.
-    pub fn store_changes(&self) -> u64 {
-        self.store_changes.load(Ordering::Acquire)
-    }
-
     async fn call<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, DhtError>>) -> Command,
@@ -284,53 +179,8 @@ impl Dht {
         self.tx
             .send(make(tx))
             .await
-            .map_err(|_| DhtError::Stopped)?;
-        rx.await.map_err(|_| DhtError::Stopped)?
-    }
-
-    /// Looks `name` up: at most 100 peers, random order; concurrent lookups of one name share
-    /// one traversal.
-    pub async fn lookup(&self, name: &[u8]) -> Result<Vec<SocketAddrV4>, DhtError> {
-        self.call(|tx| Command::Lookup(name.to_vec(), tx)).await
-    }
-
-    /// Announces `name` on `port`: the number of nodes that stored it.
-    pub async fn announce(&self, name: &[u8], port: u16) -> Result<usize, DhtError> {
-        self.call(|tx| Command::Announce(name.to_vec(), port, tx))
-            .await
-    }
-
-    /// Withdraws an announce (the `unannounce` extension).
-    pub async fn unannounce(&self, name: &[u8], port: u16) -> Result<usize, DhtError> {
-        self.call(|tx| Command::Unannounce(name.to_vec(), port, tx))
-            .await
-    }
-
-    /// Stores an immutable item (`v` bencoded); its key.
-    pub async fn put_immutable(&self, v: Vec<u8>) -> Result<Key, DhtError> {
-        self.call(|tx| Command::PutImmutable(v, tx)).await
-    }
-
-    /// Stores a signed mutable item; its key.
-    pub async fn put_mutable(&self, item: MutablePut) -> Result<Key, DhtError> {
-        self.call(|tx| Command::PutMutable(Box::new(item), tx))
-            .await
-    }
-
-    /// Gets an item by key; `local` lets this node's own copy answer.
-    pub async fn get(
-        &self,
-        key: Key,
-        salt: Option<Vec<u8>>,
-        local: bool,
-    ) -> Result<Option<Item>, DhtError> {
-        self.call(|reply| Command::Get {
-            key,
-            salt,
-            local,
-            reply,
-        })
-        .await
+            .map_err(|_| DhtError::Destroyed)?;
+        rx.await.map_err(|_| DhtError::Destroyed)?
     }
 }
 
@@ -369,7 +219,7 @@ enum Waiter {
     ),
     Count(oneshot::Sender<Result<usize, DhtError>>),
     Put(oneshot::Sender<Result<Key, DhtError>>),
-    Get(oneshot::Sender<Result<Option<Item>, DhtError>>),
+    Get(oneshot::Sender<Result<Option<GotItem>, DhtError>>),
 }
 
 struct Loop {
@@ -565,18 +415,20 @@ impl Loop {
             }
             Command::Announce(name, port, _) => node.announce(t, name, *port),
             Command::Unannounce(name, port, _) => node.unannounce(t, name, *port),
-            Command::PutImmutable(v, _) => node.put_immutable(t, v),
-            Command::PutMutable(m, _) => {
-                node.put_mutable(t, &m.k, m.salt.as_deref(), m.seq, &m.sig, &m.v, m.cas)
-            }
-            Command::Get {
-                key, salt, local, ..
-            } => node.get(t, key, salt.as_deref(), *local),
+            Command::Put(item, _) => match &item.mutable {
+                None => node.put_immutable(t, &item.v_bencoded),
+                Some(m) => {
+                    // An empty salt is no salt: the wire then carries no `salt` key.
+                    let salt = (!m.salt.is_empty()).then_some(m.salt.as_slice());
+                    node.put_mutable(t, &m.k, salt, m.seq, &m.sig, &item.v_bencoded, m.cas)
+                }
+            },
+            Command::Get(query, _) => node.get(t, &query.hash, query.salt.as_deref(), query.cache),
         };
         let op = match started {
             Err(StartError::Busy) => return Err(c),
             Err(e) => {
-                c.fail(DhtError::Start(e));
+                c.fail(DhtError::Refused(e));
                 return Ok(());
             }
             Ok(op) => op,
@@ -587,8 +439,8 @@ impl Loop {
                 Waiter::Lookup(vec![tx], name)
             }
             Command::Announce(_, _, tx) | Command::Unannounce(_, _, tx) => Waiter::Count(tx),
-            Command::PutImmutable(_, tx) | Command::PutMutable(_, tx) => Waiter::Put(tx),
-            Command::Get { reply, .. } => Waiter::Get(reply),
+            Command::Put(_, tx) => Waiter::Put(tx),
+            Command::Get(_, tx) => Waiter::Get(tx),
         };
         self.waiters.insert(op, waiter);
         Ok(())
@@ -610,22 +462,24 @@ impl Loop {
             }
             Event::AnnounceDone { op, result } | Event::UnannounceDone { op, result } => {
                 if let Some(Waiter::Count(tx)) = self.waiters.remove(&op) {
-                    let _ = tx.send(result.map_err(DhtError::Op));
+                    let _ = tx.send(result.map_err(DhtError::from));
                 }
             }
             Event::PutDone { op, result } => {
                 if let Some(Waiter::Put(tx)) = self.waiters.remove(&op) {
-                    let _ = tx.send(result.map_err(DhtError::Op));
+                    let _ = tx.send(result.map_err(DhtError::from));
                 }
             }
             Event::GetDone { op, item } => {
                 if let Some(Waiter::Get(tx)) = self.waiters.remove(&op) {
-                    let item = item.map(|i| Item {
-                        id: i.id,
+                    let item = item.map(|i| GotItem {
+                        id: i.id.0,
                         token: i.token.map(<[u8]>::to_vec),
-                        v: i.v.to_vec(),
-                        signed: i.signed.map(|s| (*s.k, s.seq, *s.sig)),
-                        local: i.local,
+                        v_bencoded: i.v.to_vec(),
+                        k: i.signed.as_ref().map(|s| *s.k),
+                        sig: i.signed.as_ref().map(|s| *s.sig),
+                        seq: i.signed.as_ref().map(|s| s.seq),
+                        from_local: i.local,
                     });
                     let _ = tx.send(Ok(item));
                 }
@@ -640,8 +494,8 @@ impl Command {
         match self {
             Command::Lookup(_, tx) => tx.is_closed(),
             Command::Announce(_, _, tx) | Command::Unannounce(_, _, tx) => tx.is_closed(),
-            Command::PutImmutable(_, tx) | Command::PutMutable(_, tx) => tx.is_closed(),
-            Command::Get { reply, .. } => reply.is_closed(),
+            Command::Put(_, tx) => tx.is_closed(),
+            Command::Get(_, tx) => tx.is_closed(),
         }
     }
 
@@ -649,8 +503,8 @@ impl Command {
         match self {
             Command::Lookup(_, tx) => drop(tx.send(Err(e))),
             Command::Announce(_, _, tx) | Command::Unannounce(_, _, tx) => drop(tx.send(Err(e))),
-            Command::PutImmutable(_, tx) | Command::PutMutable(_, tx) => drop(tx.send(Err(e))),
-            Command::Get { reply, .. } => drop(reply.send(Err(e))),
+            Command::Put(_, tx) => drop(tx.send(Err(e))),
+            Command::Get(_, tx) => drop(tx.send(Err(e))),
         }
     }
 }
@@ -658,7 +512,7 @@ impl Command {
 impl DhtConfig {
     /// The DHT of a grape started with `config`: UDP on `0.0.0.0:<dp>` (like the Node grape,
     /// whatever `-b` says), bootstrap names resolved now (IPv4 only), the documented timers.
-    pub fn for_grape(config: &crate::grape::GrapeConfig) -> io::Result<DhtConfig> {
+    pub fn for_grape(config: &GrapeConfig) -> io::Result<DhtConfig> {
         use std::net::ToSocketAddrs;
         let mut bootstrap = Vec::new();
         for b in &config.bootstrap {
@@ -704,29 +558,9 @@ impl DhtConfig {
     }
 }
 
-fn grape_error(e: DhtError) -> crate::grape::DhtError {
-    use crate::grape::DhtError as G;
-    match e {
-        DhtError::Op(OpError::NoNodes) => G::NoNodes,
-        DhtError::Op(OpError::AllFailed) => G::AllFailed,
-        DhtError::Op(e @ OpError::Krpc(code)) => match u16::try_from(code) {
-            Ok(code) if (300..=399).contains(&code) => G::Krpc {
-                code,
-                message: e
-                    .message()
-                    .trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ')
-                    .to_owned(),
-            },
-            _ => G::AllFailed,
-        },
-        DhtError::Stopped => G::Destroyed,
-        other => G::Other(other.to_string()),
-    }
-}
-
-impl crate::grape::GrapeDht for Dht {
+impl GrapeDht for Dht {
     async fn lookup(&self, name: Vec<u8>) -> Vec<SocketAddrV4> {
-        match Dht::lookup(self, &name).await {
+        match self.call(|tx| Command::Lookup(name, tx)).await {
             Ok(peers) => peers,
             Err(e) => {
                 // Node's lookup never fails (`krpc:247-249`): an empty answer it is.
@@ -736,57 +570,30 @@ impl crate::grape::GrapeDht for Dht {
         }
     }
 
-    async fn announce(&self, name: Vec<u8>, port: u16) -> Result<usize, crate::grape::DhtError> {
-        Dht::announce(self, &name, port).await.map_err(grape_error)
+    async fn announce(&self, name: Vec<u8>, port: u16) -> Result<usize, DhtError> {
+        self.call(|tx| Command::Announce(name, port, tx)).await
     }
 
-    async fn unannounce(&self, name: Vec<u8>, port: u16) -> Result<usize, crate::grape::DhtError> {
-        Dht::unannounce(self, &name, port)
-            .await
-            .map_err(grape_error)
+    async fn unannounce(&self, name: Vec<u8>, port: u16) -> Result<usize, DhtError> {
+        self.call(|tx| Command::Unannounce(name, port, tx)).await
     }
 
-    async fn put(&self, item: crate::grape::PutItem) -> Result<[u8; 20], crate::grape::DhtError> {
-        match item.mutable {
-            None => self.put_immutable(item.v_bencoded).await,
-            Some(m) => {
-                self.put_mutable(MutablePut {
-                    k: m.k,
-                    salt: (!m.salt.is_empty()).then_some(m.salt),
-                    seq: m.seq,
-                    sig: m.sig,
-                    v: item.v_bencoded,
-                    cas: m.cas,
-                })
-                .await
-            }
-        }
-        .map_err(grape_error)
+    async fn put(&self, item: PutItem) -> Result<[u8; 20], DhtError> {
+        self.call(|tx| Command::Put(Box::new(item), tx)).await
     }
 
-    async fn get(
-        &self,
-        query: crate::grape::GetQuery,
-    ) -> Result<Option<crate::grape::GotItem>, crate::grape::DhtError> {
-        let item = Dht::get(self, query.hash, query.salt, query.cache)
-            .await
-            .map_err(grape_error)?;
-        Ok(item.map(|i| crate::grape::GotItem {
-            id: i.id.0,
-            token: i.token,
-            v_bencoded: i.v,
-            k: i.signed.map(|s| s.0),
-            seq: i.signed.map(|s| s.1),
-            sig: i.signed.map(|s| s.2),
-            from_local: i.local,
-        }))
+    async fn get(&self, query: GetQuery) -> Result<Option<GotItem>, DhtError> {
+        self.call(|tx| Command::Get(query, tx)).await
     }
 
     fn dht_port(&self) -> u16 {
         self.local_addr.port()
     }
 
+    /// Moves whenever this node's peer store gains or loses a peer (an `announce_peer` of a
+    /// new peer, an `unannounce`, an expiry; not a refresh), before the node answers the query
+    /// that changed the store, so a client that saw the answer sees the new count.
     fn store_changes(&self) -> u64 {
-        Dht::store_changes(self)
+        self.store_changes.load(Ordering::Acquire)
     }
 }

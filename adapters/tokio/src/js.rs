@@ -1,9 +1,17 @@
-//! The few JavaScript semantics the Node grape applies to request data, over `serde_json` values.
+//! JavaScript value semantics over `serde_json` values: the one place in this crate that says
+//! what Node would make of a JSON value.
 //!
-//! The Node grape never validates its input: it reads properties, tests truthiness, calls
-//! `Buffer.from` and `JSON.parse`, and lets V8 throw. Clients see the outcome (which bytes are
-//! announced, which key a put gets, which `TypeError` text comes back), so the API reproduces
-//! these operations instead of approximating them. `None` stands for JavaScript `undefined`.
+//! Two kinds of users:
+//! * the grape (`grape::handlers`): the Node grape never validates its input: it reads
+//!   properties, tests truthiness, calls `Buffer.from` and `JSON.parse`, and lets V8 throw.
+//!   Clients see the outcome (which bytes are announced, which key a put gets, which `TypeError`
+//!   text comes back), so the API reproduces these operations instead of approximating them.
+//!   `None` stands for JavaScript `undefined`.
+//! * the clients (`link`, `rpc`): Node peers test an error slot for truthiness and build
+//!   `new Error(err)` from it, so [`truthy`] and [`string`] decide what a Rust client reports.
+//!
+//! Numbers are printed by `grenache_core::wire::json::JsNumber`, so this crate and the core
+//! write `String(n)` the same way.
 //!
 //! Not emulated: own `valueOf`/`toString` members of a JSON object (V8 would call them, or throw
 //! `Cannot convert object to primitive value` when they are not functions); such an object is
@@ -13,6 +21,7 @@
 //! Recursion follows the nesting of the value, which `serde_json` bounds (128 levels) when it
 //! parses; the functions add their own depth cap for values built elsewhere.
 
+use grenache_core::wire::json::JsNumber;
 use serde_json::Value;
 
 /// Deeper values are treated as empty by the recursive conversions (serde_json refuses to parse
@@ -62,14 +71,16 @@ pub(crate) fn length_of(value: Option<&Value>) -> Result<Option<Value>, JsThrow>
     }
 }
 
-/// JavaScript truthiness.
-pub(crate) fn truthy(value: Option<&Value>) -> bool {
+/// JavaScript truthiness of a value (`undefined`, absent from the JSON, is falsy: callers with
+/// an `Option` write `value.is_some_and(truthy)`). `null`, `false`, `0`, `-0` and `""` are
+/// falsy; arrays and objects, even empty, are truthy.
+pub(crate) fn truthy(value: &Value) -> bool {
     match value {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_f64().is_some_and(|x| x != 0.0 && !x.is_nan()),
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(_)) | Some(Value::Object(_)) => true,
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|x| x != 0.0 && !x.is_nan()),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
     }
 }
 
@@ -97,27 +108,28 @@ pub(crate) fn to_number(value: Option<&Value>) -> f64 {
         Some(Value::Bool(b)) => f64::from(u8::from(*b)),
         Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
         Some(Value::String(s)) => string_to_number(s),
-        Some(v @ Value::Array(_)) => string_to_number(&to_js_string(Some(v))),
+        Some(v @ Value::Array(_)) => string_to_number(&string(v)),
         Some(Value::Object(_)) => f64::NAN,
     }
 }
 
-/// `ToString(value)`: what template literals, `Array.prototype.join` and `JSON.parse(value)` see.
-pub(crate) fn to_js_string(value: Option<&Value>) -> String {
+/// `String(value)` (`ToString`): what template literals, `Array.prototype.join`,
+/// `JSON.parse(value)` and `new Error(value).message` see: `[object Object]` for objects,
+/// comma-joined elements for arrays.
+pub(crate) fn string(value: &Value) -> String {
     let mut out = String::new();
-    write_js_string(value, &mut out, 0);
+    write_string(value, &mut out, 0);
     out
 }
 
-fn write_js_string(value: Option<&Value>, out: &mut String, depth: usize) {
+fn write_string(value: &Value, out: &mut String, depth: usize) {
     match value {
-        None => out.push_str("undefined"),
-        Some(Value::Null) => out.push_str("null"),
-        Some(Value::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
-        Some(Value::Number(n)) => out.push_str(&number_to_string(n.as_f64().unwrap_or(f64::NAN))),
-        Some(Value::String(s)) => out.push_str(s),
-        Some(Value::Object(_)) => out.push_str("[object Object]"),
-        Some(Value::Array(items)) => {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&number_to_string(n.as_f64().unwrap_or(f64::NAN))),
+        Value::String(s) => out.push_str(s),
+        Value::Object(_) => out.push_str("[object Object]"),
+        Value::Array(items) => {
             if depth >= MAX_DEPTH {
                 return;
             }
@@ -127,54 +139,17 @@ fn write_js_string(value: Option<&Value>, out: &mut String, depth: usize) {
                 }
                 // join() renders null and undefined elements as empty strings.
                 if !item.is_null() {
-                    write_js_string(Some(item), out, depth + 1);
+                    write_string(item, out, depth + 1);
                 }
             }
         }
     }
 }
 
-/// `Number.prototype.toString()` (ECMA-262 Number::toString with radix 10).
+/// `Number.prototype.toString()` (ECMA-262 Number::toString with radix 10), as the core writes
+/// it.
 pub(crate) fn number_to_string(x: f64) -> String {
-    if x.is_nan() {
-        return "NaN".to_owned();
-    }
-    if x == 0.0 {
-        return "0".to_owned();
-    }
-    if x.is_infinite() {
-        return if x > 0.0 { "Infinity" } else { "-Infinity" }.to_owned();
-    }
-    if x < 0.0 {
-        return format!("-{}", number_to_string(-x));
-    }
-    // Rust's `{:e}` prints the shortest digit string that round-trips, as ECMA-262 requires:
-    // "d[.ddd]e<exp>".
-    let sci = format!("{x:e}");
-    let (mantissa, exponent) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let k = i64::try_from(digits.len()).unwrap_or(i64::MAX);
-    // n: the position of the decimal point relative to the digit string.
-    let n = exponent.parse::<i64>().unwrap_or(0).saturating_add(1);
-    let zeros = |count: i64| "0".repeat(usize::try_from(count).unwrap_or(0));
-    if k <= n && n <= 21 {
-        format!("{digits}{}", zeros(n - k))
-    } else if 0 < n && n <= 21 {
-        let split = usize::try_from(n).unwrap_or(0);
-        let (int, frac) = digits.split_at(split.min(digits.len()));
-        format!("{int}.{frac}")
-    } else if -6 < n && n <= 0 {
-        format!("0.{}{digits}", zeros(-n))
-    } else {
-        let e = n - 1;
-        let sign = if e >= 0 { '+' } else { '-' };
-        let (first, rest) = digits.split_at(1.min(digits.len()));
-        if rest.is_empty() {
-            format!("{first}e{sign}{}", e.unsigned_abs())
-        } else {
-            format!("{first}.{rest}e{sign}{}", e.unsigned_abs())
-        }
-    }
+    JsNumber(x).to_string()
 }
 
 /// JavaScript's `WhiteSpace` and `LineTerminator` code points (what `\s` and `trim` strip).
@@ -413,7 +388,7 @@ fn from_array_like<'a>(
 /// `'{"type":"Buffer","data":[…]}'` its data, so the key of a mutable item is the one a Node
 /// grape computes for the same request.
 pub(crate) fn str2buf(value: &Value, encoding: Encoding) -> Result<Vec<u8>, JsThrow> {
-    let text = to_js_string(Some(value));
+    let text = string(value);
     if let Ok(parsed) = serde_json::from_str::<Value>(&text) {
         if let Ok(bytes) = buffer_from(Some(&parsed)) {
             return Ok(bytes);
@@ -598,11 +573,97 @@ mod tests {
     #[test]
     fn js_string_of_arrays_joins() {
         assert_eq!(
-            to_js_string(Some(&json!([1, null, [2, 3], "x", {}]))),
+            string(&json!([1, null, [2, 3], "x", {}])),
             "1,,2,3,x,[object Object]"
         );
         assert_eq!(to_number(Some(&json!([" 7 "]))), 7.0);
         assert!(to_number(Some(&json!([1, 2]))).is_nan());
         assert_eq!(to_number(Some(&json!([]))), 0.0);
+    }
+
+    #[test]
+    fn string_matches_javascript() {
+        assert_eq!(string(&json!("boom")), "boom");
+        assert_eq!(string(&json!({"a": 1})), "[object Object]");
+        assert_eq!(string(&json!([1, null, "x"])), "1,,x");
+        assert_eq!(string(&json!(true)), "true");
+        assert_eq!(string(&json!(null)), "null");
+        assert_eq!(string(&json!(12)), "12");
+    }
+
+    #[test]
+    fn truthy_matches_javascript() {
+        for falsy in [
+            json!(null),
+            json!(false),
+            json!(0),
+            json!(""),
+            json!(0.0),
+            json!(-0.0),
+        ] {
+            assert!(!truthy(&falsy), "{falsy} should be falsy");
+        }
+        for truthy_value in [
+            json!(true),
+            json!(1),
+            json!("x"),
+            json!([]),
+            json!({}),
+            json!(-1),
+        ] {
+            assert!(truthy(&truthy_value), "{truthy_value} should be truthy");
+        }
+    }
+
+    /// One table of JSON numbers, each with `String(JSON.parse(text))` from Node: the text
+    /// parsed by serde_json and printed here, and the double printed by the core's
+    /// `JsNumber`, must both give Node's string. Integers beyond 2^53 and 1e21 are where a
+    /// plain `to_string` of the parsed number (serde_json's own printing) goes wrong.
+    #[test]
+    fn numbers_print_as_the_core_prints_them() {
+        let table: &[(&str, &str)] = &[
+            ("0", "0"),
+            ("-0", "0"),
+            ("-0.0", "0"),
+            ("12", "12"),
+            ("-7", "-7"),
+            ("0.1", "0.1"),
+            ("1.5", "1.5"),
+            ("1.0", "1"),
+            ("1e21", "1e+21"),
+            ("1E21", "1e+21"),
+            ("1e20", "100000000000000000000"),
+            ("1.5e-7", "1.5e-7"),
+            ("0.000001", "0.000001"),
+            ("12345678901234567890", "12345678901234567000"),
+            ("-9223372036854775808", "-9223372036854776000"),
+            ("9007199254740993", "9007199254740992"),
+            ("1.7976931348623157e308", "1.7976931348623157e+308"),
+            ("5e-324", "5e-324"),
+        ];
+        for (text, node) in table {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let tokio = string(&value);
+            let core = JsNumber(text.parse::<f64>().unwrap()).to_string();
+            assert_eq!(tokio, core, "tokio and core disagree on {text}");
+            assert_eq!(tokio, *node, "String({text})");
+            // Inside an error array as well: `String([n])` is `String(n)`.
+            assert_eq!(string(&json!([value])), *node, "String([{text}])");
+        }
+    }
+
+    /// The core decides truthiness on raw bytes (an RPC reply's error slot); this crate on
+    /// parsed values. Both must say what JavaScript says.
+    #[test]
+    fn truthiness_agrees_with_the_core_frame_parser() {
+        for text in [
+            "null", "false", "true", "0", "-0", "0.0", "0e5", "1", "-1", "0.5", "1e-7", "\"\"",
+            "\"0\"", "\" \"", "[]", "{}", "[0]",
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let frame = format!("[\"rid\",{text},null]");
+            let reply = grenache_core::wire::frame::Reply::parse(frame.as_bytes()).unwrap();
+            assert_eq!(reply.err.is_some(), truthy(&value), "truthiness of {text}");
+        }
     }
 }
