@@ -107,6 +107,61 @@ pub trait RpcClient: Clone + Send + Sync + 'static {
     fn close(&self, grace: Duration) -> impl Future<Output = ()> + Send;
 }
 
+/// Implements [`RpcClient`] for a transport's client by its inherent methods of the same names
+/// and signatures (which stay, so that calling them needs no trait import).
+macro_rules! rpc_client_by_inherent_methods {
+    ($client:ty) => {
+        impl $crate::rpc::RpcClient for $client {
+            fn link(&self) -> &$crate::link::Link {
+                <$client>::link(self)
+            }
+
+            fn request(
+                &self,
+                name: &str,
+                payload: serde_json::Value,
+                timeout: std::time::Duration,
+            ) -> impl std::future::Future<Output = Result<serde_json::Value, $crate::rpc::RpcError>>
+                   + Send {
+                <$client>::request(self, name, payload, timeout)
+            }
+
+            fn map(
+                &self,
+                name: &str,
+                payload: serde_json::Value,
+                timeout: std::time::Duration,
+            ) -> impl std::future::Future<
+                Output = Result<
+                    Vec<Result<serde_json::Value, $crate::rpc::RpcError>>,
+                    $crate::rpc::RpcError,
+                >,
+            > + Send {
+                <$client>::map(self, name, payload, timeout)
+            }
+
+            fn request_to(
+                &self,
+                dest: &str,
+                name: &str,
+                payload: serde_json::Value,
+                timeout: std::time::Duration,
+            ) -> impl std::future::Future<Output = Result<serde_json::Value, $crate::rpc::RpcError>>
+                   + Send {
+                <$client>::request_to(self, dest, name, payload, timeout)
+            }
+
+            fn close(
+                &self,
+                grace: std::time::Duration,
+            ) -> impl std::future::Future<Output = ()> + Send {
+                <$client>::close(self, grace)
+            }
+        }
+    };
+}
+pub(crate) use rpc_client_by_inherent_methods;
+
 /// The requests a client has in flight, and whether it is closed: what `close` waits on.
 #[derive(Debug)]
 pub(crate) struct InFlight {

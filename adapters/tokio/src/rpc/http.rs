@@ -56,7 +56,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::client::{lookup_before, pick_dest, InFlight, RpcClient};
+use super::client::{lookup_before, pick_dest, InFlight};
 use super::error::RpcError;
 use super::frame::{
     decode_reply, decode_request, encode_reply, encode_request, key_text, BadRequest,
@@ -992,40 +992,4 @@ impl PeerRpcClient {
     }
 }
 
-impl RpcClient for PeerRpcClient {
-    fn link(&self) -> &Link {
-        PeerRpcClient::link(self)
-    }
-
-    fn request(
-        &self,
-        name: &str,
-        payload: Value,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<Value, RpcError>> + Send {
-        PeerRpcClient::request(self, name, payload, timeout)
-    }
-
-    fn map(
-        &self,
-        name: &str,
-        payload: Value,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<Vec<Result<Value, RpcError>>, RpcError>> + Send {
-        PeerRpcClient::map(self, name, payload, timeout)
-    }
-
-    fn request_to(
-        &self,
-        dest: &str,
-        name: &str,
-        payload: Value,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<Value, RpcError>> + Send {
-        PeerRpcClient::request_to(self, dest, name, payload, timeout)
-    }
-
-    fn close(&self, grace: Duration) -> impl Future<Output = ()> + Send {
-        PeerRpcClient::close(self, grace)
-    }
-}
+super::rpc_client_by_inherent_methods!(PeerRpcClient);

@@ -45,4 +45,5 @@ pub use http::HttpClientConfig;
 pub use server::{ServerConfig, SMALL_MESSAGE};
 pub use ws::WsClientConfig;
 
+pub(crate) use client::rpc_client_by_inherent_methods;
 pub(crate) use server::{accept_bounded, listening_methods, Listening};

@@ -45,7 +45,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::client::{lookup_before, pick_dest, InFlight, RpcClient, IDLE_TIMEOUT};
+use super::client::{lookup_before, pick_dest, InFlight, IDLE_TIMEOUT};
 use super::error::RpcError;
 use super::frame::{decode_reply, decode_request, encode_reply, encode_request, BadRequest};
 use super::handler::{Handler, Request};
@@ -1241,43 +1241,7 @@ fn deliver(pending: &Mutex<Pending>, bytes: &[u8], dest: &str) {
     }
 }
 
-impl RpcClient for PeerRpcClient {
-    fn link(&self) -> &Link {
-        PeerRpcClient::link(self)
-    }
-
-    fn request(
-        &self,
-        name: &str,
-        payload: Value,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<Value, RpcError>> + Send {
-        PeerRpcClient::request(self, name, payload, timeout)
-    }
-
-    fn map(
-        &self,
-        name: &str,
-        payload: Value,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<Vec<Result<Value, RpcError>>, RpcError>> + Send {
-        PeerRpcClient::map(self, name, payload, timeout)
-    }
-
-    fn request_to(
-        &self,
-        dest: &str,
-        name: &str,
-        payload: Value,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<Value, RpcError>> + Send {
-        PeerRpcClient::request_to(self, dest, name, payload, timeout)
-    }
-
-    fn close(&self, grace: Duration) -> impl Future<Output = ()> + Send {
-        PeerRpcClient::close(self, grace)
-    }
-}
+super::rpc_client_by_inherent_methods!(PeerRpcClient);
 
 #[cfg(test)]
 mod tests {
