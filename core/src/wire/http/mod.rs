@@ -15,7 +15,7 @@
 //! * [`BodyDecoder`] is a byte-at-a-time state machine for the body (`Content-Length`,
 //!   `chunked`, or until close), fed any split of the input; it hands back ranges of the input
 //!   that hold body bytes and reports where the body ends, so pipelined messages can follow.
-//! * `write_*` functions produce heads and chunks into a `&mut [u8]`.
+//! * `write_*` functions produce heads into a `&mut [u8]`.
 //!
 //! Every error knows the status a server should answer with ([`HttpError::status`]): malformed
 //! → 400, head too large → 431, body too large → 413, unknown transfer coding → 501, HTTP
@@ -40,8 +40,7 @@ pub use head::{
     ResponseHead,
 };
 pub use write::{
-    reason_phrase, write_chunk, write_chunk_header, write_last_chunk, write_request_head,
-    write_response_head, write_response_head_with, WriteError, CHUNK_END,
+    reason_phrase, write_request_head, write_response_head, write_response_head_with, WriteError,
 };
 
 use core::fmt;

@@ -146,6 +146,17 @@ pub(super) fn decode_all(
     decode_pieces(kind, max, input, &[0])
 }
 
+/// One chunk of a chunked body: hex size line, `data`, CRLF.
+pub(super) fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut out = std::format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The last chunk and the end of a chunked body, without trailers.
+pub(super) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
 /// Encodes a body as chunks cut at the given sizes.
 pub(super) fn chunked_body(body: &[u8], cuts: &[usize], out: &mut Vec<u8>) {
     let mut rest = body;
@@ -153,14 +164,10 @@ pub(super) fn chunked_body(body: &[u8], cuts: &[usize], out: &mut Vec<u8>) {
     while !rest.is_empty() {
         let take = cuts.get(i).copied().unwrap_or(rest.len()).min(rest.len());
         i += 1;
-        let mut tmp = std::vec![0u8; take + 32];
-        let n = write_chunk(&mut tmp, &rest[..take]).unwrap();
-        out.extend_from_slice(&tmp[..n]);
+        out.extend_from_slice(&chunk(&rest[..take]));
         rest = &rest[take..];
     }
-    let mut tmp = [0u8; 8];
-    let n = write_last_chunk(&mut tmp).unwrap();
-    out.extend_from_slice(&tmp[..n]);
+    out.extend_from_slice(LAST_CHUNK);
 }
 
 /// Either Partial or the same answer as the whole input, for every prefix; and a complete
@@ -188,6 +195,15 @@ pub(super) fn check_prefixes_response(input: &[u8]) {
             assert_eq!(p, full, "prefix {len}");
         }
     }
+}
+
+#[test]
+fn the_chunk_helper_writes_what_the_decoder_reads() {
+    assert_eq!(
+        chunk(b"[\"r1\",null,{\"ok\":\"hi\"}]"),
+        b"17\r\n[\"r1\",null,{\"ok\":\"hi\"}]\r\n"
+    );
+    assert_eq!(chunk(&[b'x'; 0xabc])[..5], *b"abc\r\n");
 }
 
 #[test]

@@ -1,14 +1,15 @@
-//! Writers: request and response heads, chunks, into a caller's `&mut [u8]`.
+//! Writers of request and response heads, into a caller's `&mut [u8]`.
 
 use super::head::{is, TARGET, TCHAR, VALUE};
 use super::{BodyKind, Header};
+use crate::wire::BufferFull;
 use core::fmt;
 
-/// Why a head or chunk could not be written.
+/// Why a head could not be written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum WriteError {
-    /// The output buffer is too small.
+    /// The output buffer is too small ([`BufferFull`] converts into this).
     BufferFull,
     /// A method, target, header name, header value, reason or status code would not be a
     /// valid (or safe) part of a message, e.g. a value containing CR or LF.
@@ -25,6 +26,12 @@ impl fmt::Display for WriteError {
 }
 
 impl core::error::Error for WriteError {}
+
+impl From<BufferFull> for WriteError {
+    fn from(_: BufferFull) -> Self {
+        WriteError::BufferFull
+    }
+}
 
 /// The standard reason phrase for a status code (RFC 9110), or `""` if none is known.
 pub fn reason_phrase(status: u16) -> &'static str {
@@ -70,30 +77,25 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
-    fn put(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
-        let end = self
-            .len
-            .checked_add(bytes.len())
-            .ok_or(WriteError::BufferFull)?;
-        let dst = self
-            .buf
-            .get_mut(self.len..end)
-            .ok_or(WriteError::BufferFull)?;
+    fn put(&mut self, bytes: &[u8]) -> Result<(), BufferFull> {
+        let end = self.len.checked_add(bytes.len()).ok_or(BufferFull)?;
+        let dst = self.buf.get_mut(self.len..end).ok_or(BufferFull)?;
         dst.copy_from_slice(bytes);
         self.len = end;
         Ok(())
     }
 
-    fn number(&mut self, mut n: u64, radix: u64) -> Result<(), WriteError> {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    /// `n` in decimal (a status code, a `Content-Length`).
+    fn decimal(&mut self, mut n: u64) -> Result<(), BufferFull> {
+        // u64::MAX has 20 decimal digits.
         let mut tmp = [0u8; 20];
         let mut i = tmp.len();
         loop {
             i -= 1;
-            if let (Some(slot), Some(&d)) = (tmp.get_mut(i), DIGITS.get((n % radix) as usize)) {
-                *slot = d;
+            if let Some(slot) = tmp.get_mut(i) {
+                *slot = b'0' + (n % 10) as u8;
             }
-            n /= radix;
+            n /= 10;
             if n == 0 || i == 0 {
                 break;
             }
@@ -117,13 +119,13 @@ impl Out<'_> {
         match body {
             BodyKind::Length(n) => {
                 self.put(b"Content-Length: ")?;
-                self.number(n, 10)?;
+                self.decimal(n)?;
                 self.put(b"\r\n")?;
             }
             BodyKind::Chunked => self.put(b"Transfer-Encoding: chunked\r\n")?,
             BodyKind::None | BodyKind::UntilClose => {}
         }
-        self.put(b"\r\n")
+        Ok(self.put(b"\r\n")?)
     }
 }
 
@@ -161,7 +163,7 @@ pub fn write_response_head_with(
     }
     let mut o = Out { buf: out, len: 0 };
     o.put(b"HTTP/1.1 ")?;
-    o.number(u64::from(status), 10)?;
+    o.decimal(u64::from(status))?;
     o.put(b" ")?;
     o.put(reason.as_bytes())?;
     o.put(b"\r\n")?;
@@ -190,39 +192,6 @@ pub fn write_request_head(
     o.put(target.as_bytes())?;
     o.put(b" HTTP/1.1\r\n")?;
     o.fields(headers, body)?;
-    Ok(o.len)
-}
-
-/// Writes the size line of a chunk of `len` bytes (`<hex>\r\n`); the caller then writes the
-/// data and [`CHUNK_END`]. Lets a caller put the data in place without copying it twice.
-pub fn write_chunk_header(out: &mut [u8], len: usize) -> Result<usize, WriteError> {
-    let mut o = Out { buf: out, len: 0 };
-    o.number(len as u64, 16)?;
-    o.put(b"\r\n")?;
-    Ok(o.len)
-}
-
-/// The CRLF that follows a chunk's data.
-pub const CHUNK_END: &[u8] = b"\r\n";
-
-/// Writes one chunk: size line, `data`, CRLF. An empty `data` writes nothing (an empty chunk
-/// would end the body; use [`write_last_chunk`] for that). Returns the bytes written.
-pub fn write_chunk(out: &mut [u8], data: &[u8]) -> Result<usize, WriteError> {
-    if data.is_empty() {
-        return Ok(0);
-    }
-    let mut o = Out { buf: out, len: 0 };
-    o.number(data.len() as u64, 16)?;
-    o.put(b"\r\n")?;
-    o.put(data)?;
-    o.put(CHUNK_END)?;
-    Ok(o.len)
-}
-
-/// Writes the last chunk and the end of the body (`0\r\n\r\n`, no trailers).
-pub fn write_last_chunk(out: &mut [u8]) -> Result<usize, WriteError> {
-    let mut o = Out { buf: out, len: 0 };
-    o.put(b"0\r\n\r\n")?;
     Ok(o.len)
 }
 

@@ -73,19 +73,15 @@ fn body_limit_is_413() {
     let mut dec = BodyDecoder::new(BodyKind::Chunked, 8192).unwrap();
     assert_eq!(dec.decode(b"2001"), Err(HttpError::BodyTooLarge));
     let mut wire = Vec::new();
-    let mut tmp = [0u8; 8300];
-    let n = write_chunk(&mut tmp, &[b'a'; 8000]).unwrap();
-    wire.extend_from_slice(&tmp[..n]);
-    let n = write_chunk(&mut tmp, &[b'b'; 192]).unwrap();
-    wire.extend_from_slice(&tmp[..n]);
+    wire.extend_from_slice(&chunk(&[b'a'; 8000]));
+    wire.extend_from_slice(&chunk(&[b'b'; 192]));
     let mut exact = wire.clone();
     exact.extend_from_slice(b"0\r\n\r\n");
     assert_eq!(
         decode_all(BodyKind::Chunked, 8192, &exact).unwrap().0.len(),
         8192
     );
-    let n = write_chunk(&mut tmp, b"c").unwrap();
-    wire.extend_from_slice(&tmp[..n]);
+    wire.extend_from_slice(&chunk(b"c"));
     assert_eq!(
         decode_all(BodyKind::Chunked, 8192, &wire),
         Err(HttpError::BodyTooLarge)

@@ -156,31 +156,14 @@ fn writers_report_buffer_full_at_every_size() {
             Err(WriteError::BufferFull)
         );
     }
-    let m = write_chunk(&mut big, b"hello").unwrap();
-    for size in 0..m {
+    let n = write_response_head(&mut big, 413, None, &headers, BodyKind::Length(22)).unwrap();
+    for size in 0..n {
         let mut out = std::vec![0u8; size];
-        assert_eq!(write_chunk(&mut out, b"hello"), Err(WriteError::BufferFull));
+        assert_eq!(
+            write_response_head(&mut out, 413, None, &headers, BodyKind::Length(22)),
+            Err(WriteError::BufferFull)
+        );
     }
-    assert_eq!(write_last_chunk(&mut [0u8; 4]), Err(WriteError::BufferFull));
-    assert_eq!(
-        write_chunk_header(&mut [0u8; 2], 0x100),
-        Err(WriteError::BufferFull)
-    );
-}
-
-#[test]
-fn chunk_writers() {
-    let mut out = [0u8; 64];
-    let n = write_chunk(&mut out, b"[\"r1\",null,{\"ok\":\"hi\"}]").unwrap();
-    assert_eq!(&out[..n], b"17\r\n[\"r1\",null,{\"ok\":\"hi\"}]\r\n");
-    assert_eq!(write_chunk(&mut out, b""), Ok(0));
-    let n = write_last_chunk(&mut out).unwrap();
-    assert_eq!(&out[..n], b"0\r\n\r\n");
-    let n = write_chunk_header(&mut out, 0xabc).unwrap();
-    assert_eq!(&out[..n], b"abc\r\n");
-    let n = write_chunk_header(&mut out, 0).unwrap();
-    assert_eq!(&out[..n], b"0\r\n");
-    assert_eq!(CHUNK_END, b"\r\n");
 }
 
 #[test]
