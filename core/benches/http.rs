@@ -1,7 +1,7 @@
 //! HTTP/1.1 codec throughput on the messages Grenache actually exchanges.
 //!
 //! The main case is a grape receiving Link's `POST /lookup` (node-fetch's header set, see
-//! `core/src/wire/http.rs` tests) with body `{"data":"fibonacci_worker","rid":"<uuid>"}`: head
+//! `core/src/wire/http/tests.rs`) with body `{"data":"fibonacci_worker","rid":"<uuid>"}`: head
 //! parse alone, and head parse plus body decode. Target: > 1 M requests/s.
 
 // Bench inputs are fixed and known good: a failure is a bug to crash on, as in a test.
