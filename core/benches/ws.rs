@@ -6,10 +6,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use grenache_core::rng::SplitMix64;
 use grenache_core::wire::ws::{
-    apply_mask, parse_frame_header, write_client_frame, MessageKind, Opcode, Role, Status,
-    WsConnection,
+    apply_mask, parse_frame_header, write_frame, Opcode, Status, WsConnection,
 };
 
 const REQUEST: &[u8] =
@@ -17,8 +15,14 @@ const REQUEST: &[u8] =
 
 fn masked_frame() -> Vec<u8> {
     let mut out = vec![0u8; REQUEST.len() + 14];
-    let n = write_client_frame(&mut out, Opcode::Text, REQUEST, [0x37, 0xfa, 0x21, 0x3d])
-        .expect("fits");
+    let n = write_frame(
+        &mut out,
+        true,
+        Opcode::Text,
+        Some([0x37, 0xfa, 0x21, 0x3d]),
+        REQUEST,
+    )
+    .expect("fits");
     out.truncate(n);
     out
 }
@@ -46,7 +50,7 @@ fn bench_ws(c: &mut Criterion) {
 
     // The whole receive path of a server connection (zero-copy fast path).
     g.bench_function("connection_feed_text_100B", |b| {
-        let mut conn = WsConnection::<4096>::new(Role::Server);
+        let mut conn = WsConnection::<4096>::new();
         let mut buf = frame.clone();
         b.iter(|| {
             buf.copy_from_slice(&frame);
@@ -57,7 +61,7 @@ fn bench_ws(c: &mut Criterion) {
 
     // Same frame delivered in two reads: the copying path.
     g.bench_function("connection_feed_split_text_100B", |b| {
-        let mut conn = WsConnection::<4096>::new(Role::Server);
+        let mut conn = WsConnection::<4096>::new();
         let mut buf = frame.clone();
         b.iter(|| {
             buf.copy_from_slice(&frame);
@@ -69,11 +73,17 @@ fn bench_ws(c: &mut Criterion) {
     });
 
     // Writing a server reply frame.
-    g.bench_function("send_server_text_100B", |b| {
-        let mut conn = WsConnection::<64>::new(Role::Server);
-        let mut rng = SplitMix64::new(1);
+    g.bench_function("write_server_text_100B", |b| {
         let mut out = [0u8; 256];
-        b.iter(|| black_box(conn.send(&mut rng, MessageKind::Text, black_box(REQUEST), &mut out)))
+        b.iter(|| {
+            black_box(write_frame(
+                &mut out,
+                true,
+                Opcode::Text,
+                None,
+                black_box(REQUEST),
+            ))
+        })
     });
     g.finish();
 }

@@ -14,7 +14,7 @@ use embassy_net::tcp::TcpSocket;
 use embassy_net::Stack;
 use embassy_time::{with_deadline, with_timeout, Duration};
 use grenache_core::rpc::worker::{Action, Buffers, WorkerConnection};
-use grenache_core::wire::ws::{self, WsConnection};
+use grenache_core::wire::ws::WsConnection;
 use grenache_core::Instant;
 
 pub use grenache_core::rpc::worker::{
@@ -88,7 +88,7 @@ impl<
             req: [0; REQUEST],
             result: [0; RESULT],
             reply: [0; REPLY],
-            ws: WsConnection::new(ws::Role::Server),
+            ws: WsConnection::new(),
         }
     }
 }

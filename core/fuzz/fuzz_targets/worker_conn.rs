@@ -5,7 +5,7 @@
 #![no_main]
 
 use grenache_core::rpc::worker::{Action, Buffers, Handler, Request, WorkerConnection};
-use grenache_core::wire::ws::{Role, WsConnection};
+use grenache_core::wire::ws::WsConnection;
 use grenache_core::Instant;
 use libfuzzer_sys::fuzz_target;
 
@@ -29,7 +29,7 @@ impl Handler for Echo {
 /// Everything sent before the close.
 fn run(input: &[u8], read: usize, write: usize) -> Vec<u8> {
     let (mut request, mut result, mut reply) = ([0u8; 512], [0u8; 128], [0u8; 256]);
-    let mut ws = Box::new(WsConnection::<256>::new(Role::Server));
+    let mut ws = Box::new(WsConnection::<256>::new());
     let mut c = WorkerConnection::new(Buffers {
         request: &mut request,
         result: &mut result,

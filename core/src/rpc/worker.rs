@@ -38,7 +38,6 @@
 //! HTTP request (head and body) and is the WebSocket read buffer; the reply buffer holds the
 //! reply frame behind [`HEAD_ROOM`] bytes for its HTTP head or WebSocket header.
 
-use crate::rng::SplitMix64;
 use crate::time::{Duration, Instant};
 use crate::wire::frame::{self, Malformed};
 use crate::wire::http::{self, BodyDecoder, BodyKind, Header, HttpError, Status};
@@ -196,7 +195,7 @@ impl<const MESSAGE: usize> core::fmt::Debug for WorkerConnection<'_, MESSAGE> {
 impl<'b, const MESSAGE: usize> WorkerConnection<'b, MESSAGE> {
     /// A connection that has received nothing yet (its WebSocket state is reset).
     pub fn new(bufs: Buffers<'b, MESSAGE>) -> Self {
-        *bufs.ws = WsConnection::new(ws::Role::Server);
+        *bufs.ws = WsConnection::new();
         WorkerConnection {
             bufs,
             len: 0,
@@ -394,9 +393,8 @@ impl<'b, const MESSAGE: usize> WorkerConnection<'b, MESSAGE> {
                         reply,
                         ws,
                     } = &mut self.bufs;
-                    // Control frames queued by the last input go first (a server never masks:
-                    // the generator is never asked for a key).
-                    if let Ok(Some(n)) = ws.poll_transmit(&mut SplitMix64::new(0), reply) {
+                    // Control frames queued by the last input go first.
+                    if let Ok(Some(n)) = ws.poll_transmit(reply) {
                         return Io::Write(n);
                     }
                     if *closing {

@@ -1,4 +1,4 @@
-//! Grenache RPC frames and the grape HTTP envelope.
+//! Grenache RPC frames: reading requests and writing replies, as a worker does.
 //!
 //! Every Grenache RPC message, over WebSocket and over HTTP, is one JSON array
 //! (docs/protocol.md §9.2, §10.1, §10.2):
@@ -7,9 +7,6 @@
 //!   `["5f3ccf96-1f02-4c32-9c49-0c17e0583c92","rpc_test",{"hello":"world"}]`;
 //! * reply, server → client: `[rid, err, result]`, e.g. `["r1",null,"world"]` or
 //!   `["r4","boom","partial"]`.
-//!
-//! Link talks to the grape's HTTP API with the envelope `{"rid":"<uuid>","data":<payload>}`
-//! ([`Envelope`], docs/protocol.md §3.2).
 //!
 //! Payloads, results and rids stay opaque: the parsers return raw JSON slices of the input,
 //! checked for syntax, and the writers copy raw slices verbatim. The writers emit what Node's
@@ -36,25 +33,6 @@
 //! "Drop" means: send nothing. On WebSocket keep the connection (Node does); on HTTP, where
 //! Node leaves the request hanging, closing the connection without a response is compatible
 //! (docs/protocol.md §8.2). The rid is echoed byte for byte with its JSON type (a number stays a number).
-//!
-//! # What a client does with a malformed reply
-//!
-//! Node's client runs `const [rid, _err, res] = data`; a truthy `_err` becomes
-//! `new Error(String(_err))` (docs/protocol.md §8.3). [`Reply::parse`] mirrors that without the crashes:
-//!
-//! | reply bytes | Node client | [`Reply::parse`] |
-//! |---|---|---|
-//! | not JSON | WS ignores it, HTTP `ERR_REPLY_EMPTY` | [`FrameError::NotJson`] |
-//! | `null` | WS ignores it, HTTP `ERR_REPLY_EMPTY` | [`FrameError::NotArray`] |
-//! | `5`, `true`, `{}` | `TypeError: data is not iterable`: the process dies | [`FrameError::NotArray`] |
-//! | `"str"` | iterable: rid `'s'` matches nothing, ignored | [`FrameError::NotArray`] |
-//! | `[]` | rid `undefined` matches nothing | [`FrameError::Shape`] |
-//! | `[rid]`, `[rid, err]` | missing items are `undefined` | accepted: no error, result `null` |
-//! | falsy err: `null`, `false`, `0`, `""` | success | `err: None` |
-//! | truthy err | `Error(String(err))` | `err: Some(raw)` (usually a string) |
-//!
-//! A Rust client over HTTP maps `NotJson`/`NotArray` to `ERR_REPLY_EMPTY` for parity; over
-//! WebSocket it ignores the frame.
 
 use core::fmt;
 
@@ -67,9 +45,9 @@ pub enum FrameError {
     /// The bytes are not one JSON value (RFC 8259, UTF-8, nesting within
     /// [`json::MAX_DEPTH`]).
     NotJson,
-    /// Valid JSON, but not an array (for [`Envelope`]: not used, see [`Envelope::parse`]).
+    /// Valid JSON, but not an array.
     NotArray,
-    /// An array (or envelope) whose items do not have the required types.
+    /// An array whose items do not have the required types.
     Shape,
     /// The output buffer is too small.
     BufferTooSmall,
@@ -204,78 +182,6 @@ pub fn on_malformed(buf: &[u8], err: FrameError) -> Malformed<'_> {
     }
 }
 
-/// A reply frame `[rid, err, result]`, borrowed from the received bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Reply<'a> {
-    /// The rid as raw JSON, as the server echoed it (match it against what was sent).
-    pub rid: &'a [u8],
-    /// The error as raw JSON when it is truthy in JavaScript terms (Node's client treats
-    /// `null`, `false`, `0` and `""` as success); normally a string, see [`Reply::err_str`].
-    pub err: Option<&'a [u8]>,
-    /// The result as raw JSON (`null` when absent). Node delivers it even with an error.
-    pub result: &'a [u8],
-}
-
-impl<'a> Reply<'a> {
-    /// Parses a reply frame; see the module documentation for every rejected case.
-    pub fn parse(buf: &'a [u8]) -> Result<Reply<'a>, FrameError> {
-        let items = items(buf)?;
-        let [rid, err, result] = items.first;
-        let rid = rid.ok_or(FrameError::Shape)?;
-        Ok(Reply {
-            rid,
-            err: err.filter(|e| truthy(e)),
-            result: result.unwrap_or(NULL),
-        })
-    }
-
-    /// The error message when the error is a JSON string (the only kind Node servers send).
-    pub fn err_str(&self) -> Option<JsonStr<'a>> {
-        self.err.and_then(JsonStr::new)
-    }
-}
-
-/// JavaScript truthiness of a checked raw value.
-///
-/// A number is falsy when every mantissa digit is 0. (A literal such as `1e-400`, which
-/// JavaScript rounds to 0, counts as truthy here: no Grenache peer sends one.)
-fn truthy(raw: &[u8]) -> bool {
-    let t = json::trim(raw);
-    match json::kind(t) {
-        Some(Kind::Null) | None => false,
-        Some(Kind::Bool) => t.first() == Some(&b't'),
-        Some(Kind::String) => t != b"\"\"",
-        Some(Kind::Number) => t
-            .iter()
-            .take_while(|&&b| b != b'e' && b != b'E')
-            .any(|&b| matches!(b, b'1'..=b'9')),
-        Some(Kind::Array | Kind::Object) => true,
-    }
-}
-
-/// Writes the request `[rid,key,payload]` at the start of `out`; returns its length.
-///
-/// `rid_raw` and `payload_raw` are raw JSON values (e.g. a uuid written with
-/// [`json::write_str`], a payload from another frame); they are copied verbatim and must be
-/// valid JSON, or the peer will not parse the frame.
-pub fn write_request(
-    out: &mut [u8],
-    rid_raw: &[u8],
-    key: &str,
-    payload_raw: &[u8],
-) -> Result<usize, FrameError> {
-    let mut w = Writer::new(out);
-    w.raw(b"[")?;
-    w.raw(rid_raw)?;
-    w.raw(b",")?;
-    w.string(key)?;
-    w.raw(b",")?;
-    w.raw(payload_raw)?;
-    w.raw(b"]")?;
-    Ok(w.len())
-}
-
 /// Writes the reply `[rid,err,result]`: `err` as a JSON string or `null`.
 ///
 /// Node's client treats an empty error string as success, like Node's server would send it
@@ -314,73 +220,6 @@ pub fn write_reply_err(out: &mut [u8], rid_raw: &[u8], msg: &str) -> Result<usiz
     write_reply(out, rid_raw, Some(msg), NULL)
 }
 
-/// The body of a request to the grape HTTP API: `{"rid":"<uuid>","data":<payload>}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Envelope<'a> {
-    /// The `data` member as raw JSON, `None` when absent (JavaScript `undefined`).
-    pub data: Option<&'a [u8]>,
-    /// The `rid` member as raw JSON, `None` when absent. Grape ignores it.
-    pub rid: Option<&'a [u8]>,
-}
-
-impl<'a> Envelope<'a> {
-    /// Parses a grape HTTP API body the way Grape 1.0.0 reads it (`JSON.parse`, then
-    /// `msg.data`; docs/protocol.md §3.4):
-    ///
-    /// * not JSON (including an empty body) → [`FrameError::NotJson`]; Grape answers 500
-    ///   `ERR_GRAPE_PAYLOAD_INVALID`;
-    /// * `null` → [`FrameError::Shape`]; Grape throws reading `null.data` and answers 500
-    ///   `Cannot read properties of null (reading 'data')`;
-    /// * any other non-object (`5`, `"x"`, `[1]`) has no members: `data` and `rid` are `None`
-    ///   (Grape then answers e.g. `"ERR_GRAPE_LOOKUP"`);
-    /// * an object: its members, in any order; with duplicate keys the last one wins.
-    pub fn parse(body: &'a [u8]) -> Result<Envelope<'a>, FrameError> {
-        let mut env = Envelope {
-            data: None,
-            rid: None,
-        };
-        match json::kind(body) {
-            Some(Kind::Object) => {}
-            _ => {
-                json::validate(body).map_err(|_| FrameError::NotJson)?;
-                return if json::kind(body) == Some(Kind::Null) {
-                    Err(FrameError::Shape)
-                } else {
-                    Ok(env)
-                };
-            }
-        }
-        let mut it = json::object(body).map_err(|_| FrameError::NotJson)?;
-        for member in it.by_ref() {
-            let (k, v) = member.map_err(|_| FrameError::NotJson)?;
-            if json::str_eq(k, "data") {
-                env.data = Some(v);
-            } else if json::str_eq(k, "rid") {
-                env.rid = Some(v);
-            }
-        }
-        if !json::trim(it.rest()).is_empty() {
-            return Err(FrameError::NotJson);
-        }
-        Ok(env)
-    }
-
-    /// Writes `{"rid":"<rid>","data":<data>}` at the start of `out`, in the key order
-    /// grenache-nodejs-link 1.0.2 sends (docs/protocol.md §7.1); returns its length.
-    ///
-    /// `data_raw` is copied verbatim and must be one valid JSON value.
-    pub fn write(out: &mut [u8], data_raw: &[u8], rid: &str) -> Result<usize, FrameError> {
-        let mut w = Writer::new(out);
-        w.raw(b"{\"rid\":")?;
-        w.string(rid)?;
-        w.raw(b",\"data\":")?;
-        w.raw(data_raw)?;
-        w.raw(b"}")?;
-        Ok(w.len())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,28 +235,12 @@ mod tests {
     // ---- golden frames from docs/protocol.md §9.2 and §10.1-10.2 (bytes observed from Node)
 
     #[test]
-    fn ws_request_from_node_parses_and_rewrites_identically() {
+    fn ws_request_from_node_parses() {
         let wire = br#"["5f3ccf96-1f02-4c32-9c49-0c17e0583c92","rpc_test",{"hello":"world"}]"#;
         let r = req(wire).unwrap();
         assert_eq!(r.rid, br#""5f3ccf96-1f02-4c32-9c49-0c17e0583c92""#);
         assert_eq!(r.key.borrowed(), Some("rpc_test"));
         assert_eq!(r.payload, br#"{"hello":"world"}"#);
-        let mut out = [0u8; 128];
-        let n = write_request(&mut out, r.rid, "rpc_test", r.payload).unwrap();
-        assert_eq!(&out[..n], &wire[..]);
-    }
-
-    #[test]
-    fn http_request_body_from_node_is_69_bytes() {
-        let mut rid = [0u8; 40];
-        let m = json::write_str(&mut rid, "55e171ac-0872-453a-b0c4-3d73b418477a").unwrap();
-        let mut out = [0u8; 128];
-        let n = write_request(&mut out, &rid[..m], "rpc_test", br#"{"hello":"world"}"#).unwrap();
-        assert_eq!(n, 69);
-        assert_eq!(
-            &out[..n],
-            br#"["55e171ac-0872-453a-b0c4-3d73b418477a","rpc_test",{"hello":"world"}]"#
-        );
     }
 
     #[test]
@@ -441,28 +264,6 @@ mod tests {
         // Error messages are escaped as JSON.stringify does.
         let n = write_reply_err(&mut out, br#""r5""#, "bad \"key\"\n").unwrap();
         assert_eq!(&out[..n], br#"["r5","bad \"key\"\n",null]"#);
-    }
-
-    #[test]
-    fn replies_from_node_parse() {
-        let r = Reply::parse(br#"["r1",null,"world"]"#).unwrap();
-        assert_eq!(
-            r,
-            Reply {
-                rid: br#""r1""#,
-                err: None,
-                result: br#""world""#
-            }
-        );
-        let r = Reply::parse(br#"["r4","boom","partial"]"#).unwrap();
-        assert_eq!(r.err, Some(&br#""boom""#[..]));
-        assert!(r.err_str().unwrap().eq_str("boom"));
-        assert_eq!(r.result, br#""partial""#);
-        // Node's HTTP server answers a bad `_gr` header with spaces and a null rid (docs/protocol.md §10.2).
-        let r = Reply::parse(br#"[null, "ERR_HEADER_PARSE_GR", null]"#).unwrap();
-        assert_eq!(r.rid, b"null");
-        assert_eq!(r.err_str().unwrap().borrowed(), Some("ERR_HEADER_PARSE_GR"));
-        assert_eq!(r.result, b"null");
     }
 
     #[test]
@@ -564,9 +365,8 @@ mod tests {
             );
             let mut out = [0u8; 64];
             let n = write_reply_err(&mut out, rid, ERR_REQUEST_MALFORMED).unwrap();
-            let reply = Reply::parse(&out[..n]).unwrap();
-            assert_eq!(reply.rid, rid);
-            assert!(reply.err_str().unwrap().eq_str("ERR_REQUEST_MALFORMED"));
+            let want = [b"[", rid, br#","ERR_REQUEST_MALFORMED",null]"#].concat();
+            assert_eq!(&out[..n], &want[..]);
         }
     }
 
@@ -606,66 +406,21 @@ mod tests {
         }
     }
 
-    // ---- replies: Node's truthiness of `err` and missing items
-
-    #[test]
-    fn falsy_errors_mean_success() {
-        for err in ["null", "false", "0", "-0", "0.0", "0e5", "-0.00E-7", "\"\""] {
-            let buf = std::format!("[\"r\",{err},1]");
-            let r = Reply::parse(buf.as_bytes()).unwrap();
-            assert_eq!(r.err, None, "{err}");
-            assert_eq!(r.result, b"1");
-        }
-    }
-
-    #[test]
-    fn truthy_errors_are_kept_raw() {
-        for err in ["\"boom\"", "true", "1", "-0.5", "1e-5", "{}", "[]", "\" \""] {
-            let buf = std::format!("[\"r\",{err},null]");
-            let r = Reply::parse(buf.as_bytes()).unwrap();
-            assert_eq!(r.err, Some(err.as_bytes()), "{err}");
-        }
-        let r = Reply::parse(br#"["r",{"m":1},null]"#).unwrap();
-        assert_eq!(r.err_str(), None);
-    }
-
-    #[test]
-    fn short_replies_default_like_javascript() {
-        let r = Reply::parse(br#"["r"]"#).unwrap();
-        assert_eq!((r.err, r.result), (None, &b"null"[..]));
-        let r = Reply::parse(br#"["r","e"]"#).unwrap();
-        assert_eq!((r.err, r.result), (Some(&br#""e""#[..]), &b"null"[..]));
-        let r = Reply::parse(br#"["r",null,2,3,4]"#).unwrap();
-        assert_eq!(r.result, b"2");
-    }
-
-    #[test]
-    fn bad_replies_are_rejected() {
-        assert_eq!(Reply::parse(b""), Err(FrameError::NotJson));
-        assert_eq!(Reply::parse(b"oops"), Err(FrameError::NotJson));
-        assert_eq!(Reply::parse(b"null"), Err(FrameError::NotArray));
-        assert_eq!(Reply::parse(b"5"), Err(FrameError::NotArray));
-        assert_eq!(Reply::parse(b"{\"a\":1}"), Err(FrameError::NotArray));
-        assert_eq!(Reply::parse(b"\"str\""), Err(FrameError::NotArray));
-        assert_eq!(Reply::parse(b"[]"), Err(FrameError::Shape));
-        assert_eq!(Reply::parse(b"[\"r\",null,1"), Err(FrameError::NotJson));
-    }
-
     // ---- writers: buffer bounds
 
     #[test]
     fn writers_report_a_short_buffer() {
-        let full = br#"["r1","rpc_test",{"a":1}]"#;
+        let full = br#"["r1",null,{"a":1}]"#;
         for len in 0..full.len() {
             let mut out = std::vec![0u8; len];
             assert_eq!(
-                write_request(&mut out, br#""r1""#, "rpc_test", br#"{"a":1}"#),
+                write_reply_ok(&mut out, br#""r1""#, br#"{"a":1}"#),
                 Err(FrameError::BufferTooSmall)
             );
         }
         let mut out = std::vec![0u8; full.len()];
         assert_eq!(
-            write_request(&mut out, br#""r1""#, "rpc_test", br#"{"a":1}"#),
+            write_reply_ok(&mut out, br#""r1""#, br#"{"a":1}"#),
             Ok(full.len())
         );
         let mut out = [0u8; 10];
@@ -673,87 +428,6 @@ mod tests {
             write_reply_err(&mut out, br#""r1""#, "boom"),
             Err(FrameError::BufferTooSmall)
         );
-        assert_eq!(
-            Envelope::write(&mut out, b"1", "rid"),
-            Err(FrameError::BufferTooSmall)
-        );
-    }
-
-    // ---- the grape HTTP envelope
-
-    #[test]
-    fn link_envelope_is_written_in_links_key_order() {
-        let mut out = [0u8; 128];
-        let n = Envelope::write(
-            &mut out,
-            br#""rpc_test""#,
-            "71cc90e8-eaf9-4e6f-b5be-ba33c122d2c1",
-        )
-        .unwrap();
-        // Content-Length: 64 in the capture of docs/protocol.md §7.1.
-        assert_eq!(n, 64);
-        assert_eq!(
-            &out[..n],
-            br#"{"rid":"71cc90e8-eaf9-4e6f-b5be-ba33c122d2c1","data":"rpc_test"}"#
-        );
-        let n = Envelope::write(&mut out, br#"["rpc_test",1337]"#, "x").unwrap();
-        assert_eq!(&out[..n], br#"{"rid":"x","data":["rpc_test",1337]}"#);
-        let e = Envelope::parse(&out[..n]).unwrap();
-        assert_eq!(e.data, Some(&br#"["rpc_test",1337]"#[..]));
-        assert_eq!(e.rid, Some(&br#""x""#[..]));
-    }
-
-    #[test]
-    fn grape_bodies_from_the_curl_examples() {
-        // docs/protocol.md §3.10.
-        let e = Envelope::parse(br#"{"data":["rest:util:net",1337],"rid":"abc"}"#).unwrap();
-        assert_eq!(e.data, Some(&br#"["rest:util:net",1337]"#[..]));
-        assert_eq!(e.rid, Some(&br#""abc""#[..]));
-        let e = Envelope::parse(br#"{"data":"rest:util:net","rid":"abc"}"#).unwrap();
-        assert!(json::str_eq(e.data.unwrap(), "rest:util:net"));
-        assert_eq!(
-            Envelope::parse(b"{}"),
-            Ok(Envelope {
-                data: None,
-                rid: None
-            })
-        );
-        let e = Envelope::parse(br#"{"data":"x"}"#).unwrap();
-        assert_eq!((e.data, e.rid), (Some(&br#""x""#[..]), None));
-        let e = Envelope::parse(br#"{"data":{"v":"hello world"},"rid":"x"}"#).unwrap();
-        assert_eq!(e.data, Some(&br#"{"v":"hello world"}"#[..]));
-        let e = Envelope::parse(
-            br#"{"data":{"hash":"6d33adc2b6b2c14c3036feefb7fedbca1a880527","cache":false}}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            json::get(e.data.unwrap(), "cache").unwrap(),
-            Some(&b"false"[..])
-        );
-        // 500 ERR_GRAPE_PAYLOAD_INVALID.
-        assert_eq!(Envelope::parse(b"garbage"), Err(FrameError::NotJson));
-        assert_eq!(Envelope::parse(b""), Err(FrameError::NotJson));
-        assert_eq!(Envelope::parse(b"{\"data\":1"), Err(FrameError::NotJson));
-        assert_eq!(Envelope::parse(b"{\"data\":1} x"), Err(FrameError::NotJson));
-        // 500 "Cannot read properties of null (reading 'data')".
-        assert_eq!(Envelope::parse(b" null "), Err(FrameError::Shape));
-        // Other non-objects have no `data`: Grape answers its per-endpoint error.
-        for body in [&b"5"[..], b"\"x\"", b"[1]", b"true"] {
-            assert_eq!(
-                Envelope::parse(body),
-                Ok(Envelope {
-                    data: None,
-                    rid: None
-                })
-            );
-        }
-    }
-
-    #[test]
-    fn envelope_keys_any_order_last_duplicate_wins_escapes_decoded() {
-        let e = Envelope::parse(br#"{"x":1,"d\u0061ta":1,"rid":2,"data":3,"rid":null}"#).unwrap();
-        assert_eq!(e.data, Some(&b"3"[..]));
-        assert_eq!(e.rid, Some(&b"null"[..]));
     }
 
     // ---- properties
@@ -772,16 +446,12 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(1000))]
 
         #[test]
-        fn request_roundtrip(rid in arb_rid(), key in any::<String>(), payload in arb_value()) {
+        fn requests_parse(rid in arb_rid(), key in any::<String>(), payload in arb_value()) {
             let rid_raw = serde_json::to_vec(&rid).unwrap();
             let payload_raw = serde_json::to_vec(&payload).unwrap();
-            let mut out = std::vec![0u8; rid_raw.len() + key.len() * 6 + payload_raw.len() + 8];
-            let n = write_request(&mut out, &rid_raw, &key, &payload_raw).unwrap();
-            let frame = &out[..n];
             // Compact, as JSON.stringify([rid, key, payload]) (serde_json stands in for it).
-            let want = serde_json::to_vec(&serde_json::json!([rid, key, payload])).unwrap();
-            prop_assert_eq!(frame, &want[..]);
-            let r = Request::parse(frame).unwrap();
+            let frame = serde_json::to_vec(&serde_json::json!([rid, key, payload])).unwrap();
+            let r = Request::parse(&frame).unwrap();
             prop_assert_eq!(r.rid, &rid_raw[..]);
             prop_assert_eq!(r.payload, &payload_raw[..]);
             prop_assert!(r.key.eq_str(&key));
@@ -790,7 +460,7 @@ mod tests {
         }
 
         #[test]
-        fn reply_roundtrip(
+        fn replies_are_written_as_json_stringify(
             rid in arb_rid(),
             err in proptest::option::of(".+"),
             result in arb_value(),
@@ -802,30 +472,6 @@ mod tests {
             let n = write_reply(&mut out, &rid_raw, err.as_deref(), &result_raw).unwrap();
             let want = serde_json::to_vec(&serde_json::json!([rid, err, result])).unwrap();
             prop_assert_eq!(&out[..n], &want[..]);
-            let r = Reply::parse(&out[..n]).unwrap();
-            prop_assert_eq!(r.rid, &rid_raw[..]);
-            prop_assert_eq!(r.result, &result_raw[..]);
-            match &err {
-                Some(e) => prop_assert!(r.err_str().unwrap().eq_str(e)),
-                None => prop_assert_eq!(r.err, None),
-            }
-        }
-
-        #[test]
-        fn envelope_roundtrip(rid in any::<String>(), data in arb_value()) {
-            let data_raw = serde_json::to_vec(&data).unwrap();
-            let mut out = std::vec![0u8; rid.len() * 6 + data_raw.len() + 20];
-            let n = Envelope::write(&mut out, &data_raw, &rid).unwrap();
-            // serde_json's map is sorted, so build the expected text by hand in Link's order.
-            let want = std::format!(
-                "{{\"rid\":{},\"data\":{}}}",
-                serde_json::to_string(&rid).unwrap(),
-                serde_json::to_string(&data).unwrap()
-            );
-            prop_assert_eq!(&out[..n], want.as_bytes());
-            let e = Envelope::parse(&out[..n]).unwrap();
-            prop_assert_eq!(e.data, Some(&data_raw[..]));
-            prop_assert!(json::str_eq(e.rid.unwrap(), &rid));
         }
 
         #[test]
@@ -845,24 +491,21 @@ mod tests {
         }
     }
 
-    /// The frame parsers agree with `json::validate` about what is JSON, and what they accept
-    /// can be written back.
+    /// The request parser agrees with `json::validate` about what is JSON, and what it accepts
+    /// can be answered with a valid JSON reply.
     fn check_consistency(text: &[u8]) -> Result<(), TestCaseError> {
         let valid = json::validate(text).is_ok();
-        for result in [
-            Request::parse(text).map(|_| ()),
-            Reply::parse(text).map(|_| ()),
-            Envelope::parse(text).map(|_| ()),
-        ] {
-            prop_assert_eq!(result == Err(FrameError::NotJson), !valid);
-        }
+        prop_assert_eq!(
+            Request::parse(text).err() == Some(FrameError::NotJson),
+            !valid
+        );
         match Request::parse(text) {
             Ok(r) => {
                 let mut out: Vec<u8> = std::vec![0u8; text.len() + 16];
                 let n = write_reply_ok(&mut out, r.rid, r.payload).unwrap();
-                let back = Reply::parse(&out[..n]).unwrap();
-                prop_assert_eq!(back.rid, r.rid);
-                prop_assert_eq!(back.result, r.payload);
+                let want = [b"[", r.rid, b",null,", r.payload, b"]"].concat();
+                prop_assert_eq!(&out[..n], &want[..]);
+                prop_assert!(json::validate(&out[..n]).is_ok());
             }
             Err(e) => {
                 if let Malformed::Reply { rid, .. } = on_malformed(text, e) {

@@ -68,7 +68,7 @@ impl Harness {
             request: [0; REQUEST],
             result: [0; RESULT],
             reply: [0; REPLY],
-            ws: WsConnection::new(ws::Role::Server),
+            ws: WsConnection::new(),
         })
     }
 

@@ -288,26 +288,6 @@ pub fn write_frame(
     Ok(total)
 }
 
-/// Writes a single unmasked frame (FIN set), as a server sends it.
-pub fn write_server_frame(
-    out: &mut [u8],
-    opcode: Opcode,
-    payload: &[u8],
-) -> Result<usize, BufferFull> {
-    write_frame(out, true, opcode, None, payload)
-}
-
-/// Writes a single masked frame (FIN set), as a client must send it. `mask_key` should come
-/// from a good [`crate::Rng`] (RFC 6455 §5.3 wants it unpredictable to intermediaries).
-pub fn write_client_frame(
-    out: &mut [u8],
-    opcode: Opcode,
-    payload: &[u8],
-    mask_key: [u8; 4],
-) -> Result<usize, BufferFull> {
-    write_frame(out, true, opcode, Some(mask_key), payload)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,13 +325,19 @@ mod tests {
         assert_eq!(&masked[n..], b"Hello");
 
         let mut out = [0u8; 16];
-        let w =
-            write_client_frame(&mut out, Opcode::Text, b"Hello", [0x37, 0xfa, 0x21, 0x3d]).unwrap();
+        let w = write_frame(
+            &mut out,
+            true,
+            Opcode::Text,
+            Some([0x37, 0xfa, 0x21, 0x3d]),
+            b"Hello",
+        )
+        .unwrap();
         assert_eq!(
             &out[..w],
             &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
         );
-        let w = write_server_frame(&mut out, Opcode::Text, b"Hello").unwrap();
+        let w = write_frame(&mut out, true, Opcode::Text, None, b"Hello").unwrap();
         assert_eq!(&out[..w], &unmasked);
     }
 
@@ -461,11 +447,11 @@ mod tests {
         assert_eq!(frame_len(usize::MAX, false), None);
         let payload = vec![7u8; 300];
         let mut out = vec![0u8; 400];
-        let n = write_server_frame(&mut out, Opcode::Binary, &payload).unwrap();
+        let n = write_frame(&mut out, true, Opcode::Binary, None, &payload).unwrap();
         assert_eq!(n, 304);
         assert_eq!(&out[..4], &[0x82, 126, 0x01, 0x2C]);
         assert_eq!(
-            write_server_frame(&mut out[..303], Opcode::Binary, &payload),
+            write_frame(&mut out[..303], true, Opcode::Binary, None, &payload),
             Err(BufferFull)
         );
         assert_eq!(

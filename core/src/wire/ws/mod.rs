@@ -1,10 +1,10 @@
 //! WebSocket (RFC 6455), sans-IO: the opening handshake, the frame codec and a connection
 //! state machine, as used by Grenache's WS RPC transport (`grenache-nodejs-ws`, Node `ws` 7).
 //!
-//! - [`handshake`]: `Sec-WebSocket-Accept`, checks of an upgrade request (server) and of the 101
-//!   response (client), and writers of both.
+//! - [`handshake`]: `Sec-WebSocket-Accept`, the check of an upgrade request and the 101 and 426
+//!   answers.
 //! - [`frame`]: [`parse_frame_header`], [`apply_mask`], frame writers.
-//! - [`connection`]: [`WsConnection`], fed bytes as they arrive; it reassembles messages into an
+//! - [`connection`]: [`WsConnection`], the server end, fed bytes as they arrive; it reassembles messages into an
 //!   inline buffer of `MAX_MESSAGE` bytes, answers pings, runs the close handshake and maps
 //!   protocol violations to close codes.
 //!
@@ -22,16 +22,14 @@ pub mod handshake;
 
 use core::fmt;
 
-pub use connection::{is_valid_close_code, Event, MessageKind, Role, SendError, WsConnection};
+pub use connection::{is_valid_close_code, Event, MessageKind, SendError, WsConnection};
 pub use frame::{
-    apply_mask, frame_len, header_len, parse_frame_header, write_client_frame, write_frame,
-    write_frame_header, write_server_frame, FrameHeader, Opcode, MAX_CONTROL_FRAME_LEN,
-    MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
+    apply_mask, frame_len, header_len, parse_frame_header, write_frame, write_frame_header,
+    FrameHeader, Opcode, MAX_CONTROL_FRAME_LEN, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
 };
 pub use handshake::{
-    accept_key, check_upgrade_request, check_upgrade_response, generate_key,
-    write_switching_protocols, write_upgrade_request, write_upgrade_required, HandshakeError, GUID,
-    SWITCHING_PROTOCOLS_LEN,
+    accept_key, check_upgrade_request, write_switching_protocols, write_upgrade_required,
+    HandshakeError, GUID, SWITCHING_PROTOCOLS_LEN,
 };
 
 /// The result of parsing something that may not have fully arrived yet.
@@ -61,8 +59,6 @@ pub enum WsError {
     LengthOverflow,
     /// A server got an unmasked frame: clients must mask every frame (1002).
     UnmaskedFrame,
-    /// A client got a masked frame: servers must not mask (1002).
-    MaskedFrame,
     /// A continuation frame with no fragmented message in progress (1002).
     UnexpectedContinuation,
     /// A new text/binary frame while a fragmented message still awaits its continuation (1002).
@@ -96,7 +92,6 @@ impl fmt::Display for WsError {
             WsError::ControlTooLong => f.write_str("ws: control frame payload over 125 bytes"),
             WsError::LengthOverflow => f.write_str("ws: 64-bit length with top bit set"),
             WsError::UnmaskedFrame => f.write_str("ws: unmasked frame from client"),
-            WsError::MaskedFrame => f.write_str("ws: masked frame from server"),
             WsError::UnexpectedContinuation => f.write_str("ws: continuation without a message"),
             WsError::ExpectedContinuation => f.write_str("ws: new message inside a fragmented one"),
             WsError::InvalidClosePayload => f.write_str("ws: invalid close frame payload"),
