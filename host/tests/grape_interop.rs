@@ -27,7 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The tutorial client's expected line.
 const FIB_10: &str = "Fibonacci number at place 10 in the sequence: 89";
-/// `sha1("11:hello world")`, what the Node grape answers to a put of "hello world" (docs/protocol.md §5).
+/// `sha1("11:hello world")`, what the Node grape answers to a put of "hello world"
+/// (docs/protocol.md §5).
 const HELLO_WORLD_KEY: &str = "6d33adc2b6b2c14c3036feefb7fedbca1a880527";
 /// How long a grape may take to answer its API after start.
 const START: Duration = Duration::from_secs(20);
@@ -607,13 +608,13 @@ async fn announces_expire_after_dpa() {
     .await;
 }
 
-/// The same in a mixed pair, announced through either grape. The Node grape keeps a peer
-/// 0.67–1.33 × `--dpa` (record-cache generations, docs/protocol.md §4.4: 2–4 s here) in its DHT store, and its
-/// lookups also answer from a cache (`_mem`) that keeps every peer a lookup saw for 0.67–1.33 ×
-/// `--dpa`/2 (1–2 s) more: through the Node grape a worker can stay visible up to 4 + 2 = 6 s
-/// after its last announce (observed: 4.8 s). Through the Rust grape it is gone when no DHT store
-/// has it any more: 2–4 s if it was stored by the Node grape, 3 s if stored by a Rust grape.
-/// Bound: 6 s (+ 2 s margin); floor 1.8 s.
+/// The same in a mixed pair, announced through either grape. The Node grape keeps a peer 0.67–1.33
+/// × `--dpa` (record-cache generations, docs/protocol.md §4.4: 2–4 s here) in its DHT store, and
+/// its lookups also answer from a cache (`_mem`) that keeps every peer a lookup saw for 0.67–1.33 ×
+/// `--dpa`/2 (1–2 s) more: through the Node grape a worker can stay visible up to 4 + 2 = 6 s after
+/// its last announce (observed: 4.8 s). Through the Rust grape it is gone when no DHT store has it
+/// any more: 2–4 s if it was stored by the Node grape, 3 s if stored by a Rust grape. Bound: 6 s (+
+/// 2 s margin); floor 1.8 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn announces_expire_after_dpa_in_a_mixed_pair() {
     let rust = start_grape(Kind::Rust, &[], &["--dpa", DPA]).await;

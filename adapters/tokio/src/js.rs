@@ -384,9 +384,9 @@ fn from_array_like<'a>(
 /// The Node grape's `str2buf(val, enc)` (`Grape.js:117-123`): `Buffer.from(JSON.parse(val))`,
 /// and if either step throws, `Buffer.from(val, enc)` (which may throw in turn).
 ///
-/// Reproduced as is (docs/protocol.md §13.16, kept): a salt `"\"abc\""` becomes `abc`, `"[1,2]"` the bytes 1, 2,
-/// `'{"type":"Buffer","data":[…]}'` its data, so the key of a mutable item is the one a Node
-/// grape computes for the same request.
+/// Reproduced as is (docs/protocol.md §13.16, kept): a salt `"\"abc\""` becomes `abc`, `"[1,2]"`
+/// the bytes 1, 2, `'{"type":"Buffer","data":[…]}'` its data, so the key of a mutable item is the
+/// one a Node grape computes for the same request.
 pub(crate) fn str2buf(value: &Value, encoding: Encoding) -> Result<Vec<u8>, JsThrow> {
     let text = string(value);
     if let Ok(parsed) = serde_json::from_str::<Value>(&text) {

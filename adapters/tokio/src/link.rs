@@ -372,8 +372,9 @@ impl Link {
     /// here). Node CLI grapes refuse every mutable item (`"All queries failed"`); Rust grapes
     /// verify and keep them.
     ///
-    /// The salt goes through the grape's `str2buf`, which tries `JSON.parse` first (docs/protocol.md
-    /// §13.16): a salt that is itself JSON (`"123"`, `"[1]"`) is not taken as text.
+    /// The salt goes through the grape's `str2buf`, which tries `JSON.parse` first
+    /// (docs/protocol.md §13.16): a salt that is itself JSON (`"123"`, `"[1]"`) is not taken as
+    /// text.
     pub async fn put_mutable(
         &self,
         key: &SigningKey,

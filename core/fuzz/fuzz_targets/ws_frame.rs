@@ -1,5 +1,5 @@
-//! Feeds arbitrary bytes to a (server) `WsConnection`, split into reads at fuzzer-chosen points, and
-//! checks that one-shot and chunked feeding agree and that every event is well-formed.
+//! Feeds arbitrary bytes to a (server) `WsConnection`, split into reads at fuzzer-chosen points,
+//! and checks that one-shot and chunked feeding agree and that every event is well-formed.
 #![no_main]
 
 use grenache_core::wire::ws::{Event, WsConnection, WsError, MAX_CONTROL_FRAME_LEN};

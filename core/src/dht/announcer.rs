@@ -1,9 +1,9 @@
 //! An announce-only DHT client: what a board needs to put its service into the DHT, and no
 //! more.
 //!
-//! A grape is a full [`crate::dht::node::Node`]: routing table, announce store, BEP44 items, lookups
-//! for others. A board only has to make its own address findable, so [`Announcer`] keeps one
-//! traversal's worth of state (the `C` closest nodes of the service name seen so far) and no
+//! A grape is a full [`crate::dht::node::Node`]: routing table, announce store, BEP44 items,
+//! lookups for others. A board only has to make its own address findable, so [`Announcer`] keeps
+//! one traversal's worth of state (the `C` closest nodes of the service name seen so far) and no
 //! routing table, store or token secret. That is a fraction of the node's code and memory, what
 //! lets a board with 64 KiB of flash run the worker and the DHT client together.
 //!

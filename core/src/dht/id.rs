@@ -29,13 +29,13 @@
 //! 20 bytes, where ids differing only beyond the key's length are equidistant; Node has the
 //! same ties) by the id bytes, so the order is total and deterministic.
 //!
-//! This is interoperable: no message carries a distance, nodes never have to agree on an
-//! order, and the two orders coincide whenever the candidates' distances differ within their
-//! first 6 bytes. For two random ids that fails with probability about 2⁻⁴⁸, i.e. never in
-//! a network of grapes. Where they do disagree, both sides still pick nodes that are (within
-//! float precision) equally close to the key, so a lookup by one finds what the other stored:
-//! announces go to every token-bearing node of the traversal (docs/protocol.md §4.2), and lookups query the
-//! same neighbourhood.
+//! This is interoperable: no message carries a distance, nodes never have to agree on an order, and
+//! the two orders coincide whenever the candidates' distances differ within their first 6 bytes.
+//! For two random ids that fails with probability about 2⁻⁴⁸, i.e. never in a network of grapes.
+//! Where they do disagree, both sides still pick nodes that are (within float precision) equally
+//! close to the key, so a lookup by one finds what the other stored: announces go to every
+//! token-bearing node of the traversal (docs/protocol.md §4.2), and lookups query the same
+//! neighbourhood.
 
 use core::cmp::Ordering;
 

@@ -47,8 +47,8 @@
 //!
 //! # Differences from the Node traversal (docs/protocol.md §6.7, `krpc:193-295`)
 //!
-//! * **Dead nodes**: Node waits for every query it sent (2–2.5 s for each dead node, docs/protocol.md §13.17);
-//!   here a stalled query stops holding the lookup (see above). With
+//! * **Dead nodes**: Node waits for every query it sent (2–2.5 s for each dead node,
+//!   docs/protocol.md §13.17); here a stalled query stops holding the lookup (see above). With
 //!   `stall_timeout == query_timeout` the behaviour is Node's.
 //! * **Concurrency**: Node's 16 in-flight queries are shared by every traversal of the socket;
 //!   here `concurrency` is per lookup (the node can bound the total by how many lookups it
@@ -73,10 +73,10 @@
 //! * **Identity**: a node's address is bound to the first id seen for it. An answer carrying
 //!   another id than the one we queried fails that node ([`ResponseOutcome::UnexpectedId`],
 //!   Node's `EUNEXPECTEDNODE`). Our own id is never a candidate (`krpc:291-294`).
-//! * **Announce targets**: [`Lookup::closest_responded`] gives the `k` closest nodes that
-//!   answered with a token (and, by construction, a 20-byte id, docs/protocol.md §6.6). Node announces to
-//!   *every* token-bearing node of its traversal table (docs/protocol.md §13.9); [`Lookup::responded`] gives
-//!   all of them (up to `N`) for a node that wants Node's behaviour.
+//! * **Announce targets**: [`Lookup::closest_responded`] gives the `k` closest nodes that answered
+//!   with a token (and, by construction, a 20-byte id, docs/protocol.md §6.6). Node announces to
+//!   *every* token-bearing node of its traversal table (docs/protocol.md §13.9);
+//!   [`Lookup::responded`] gives all of them (up to `N`) for a node that wants Node's behaviour.
 
 use core::cmp::Ordering;
 
@@ -98,8 +98,8 @@ pub const MAX_TOKEN_LEN: usize = 20;
 pub struct LookupConfig {
     /// How many closest nodes must answer (K = 20, `krpc:7`). Values below 1 count as 1.
     pub k: usize,
-    /// Queries in flight at once, not counting stalled ones (16, `krpc:8,27`, docs/protocol.md §13.2). Values
-    /// below 1 count as 1.
+    /// Queries in flight at once, not counting stalled ones (16, `krpc:8,27`,
+    /// docs/protocol.md §13.2). Values below 1 count as 1.
     pub concurrency: usize,
     /// A query not answered after this is failed (2 s, `sock:22`).
     pub query_timeout: Duration,
@@ -458,8 +458,8 @@ impl<const N: usize> Lookup<N> {
         })
     }
 
-    /// The announce / put targets: the `k` closest nodes that answered with a token (docs/protocol.md
-    /// §4.2, §6.6), closest first. `token` is always `Some`.
+    /// The announce / put targets: the `k` closest nodes that answered with a token
+    /// (docs/protocol.md §4.2, §6.6), closest first. `token` is always `Some`.
     pub fn closest_responded(&self) -> impl Iterator<Item = Responder<'_>> + '_ {
         self.responded()
             .filter(|r| r.token.is_some())

@@ -1,11 +1,11 @@
 //! A DHT node: the engine of a grape, and of a board's light client.
 //!
-//! [`Node`] ties the pieces of this crate together — KRPC ([`crate::wire::krpc`]), the routing table
-//! ([`crate::dht::table`]), iterative lookups ([`crate::dht::lookup`]), the announce store
-//! ([`crate::dht::store`]), tokens ([`crate::dht::token`]) and BEP44 items ([`crate::dht::bep44`]) — into the
-//! behaviour of a bittorrent-dht 10.0.0 node as `grenache-grape` 1.0.0 runs it (its announce,
-//! lookup, store and liveness behaviour; the Node interop tests in `host/tests/grape_interop.rs`
-//! pin it). It is sans-IO, like every engine here:
+//! [`Node`] ties the pieces of this crate together — KRPC ([`crate::wire::krpc`]), the routing
+//! table ([`crate::dht::table`]), iterative lookups ([`crate::dht::lookup`]), the announce store
+//! ([`crate::dht::store`]), tokens ([`crate::dht::token`]) and BEP44 items ([`crate::dht::bep44`])
+//! — into the behaviour of a bittorrent-dht 10.0.0 node as `grenache-grape` 1.0.0 runs it (its
+//! announce, lookup, store and liveness behaviour; the Node interop tests in
+//! `host/tests/grape_interop.rs` pin it). It is sans-IO, like every engine here:
 //!
 //! ```text
 //!   datagram in ─► handle_datagram(now, from, bytes, reply_buf) ─► Option<reply length>
@@ -639,7 +639,8 @@ impl<
             o.port = port;
         }
         if let Some(host) = self.config.host {
-            // With `-b`, bittorrent-dht stores the announcer itself locally (docs/protocol.md §4.2 step 2).
+            // With `-b`, bittorrent-dht stores the announcer itself locally (docs/protocol.md §4.2
+            // step 2).
             let _ = self.store.announce(
                 now,
                 name,
@@ -1647,7 +1648,8 @@ impl<const C: usize, const P: usize, const V: usize> Op<C, P, V> {
         match self.kind {
             Kind::Bootstrap | Kind::Lookup | Kind::Get => self.phase = Phase::Done,
             Kind::Announce | Kind::Unannounce | Kind::Put => {
-                // Every token-bearing responder, as bittorrent-dht's queryAll (docs/protocol.md §13.9).
+                // Every token-bearing responder, as bittorrent-dht's queryAll
+                // (docs/protocol.md §13.9).
                 self.targets.clear();
                 for r in self.lookup.responded() {
                     let Some(token) = r.token else { continue };

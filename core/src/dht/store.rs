@@ -3,18 +3,18 @@
 //!
 //! A grape keeps one of these as its DHT peer store, filled by `announce_peer` (bittorrent-dht's
 //! `_peers`, docs/protocol.md §4.2) and by its own announces with `-b`. It is a bounded map from a
-//! variable-length name (the raw UTF-8 service name, which is the wire `info_hash`, docs/protocol.md §4.1) to a
-//! set of compact IPv4 peers.
+//! variable-length name (the raw UTF-8 service name, which is the wire `info_hash`,
+//! docs/protocol.md §4.1) to a set of compact IPv4 peers.
 //!
 //! # Expiry: exact TTL instead of generations
 //!
-//! The reference (`record-cache`, docs/protocol.md §4.4) rotates two generations every `ceil(2/3·maxAge)`, so an
-//! entry lives anywhere between 0.67× and 1.33× `maxAge` after its last announce. This store
-//! gives every entry an exact deadline instead: an entry announced at `now` with `ttl` is live
-//! while `t < now + ttl` and dead from `now + ttl` on. Exact deadlines are simpler to reason
-//! about and to test, and are interoperable: remote nodes only see that a peer is eventually
-//! forgotten. To reproduce the reference's *average* lifetime pass `ttl = maxAge`; to be sure
-//! an entry outlives every reference node pass `1.33 × maxAge`. The Node CLI without `--dpa`
+//! The reference (`record-cache`, docs/protocol.md §4.4) rotates two generations every
+//! `ceil(2/3·maxAge)`, so an entry lives anywhere between 0.67× and 1.33× `maxAge` after its last
+//! announce. This store gives every entry an exact deadline instead: an entry announced at `now`
+//! with `ttl` is live while `t < now + ttl` and dead from `now + ttl` on. Exact deadlines are
+//! simpler to reason about and to test, and are interoperable: remote nodes only see that a peer is
+//! eventually forgotten. To reproduce the reference's *average* lifetime pass `ttl = maxAge`; to be
+//! sure an entry outlives every reference node pass `1.33 × maxAge`. The Node CLI without `--dpa`
 //! never expires entries (docs/protocol.md §13.1): pass [`TTL_NEVER`] for that.
 //!
 //! # Sources: who may change an entry
@@ -95,8 +95,9 @@ pub const MAX_NAME_LEN: usize = 128;
 /// and about 800 bytes of compact `values` in a `get_peers` answer.
 pub const DEFAULT_PER_NAME: usize = 100;
 
-/// A TTL that never runs out: the deadline saturates at the far future, which no clock reaches
-/// (the Node CLI's behaviour without `--dpa`, docs/protocol.md §13.1). [`AnnounceStore::next_expiry`] ignores it.
+/// A TTL that never runs out: the deadline saturates at the far future, which no clock reaches (the
+/// Node CLI's behaviour without `--dpa`, docs/protocol.md §13.1). [`AnnounceStore::next_expiry`]
+/// ignores it.
 pub const TTL_NEVER: Duration = Duration::MAX;
 
 /// The deadline of an entry announced with [`TTL_NEVER`].

@@ -2,9 +2,9 @@
 //!
 //! Nodes are grouped in 160 k-buckets by the length of the prefix their id shares with ours
 //! ([`bucket_index`]); a bucket never holds more than [`K`] = 20 nodes (bittorrent-dht's K,
-//! docs/protocol.md §6.3). Storage is one fixed array of `N` entries (`N` = total capacity), scanned
-//! linearly: with the sizes a grape uses (a few hundred entries) a scan is a few microseconds
-//! and needs no pointers, no allocation and no tree.
+//! docs/protocol.md §6.3). Storage is one fixed array of `N` entries (`N` = total capacity),
+//! scanned linearly: with the sizes a grape uses (a few hundred entries) a scan is a few
+//! microseconds and needs no pointers, no allocation and no tree.
 //!
 //! This is the flat "one bucket per prefix length" layout of the Kademlia paper rather than
 //! k-bucket's split tree; the tree's buckets are unions of ours (its deepest leaf holds all
@@ -53,8 +53,9 @@ pub const K: usize = 20;
 /// A full bucket's node may be replaced only if it has not been seen for this long (`dht:178`).
 pub const PING_EVICT_AFTER: Duration = Duration::from_secs(10);
 
-/// Default liveness period: a contact not seen for this long should be pinged (docs/protocol.md §6.9,
-/// `dht_nodeLiveness` programmatic default; the 1.0.0 CLI uses 15 min by accident, docs/protocol.md §13.1).
+/// Default liveness period: a contact not seen for this long should be pinged
+/// (docs/protocol.md §6.9, `dht_nodeLiveness` programmatic default; the 1.0.0 CLI uses 15 min by
+/// accident, docs/protocol.md §13.1).
 pub const DEFAULT_LIVENESS: Duration = Duration::from_secs(5 * 60);
 
 /// One known node.
@@ -317,8 +318,9 @@ impl<const N: usize> RoutingTable<N> {
         self.insert(now, id, addr)
     }
 
-    /// Records that `id` is alive (it answered or sent a query): refreshes `last_seen` and
-    /// clears its failures, which also cancels a pending eviction of it. `false` if `id` is not in the table.
+    /// Records that `id` is alive (it answered or sent a query): refreshes `last_seen` and clears
+    /// its failures, which also cancels a pending eviction of it. `false` if `id` is not in the
+    /// table.
     pub fn seen(&mut self, now: Instant, id: &NodeId) -> bool {
         let Some(s) = self.position(id).and_then(|i| self.slots.get_mut(i)) else {
             return false;
@@ -344,13 +346,14 @@ impl<const N: usize> RoutingTable<N> {
     }
 
     /// Writes the nodes closest to `target` (a node id or a raw service-name key) into `out`,
-    /// closest first, by exact XOR distance ([`crate::dht::id::cmp_distance`]); returns how many were written
-    /// (`min(len(), out.len())`).
+    /// closest first, by exact XOR distance ([`crate::dht::id::cmp_distance`]); returns how many
+    /// were written (`min(len(), out.len())`).
     #[must_use]
     pub fn closest(&self, target: &[u8], out: &mut [Entry]) -> usize {
         let target = Target::new(target);
         let by_distance = |a: &Entry, b: &Entry| target.cmp(&a.id, &b.id);
-        // Room for everyone (a whole-table answer, docs/protocol.md §6.4): copy and sort, O(n log n).
+        // Room for everyone (a whole-table answer, docs/protocol.md §6.4): copy and sort, O(n log
+        // n).
         if let Some(all) = out.get_mut(..self.len()) {
             for (o, s) in all.iter_mut().zip(self.live()) {
                 *o = s.entry;

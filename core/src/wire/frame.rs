@@ -30,9 +30,10 @@
 //! | whitespace anywhere JSON allows it | accepted | accepted (R) |
 //! | nesting deeper than [`json::MAX_DEPTH`] | accepted | [`FrameError::NotJson`] → drop (F: bounded scanner) |
 //!
-//! "Drop" means: send nothing. On WebSocket keep the connection (Node does); on HTTP, where
-//! Node leaves the request hanging, closing the connection without a response is compatible
-//! (docs/protocol.md §8.2). The rid is echoed byte for byte with its JSON type (a number stays a number).
+//! "Drop" means: send nothing. On WebSocket keep the connection (Node does); on HTTP, where Node
+//! leaves the request hanging, closing the connection without a response is compatible
+//! (docs/protocol.md §8.2). The rid is echoed byte for byte with its JSON type (a number stays a
+//! number).
 
 use core::fmt;
 
@@ -272,7 +273,8 @@ mod tests {
         let r = req(br#"["372c5f4a-c39f-42b6-9356-09b5590ae886","rpc_test"]"#).unwrap();
         assert!(r.key.eq_str("rpc_test"));
         assert_eq!(r.payload, b"null");
-        // The buffered-stream test body of grenache-nodejs-http has spaces (docs/protocol.md §10.6).
+        // The buffered-stream test body of grenache-nodejs-http has spaces
+        // (docs/protocol.md §10.6).
         let r = req(br#"["UUID", "rpc_buf", "hello"]"#).unwrap();
         assert_eq!(r.rid, br#""UUID""#);
         assert!(r.key.eq_str("rpc_buf"));

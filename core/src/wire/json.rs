@@ -1533,7 +1533,8 @@ pub(crate) mod tests {
 
     #[test]
     fn write_str_matches_json_stringify() {
-        // Bytes printed by Node v20: JSON.stringify("a\"b\\c/d\b\f\n\r\t\x00\x01\x1f\x7f é€😀\u2028\u2029")
+        // Bytes printed by Node v20: JSON.stringify("a\"b\\c/d\b\f\n\r\t\x00\x01\x1f\x7f
+        // é€😀\u2028\u2029")
         let node = hex::decode(
             "22615c22625c5c632f645c625c665c6e5c725c745c75303030305c75303030315c75303031667f20c3a9e282acf09f9880e280a8e280a922",
         )

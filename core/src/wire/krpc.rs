@@ -2,10 +2,10 @@
 //!
 //! [`parse`] turns a datagram into a [`Message`] that borrows from it. It decides only what the
 //! transport layer of the Node grape (k-rpc-socket) decides: a datagram that is not a bencoded
-//! dictionary with `y` = `q`/`r`/`e` and a byte-string `t` is dropped, and so is a query without
-//! a method name or arguments. Everything else is handed over with the arguments *optional*, so
-//! that the node engine reproduces bittorrent-dht's answers exactly (which missing argument gets
-//! an error, which gets silence; docs/protocol.md §6.4). Arguments of the wrong bencode type read as
+//! dictionary with `y` = `q`/`r`/`e` and a byte-string `t` is dropped, and so is a query without a
+//! method name or arguments. Everything else is handed over with the arguments *optional*, so that
+//! the node engine reproduces bittorrent-dht's answers exactly (which missing argument gets an
+//! error, which gets silence; docs/protocol.md §6.4). Arguments of the wrong bencode type read as
 //! missing (Node 10.0.0 would crash on several of them, docs/protocol.md §13.3).
 //!
 //! The `encode_*` functions write the bytes a Node grape emits for the same message: keys in
@@ -855,7 +855,8 @@ where
     })
 }
 
-/// Answer `{id, token, values}` (to `get_peers` with known peers: no `nodes`, docs/protocol.md §13.7).
+/// Answer `{id, token, values}` (to `get_peers` with known peers: no `nodes`,
+/// docs/protocol.md §13.7).
 pub fn encode_response_values<I>(
     buf: &mut [u8],
     t: &[u8],
@@ -975,7 +976,8 @@ mod tests {
         }
     }
 
-    // ---- docs/protocol.md §6.8 captures -----------------------------------------------------------------
+    // ---- docs/protocol.md §6.8 captures
+    // -----------------------------------------------------------------
 
     #[test]
     fn golden_ping() {

@@ -1,9 +1,9 @@
 //! `grape`: a drop-in for the Node `grenache-grape` CLI (docs/protocol.md §2).
 //!
-//! Same flags and aliases; the defaults are the ones grenache-grape documents (peers expire
-//! after 120 s, payloads up to 8192 bytes, …), not the accidental ones of its 1.0.0 CLI (docs/protocol.md §13.1).
-//! Stricter than yargs where that only catches mistakes: numbers must be numbers, unknown flags
-//! are errors, a malformed `--bn` entry is refused with the reason.
+//! Same flags and aliases; the defaults are the ones grenache-grape documents (peers expire after
+//! 120 s, payloads up to 8192 bytes, …), not the accidental ones of its 1.0.0 CLI
+//! (docs/protocol.md §13.1). Stricter than yargs where that only catches mistakes: numbers must be
+//! numbers, unknown flags are errors, a malformed `--bn` entry is refused with the reason.
 //!
 //! Start-up order: parse and validate the flags, bind the HTTP port (a busy port fails at once,
 //! exit code 1), start the DHT, serve the API until SIGINT/SIGTERM.

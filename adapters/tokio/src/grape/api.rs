@@ -1,6 +1,6 @@
-//! The HTTP/1.1 server of the grape API (docs/protocol.md §3.1): the listener, the connection cap and graceful
-//! shutdown. Each connection is served by [`super::conn`] (keep-alive, a body limit that never
-//! reads past the limit, head and idle timeouts) on grenache-core's HTTP framing.
+//! The HTTP/1.1 server of the grape API (docs/protocol.md §3.1): the listener, the connection cap
+//! and graceful shutdown. Each connection is served by [`super::conn`] (keep-alive, a body limit
+//! that never reads past the limit, head and idle timeouts) on grenache-core's HTTP framing.
 
 use std::future::Future;
 use std::io;
@@ -93,8 +93,9 @@ fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Serves the grape HTTP API (docs/protocol.md §3) on `listener` until `shutdown` resolves, then stops accepting,
-/// lets in-flight requests finish for up to [`ApiConfig::shutdown_grace`], and returns.
+/// Serves the grape HTTP API (docs/protocol.md §3) on `listener` until `shutdown` resolves, then
+/// stops accepting, lets in-flight requests finish for up to [`ApiConfig::shutdown_grace`], and
+/// returns.
 ///
 /// Accept errors are logged and retried; nothing here ends the server except `shutdown`.
 pub async fn serve_api<D: GrapeDht>(

@@ -1,11 +1,12 @@
-//! The grape's configuration: what the `grape` command line (docs/protocol.md §2) sets ([`GrapeConfig`]), shared by
-//! the HTTP API and the DHT task, and the settings of the HTTP API itself ([`ApiConfig`]), which
-//! [`GrapeConfig::api_config`] derives. Every other grape module reads these; this one reads
-//! none of them.
+//! The grape's configuration: what the `grape` command line (docs/protocol.md §2) sets
+//! ([`GrapeConfig`]), shared by the HTTP API and the DHT task, and the settings of the HTTP API
+//! itself ([`ApiConfig`]), which [`GrapeConfig::api_config`] derives. Every other grape module
+//! reads these; this one reads none of them.
 //!
 //! Defaults are the *documented* ones of grenache-grape (`Grape.js:19-31`: peers expire after
-//! 120 s, payloads are limited to 8192 bytes, 5000 tables and values, node liveness 5 min), not
-//! the values the 1.0.0 CLI ends up with by accident (no expiry, no limit, 1000, 15 min: docs/protocol.md §13.1).
+//! 120 s, payloads are limited to 8192 bytes, 5000 tables and values, node liveness 5 min), not the
+//! values the 1.0.0 CLI ends up with by accident (no expiry, no limit, 1000, 15 min:
+//! docs/protocol.md §13.1).
 
 use std::fmt;
 use std::str::FromStr;
@@ -50,9 +51,9 @@ pub const DEFAULT_BODY_PROGRESS: MinProgress = MinProgress {
 /// Settings of [`super::serve_api`]: the HTTP API's limits and timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiConfig {
-    /// Largest accepted request body in bytes (`--check_maxPayloadSize`, 8192 by default): a
-    /// larger body gets `413 ERR_GRAPE_PAYLOAD_SIZE` and the connection is closed without
-    /// reading the rest. Unlike the Node 1.0.0 CLI there is always a limit (docs/protocol.md §13.1).
+    /// Largest accepted request body in bytes (`--check_maxPayloadSize`, 8192 by default): a larger
+    /// body gets `413 ERR_GRAPE_PAYLOAD_SIZE` and the connection is closed without reading the
+    /// rest. Unlike the Node 1.0.0 CLI there is always a limit (docs/protocol.md §13.1).
     pub max_payload: usize,
     /// How long a connection may take to deliver a request head, counted from the moment it
     /// opens or its previous response finished: so it is also the idle keep-alive timeout
@@ -119,9 +120,9 @@ impl Default for ApiConfig {
 /// Everything a grape is started with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrapeConfig {
-    /// `-b/--bind`: the address the HTTP API listens on (`None` = all interfaces, IPv6 and
-    /// IPv4). As in Node it is also the host the DHT stores for its own announces (docs/protocol.md §13.5); the
-    /// UDP socket always binds 0.0.0.0.
+    /// `-b/--bind`: the address the HTTP API listens on (`None` = all interfaces, IPv6 and IPv4).
+    /// As in Node it is also the host the DHT stores for its own announces
+    /// (docs/protocol.md §13.5); the UDP socket always binds 0.0.0.0.
     pub bind: Option<String>,
     /// `--dp/--dht_port`: the UDP port of the DHT (0 = any free port).
     pub dht_port: u16,
@@ -139,12 +140,12 @@ pub struct GrapeConfig {
     /// `--dht_maxValues`: BEP 44 items stored at most, shared fairly between the hosts that
     /// put them. At most [`crate::grape::node::ITEMS`] (the DHT refuses to start above it).
     pub dht_max_values: usize,
-    /// `--dpa/--dht_peer_maxAge`: how long announced peers live after their last announce; zero
-    /// = never expire. Exact here; the Node grape keeps them 0.67–1.33 × as long (record-cache
-    /// generations, docs/protocol.md §4.4) and also answers lookups from a cache that lives half as long
-    /// (`Grape.js:33-36`). This grape has no such cache: a lookup answers what the DHT holds
-    /// (give or take [`GrapeConfig::lookup_reuse`]; `host/tests/grape_interop.rs` checks the
-    /// expiry against both).
+    /// `--dpa/--dht_peer_maxAge`: how long announced peers live after their last announce; zero =
+    /// never expire. Exact here; the Node grape keeps them 0.67–1.33 × as long (record-cache
+    /// generations, docs/protocol.md §4.4) and also answers lookups from a cache that lives half as
+    /// long (`Grape.js:33-36`). This grape has no such cache: a lookup answers what the DHT holds
+    /// (give or take [`GrapeConfig::lookup_reuse`]; `host/tests/grape_interop.rs` checks the expiry
+    /// against both).
     pub dht_peer_max_age: Duration,
     /// `--dnl/--dht_nodeLiveness`: how long the routing table may go unchanged before its nodes
     /// are pinged.

@@ -1,4 +1,5 @@
-//! One connection of the grape API: HTTP/1.1 framed by `grenache_core::wire::http`, driven by tokio.
+//! One connection of the grape API: HTTP/1.1 framed by `grenache_core::wire::http`, driven by
+//! tokio.
 //!
 //! The loop per request: read a head (within [`ApiConfig::header_timeout`] of the previous
 //! answer, so it is also the idle timeout), read the body with the core's [`BodyDecoder`]
@@ -265,9 +266,9 @@ async fn send_final(
     Ok(())
 }
 
-/// The answer with exactly Node's headers (docs/protocol.md §3.1), in Node's order: `Date`, `Connection`,
-/// `Keep-Alive` (only when the connection stays open: `keep_alive` is the idle timeout then),
-/// `Content-Length`; no `Content-Type`.
+/// The answer with exactly Node's headers (docs/protocol.md §3.1), in Node's order: `Date`,
+/// `Connection`, `Keep-Alive` (only when the connection stays open: `keep_alive` is the idle
+/// timeout then), `Content-Length`; no `Content-Type`.
 fn encode_reply(out: &mut Vec<u8>, reply: &Reply, keep_alive: Option<std::time::Duration>) {
     let mut timeout_text = [0u8; 32];
     let keep_alive_value = keep_alive.map(|idle| {

@@ -19,13 +19,14 @@ use grenache_core::dht::node::{OpError, StartError};
 pub trait GrapeDht: Send + Sync + 'static {
     /// Peers announced under `name` (the raw UTF-8 bytes of the service name, not hashed; any
     /// length but never empty), as seen by a full `get_peers` traversal plus the local store and
-    /// the grape's lookup cache (docs/protocol.md §4.3). Order: random, like the Node grape; the API keeps the
-    /// first 100 distinct entries. A lookup never fails: an isolated grape returns what it knows.
+    /// the grape's lookup cache (docs/protocol.md §4.3). Order: random, like the Node grape; the
+    /// API keeps the first 100 distinct entries. A lookup never fails: an isolated grape returns
+    /// what it knows.
     fn lookup(&self, name: Vec<u8>) -> impl Future<Output = Vec<SocketAddrV4>> + Send;
 
     /// Announce `name` → `port` (never 0: the API substitutes [`GrapeDht::dht_port`]) to every
-    /// token-bearing node of the traversal table (docs/protocol.md §4.2); `Ok(acks)` is the number of nodes that
-    /// acknowledged `announce_peer`.
+    /// token-bearing node of the traversal table (docs/protocol.md §4.2); `Ok(acks)` is the number
+    /// of nodes that acknowledged `announce_peer`.
     fn announce(
         &self,
         name: Vec<u8>,
@@ -41,18 +42,21 @@ pub trait GrapeDht: Send + Sync + 'static {
         port: u16,
     ) -> impl Future<Output = Result<usize, DhtError>> + Send;
 
-    /// Store a BEP 44 item (docs/protocol.md §5). `Ok(key)` is the 20-byte target: `sha1(v_bencoded)` for an
-    /// immutable item, `sha1(k ‖ salt)` for a mutable one. Immutable items are stored locally
-    /// before they are sent, so they stay gettable from this grape even when the put fails.
+    /// Store a BEP 44 item (docs/protocol.md §5). `Ok(key)` is the 20-byte target:
+    /// `sha1(v_bencoded)` for an immutable item, `sha1(k ‖ salt)` for a mutable one. Immutable
+    /// items are stored locally before they are sent, so they stay gettable from this grape even
+    /// when the put fails.
     fn put(&self, item: PutItem) -> impl Future<Output = Result<[u8; 20], DhtError>> + Send;
 
-    /// Fetch a BEP 44 item (docs/protocol.md §5). `Ok(None)` = not found (the API answers an empty 200).
+    /// Fetch a BEP 44 item (docs/protocol.md §5). `Ok(None)` = not found (the API answers an empty
+    /// 200).
     fn get(
         &self,
         query: GetQuery,
     ) -> impl Future<Output = Result<Option<GotItem>, DhtError>> + Send;
 
-    /// The grape's own UDP port: `/announce` with port 0 announces this port (docs/protocol.md §3.6).
+    /// The grape's own UDP port: `/announce` with port 0 announces this port
+    /// (docs/protocol.md §3.6).
     fn dht_port(&self) -> u16;
 
     /// A counter that moves whenever this grape's own peer store gains or loses a peer, before
@@ -74,7 +78,8 @@ pub enum DhtError {
     AllFailed,
     /// A remote node answered with a KRPC error in 300..=399 (BEP 44 CAS mismatch 301, sequence
     /// number too low 302) and no node acknowledged. The Node grape copies the code into the HTTP
-    /// status and the body is `"<code> <message>"`, e.g. `"301 CAS mismatch, re-read and try again"`.
+    /// status and the body is `"<code> <message>"`, e.g. `"301 CAS mismatch, re-read and try
+    /// again"`.
     Krpc {
         /// The KRPC error code (`e[0]`).
         code: u16,

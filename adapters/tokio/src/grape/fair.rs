@@ -128,10 +128,10 @@ impl Connections {
         }
     }
 
-    /// With every slot taken and a newcomer from `newcomer` (a [`crate::limits::client_key`]) waiting: asks
-    /// an idle connection of the client with the most connections to close, if that client
-    /// has at least two more than the newcomer. When one was asked, its slot permit arrives on
-    /// the returned channel. Walks every open connection: it only runs when the API is full.
+    /// With every slot taken and a newcomer from `newcomer` (a [`crate::limits::client_key`])
+    /// waiting: asks an idle connection of the client with the most connections to close, if that
+    /// client has at least two more than the newcomer. When one was asked, its slot permit arrives
+    /// on the returned channel. Walks every open connection: it only runs when the API is full.
     pub(super) fn displace_for(
         &self,
         newcomer: IpAddr,

@@ -383,7 +383,8 @@ fn validate_put(
 /// `handlePeerGet` + `Grape.get` (`Grape.js:228-269`) up to the DHT call.
 fn plan_get(data: Option<&Value>) -> Result<Plan, JsThrow> {
     let (hash, salt_raw, cache_raw): (Field<'_>, Option<&Value>, Option<&Value>) = match data {
-        // A string is a hash: str2buf(s, 'hex') (JSON.parse first, docs/protocol.md §13.16), then { hash }.
+        // A string is a hash: str2buf(s, 'hex') (JSON.parse first, docs/protocol.md §13.16), then {
+        // hash }.
         Some(s @ Value::String(_)) => (Field::Buf(js::str2buf(s, Encoding::Hex)?), None, None),
         _ => {
             // `opts.salt` throws on undefined/null (500).
@@ -461,10 +462,10 @@ fn count_reply(result: Result<usize, DhtError>) -> Reply {
     }
 }
 
-/// The JSON object `Grape.get` sends for a found item (docs/protocol.md §3.9): binary fields in hex, `v` as
-/// `v.toString()`. A local hit has `createGetResponse`'s key order `id, token(null), v[, sig, k,
-/// seq]`; a remote hit the order of the bencoded answer `id[, k, seq, sig], token, v`, then the
-/// request's salt (bittorrent-dht re-attaches it to every answer).
+/// The JSON object `Grape.get` sends for a found item (docs/protocol.md §3.9): binary fields in
+/// hex, `v` as `v.toString()`. A local hit has `createGetResponse`'s key order `id, token(null),
+/// v[, sig, k, seq]`; a remote hit the order of the bencoded answer `id[, k, seq, sig], token, v`,
+/// then the request's salt (bittorrent-dht re-attaches it to every answer).
 pub(crate) fn render_got(item: &GotItem, query_salt: Option<&[u8]>) -> String {
     let v = render_js_string(&item.v_bencoded)
         .unwrap_or_else(|| String::from_utf8_lossy(&item.v_bencoded).into_owned());

@@ -41,18 +41,19 @@
 //!
 //! # Reproduced quirks (R) and deliberate fixes (F)
 //!
-//! * R: request values go through the JavaScript operations Node applies (`crate::js`): property reads
-//!   that throw, truthiness, `Number.isInteger`, `Buffer.from` (arrays, `{"type":"Buffer",
+//! * R: request values go through the JavaScript operations Node applies (`crate::js`): property
+//!   reads that throw, truthiness, `Number.isInteger`, `Buffer.from` (arrays, `{"type":"Buffer",
 //!   "data":[…]}`, array-likes), Node's lenient hex decoding.
-//! * R (docs/protocol.md §13.16): `str2buf` tries `JSON.parse` first for `k`, `sig`, `salt` and a string `/get`
-//!   target: salt `"\"abc\""` is `abc`, `"[1,2]"` the bytes 1, 2. Keeping it makes a mutable
-//!   item's key the one a Node grape computes for the same request.
+//! * R (docs/protocol.md §13.16): `str2buf` tries `JSON.parse` first for `k`, `sig`, `salt` and a
+//!   string `/get` target: salt `"\"abc\""` is `abc`, `"[1,2]"` the bytes 1, 2. Keeping it makes a
+//!   mutable item's key the one a Node grape computes for the same request.
 //! * R: `v` must be shorter than 1000 *UTF-16 units* (or elements, or `length`), not bytes;
 //!   non-integer numbers in `v`, `seq`, `cas` are truncated the way bencode 2.0.3 does
 //!   (`grape::bencode`), not refused.
 //! * R: dict keys of `v` are sorted by UTF-16 code units, `null` list elements and members
 //!   dropped (bencode 2.0.3).
-//! * F (docs/protocol.md §13.1): the payload limit is always on (8192 by default; Node's CLI has none).
+//! * F (docs/protocol.md §13.1): the payload limit is always on (8192 by default; Node's CLI has
+//!   none).
 //! * R (docs/protocol.md §13.12): the lenient path mapping, query strings breaking the routing.
 //! * F: a `413` closes the connection (Node stops reading and leaves the connection stuck).
 //! * F: an announce port outside 0..=65535 answers `"ERR_GRAPE_SERVICE_PORT"` at once (Node
@@ -64,12 +65,13 @@
 //!   instead of allocating `n` bytes.
 //! * F: a request-level `verify` member (which crashes a Node grape when a mutable reply arrives)
 //!   is ignored.
-//! * Differences left: `serde_json` refuses numbers beyond f64 (`1e400`), lone surrogate
-//!   escapes and nesting deeper than 128, which JSON.parse accepts (→ 500
-//!   `ERR_GRAPE_PAYLOAD_INVALID`); malformed requests get the framing error's status (400,
-//!   431, 501, 505) with an empty body and a closed connection, where Node sends its own
-//!   texts; `CONNECT` closes the connection (Node: no `connect` listener, socket destroyed). For a local hit of a non-string `v`, `v` is rendered from its bencoding
-//!   (`true` → `"1"`, `1.5` → `"1"`), where Node still holds the JavaScript value.
+//! * Differences left: `serde_json` refuses numbers beyond f64 (`1e400`), lone surrogate escapes
+//!   and nesting deeper than 128, which JSON.parse accepts (→ 500 `ERR_GRAPE_PAYLOAD_INVALID`);
+//!   malformed requests get the framing error's status (400, 431, 501, 505) with an empty body and
+//!   a closed connection, where Node sends its own texts; `CONNECT` closes the connection (Node: no
+//!   `connect` listener, socket destroyed). For a local hit of a non-string `v`, `v` is rendered
+//!   from its bencoding (`true` → `"1"`, `1.5` → `"1"`), where Node still holds the JavaScript
+//!   value.
 //!
 //! # Slow and hostile clients
 //!

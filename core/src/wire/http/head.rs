@@ -22,8 +22,8 @@ pub struct RequestHead<'a, const H: usize> {
     /// Whether the connection may carry another request after this one: HTTP/1.1 without
     /// `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`.
     pub keep_alive: bool,
-    /// HTTP/1.1 with `Expect: 100-continue`: send [`CONTINUE_RESPONSE`](super::CONTINUE_RESPONSE) before reading the
-    /// body (or answer with a final status and close).
+    /// HTTP/1.1 with `Expect: 100-continue`: send [`CONTINUE_RESPONSE`](super::CONTINUE_RESPONSE)
+    /// before reading the body (or answer with a final status and close).
     pub expect_continue: bool,
     /// `Connection` lists `upgrade` (a WebSocket handshake also has an `Upgrade` header).
     pub upgrade: bool,

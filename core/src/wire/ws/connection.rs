@@ -477,9 +477,9 @@ impl<const MAX_MESSAGE: usize> WsConnection<MAX_MESSAGE> {
         Ok(())
     }
 
-    /// Writes the next queued control frame (a pong, then the close) into `out` and returns
-    /// its length, or `None` when nothing is queued. An `out` of [`super::MAX_CONTROL_FRAME_LEN`] (131) bytes is always
-    /// enough. Call it until it returns `None`.
+    /// Writes the next queued control frame (a pong, then the close) into `out` and returns its
+    /// length, or `None` when nothing is queued. An `out` of [`super::MAX_CONTROL_FRAME_LEN`] (131)
+    /// bytes is always enough. Call it until it returns `None`.
     ///
     /// # Errors
     /// [`SendError::BufferFull`] if `out` is too small; the frame stays queued.

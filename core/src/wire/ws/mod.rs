@@ -4,9 +4,9 @@
 //! - [`handshake`]: `Sec-WebSocket-Accept`, the check of an upgrade request and the 101 and 426
 //!   answers.
 //! - [`frame`]: [`parse_frame_header`], [`apply_mask`], frame writers.
-//! - [`connection`]: [`WsConnection`], the server end, fed bytes as they arrive; it reassembles messages into an
-//!   inline buffer of `MAX_MESSAGE` bytes, answers pings, runs the close handshake and maps
-//!   protocol violations to close codes.
+//! - [`connection`]: [`WsConnection`], the server end, fed bytes as they arrive; it reassembles
+//!   messages into an inline buffer of `MAX_MESSAGE` bytes, answers pings, runs the close handshake
+//!   and maps protocol violations to close codes.
 //!
 //! What Grenache peers send: one text frame per RPC message, JSON `[rid, key, payload]`
 //! (client → server, masked) and `[rid, err, result]` (server → client, unmasked). No
