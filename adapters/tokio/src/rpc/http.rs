@@ -36,7 +36,6 @@
 //! timeouts are enforced (see [`super::stream`] for the other stream differences).
 
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -214,24 +213,7 @@ impl PeerRpcServer {
         }
     }
 
-    /// Listens on `0.0.0.0:port` (all interfaces, as Node; port 0 picks a free one) and
-    /// serves in background tasks. Returns the bound address.
-    pub async fn listen(&self, port: u16) -> io::Result<SocketAddr> {
-        self.core.listen(port).await
-    }
-
-    /// Listens on `addr` (e.g. `127.0.0.1:0`) and serves in background tasks.
-    pub async fn listen_on(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
-        self.core.listen_on(addr).await
-    }
-
-    super::server::listening_methods!("worker", core.listening);
-
-    /// Bytes of large requests buffered now by all connections, charged to
-    /// [`ServerConfig::memory_budget`] (requests up to [`SMALL_MESSAGE`] are not counted).
-    pub fn buffered_bytes(&self) -> usize {
-        self.core.buffered_bytes()
-    }
+    super::server::worker_methods!();
 
     /// Closes gracefully: stops announcing and accepting (new connections are refused), lets
     /// the requests in flight finish and answer for at most `grace` (a keep-alive connection
@@ -239,12 +221,6 @@ impl PeerRpcServer {
     /// Returns once every connection is closed. The server may listen again afterwards.
     pub async fn close(&self, grace: Duration) {
         self.core.close(grace).await
-    }
-
-    /// Stops at once: stops listening, closes every connection (requests in flight get no
-    /// answer) and stops the announcers. Dropping the server does the same.
-    pub fn stop(&self) {
-        self.core.stop()
     }
 }
 

@@ -197,6 +197,43 @@ macro_rules! listening_methods {
 }
 pub(crate) use listening_methods;
 
+/// The public methods both RPC workers have alike, delegated to their [`ServerCore`] at
+/// `self.core`: listening, the announcing methods of [`listening_methods`], the memory in use
+/// and stopping at once. `close` stays with each worker: what "in flight" means differs.
+macro_rules! worker_methods {
+    () => {
+        /// Listens on `0.0.0.0:port` (all interfaces, as Node; port 0 picks a free one) and
+        /// serves in background tasks. Returns the bound address.
+        pub async fn listen(&self, port: u16) -> std::io::Result<std::net::SocketAddr> {
+            self.core.listen(port).await
+        }
+
+        /// Listens on `addr` (e.g. `127.0.0.1:0`) and serves in background tasks.
+        pub async fn listen_on(
+            &self,
+            addr: std::net::SocketAddr,
+        ) -> std::io::Result<std::net::SocketAddr> {
+            self.core.listen_on(addr).await
+        }
+
+        $crate::rpc::listening_methods!("worker", core.listening);
+
+        /// Bytes of large requests buffered now by all connections, charged to
+        /// [`ServerConfig::memory_budget`](crate::rpc::ServerConfig::memory_budget) (requests
+        /// up to [`SMALL_MESSAGE`](crate::rpc::SMALL_MESSAGE) are not counted).
+        pub fn buffered_bytes(&self) -> usize {
+            self.core.buffered_bytes()
+        }
+
+        /// Stops at once: stops listening, closes every connection (requests in flight get no
+        /// answer) and stops the announcers. Dropping the server does the same.
+        pub fn stop(&self) {
+            self.core.stop()
+        }
+    };
+}
+pub(crate) use worker_methods;
+
 /// A listening socket's accept task and the names announced at its port: listening,
 /// announcing and stopping, shared by the RPC workers of both transports and the publisher.
 pub(crate) struct Listening {
