@@ -13,6 +13,7 @@
 //!   `grenache-nodejs-ws`, with subscribers that reconnect.
 //! * [`limits`]: what every server here shares against hostile hosts: connection caps per
 //!   client IP, client allow-lists, one memory budget across connections, minimum progress.
+//! * [`testnet`]: a network of real grapes on loopback for the tests of your own workers.
 //! * [`tls`]: mutual TLS for both RPC transports (`wss://`, `https://`), with Node-formatted
 //!   certificate fingerprints and a `verify_client` hook.
 //!
@@ -29,6 +30,7 @@ pub mod link;
 mod os_rng;
 pub mod pubsub;
 pub mod rpc;
+pub mod testnet;
 pub mod tls;
 
 pub use link::{Link, LinkConfig, LinkError};
