@@ -4,7 +4,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 
-use grenache_tokio::testnet::{Testnet, TestnetError};
+use grenache_tokio::testnet::{Testnet, TestnetError, READY_PROBE};
 use grenache_tokio::LinkError;
 
 /// The tests run one at a time: the leak test counts this process's grape threads, which a
@@ -43,8 +43,18 @@ async fn every_announce_is_found_through_every_grape(size: usize) {
             .await
             .unwrap_or_else(|e| panic!("announce through grape {i} of {size}: {e}"));
     }
+    // What `start` waited for: every grape's probe reached the others, so every grape's
+    // lookup of the probe finds all of them (each announced its own DHT port).
+    let mut every_grape: Vec<String> = net.dht_addrs().iter().map(|a| a.to_string()).collect();
+    every_grape.sort();
     for j in 0..size {
         let link = net.link(j).unwrap();
+        let mut probes = link.lookup(READY_PROBE).await.unwrap();
+        probes.sort();
+        assert_eq!(
+            probes, every_grape,
+            "the probes through grape {j} of {size}"
+        );
         for i in 0..size {
             let peers = link
                 .lookup(&format!("service-{i}"))
