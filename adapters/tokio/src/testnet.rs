@@ -203,7 +203,8 @@ pub struct Testnet {
 impl Testnet {
     /// Starts `size` grapes on free ports of 127.0.0.1, each bootstrapping from the ones
     /// started before it, and returns once an announce through any of them is acknowledged
-    /// by the others (at most [`READY_TIMEOUT`]). Needs a tokio runtime only to wait.
+    /// by the others (at most [`READY_TIMEOUT`]). The grapes run on the testnet's own thread
+    /// and runtime, whatever runtime awaits this.
     ///
     /// Fails with [`TestnetError::Empty`] for `size` 0, and with the cause when a grape
     /// cannot start or the grapes do not find each other; nothing is left running then.
