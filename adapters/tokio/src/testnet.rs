@@ -55,9 +55,14 @@
 //! behave as a deployment does.
 //!
 //! To be sure the DHT is whole before `start` returns, every grape announces the name
-//! [`READY_PROBE`] at its own DHT port until as many other grapes acknowledge it as a lookup
-//! could reach (all of them, or [`K`] in a network of more than `K + 1`). Those entries stay
-//! in the DHT and expire after the grapes' peer TTL (120 s) like any announce.
+//! [`READY_PROBE`] at its own DHT port until every other grape acknowledges it. Those entries
+//! stay in the DHT and expire after the grapes' peer TTL (120 s) like any announce.
+//!
+//! A testnet has at most [`MAX_SIZE`] grapes (11). All of them share one IP address, and a
+//! grape keeps at most 10 nodes of one IP in a routing-table bucket (a defence against one
+//! host filling a name's neighbourhood, `NodeConfig::max_per_ip_in_bucket`): up to 11 grapes,
+//! each one's table holds all the others whatever their ids, so every announce reaches every
+//! grape. Beyond that some grapes may not know each other, and an announce can miss some.
 
 use std::fmt;
 use std::io;
@@ -65,7 +70,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use grenache_core::dht::table::K;
+use grenache_core::dht::node::NodeConfig;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::Uri;
 use serde_json::Value;
@@ -78,6 +83,10 @@ use crate::new_rid;
 
 /// The name every grape announces while [`Testnet::start`] waits for the DHT to be whole.
 pub const READY_PROBE: &str = "grenache-testnet:ready";
+
+/// The most grapes a [`Testnet`] runs: one more than a grape keeps of one IP address in a
+/// routing-table bucket, so that each one's table can hold all the others (module docs).
+pub const MAX_SIZE: usize = NodeConfig::DEFAULT.max_per_ip_in_bucket + 1;
 
 /// How long [`Testnet::start`] waits for the grapes to find each other. On loopback it takes
 /// a few round trips; the bound only turns a broken network into an error instead of a hang.
@@ -98,6 +107,11 @@ const BOOTSTRAP_FANOUT: usize = 4;
 pub enum TestnetError {
     /// [`Testnet::start`] was asked for no grape at all.
     Empty,
+    /// [`Testnet::start`] was asked for more than [`MAX_SIZE`] grapes.
+    TooLarge {
+        /// The size asked for.
+        size: usize,
+    },
     /// A grape could not start.
     Grape {
         /// Which one (0-based).
@@ -132,6 +146,11 @@ impl fmt::Display for TestnetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TestnetError::Empty => f.write_str("a testnet needs at least one grape, not 0"),
+            TestnetError::TooLarge { size } => write!(
+                f,
+                "a testnet has at most {MAX_SIZE} grapes, not {size}: beyond that they share \
+                 an IP address with more grapes than a routing-table bucket keeps of one IP"
+            ),
             TestnetError::Grape { index, error } => {
                 write!(f, "grape {index} of the testnet did not start: {error}")
             }
@@ -206,11 +225,15 @@ impl Testnet {
     /// by the others (at most [`READY_TIMEOUT`]). The grapes run on the testnet's own thread
     /// and runtime, whatever runtime awaits this.
     ///
-    /// Fails with [`TestnetError::Empty`] for `size` 0, and with the cause when a grape
+    /// Fails with [`TestnetError::Empty`] for `size` 0, [`TestnetError::TooLarge`] above
+    /// [`MAX_SIZE`], and with the cause when a grape
     /// cannot start or the grapes do not find each other; nothing is left running then.
     pub async fn start(size: usize) -> Result<Testnet, TestnetError> {
         if size == 0 {
             return Err(TestnetError::Empty);
+        }
+        if size > MAX_SIZE {
+            return Err(TestnetError::TooLarge { size });
         }
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -366,13 +389,12 @@ async fn start_grapes(size: usize, grapes: &mut Vec<Grape>) -> Result<(), Testne
     Ok(())
 }
 
-/// Waits until every grape's announce of [`READY_PROBE`] is acknowledged by as many other
-/// grapes as it can reach: then every grape has met the others, and a lookup through any of
-/// them reaches the grapes that hold any announce.
+/// Waits until every grape's announce of [`READY_PROBE`] is acknowledged by all the other
+/// grapes: then every grape has met the others, and a lookup through any of them reaches
+/// every grape, so the ones that hold any announce.
 async fn wait_until_whole(grapes: &[Grape]) -> Result<(), TestnetError> {
-    // A lone grape has nobody to meet. A traversal ends at the K closest nodes, so in a big
-    // testnet an announce is acknowledged by K grapes, not by all.
-    let expected = grapes.len().saturating_sub(1).min(K);
+    // A lone grape has nobody to meet.
+    let expected = grapes.len().saturating_sub(1);
     if expected == 0 {
         return Ok(());
     }

@@ -4,7 +4,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 
-use grenache_tokio::testnet::{Testnet, TestnetError, READY_PROBE};
+use grenache_tokio::testnet::{Testnet, TestnetError, MAX_SIZE, READY_PROBE};
 use grenache_tokio::LinkError;
 
 /// The tests run one at a time: the leak test counts this process's grape threads, which a
@@ -80,6 +80,12 @@ async fn five_grapes_find_each_others_announces() {
     every_announce_is_found_through_every_grape(5).await;
 }
 
+/// The largest testnet is whole too: each grape's table holds all the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_testnet_finds_each_others_announces() {
+    every_announce_is_found_through_every_grape(MAX_SIZE).await;
+}
+
 #[tokio::test]
 async fn one_grape_keeps_its_own_announces() {
     let _serial = SERIAL.lock().await;
@@ -107,12 +113,23 @@ async fn one_grape_keeps_its_own_announces() {
 }
 
 #[tokio::test]
-async fn no_grape_at_all_is_a_clear_error() {
+async fn sizes_out_of_range_are_clear_errors() {
     let error = Testnet::start(0).await.unwrap_err();
     assert!(matches!(error, TestnetError::Empty), "{error:?}");
     assert_eq!(
         error.to_string(),
         "a testnet needs at least one grape, not 0"
+    );
+    let error = Testnet::start(MAX_SIZE + 1).await.unwrap_err();
+    assert!(
+        matches!(error, TestnetError::TooLarge { size } if size == MAX_SIZE + 1),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .starts_with("a testnet has at most 11 grapes, not 12"),
+        "{error}"
     );
 }
 
