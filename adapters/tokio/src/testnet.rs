@@ -44,8 +44,9 @@
 //!
 //! # How it runs
 //!
-//! The grapes' HTTP APIs are served by a runtime of the testnet's own thread, and each DHT node
-//! runs on its own thread as in the `grape` binary. So the grapes do not depend on the runtime
+//! The grapes' HTTP APIs listen on 127.0.0.1 and are served by a runtime of the testnet's own
+//! thread; each DHT node runs on its own thread as in the `grape` binary, its UDP socket bound
+//! to 0.0.0.0 as every grape's is (`grape::node::DhtConfig::for_grape`). So the grapes do not depend on the runtime
 //! of the test (a current-thread `#[tokio::test]` is fine), and `drop` can wait for them to be
 //! gone: a test that ends, or panics, leaves no grape behind to answer the next one.
 //!
@@ -95,10 +96,10 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Pause between two rounds of probe announces that were not yet acknowledged by everyone.
 const PROBE_RETRY: Duration = Duration::from_millis(50);
 
-/// How many earlier grapes a new grape bootstraps from. The grape queries its bootstrap
-/// nodes in every lookup and announce (on top of the closest nodes), so a long list would
-/// make each traversal of a big testnet query them all; a few are enough to join, the
-/// traversals find the rest.
+/// How many earlier grapes a new grape bootstraps from. A grape queries its bootstrap nodes
+/// in every lookup and announce (on top of the closest nodes), so with every earlier grape
+/// listed the last grape of a full testnet would query all ten each time; a few are enough
+/// to join, the traversals find the rest.
 const BOOTSTRAP_FANOUT: usize = 4;
 
 /// Why a [`Testnet`] could not start, or a call on it failed.
