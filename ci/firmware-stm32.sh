@@ -15,6 +15,8 @@
 # for embassy's upstream-tested settings (PacketQueue<4, 4>, opt-level "s", defmt in the HAL
 # and in panics); docs/BENCHMARKS.md has the sizes before and after.
 # BUDGET=warn reports an overrun without failing (for measuring a change that is not done).
+# Then it rewrites the memory table of firmware/stm32-f429zi/README.md from the ELF
+# (ci/board-memory-table.sh; MEMORY_TABLE=check fails on a stale table instead).
 #
 # Environment: FIRMWARE_TARGET_DIR or CARGO_TARGET_DIR (build cache, default
 # $HOME/.cache/grenache-rs/target-firmware), GRAPES (required by the firmware's build; CI
@@ -46,7 +48,9 @@ elf="$CARGO_TARGET_DIR/$target/release/$bin"
 
 step "firmware sizes (budget: flash $FLASH_BUDGET bytes, static RAM $RAM_BUDGET bytes)"
 find_size_tool llvm-size rust-size arm-none-eabi-size size
-firmware_sizes "$elf" ".vector_table .text .rodata .data" ".data .bss .uninit"
+flash_sections=".vector_table .text .rodata .data"
+ram_sections=".data .bss .uninit"
+firmware_sizes "$elf" "$flash_sections" "$ram_sections"
 flash=$fw_flash ram=$fw_ram
 over=""
 [ "$flash" -lt "$FLASH_BUDGET" ] || over="flash $flash >= $FLASH_BUDGET bytes"
@@ -65,3 +69,9 @@ if [ -n "$over" ]; then
     fail "over budget: $over"
 fi
 echo "within budget: flash $flash < $FLASH_BUDGET, static RAM $ram < $RAM_BUDGET"
+
+step "memory table of firmware/stm32-f429zi/README.md (MEMORY_TABLE=check: fail if stale)"
+table_mode=()
+[ "${MEMORY_TABLE:-write}" = check ] && table_mode=(--check)
+bash "$here/ci/board-memory-table.sh" "${table_mode[@]}" "$fw/README.md" "$elf" \
+    "$flash_sections" "$ram_sections"
