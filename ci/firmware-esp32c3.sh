@@ -13,6 +13,9 @@
 # Wi-Fi credentials and grapes are baked in at build time; CI uses dummy values (override
 # with SSID, PASSWORD, GRAPES, WORKER_PORT, DHT_PORT).
 #
+# Then it rewrites the memory table of firmware/esp32c3/README.md from the ELF
+# (ci/board-memory-table.sh; MEMORY_TABLE=check fails on a stale table instead).
+#
 # Environment: CARGO_TARGET_DIR (build cache of this firmware, default
 # $HOME/.cache/grenache-rs/target-firmware-esp; the firmware has its own rustflags and target,
 # so it keeps away from the host's and the other boards' caches).
@@ -45,10 +48,10 @@ find_size_tool llvm-size rust-size size
 # *_dummy sections only reserve address space and are not counted. IRAM and DRAM are the same
 # SRAM, so the static RAM counts the IRAM code too. .dram2_uninit is the heap in the RAM the
 # bootloader leaves behind; .stack is whatever SRAM remains.
-firmware_sizes "$elf" \
-    ".trap .rwtext .rwtext.wifi .data .data.wifi .flash.appdesc .rodata .rodata.wifi .text" \
-    ".trap .rwtext .rwtext.wifi .data .data.wifi .bss .noinit" \
-    ".dram2_uninit .stack"
+flash_sections=".trap .rwtext .rwtext.wifi .data .data.wifi .flash.appdesc .rodata .rodata.wifi .text"
+ram_sections=".trap .rwtext .rwtext.wifi .data .data.wifi .bss .noinit"
+other_sections=".dram2_uninit .stack"
+firmware_sizes "$elf" "$flash_sections" "$ram_sections" "$other_sections"
 printf '%s\n' "$fw_sizes" | awk '
     $1 == ".dram2_uninit" { heap = $2 }
     $1 == ".stack" { stack = $2 }
@@ -56,5 +59,12 @@ printf '%s\n' "$fw_sizes" | awk '
         printf "reclaimed-RAM heap (.dram2_uninit): %d bytes (%.1f KiB)   stack: %d bytes (%.1f KiB)\n",
             heap, heap / 1024, stack, stack / 1024
     }'
+
+step "memory table of firmware/esp32c3/README.md (MEMORY_TABLE=check: fail if stale)"
+table_mode=()
+[ "${MEMORY_TABLE:-write}" = check ] && table_mode=(--check)
+bash "$here/ci/board-memory-table.sh" "${table_mode[@]}" "$fw/README.md" "$elf" \
+    "$flash_sections" "$ram_sections" "$other_sections"
+
 echo
 echo "esp32c3 firmware: built (compile and size check only; not run: no ESP32 in QEMU, no board in CI)"

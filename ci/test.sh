@@ -148,13 +148,31 @@ if [ "${QEMU_TESTS:-1}" != "0" ]; then
 fi
 
 if [ "${BOARD_BUILDS:-1}" != "0" ]; then
-    # Fails when the image outgrows issue #5's budget (64 KiB flash, 24 KiB static RAM).
+    # Fails when the image outgrows issue #16's budget (96 KiB flash, 32 KiB static RAM).
     # Each board has a build cache of its own (other rustflags and targets than the host's).
-    step "board firmware: STM32 NUCLEO-F429ZI worker builds, within the 64 KiB / 24 KiB budget"
+    step "board firmware: STM32 NUCLEO-F429ZI worker builds, within the 96 KiB / 32 KiB budget"
     CARGO_TARGET_DIR="$HOME/.cache/grenache-rs/target-firmware-stm32" bash ci/firmware-stm32.sh
     step "board firmware: ESP32-C3 Wi-Fi worker builds (sizes for docs/BENCHMARKS.md)"
     CARGO_TARGET_DIR="$HOME/.cache/grenache-rs/target-firmware-esp" bash ci/firmware-esp32c3.sh
 fi
+
+# CI has no board: ci/hil.sh must fail at once and say so, both when the flasher is missing
+# (this machine) and when it is there but sees no probe (a stub probe-rs that lists none).
+step "hardware in the loop without a board: ci/hil.sh stm32-f429zi fails with \"no probe found\""
+hil_stub=$(mktemp -d)
+printf '#!/bin/sh\necho "No debug probes were found."\n' >"$hil_stub/probe-rs"
+chmod +x "$hil_stub/probe-rs"
+for hil_path in "$PATH" "$hil_stub:$PATH"; do
+    hil_status=0
+    hil_out=$(PATH="$hil_path" timeout 60 bash ci/hil.sh stm32-f429zi 2>&1) || hil_status=$?
+    echo "$hil_out"
+    [ "$hil_status" -ne 0 ] && [ "$hil_status" -ne 124 ] \
+        || { rm -rf "$hil_stub"; fail "ci/hil.sh stm32-f429zi without a board exited with status $hil_status (expected a failure within 60 s)"; }
+    grep -q 'FAILED: no probe found' <<<"$hil_out" \
+        || { rm -rf "$hil_stub"; fail "ci/hil.sh stm32-f429zi without a board did not say 'no probe found'"; }
+done
+rm -rf "$hil_stub"
+echo "ci/hil.sh without a board: failed at once with 'no probe found' (flasher missing, and no probe listed)"
 
 if [ "${BENCH:-0}" != "0" ]; then
     step "grape benchmark (ci/bench-grape.sh, docs/BENCHMARKS.md section Grape)"

@@ -122,7 +122,7 @@ cleanup() {
 }
 trap cleanup EXIT
 show_log() {
-    echo "--- board log (semihosting) ---" >&2; cat "$log" >&2; echo "--- end of board log ---" >&2
+    echo "--- board log (${board_log_source:-semihosting}) ---" >&2; cat "$log" >&2; echo "--- end of board log ---" >&2
     for g in a b; do echo "--- grape $g log (tail) ---" >&2; tail -n 20 "$logdir/grape_$g.log" >&2 || true; done
 }
 # Runs a command on the test network: inside the namespace in tap mode.
@@ -204,31 +204,9 @@ run_board() {
     on_net curl -s -m 5 -X POST "http://127.0.0.1:$api_b/lookup" -d '{"data":"fibonacci_worker"}' || true
     echo
 
-    step "[$tag] Node tutorial client (grenache-nodejs-ws) -> grape B -> board"
-    ask_fib "$tag: node fib_client.js" on_net env GRAPE="http://127.0.0.1:$api_b" timeout 30 node "$here/tests/interop/fib_client.js"
-
-    step "[$tag] Rust fib_client example -> grape B -> board"
-    ask_fib "$tag: rust fib_client" on_net timeout 30 "$fib_client" "http://127.0.0.1:$api_b" 10
-    expect="Fibonacci number at place 20 in the sequence: 10946"
-    ask_fib "$tag: rust fib_client 20" on_net timeout 30 "$fib_client" "http://127.0.0.1:$api_b" 20
-    expect="Fibonacci number at place 1 in the sequence: 1"
-    ask_fib "$tag: rust fib_client 1" on_net timeout 30 "$fib_client" "http://127.0.0.1:$api_b" 1
-    expect=$expect_10
-
-    # Informative only (issue #5 sets no goal): sequential HTTP requests, one connection each.
-    step "[$tag] informative: $RATE_REQUESTS HTTP requests to the board, one after another"
-    local ok started elapsed_ms
-    started=$(date +%s%N)
-    ok=$(on_net timeout 60 bash -c '
-        n=0
-        for _ in $(seq "$1"); do
-            curl -s -m 5 -X POST -d "[\"r\",\"fibonacci_worker\",{\"number\":10}]" "http://$2/" \
-                | grep -q "^\[\"r\",null,89\]$" && n=$((n + 1))
-        done
-        echo "$n"' _ "$RATE_REQUESTS" "$board_host:$worker_port" 2>/dev/null) || ok=0
-    elapsed_ms=$((($(date +%s%N) - started) / 1000000))
-    echo "$tag: $ok of $RATE_REQUESTS answered fib(10) = 89 in $elapsed_ms ms" \
-        "($(awk -v n="$ok" -v ms="$elapsed_ms" 'BEGIN { printf "%.0f", (ms > 0 ? n * 1000 / ms : 0) }') requests/s, curl's connection setup included)"
+    board_check_clients "$tag" "$api_b"
+    board_check_sequential "$tag" "$board_host:$worker_port"
+    board_check_bad_input "$tag" "$board_host" "$worker_port"
 
     step "[$tag] UDP control port: echo, then quit"
     local ctl=7
@@ -248,8 +226,75 @@ run_board() {
     echo "--- board log ---"
     cat "$log"
     echo "[$tag] the board exited through semihosting with status 0"
-    passed=$((passed + 6)) # announce, Node client, Rust client x3, UDP control and exit
+    passed=$((passed + 7)) # announce, Node client, Rust client x3, bad input, UDP control and exit
     stop_all
+}
+
+# ---------------------------------------------------------------------------------------------
+# The checks of a board that has announced itself, shared by the QEMU boots (run_board) and
+# the hardware-in-the-loop script (ci/hil.sh). Each runs its clients through on_net (inside the
+# test's network namespace, if any) and fails, with the board's log, when the board is wrong.
+
+# board_check_clients TAG API_PORT: the Node tutorial client (grenache-nodejs-ws) and the Rust
+# fib_client example ask fibonacci_worker through the grape whose HTTP API is on
+# 127.0.0.1:API_PORT; fib(10) = 89, fib(20) = 10946, fib(1) = 1.
+board_check_clients() {
+    local tag=$1 api=$2
+    step "[$tag] Node tutorial client (grenache-nodejs-ws) -> grape on $api -> board"
+    ask_fib "$tag: node fib_client.js" on_net env GRAPE="http://127.0.0.1:$api" timeout 30 node "$here/tests/interop/fib_client.js"
+
+    step "[$tag] Rust fib_client example -> grape on $api -> board"
+    ask_fib "$tag: rust fib_client" on_net timeout 30 "$fib_client" "http://127.0.0.1:$api" 10
+    expect="Fibonacci number at place 20 in the sequence: 10946"
+    ask_fib "$tag: rust fib_client 20" on_net timeout 30 "$fib_client" "http://127.0.0.1:$api" 20
+    expect="Fibonacci number at place 1 in the sequence: 1"
+    ask_fib "$tag: rust fib_client 1" on_net timeout 30 "$fib_client" "http://127.0.0.1:$api" 1
+    expect=$expect_10
+}
+
+# board_check_sequential TAG HOST:PORT: RATE_REQUESTS HTTP requests for fib(10) straight to the
+# worker, one connection each, one after another. Informative (issue #5 sets no goal): it
+# prints the count and the rate, and sets `sequential_ok` to the number answered 89.
+board_check_sequential() {
+    local tag=$1 worker=$2 started elapsed_ms
+    step "[$tag] informative: $RATE_REQUESTS HTTP requests to the board, one after another"
+    started=$(date +%s%N)
+    sequential_ok=$(on_net timeout 60 bash -c '
+        n=0
+        for _ in $(seq "$1"); do
+            curl -s -m 5 -X POST -d "[\"r\",\"fibonacci_worker\",{\"number\":10}]" "http://$2/" \
+                | grep -q "^\[\"r\",null,89\]$" && n=$((n + 1))
+        done
+        echo "$n"' _ "$RATE_REQUESTS" "$worker" 2>/dev/null) || sequential_ok=0
+    elapsed_ms=$((($(date +%s%N) - started) / 1000000))
+    echo "$tag: $sequential_ok of $RATE_REQUESTS answered fib(10) = 89 in $elapsed_ms ms" \
+        "($(awk -v n="$sequential_ok" -v ms="$elapsed_ms" 'BEGIN { printf "%.0f", (ms > 0 ? n * 1000 / ms : 0) }') requests/s, curl's connection setup included)"
+}
+
+# board_check_bad_input TAG HOST PORT: bad input on the worker's port gets its HTTP error and a
+# close, not a hang or a dead worker: a line that is no request (400), then a body larger than
+# the board's buffers (413); then the worker must still answer fib(10) = 89.
+board_check_bad_input() {
+    local tag=$1 host=$2 port=$3 input answer want
+    step "[$tag] bad input on the worker's port $host:$port"
+    for input in 'garbage\r\n\r\n|HTTP/1.1 400 Bad Request' \
+        'POST / HTTP/1.1\r\nContent-Length: 100000\r\n\r\n[|HTTP/1.1 413 Payload Too Large'; do
+        want=${input#*|}
+        # The first line of the answer (the status line), within 10 s of the connection.
+        answer=$(on_net timeout 10 bash -c '
+            exec 3<>"/dev/tcp/$1/$2" || exit 1
+            printf "$3" >&3
+            IFS= read -r line <&3 && printf "%s" "$line"' _ "$host" "$port" "${input%%|*}" 2>/dev/null \
+            | tr -d '\r') || true
+        if [ "$answer" != "$want" ]; then
+            show_log
+            fail "[$tag] bad input ${input%%|*} got '$answer' from the board, not '$want'"
+        fi
+        echo "$tag: ${input%%|*} -> $answer"
+    done
+    answer=$(on_net curl -s -m 10 -X POST -d '["r","fibonacci_worker",{"number":10}]' "http://$host:$port/") || true
+    [ "$answer" = '["r",null,89]' ] || { show_log; fail "[$tag] after bad input the worker answered '$answer', not [\"r\",null,89]"; }
+    echo "$tag: the worker still answers fib(10) = 89 after bad input"
 }
 
 expect_10="Fibonacci number at place 10 in the sequence: 89"

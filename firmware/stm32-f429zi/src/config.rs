@@ -5,19 +5,17 @@
 //!
 //! * `GRAPES`: the grapes' DHT addresses (their `--dp` port), `a.b.c.d:port` separated by
 //!   commas (spaces around them allowed), at most [`grenache_embassy::dht::MAX_BOOTSTRAP`];
-//!   default [`DEFAULT_GRAPES`], the tutorial's two grapes on one PC.
+//!   required: without it the build stops (`set GRAPES to the grapes' DHT addresses ...`)
+//!   rather than bake in an address of someone else's network.
 //! * `WORKER_PORT`: the worker's TCP port; default 1337, as in the tutorial.
 
 use grenache_core::addr::PeerAddr;
 use grenache_embassy::config;
 
-/// The tutorial's grapes (`--dp 20001` and `--dp 20002`) on a PC at 192.168.1.10.
-pub const DEFAULT_GRAPES: &str = "192.168.1.10:20001,192.168.1.10:20002";
-
-const GRAPES_TEXT: &str = match option_env!("GRAPES") {
-    Some(text) => text,
-    None => DEFAULT_GRAPES,
-};
+const GRAPES_TEXT: &str = env!(
+    "GRAPES",
+    "set GRAPES to the grapes' DHT addresses at build time, e.g. GRAPES=192.168.1.10:20001,192.168.1.10:20002 cargo run --release (see firmware/stm32-f429zi/README.md)"
+);
 
 /// The worker's TCP port (`WORKER_PORT` at build time).
 pub const WORKER_PORT: u16 = config::port_or(option_env!("WORKER_PORT"), 1337);

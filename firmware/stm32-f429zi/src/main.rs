@@ -112,8 +112,14 @@ fn clocks() -> Config {
 
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
+    // Before the clocks: embassy_stm32::init waits for the 8 MHz clock on PH0 without a time
+    // limit, so a board whose ST-LINK does not feed it stops after this line, not silently.
+    info!(
+        "boot: grenache-stm32-f429zi {}; clocks: 8 MHz HSE bypass on PH0 -> 168 MHz",
+        env!("CARGO_PKG_VERSION")
+    );
     let p = embassy_stm32::init(clocks());
-    info!("boot: grenache-stm32-f429zi");
+    info!("boot: clocks up");
 
     let mut rng = HwRng(Rng::new(p.RNG, Irqs));
     let seed = u64::from(grenache_core::Rng::next_u32(&mut rng)) << 32
@@ -130,10 +136,10 @@ async fn main(spawner: Spawner) {
         uid[4] ^ uid[10] ^ uid[11],
     ];
 
-    // DMA frames of about 1.5 KiB each: one to send and two to receive (so a frame can arrive
-    // while the stack reads the previous one). Enough for a light worker; each extra frame
-    // costs 1.5 KiB of the 24 KiB budget.
-    static PACKETS: ConstStaticCell<PacketQueue<1, 2>> = ConstStaticCell::new(PacketQueue::new());
+    // DMA frames of about 1.5 KiB each, four to send and four to receive: what embassy's
+    // examples and its hardware-in-the-loop test use on this board (12 KiB). With fewer, the
+    // driver drops frames that arrive while the stack is busy (slow DHCP, TCP retransmits).
+    static PACKETS: ConstStaticCell<PacketQueue<4, 4>> = ConstStaticCell::new(PacketQueue::new());
     // The NUCLEO-F429ZI's RMII wiring to its LAN8742A (user manual UM1974, Ethernet section).
     let device = Ethernet::new(
         PACKETS.take(),
@@ -167,14 +173,38 @@ async fn main(spawner: Spawner) {
     spawner.spawn(unwrap!(worker_task(stack, worker_storage)));
     spawner.spawn(unwrap!(dht_task(stack, dht_storage)));
 
+    info!(
+        "grenache: worker on tcp {}, dht on udp {}, announcing {}",
+        WORKER_PORT,
+        dht::DEFAULT_DHT_PORT,
+        SERVICES[0]
+    );
+    for grape in &GRAPES {
+        let [a, b, c, d] = grape.ip;
+        info!(
+            "grenache: bootstrap grape {}.{}.{}.{}:{}",
+            a, b, c, d, grape.port
+        );
+    }
+
+    // The PHY's link (the cable and the switch port), then the DHCP lease: the two steps a
+    // first boot can hang at, each logged when it is passed.
+    stack.wait_link_up().await;
+    info!(
+        "eth: link up after {} ms",
+        embassy_time::Instant::now().as_millis()
+    );
     stack.wait_config_up().await;
     if let Some(v4) = stack.config_v4() {
+        let [a, b, c, d] = v4.address.address().octets();
         info!(
-            "net: up at {}/{} after {} ms; worker on tcp {}",
-            v4.address.address().octets(),
+            "net: dhcp address {}.{}.{}.{}/{} after {} ms",
+            a,
+            b,
+            c,
+            d,
             v4.address.prefix_len(),
-            embassy_time::Instant::now().as_millis(),
-            WORKER_PORT
+            embassy_time::Instant::now().as_millis()
         );
     }
 }
