@@ -821,6 +821,11 @@ impl<
         Ok(op_id(i, op.generation))
     }
 
+    /// BEP 44 items stored. For operators' statistics.
+    pub fn items_len(&self) -> usize {
+        self.items.len()
+    }
+
     /// Queries the traversal of `op` has sent: while it runs, and after it ended until its slot
     /// serves another operation (read it right after the operation's event). `None` for an
     /// operation whose slot was reused. For operators' statistics; it changes nothing.

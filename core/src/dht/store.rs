@@ -2124,7 +2124,8 @@ mod tests {
         s.announce(at(0), b"c", peer(4, 4), ms(5), Source::Local)
             .unwrap();
         assert!(s.remove(b"c", peer(4, 4), Source::Local));
-        let mut listed: Vec<(Vec<u8>, Vec<(PeerAddr, Instant)>)> = s
+        type Listing = Vec<(Vec<u8>, Vec<(PeerAddr, Instant)>)>;
+        let mut listed: Listing = s
             .entries()
             .map(|(name, peers)| (name.to_vec(), peers.collect()))
             .collect();
