@@ -1,5 +1,5 @@
 //! What a grape knows about itself, for operators: the values behind `GET /metrics`,
-//! `GET /health` and `GET /status.json` (docs/protocol.md §15).
+//! `GET /health` and `GET /status.json` (docs/protocol.md §14).
 //!
 //! Two kinds of numbers live here. [`ApiStats`] is counted by the API connections as requests
 //! are answered: plain atomics (relaxed adds, no lock), so that counting costs a `/lookup`

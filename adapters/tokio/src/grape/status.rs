@@ -1,4 +1,4 @@
-//! The operator endpoints of the grape API (docs/protocol.md §15): `GET /metrics` (Prometheus
+//! The operator endpoints of the grape API (docs/protocol.md §14): `GET /metrics` (Prometheus
 //! text), `GET /health`, `GET /status.json` and the status page at `GET /`.
 //!
 //! Only a `GET` (or `HEAD`) of exactly these paths reaches them. Every other request, a
@@ -98,7 +98,7 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The body of `GET /status.json` (its shape is documented in docs/protocol.md §15 and kept
+/// The body of `GET /status.json` (its shape is documented in docs/protocol.md §14 and kept
 /// stable: `grenache status` reads it).
 fn status_json(api: &ApiStats, dht: &DhtStatus, dht_port: u16) -> Value {
     let requests: serde_json::Map<String, Value> = Route::ALL
