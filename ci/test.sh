@@ -40,6 +40,14 @@ node --version
 (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error) \
     || fail "npm ci in tests/interop failed (the npm registry must be reachable)"
 
+step "chromium and chromedriver (host/tests/status_page.rs drives the grape's status page)"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    apt-get install -y chromium chromium-driver \
+        || fail "chromium or chromedriver is missing and 'apt-get install -y chromium chromium-driver' failed"
+fi
+chromium --version
+chromedriver --version
+
 step "formatting"
 cargo fmt --all -- --check || fail "cargo fmt reports unformatted code (run cargo fmt --all)"
 

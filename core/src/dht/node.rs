@@ -491,6 +491,8 @@ pub struct Node<
     bootstrap_op: Option<OpId>,
     /// The budget of answers per source IP.
     limiter: SourceLimiter<SOURCES>,
+    /// Queries dropped unanswered because their source was over its budget (wrapping).
+    rate_limited: u32,
 }
 
 impl<
@@ -564,6 +566,7 @@ impl<
             next_maintenance: now.saturating_add(config.maintenance_interval),
             bootstrap_op: None,
             limiter,
+            rate_limited: 0,
         }
     }
 
@@ -818,6 +821,30 @@ impl<
         Ok(op_id(i, op.generation))
     }
 
+    /// BEP 44 items stored. For operators' statistics.
+    pub fn items_len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Queries the traversal of `op` has sent: while it runs, and after it ended until its slot
+    /// serves another operation (read it right after the operation's event). `None` for an
+    /// operation whose slot was reused. For operators' statistics; it changes nothing.
+    pub fn queries_sent(&self, op: OpId) -> Option<usize> {
+        let i = (op.0 & 0xffff) as usize;
+        let generation = (op.0 >> 16) as u16;
+        self.ops
+            .get(i)
+            .filter(|o| o.generation == generation)
+            .map(|o| o.lookup.queries_sent())
+    }
+
+    /// Queries dropped unanswered, since the node started, because their source IP was over
+    /// its answer budget ([`NodeConfig::answer_limit`]); wraps at `u32::MAX`. For operators'
+    /// statistics.
+    pub fn rate_limited(&self) -> u32 {
+        self.rate_limited
+    }
+
     fn slot_of(&self, op: OpId) -> Option<usize> {
         let i = (op.0 & 0xffff) as usize;
         let generation = (op.0 >> 16) as u16;
@@ -851,12 +878,17 @@ impl<
                     self.config.answer_limit
                 };
                 if !self.limiter.would_admit(now, from.ip, 1, &limit) {
+                    self.rate_limited = self.rate_limited.wrapping_add(1);
                     return None;
                 }
                 let len = self.answer(now, from, t, id, query, reply)?;
                 // An answer over its source's budget is not sent: no forged source turns the
                 // node into an amplifier beyond `NodeConfig::answer_limit`.
-                self.limiter.admit(now, from.ip, len, &limit).then_some(len)
+                let admitted = self.limiter.admit(now, from.ip, len, &limit);
+                if !admitted {
+                    self.rate_limited = self.rate_limited.wrapping_add(1);
+                }
+                admitted.then_some(len)
             }
             Message::Response { t, r } => {
                 self.on_answer(now, from, t, Ok(r));

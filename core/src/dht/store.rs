@@ -625,6 +625,27 @@ impl<const NAMES: usize, const PEERS: usize, const PER_NAME: usize>
         self.name_count as usize
     }
 
+    /// Every stored name with its entries (each `(addr, deadline)`, dead ones not yet
+    /// [expired](Self::expire) included; the deadline of a [`TTL_NEVER`] entry is
+    /// `Instant::from_millis(u64::MAX)`), names in slot order. Read-only: for showing the store to an operator.
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], StoredPeers<'_>)> + '_ {
+        let used = (self.names_used as usize).min(NAMES);
+        self.names
+            .get(..used)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|n| n.count > 0)
+            .map(|n| {
+                (
+                    n.name(),
+                    StoredPeers {
+                        slots: &self.peers,
+                        next: n.head,
+                    },
+                )
+            })
+    }
+
     fn has_capacity() -> bool {
         NAMES > 0
             && PEERS > 0
@@ -1318,6 +1339,29 @@ impl Iterator for Peers<'_> {
                 return Some(p.addr);
             }
         }
+    }
+}
+
+/// The entries of one name, from [`AnnounceStore::entries`]: `(addr, deadline)`.
+#[derive(Clone)]
+pub struct StoredPeers<'a> {
+    slots: &'a [PeerSlot],
+    next: u32,
+}
+
+impl core::fmt::Debug for StoredPeers<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("StoredPeers").finish_non_exhaustive()
+    }
+}
+
+impl Iterator for StoredPeers<'_> {
+    type Item = (PeerAddr, Instant);
+
+    fn next(&mut self) -> Option<(PeerAddr, Instant)> {
+        let p = self.slots.get(self.next as usize)?;
+        self.next = p.next;
+        Some((p.addr, p.expires))
     }
 }
 
@@ -2066,5 +2110,38 @@ mod tests {
             prop_assert_eq!(s.count(&name), usize::from(ok));
             s.check_invariants();
         }
+    }
+
+    #[test]
+    fn entries_list_every_name_with_its_peers_and_deadlines() {
+        let mut s: AnnounceStore<8, 16> = AnnounceStore::new();
+        s.announce(at(0), b"a", peer(1, 1), ms(100), Source::Local)
+            .unwrap();
+        s.announce(at(10), b"a", peer(2, 2), ms(100), Source::Local)
+            .unwrap();
+        s.announce(at(0), b"b", peer(3, 3), TTL_NEVER, Source::Local)
+            .unwrap();
+        s.announce(at(0), b"c", peer(4, 4), ms(5), Source::Local)
+            .unwrap();
+        assert!(s.remove(b"c", peer(4, 4), Source::Local));
+        type Listing = Vec<(Vec<u8>, Vec<(PeerAddr, Instant)>)>;
+        let mut listed: Listing = s
+            .entries()
+            .map(|(name, peers)| (name.to_vec(), peers.collect()))
+            .collect();
+        listed.sort();
+        for (_, peers) in &mut listed {
+            peers.sort();
+        }
+        assert_eq!(
+            listed,
+            std::vec![
+                (
+                    b"a".to_vec(),
+                    std::vec![(peer(1, 1), at(100)), (peer(2, 2), at(110))]
+                ),
+                (b"b".to_vec(), std::vec![(peer(3, 3), NEVER)]),
+            ]
+        );
     }
 }

@@ -19,6 +19,7 @@ use super::conn;
 use super::dht::GrapeDht;
 use super::fair::Connections;
 use super::shared::Shared;
+use super::stats::ApiStats;
 use crate::limits::{client_ip, client_key, ConnectionLimits, ConnectionTable};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
@@ -112,6 +113,7 @@ pub async fn serve_api<D: GrapeDht>(
         lookups: LookupCoalescer::new(config.lookup_reuse, config.max_reused_lookups),
         announcers: Announcers::new(config.announce_ttl),
         config: config.clone(),
+        stats: Arc::new(ApiStats::default()),
         closing: closing_rx,
     });
     let permits = Arc::new(Semaphore::new(max_connections));
@@ -206,6 +208,7 @@ pub async fn serve_api<D: GrapeDht>(
                     }
                 }
             };
+            let _open = shared.stats.connection();
             let registration = connections.register(key);
             let slot = registration.slot();
             tokio::select! {

@@ -35,8 +35,10 @@ use tracing::trace;
 use super::config::ApiConfig;
 use super::dht::GrapeDht;
 use super::fair::Slot;
-use super::handlers::{self, Reply};
+use super::handlers::{self, Endpoint, Plan, Reply};
 use super::shared::Shared;
+use super::stats::{Outcome, Route};
+use super::status;
 
 /// The largest request head: Node's default `--max-http-header-size` (16 KiB). Larger → 431.
 const MAX_HEAD: usize = 16 * 1024;
@@ -52,6 +54,8 @@ struct RequestHead {
     /// `HEAD`: the answer's head only (its `Content-Length` still that of the body), as
     /// Node's http server does.
     head_only: bool,
+    /// `GET` or `HEAD`: may reach an operator endpoint (`grape::status`).
+    get_or_head: bool,
     /// The raw request-target, query included (the grape routes on it verbatim).
     target: String,
     keep_alive: bool,
@@ -126,7 +130,19 @@ pub(super) async fn serve_connection<D: GrapeDht>(
             }
         };
 
-        let plan = handlers::handle(&head.target, &body);
+        // The operator endpoints: `GET` of their exact paths only (a Node client always POSTs).
+        let plan = match status::page_for(head.get_or_head, &head.target) {
+            Some(page) => Plan::Reply(status::serve(shared, page).await),
+            None => {
+                let plan = handlers::handle(&head.target, &body);
+                if let Plan::Reply(_) = &plan {
+                    shared
+                        .stats
+                        .request(route_of(&head.target), Outcome::Invalid);
+                }
+                plan
+            }
+        };
         // While the DHT works, watch the socket: a client that hangs up takes its request with
         // it. Dropping the handler drops its wait for the DHT, which then never starts the
         // command if it is still queued, and cancels a lookup nobody else waits for. Bytes that
@@ -162,6 +178,19 @@ pub(super) async fn serve_connection<D: GrapeDht>(
     }
 }
 
+/// The route a request is counted under: its endpoint, or [`Route::Other`] for a path no
+/// handler serves.
+fn route_of(target: &str) -> Route {
+    match handlers::endpoint_for(target) {
+        Some(Endpoint::Lookup) => Route::Lookup,
+        Some(Endpoint::Announce) => Route::Announce,
+        Some(Endpoint::Unannounce) => Route::Unannounce,
+        Some(Endpoint::Put) => Route::Put,
+        Some(Endpoint::Get) => Route::Get,
+        None => Route::Other,
+    }
+}
+
 /// Parses a head from the start of `buf`: `Ok(None)` while it is incomplete.
 fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
     match parse_request_limited::<MAX_HEADERS>(buf, MAX_HEAD)? {
@@ -169,6 +198,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
         Status::Complete((head, len)) => Ok(Some(RequestHead {
             connect: head.method == "CONNECT",
             head_only: head.method == "HEAD",
+            get_or_head: head.method == "GET" || head.method == "HEAD",
             target: head.path.to_owned(),
             keep_alive: head.keep_alive,
             expect_continue: head.expect_continue,
@@ -284,27 +314,31 @@ fn encode_reply(out: &mut Vec<u8>, reply: &Reply, keep_alive: Option<std::time::
         };
         let date_header = Header::new("Date", date.as_bytes());
         let connection_header = Header::new("Connection", connection);
+        let mut headers = [Header::new("", b""); 4];
+        let mut count = 0;
+        // Node's order; the operator endpoints' `Content-Type` (Node's answers have none) first.
+        let fields = [
+            reply
+                .content_type
+                .map(|ct| Header::new("Content-Type", ct.as_bytes())),
+            Some(date_header),
+            Some(connection_header),
+            keep_alive_value.map(|value| Header::new("Keep-Alive", value)),
+        ];
+        for field in fields.into_iter().flatten() {
+            if let Some(slot) = headers.get_mut(count) {
+                *slot = field;
+                count += 1;
+            }
+        }
         let mut head = [0u8; 256];
-        let written = match keep_alive_value {
-            Some(value) => write_response_head(
-                &mut head,
-                reply.status,
-                None,
-                &[
-                    date_header,
-                    connection_header,
-                    Header::new("Keep-Alive", value),
-                ],
-                length,
-            ),
-            None => write_response_head(
-                &mut head,
-                reply.status,
-                None,
-                &[date_header, connection_header],
-                length,
-            ),
-        };
+        let written = write_response_head(
+            &mut head,
+            reply.status,
+            None,
+            headers.get(..count).unwrap_or(&[]),
+            length,
+        );
         out.clear();
         // The head is a few fixed fields and a status from 100..=999: it always fits and is
         // always valid; a 500 head is the fallback all the same.

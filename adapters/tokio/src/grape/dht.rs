@@ -11,6 +11,8 @@ use std::net::SocketAddrV4;
 
 use grenache_core::dht::node::{OpError, StartError};
 
+use super::stats::DhtStatus;
+
 /// What the HTTP API needs from the DHT. Implemented by the real DHT task and by test fakes.
 ///
 /// Every method may be called concurrently from many connections; implementations coalesce or
@@ -65,6 +67,12 @@ pub trait GrapeDht: Send + Sync + 'static {
     /// seen here at once. The default (a constant) suits DHTs without such a store.
     fn store_changes(&self) -> u64 {
         0
+    }
+
+    /// A snapshot of the DHT for the operator endpoints (`GET /metrics`, `/health`,
+    /// `/status.json`); `None` when the DHT cannot tell (test fakes, a stopped DHT).
+    fn status(&self) -> impl Future<Output = Option<DhtStatus>> + Send {
+        std::future::ready(None)
     }
 }
 

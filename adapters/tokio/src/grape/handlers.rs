@@ -13,6 +13,7 @@ use super::announcers::FORBIDDEN;
 use super::bencode::{bencode_integer, encode_value, render_js_string};
 use super::dht::{DhtError, GetQuery, GotItem, GrapeDht, MutablePut, PutItem};
 use super::shared::Shared;
+use super::stats::{Outcome, Route};
 use crate::js::{self, Encoding, JsThrow};
 
 /// An HTTP answer, before transport headers.
@@ -22,6 +23,9 @@ pub(crate) struct Reply {
     pub status: u16,
     /// Body bytes (`Content-Length` is their count).
     pub body: Vec<u8>,
+    /// A `Content-Type` header: only the operator endpoints send one (`grape::status`); Node's
+    /// answers have none.
+    pub content_type: Option<&'static str>,
 }
 
 impl Reply {
@@ -30,6 +34,16 @@ impl Reply {
         Reply {
             status,
             body: text.as_bytes().to_vec(),
+            content_type: None,
+        }
+    }
+
+    /// An answer of an operator endpoint, with its `Content-Type`.
+    pub fn typed(status: u16, content_type: &'static str, body: String) -> Self {
+        Reply {
+            status,
+            body: body.into_bytes(),
+            content_type: Some(content_type),
         }
     }
 
@@ -38,6 +52,7 @@ impl Reply {
         Reply {
             status: 200,
             body: text.into_bytes(),
+            content_type: None,
         }
     }
 
@@ -51,6 +66,7 @@ impl Reply {
         Reply {
             status: err.http_status(),
             body: json_string(&err.to_string()).into_bytes(),
+            content_type: None,
         }
     }
 
@@ -64,6 +80,7 @@ impl Reply {
         Reply {
             status: 200,
             body: Vec::new(),
+            content_type: None,
         }
     }
 }
@@ -414,11 +431,20 @@ fn plan_get(data: Option<&Value>) -> Result<Plan, JsThrow> {
 }
 
 /// Runs the DHT call of a plan for the HTTP client at `client` and renders the answer.
+///
+/// Counts the request in the shared [`ApiStats`](super::stats::ApiStats): its route and
+/// whether the DHT call succeeded; a [`Plan::Reply`] is counted by the caller, which knows the
+/// path. Counting is a relaxed atomic add (and, for a lookup, a clock read).
 pub(crate) async fn execute<D: GrapeDht>(shared: &Shared<D>, client: IpAddr, plan: Plan) -> Reply {
-    let (dht, lookups) = (shared.dht.as_ref(), &shared.lookups);
-    match plan {
-        Plan::Reply(reply) => reply,
-        Plan::Lookup(name) => Reply::json(lookups.lookup(dht, name).await.json.clone()),
+    let (dht, lookups, stats) = (shared.dht.as_ref(), &shared.lookups, &shared.stats);
+    let (route, result) = match plan {
+        Plan::Reply(reply) => return reply,
+        Plan::Lookup(name) => {
+            let started = std::time::Instant::now();
+            let reply = Reply::json(lookups.lookup(dht, name).await.json.clone());
+            stats.lookup_took(started.elapsed());
+            (Route::Lookup, Ok(reply))
+        }
         Plan::Announce { name, port } => {
             let port = if port == 0 { dht.dht_port() } else { port };
             // Before the DHT call: a client that leaves before the answer still owns it.
@@ -426,11 +452,12 @@ pub(crate) async fn execute<D: GrapeDht>(shared: &Shared<D>, client: IpAddr, pla
             let result = dht.announce(name.clone(), port).await;
             // After the store changed, so that no lookup reuses the answer from before.
             lookups.forget(&name);
-            count_reply(result)
+            (Route::Announce, count_reply(result))
         }
         Plan::Unannounce { name, port } => {
             let port = if port == 0 { dht.dht_port() } else { port };
             if !shared.announcers.may_unannounce(&name, port, client) {
+                stats.request(Route::Unannounce, Outcome::Invalid);
                 return Reply::error_message(FORBIDDEN);
             }
             let result = dht.unannounce(name.clone(), port).await;
@@ -438,27 +465,43 @@ pub(crate) async fn execute<D: GrapeDht>(shared: &Shared<D>, client: IpAddr, pla
                 shared.announcers.unannounced(&name, port);
             }
             lookups.forget(&name);
-            count_reply(result)
+            (Route::Unannounce, count_reply(result))
         }
-        Plan::Put(item) => match dht.put(item).await {
-            Ok(key) => Reply::json(json_string(&hex::encode(key))),
-            Err(err) => Reply::dht_error(&err),
-        },
+        Plan::Put(item) => (
+            Route::Put,
+            match dht.put(item).await {
+                Ok(key) => Ok(Reply::json(json_string(&hex::encode(key)))),
+                Err(err) => Err(Reply::dht_error(&err)),
+            },
+        ),
         Plan::Get(query) => {
             let salt = query.salt.clone();
-            match dht.get(query).await {
-                Ok(Some(item)) => Reply::json(render_got(&item, salt.as_deref())),
-                Ok(None) => Reply::empty(),
-                Err(err) => Reply::dht_error(&err),
-            }
+            (
+                Route::Get,
+                match dht.get(query).await {
+                    Ok(Some(item)) => Ok(Reply::json(render_got(&item, salt.as_deref()))),
+                    Ok(None) => Ok(Reply::empty()),
+                    Err(err) => Err(Reply::dht_error(&err)),
+                },
+            )
+        }
+    };
+    match result {
+        Ok(reply) => {
+            stats.request(route, Outcome::Ok);
+            reply
+        }
+        Err(reply) => {
+            stats.request(route, Outcome::Failed);
+            reply
         }
     }
 }
 
-fn count_reply(result: Result<usize, DhtError>) -> Reply {
+fn count_reply(result: Result<usize, DhtError>) -> Result<Reply, Reply> {
     match result {
-        Ok(count) => Reply::json(count.to_string()),
-        Err(err) => Reply::dht_error(&err),
+        Ok(count) => Ok(Reply::json(count.to_string())),
+        Err(err) => Err(Reply::dht_error(&err)),
     }
 }
 

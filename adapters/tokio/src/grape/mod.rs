@@ -107,6 +107,8 @@
 //! * `start`: a whole grape in one call ([`Grape`]): the API listener, the DHT node, the task;
 //! * `api`: the listener, the connection caps and graceful shutdown ([`serve_api`]);
 //! * `conn`: one connection's HTTP/1.1 loop, on grenache-core's framing;
+//! * `status`: the operator endpoints (`GET /metrics`, `/health`, `/status.json`, the status
+//!   page at `GET /`);
 //! * `handlers`: what each endpoint does with a request body, and the rendering of answers;
 //! * `shared`: the state every connection of one server shares;
 //! * `coalesce` (lookups of one name share a traversal), `announcers` (who may unannounce
@@ -114,6 +116,7 @@
 //!   JSON values);
 //! * [`node`]: the grape's DHT node on a UDP socket, which implements the seam below;
 //! * `dht`: the seam between the API and the DHT: [`GrapeDht`] and the values that cross it;
+//! * [`stats`]: what the operator endpoints report (API counters, DHT snapshots);
 //! * `config`: the settings ([`GrapeConfig`], [`ApiConfig`]) and their defaults.
 
 mod announcers;
@@ -128,6 +131,8 @@ mod handlers;
 pub mod node;
 mod shared;
 mod start;
+pub mod stats;
+mod status;
 
 pub use announcers::FORBIDDEN as ERR_UNANNOUNCE_FORBIDDEN;
 pub use api::{bind_api, serve_api};

@@ -23,13 +23,17 @@ use std::time::Instant as StdInstant;
 
 use grenache_core::addr::PeerAddr;
 use grenache_core::dht::bep44::Key;
-use grenache_core::dht::id::NodeId;
+use grenache_core::dht::id::{bucket_index, NodeId};
 use grenache_core::dht::node::{Event, Node, NodeConfig, OpId, StartError, REPLY_BUF_LEN};
 use grenache_core::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::{GrapeConfig, DEFAULT_MAX_VALUES};
 use super::dht::{DhtError, GetQuery, GotItem, GrapeDht, PutItem};
+use super::stats::{
+    AtomicHistogram, ContactStatus, DhtCounters, DhtStatus, RecentLookup, StoredName, Traffic,
+    LATENCY_BOUNDS, MAX_LISTED_NAMES, MAX_LISTED_PEERS, QUERY_BOUNDS, RECENT_LOOKUPS,
+};
 use crate::OsRng;
 
 /// Routing-table slots of a host node (32 buckets of K = 20).
@@ -78,6 +82,8 @@ enum Command {
     Unannounce(Vec<u8>, u16, oneshot::Sender<Result<usize, DhtError>>),
     Put(Box<PutItem>, oneshot::Sender<Result<Key, DhtError>>),
     Get(GetQuery, oneshot::Sender<Result<Option<GotItem>, DhtError>>),
+    /// A snapshot for the operator endpoints; answered at once, never queued.
+    Status(oneshot::Sender<DhtStatus>),
 }
 
 /// A handle on a running DHT node; cheap to clone. Its operations are the [`GrapeDht`] methods
@@ -149,7 +155,8 @@ impl Dht {
                             return;
                         }
                     };
-                    run(&mut node, socket, rx, clock, &changes).await;
+                    let ops = Ops::new(!config.bootstrap.is_empty());
+                    run(&mut node, socket, rx, clock, &changes, ops).await;
                 });
             })?;
         let dht = Dht {
@@ -227,6 +234,139 @@ struct Loop {
     /// Running lookups by name, to coalesce concurrent ones.
     lookups: HashMap<Vec<u8>, OpId>,
     queued: VecDeque<Command>,
+    /// What operators see of this node.
+    ops: Ops,
+}
+
+/// What the DHT thread keeps for operators (`grape::stats`): owned by the thread, copied out
+/// on a [`Command::Status`].
+struct Ops {
+    counters: DhtCounters,
+    traffic: Traffic,
+    /// Bootstrap nodes were given (a grape without any is ready alone).
+    has_bootstrap: bool,
+    /// The bootstrap traversal has ended.
+    bootstrap_done: bool,
+    /// Running lookup traversals: when each started.
+    started: HashMap<OpId, StdInstant>,
+    /// Traversals that ended this turn, waiting for their query counts.
+    ended: Vec<(OpId, RecentLookup)>,
+    recent: VecDeque<RecentLookup>,
+    traversal_seconds: AtomicHistogram,
+    traversal_queries: AtomicHistogram,
+}
+
+impl Ops {
+    fn new(has_bootstrap: bool) -> Self {
+        Ops {
+            counters: DhtCounters::default(),
+            traffic: Traffic::default(),
+            has_bootstrap,
+            bootstrap_done: !has_bootstrap,
+            started: HashMap::new(),
+            ended: Vec::new(),
+            recent: VecDeque::with_capacity(RECENT_LOOKUPS),
+            traversal_seconds: AtomicHistogram::new(LATENCY_BOUNDS),
+            traversal_queries: AtomicHistogram::new(QUERY_BOUNDS),
+        }
+    }
+
+    fn received(&mut self, datagram: &[u8], clock: StdInstant) {
+        self.counters.received(datagram);
+        self.traffic.count(clock.elapsed().as_secs());
+    }
+
+    fn sent(&mut self, datagram: &[u8], clock: StdInstant) {
+        self.counters.sent(datagram);
+        self.traffic.count(clock.elapsed().as_secs());
+    }
+
+    fn lookup_ended(&mut self, op: OpId, name: &[u8], peers: usize) {
+        let took = self
+            .started
+            .remove(&op)
+            .map_or(std::time::Duration::ZERO, |t| t.elapsed());
+        let ended_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.ended.push((
+            op,
+            RecentLookup {
+                name: String::from_utf8_lossy(name).into_owned(),
+                ended_unix_ms,
+                took,
+                peers,
+                queries: 0,
+            },
+        ));
+    }
+
+    /// Completes the traversals that ended this turn with their query counts (readable
+    /// until their slots are reused, so right after the events).
+    fn traversals_done(&mut self, node: &HostNode) {
+        for (op, mut lookup) in self.ended.drain(..) {
+            lookup.queries = node.queries_sent(op).unwrap_or(0);
+            self.traversal_seconds.observe(lookup.took.as_secs_f64());
+            self.traversal_queries.observe(lookup.queries as f64);
+            if self.recent.len() >= RECENT_LOOKUPS {
+                self.recent.pop_back();
+            }
+            self.recent.push_front(lookup);
+        }
+    }
+
+    fn status(&self, node: &HostNode, now: Instant, clock: StdInstant) -> DhtStatus {
+        let own = *node.id();
+        let liveness = node.config().node_liveness;
+        let contacts: Vec<ContactStatus> = node
+            .table()
+            .iter()
+            .map(|e| ContactStatus {
+                addr: addr_of(e.addr),
+                bucket: bucket_index(&own, &e.id).unwrap_or(0),
+                live: e.failed == 0 && e.last_seen.saturating_add(liveness) > now,
+                seen_ago: std::time::Duration::from_millis(
+                    now.as_millis().saturating_sub(e.last_seen.as_millis()),
+                ),
+            })
+            .collect();
+        let stored = node
+            .store()
+            .entries()
+            .take(MAX_LISTED_NAMES)
+            .map(|(name, peers)| StoredName {
+                name: String::from_utf8_lossy(name).into_owned(),
+                peers: peers
+                    .filter(|(_, deadline)| *deadline > now)
+                    .take(MAX_LISTED_PEERS)
+                    .map(|(addr, deadline)| {
+                        let left = (deadline.as_millis() != u64::MAX).then(|| {
+                            std::time::Duration::from_millis(
+                                deadline.as_millis().saturating_sub(now.as_millis()),
+                            )
+                        });
+                        (addr_of(addr), left)
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut counters = self.counters.clone();
+        counters.rate_limited = u64::from(node.rate_limited());
+        DhtStatus {
+            id: own.0,
+            bootstrapped: self.bootstrap_done && (!self.has_bootstrap || !contacts.is_empty()),
+            contacts,
+            names: node.store().names_len(),
+            peers: node.store().len(),
+            items: node.items_len(),
+            stored,
+            recent_lookups: self.recent.iter().cloned().collect(),
+            traffic: self.traffic.series(clock.elapsed().as_secs()),
+            counters,
+            traversal_seconds: self.traversal_seconds.snapshot(),
+            traversal_queries: self.traversal_queries.snapshot(),
+        }
+    }
 }
 
 /// Sends one datagram. tokio's `try_send_to` answers `WouldBlock` until it has seen the socket
@@ -261,12 +401,14 @@ async fn run(
     mut rx: mpsc::Receiver<Command>,
     clock: StdInstant,
     changes: &AtomicU64,
+    ops: Ops,
 ) {
     let mut store_len = node.store().len();
     let mut state = Loop {
         waiters: HashMap::new(),
         lookups: HashMap::new(),
         queued: VecDeque::new(),
+        ops,
     };
     let mut out = vec![0u8; REPLY_BUF_LEN];
     let mut reply = vec![0u8; REPLY_BUF_LEN];
@@ -282,6 +424,7 @@ async fn run(
         // Output first: queries of running operations, then finished operations.
         while let Some(tx) = node.poll_transmit(t, &mut out) {
             if let Some(bytes) = out.get(..tx.len) {
+                state.ops.sent(bytes, clock);
                 if let Err(e) = send_to(&socket, bytes, SocketAddr::V4(addr_of(tx.to))).await {
                     tracing::debug!("DHT send to {} failed: {e}", addr_of(tx.to));
                 }
@@ -292,6 +435,7 @@ async fn run(
             state.finish(event);
             freed = true;
         }
+        state.ops.traversals_done(node);
         if freed {
             state.start_queued(node, t);
             continue;
@@ -314,11 +458,13 @@ async fn run(
                 Ok((n, SocketAddr::V4(from))) => {
                     let t = now(clock);
                     let data = input.get(..n).unwrap_or(&[]);
+                    state.ops.received(data, clock);
                     let answer = node.handle_datagram(t, peer_of(from), data, &mut reply);
                     // Before the answer leaves: whoever sees it must see the change too.
                     note_store_change(node, &mut store_len, changes);
                     if let Some(len) = answer {
                         if let Some(bytes) = reply.get(..len) {
+                            state.ops.sent(bytes, clock);
                             if let Err(e) = send_to(&socket, bytes, SocketAddr::V4(from)).await {
                                 tracing::debug!("DHT reply to {from} failed: {e}");
                             }
@@ -334,7 +480,7 @@ async fn run(
                 }
             },
             command = rx.recv(), if open => match command {
-                Some(c) => state.command(node, now(clock), c),
+                Some(c) => state.command(node, now(clock), c, clock),
                 None => open = false,
             },
             () = sleep => node.handle_timeout(now(clock)),
@@ -343,9 +489,13 @@ async fn run(
 }
 
 impl Loop {
-    fn command(&mut self, node: &mut HostNode, t: Instant, c: Command) {
+    fn command(&mut self, node: &mut HostNode, t: Instant, c: Command, clock: StdInstant) {
         // Its caller is gone (an HTTP client that hung up): nobody wants the result.
         if c.abandoned() {
+            return;
+        }
+        if let Command::Status(tx) = c {
+            let _ = tx.send(self.ops.status(node, t, clock));
             return;
         }
         if let Err(c) = self.try_start(node, t, c) {
@@ -424,6 +574,8 @@ impl Loop {
                 }
             },
             Command::Get(query, _) => node.get(t, &query.hash, query.salt.as_deref(), query.cache),
+            // Answered in `command`, never started here.
+            Command::Status(_) => return Ok(()),
         };
         let op = match started {
             Err(StartError::Busy) => return Err(c),
@@ -436,11 +588,13 @@ impl Loop {
         let waiter = match c {
             Command::Lookup(name, tx) => {
                 self.lookups.insert(name.clone(), op);
+                self.ops.started.insert(op, StdInstant::now());
                 Waiter::Lookup(vec![tx], name)
             }
             Command::Announce(_, _, tx) | Command::Unannounce(_, _, tx) => Waiter::Count(tx),
             Command::Put(_, tx) => Waiter::Put(tx),
             Command::Get(_, tx) => Waiter::Get(tx),
+            Command::Status(_) => return Ok(()),
         };
         self.waiters.insert(op, waiter);
         Ok(())
@@ -450,10 +604,12 @@ impl Loop {
         match event {
             Event::Bootstrapped { nodes, .. } => {
                 tracing::info!("bootstrapped: {nodes} nodes in the routing table");
+                self.ops.bootstrap_done = true;
             }
             Event::LookupDone { op, peers } => {
                 if let Some(Waiter::Lookup(list, name)) = self.waiters.remove(&op) {
                     self.lookups.remove(&name);
+                    self.ops.lookup_ended(op, &name, peers.len());
                     let found: Vec<SocketAddrV4> = peers.iter().map(|p| addr_of(*p)).collect();
                     for tx in list {
                         let _ = tx.send(Ok(found.clone()));
@@ -496,6 +652,7 @@ impl Command {
             Command::Announce(_, _, tx) | Command::Unannounce(_, _, tx) => tx.is_closed(),
             Command::Put(_, tx) => tx.is_closed(),
             Command::Get(_, tx) => tx.is_closed(),
+            Command::Status(tx) => tx.is_closed(),
         }
     }
 
@@ -505,6 +662,8 @@ impl Command {
             Command::Announce(_, _, tx) | Command::Unannounce(_, _, tx) => drop(tx.send(Err(e))),
             Command::Put(_, tx) => drop(tx.send(Err(e))),
             Command::Get(_, tx) => drop(tx.send(Err(e))),
+            // A snapshot cannot fail; dropping the sender tells the caller there is none.
+            Command::Status(tx) => drop(tx),
         }
     }
 }
@@ -595,5 +754,11 @@ impl GrapeDht for Dht {
     /// that changed the store, so a client that saw the answer sees the new count.
     fn store_changes(&self) -> u64 {
         self.store_changes.load(Ordering::Acquire)
+    }
+
+    async fn status(&self) -> Option<DhtStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Status(tx)).await.ok()?;
+        rx.await.ok()
     }
 }
