@@ -26,6 +26,8 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 step() { printf '\n=== %s\n' "$*"; }
 fail() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+# Installs Debian packages (a fresh machine may have no package lists yet).
+apt_install() { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
 
 EMBEDDED_TARGETS=(thumbv7em-none-eabihf riscv32imc-unknown-none-elf)
 
@@ -42,7 +44,7 @@ node --version
 
 step "chromium and chromedriver (host/tests/status_page.rs drives the grape's status page)"
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-    apt-get install -y chromium chromium-driver \
+    apt_install chromium chromium-driver \
         || fail "chromium or chromedriver is missing and 'apt-get install -y chromium chromium-driver' failed"
 fi
 chromium --version
@@ -184,7 +186,7 @@ echo "ci/hil.sh without a board: failed at once with 'no probe found' (flasher m
 
 if [ "${BENCH:-0}" != "0" ]; then
     step "grape benchmark (ci/bench-grape.sh, docs/BENCHMARKS.md section Grape)"
-    command -v wrk >/dev/null 2>&1 || apt-get install -y wrk \
+    command -v wrk >/dev/null 2>&1 || apt_install wrk \
         || fail "wrk is missing and 'apt-get install -y wrk' failed"
     ci/bench-grape.sh
 fi

@@ -269,8 +269,12 @@ async fn status_page_shows_names_peers_and_contacts_in_a_browser() {
     caps.insert(
         "goog:chromeOptions".into(),
         serde_json::json!({
+            // No background traffic: the machine's network may be closed, and Chromium's
+            // lookups of its own services would then fail (and slow every start).
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1000,800"]
+                     "--window-size=1000,800", "--no-first-run", "--disable-quic",
+                     "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync"]
         }),
     );
     let url = format!("http://127.0.0.1:{driver_port}");
