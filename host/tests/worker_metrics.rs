@@ -223,3 +223,72 @@ async fn the_listener_answers_only_get_metrics() {
         );
     }
 }
+
+/// A `Write` into a shared buffer, for a subscriber whose output the test reads.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_client_and_the_worker_spans_carry_the_same_rid() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(move || writer.clone())
+        .finish();
+    // One thread: the worker's and the client's tasks all run where the subscriber is set.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let metrics = RpcMetrics::new();
+            // No lookup happens (request_to): the Link's grape is never asked.
+            let link = Link::new(LinkConfig::new("http://127.0.0.1:1")).unwrap();
+            let worker = ws::PeerRpcServer::builder(link.clone())
+                .handler(metrics.handler(&[SERVICE], |_req: Request| async { json!(1) }))
+                .build();
+            let addr = worker
+                .listen_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .await
+                .unwrap();
+            let client = metrics.client(&[SERVICE], ws::PeerRpcClient::new(link));
+            let answer = client
+                .request_to(&addr.to_string(), SERVICE, json!(null), TIMEOUT)
+                .await;
+            assert_eq!(answer.unwrap(), json!(1));
+            client.close(Duration::from_secs(1)).await;
+            worker.close(Duration::from_secs(1)).await;
+        });
+    });
+    let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let closed_span = |name: &str| -> serde_json::Value {
+        output
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|e| e["span"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} span in:\n{output}"))
+    };
+    let (client, worker) = (
+        closed_span("rpc_client_request"),
+        closed_span("rpc_request"),
+    );
+    let rid = client["span"]["rid"].as_str().unwrap();
+    assert_eq!(rid.len(), 36, "a UUID: {rid}");
+    assert_eq!(worker["span"]["rid"], rid, "{output}");
+    assert_eq!(worker["span"]["service"], SERVICE);
+    assert_eq!(client["span"]["service"], SERVICE);
+}

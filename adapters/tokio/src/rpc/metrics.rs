@@ -438,7 +438,11 @@ pub struct InstrumentedHandler {
 impl Handler for InstrumentedHandler {
     fn handle(&self, request: Request) -> HandlerFuture {
         let pending = self.services.get(&request.key).start();
-        let span = tracing::info_span!("rpc_request", service = %request.key, rid = %request.rid);
+        let span = tracing::info_span!(
+            "rpc_request",
+            service = %request.key,
+            rid = %RidField(&request.rid)
+        );
         let handling = span.in_scope(|| self.handler.handle(request));
         Box::pin(
             async move {
@@ -448,6 +452,19 @@ impl Handler for InstrumentedHandler {
             }
             .instrument(span),
         )
+    }
+}
+
+/// A request id as a span field: a string rid (what every Grenache client sends) bare, so
+/// that it reads the same as the client's; any other JSON as its JSON text.
+struct RidField<'a>(&'a Value);
+
+impl std::fmt::Display for RidField<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Value::String(rid) => f.write_str(rid),
+            other => write!(f, "{other}"),
+        }
     }
 }
 
