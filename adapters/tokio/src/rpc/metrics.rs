@@ -41,7 +41,7 @@ use hyper::body::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -59,6 +59,9 @@ use crate::lock;
 
 /// The `service` label of requests for a name the handler or client was not wrapped with.
 pub const OTHER_SERVICE: &str = "_other";
+
+/// How long the `/metrics` listener waits for a request's head.
+const METRICS_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Upper bounds of the latency histograms' buckets, in seconds: from half a millisecond (a
 /// loopback round trip) to 10 s (the default request timeout), roughly ×2.5 per step.
@@ -276,7 +279,8 @@ impl RpcMetrics {
     }
 
     /// Serves [`RpcMetrics::encode`] at `GET /metrics` on `addr` (port 0 picks a free one),
-    /// until the returned listener is dropped.
+    /// until the returned listener is dropped. Bind it to an address only Prometheus reaches:
+    /// it has no access control of its own.
     pub async fn serve(&self, addr: SocketAddr) -> io::Result<MetricsListener> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
@@ -294,7 +298,11 @@ impl RpcMetrics {
                         let response = metrics.respond(request.method(), request.uri().path());
                         async move { Ok::<_, std::convert::Infallible>(response) }
                     });
+                    // A client that never finishes its request head does not keep its
+                    // connection (and task) for ever.
                     let served = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(METRICS_READ_TIMEOUT)
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                     if let Err(e) = served {
