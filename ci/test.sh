@@ -65,6 +65,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 step "tests: workspace, default features"
 cargo test --workspace
 
+step "systemd unit: contrib/systemd/grape.service verified, its sandbox rated, its env file's flags taken"
+# The grape binary the workspace tests just built is the one ExecStart is checked against.
+bash contrib/systemd/check.sh "$CARGO_TARGET_DIR/debug/grape"
+
 step "tests: grenache-core with every feature combination that runs on the host"
 # Alone, so that the workspace's feature unification (grenache-tokio enables ed25519) does not
 # hide the paths without it.

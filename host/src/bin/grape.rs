@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use grenache_host::init_logging;
+use grenache_host::{init_logging, LogFormat};
 use grenache_tokio::grape::node::ITEMS;
 use grenache_tokio::grape::{
     parse_bootstrap, Grape, GrapeConfig, StartError, DEFAULT_DHT_CONCURRENCY, DEFAULT_LOOKUP_REUSE,
@@ -104,6 +104,10 @@ struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); quiet by default
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     verbose: u8,
+
+    /// How log lines are written on stderr: text, or one JSON object per line
+    #[arg(long = "log-format", value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -189,7 +193,7 @@ async fn run(config: GrapeConfig) -> Result<(), StartError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.log_format);
     let config = match cli.into_config() {
         Ok(config) => config,
         Err(msg) => {

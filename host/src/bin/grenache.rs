@@ -6,13 +6,14 @@
 //! worker's answer as JSON on one line); errors go to stderr as one sentence, and the exit code
 //! says what kind of failure it was (see [`EXIT_CODES`]).
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use grenache_host::init_logging;
+use grenache_host::{init_logging, LogFormat};
 use grenache_tokio::grape::{BootstrapNode, Grape, GrapeConfig};
 use grenache_tokio::rpc::{http, ws, RpcClient};
 use grenache_tokio::{Link, LinkConfig, LinkError, Request, RpcError};
@@ -34,13 +35,21 @@ Examples:
   grenache map fibonacci_worker '{\"number\": 10}'
   grenache --grape http://127.0.0.1:40001 request my_http_service '{}' --transport http
   grenache put 'hello'
-  grenache get 2aae6c35c94fcfb415dbe95f408b9ce91ee846ed";
+  grenache get 2aae6c35c94fcfb415dbe95f408b9ce91ee846ed
+  grenache watch fibonacci_worker --interval 500
+  grenache status";
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_NOT_FOUND: u8 = 3;
 const EXIT_UNREACHABLE: u8 = 4;
 const EXIT_WORKER: u8 = 5;
+
+/// The bounds of `watch --interval`: faster would load the grapes for nothing (an announce
+/// lasts minutes), slower would miss whole deploys.
+const WATCH_INTERVAL_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+/// How long `status` waits for the grape's answer.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The service name of the demo's worker, as in the tutorial.
 const FIB_SERVICE: &str = "fibonacci_worker";
@@ -63,6 +72,11 @@ struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace)
     #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+
+    /// How log lines are written on stderr: text, or one JSON object per line
+    #[arg(long = "log-format", global = true, value_enum, value_name = "FORMAT",
+          default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 
     #[command(subcommand)]
     command: Command,
@@ -133,6 +147,28 @@ enum Command {
     Put {
         /// The value to store
         value: String,
+    },
+    /// Follow who announces NAME: print `TIME join ip:port` and `TIME leave ip:port` lines
+    /// (RFC 3339 UTC) as the lookups' answers change, until Ctrl-C. The workers the first
+    /// lookup finds are printed as joins. A worker leaves once the grapes forget it (the
+    /// grape's --dpa after its last announce)
+    Watch {
+        /// Service name
+        name: String,
+        /// Milliseconds between two lookups (100 to 3600000)
+        #[arg(long, value_name = "MS", default_value_t = 1000,
+              value_parser = clap::value_parser!(u64).range(WATCH_INTERVAL_MS))]
+        interval: u64,
+        /// Stop after this many seconds (default: run until Ctrl-C)
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        stop_after: Option<u64>,
+    },
+    /// Show the grape's state: identity, health, the names it stores with their workers, its
+    /// routing-table contacts (from the grape's GET /status.json)
+    Status {
+        /// Print the grape's /status.json document as it is, instead of tables
+        #[arg(long)]
+        json: bool,
     },
     /// Print the value stored under HASH (exit code 3 if there is none)
     Get {
@@ -385,6 +421,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Watch {
+            name,
+            interval,
+            stop_after,
+        } => {
+            watch(
+                &grape,
+                &name,
+                Duration::from_millis(interval),
+                stop_after.map(Duration::from_secs),
+            )
+            .await
+        }
+        Command::Status { json } => status(&grape, json).await,
         Command::Put { value } => {
             let link = link_to(&grape)?;
             let hash = link
@@ -422,6 +472,296 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
     }
+}
+
+/// `grenache watch`: polls the lookup of `name` every `interval` and prints the workers that
+/// appear and disappear, until Ctrl-C (or `stop_after`). A grape that cannot be reached is
+/// reported once on stderr and polled on: a deploy often restarts grapes too.
+async fn watch(
+    grape: &str,
+    name: &str,
+    interval: Duration,
+    stop_after: Option<Duration>,
+) -> Result<(), Failure> {
+    let mut config = LinkConfig::new(grape);
+    // Every poll asks the grape: a cached answer would hide joins and leaves.
+    config.lookup_cache_max_age = Duration::ZERO;
+    let link = Link::new(config).map_err(|e| link_failure(&e, grape, None))?;
+    eprintln!(
+        "watching '{name}' through {grape} every {} ms (Ctrl-C to stop)",
+        interval.as_millis()
+    );
+    let stop = async {
+        match stop_after {
+            Some(after) => tokio::time::sleep(after).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut stop = std::pin::pin!(stop);
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut ticks = tokio::time::interval(interval);
+    // After a slow lookup, wait a whole interval again rather than polling in a burst.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut known: BTreeSet<String> = BTreeSet::new();
+    let mut failing: Option<String> = None;
+    loop {
+        let polled = tokio::select! {
+            signal = &mut ctrl_c => {
+                signal.map_err(|e| {
+                    Failure::new(EXIT_FAILED, format!("cannot wait for Ctrl-C: {e}"))
+                })?;
+                break;
+            }
+            () = &mut stop => break,
+            polled = async {
+                ticks.tick().await;
+                link.lookup(name).await
+            } => polled,
+        };
+        let current: BTreeSet<String> = match polled {
+            Ok(peers) => peers.into_iter().collect(),
+            Err(LinkError::LookupEmpty) => BTreeSet::new(),
+            Err(e) => {
+                let failure = link_failure(&e, grape, Some(name)).message;
+                if failing.as_ref() != Some(&failure) {
+                    eprintln!("grenache: {failure}; trying again");
+                }
+                failing = Some(failure);
+                continue;
+            }
+        };
+        if failing.take().is_some() {
+            eprintln!("grenache: the grape at {grape} answers again");
+        }
+        let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        let left = known.difference(&current).map(|peer| ("leave", peer));
+        let joined = current.difference(&known).map(|peer| ("join", peer));
+        let mut out = std::io::stdout().lock();
+        for (event, peer) in left.chain(joined) {
+            // Nobody reads any more (a closed pipe): nothing left to do.
+            if writeln!(out, "{stamp} {event} {peer}").is_err() {
+                return Ok(());
+            }
+        }
+        drop(out);
+        known = current;
+    }
+    eprintln!("stopped watching '{name}'");
+    Ok(())
+}
+
+/// `GET /status.json` of the grape at `grape` (an `http://host:port` URL), as JSON.
+async fn fetch_status(grape: &str) -> Result<Value, Failure> {
+    use http_body_util::{BodyExt, Empty, Limited};
+    let url = format!("{grape}/status.json");
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| Failure::new(EXIT_USAGE, format!("bad --grape URL {grape:?}: {e}")))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(Failure::new(
+            EXIT_USAGE,
+            format!("bad --grape URL {grape:?}: the grape API is http://HOST:PORT"),
+        ));
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| Failure::new(EXIT_USAGE, format!("bad --grape URL {grape:?}: no host")))?
+        .clone();
+    let unreachable = |reason: String| {
+        Failure::new(
+            EXIT_UNREACHABLE,
+            format!("cannot reach the grape at {grape}: {reason}"),
+        )
+    };
+    let exchange = async {
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = authority.port_u16().unwrap_or(80);
+        let stream = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                _ => e.to_string(),
+            })?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get(uri.path())
+            .header(hyper::header::HOST, authority.as_str())
+            .body(Empty::<hyper::body::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        // The document of a grape with a few thousand names is well below this.
+        let body = Limited::new(response.into_body(), 64 << 20)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        Ok::<_, String>((status, body))
+    };
+    let (status, body) = tokio::time::timeout(STATUS_TIMEOUT, exchange)
+        .await
+        .map_err(|_| unreachable(format!("no answer within {} s", STATUS_TIMEOUT.as_secs())))?
+        .map_err(unreachable)?;
+    if status == hyper::StatusCode::NOT_FOUND {
+        return Err(Failure::new(
+            EXIT_FAILED,
+            format!(
+                "the grape at {grape} has no /status.json (HTTP 404): a Node grape, or a \
+                 grenache-rs grape older than the operator endpoints"
+            ),
+        ));
+    }
+    if !status.is_success() {
+        return Err(Failure::new(
+            EXIT_FAILED,
+            format!("the grape at {grape} refused GET /status.json (HTTP {status})"),
+        ));
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        Failure::new(
+            EXIT_FAILED,
+            format!("the grape at {grape} sent a /status.json that is not JSON: {e}"),
+        )
+    })
+}
+
+/// Left-aligned columns, two spaces apart, under their headers.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let padded: Vec<String> = cells
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        padded.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut text = line(&mut headers.iter().copied());
+    for row in rows {
+        text += &line(&mut row.iter().map(String::as_str));
+    }
+    text
+}
+
+/// A field of a JSON document as text: strings bare, absent fields as `-`.
+fn field(value: &Value, pointer: &str) -> String {
+    match value.pointer(pointer) {
+        None | Some(Value::Null) => "-".to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// `/status.json` (docs/protocol.md, the grape's operator endpoints) as text for a terminal.
+/// Fields the grape does not send show as `-`, so a newer or older grape still prints.
+fn render_status(status: &Value) -> String {
+    let uptime = status
+        .get("uptime_seconds")
+        .and_then(Value::as_u64)
+        .map(|s| humantime::format_duration(Duration::from_secs(s)).to_string())
+        .unwrap_or_else(|| "-".to_string());
+    let health = match status.get("bootstrapped").and_then(Value::as_bool) {
+        Some(true) => "ready (bootstrapped)",
+        Some(false) => "NOT READY (not bootstrapped: no other DHT node answers)",
+        None => "-",
+    };
+    let mut text = format!(
+        "grape {} (version {}), up {uptime}, DHT on UDP port {}\n\
+         health:   {health}\n\
+         contacts: {} ({} live)\n\
+         stored:   {} names, {} workers, {} items\n\
+         API:      {} open connections\n",
+        field(status, "/id"),
+        field(status, "/version"),
+        field(status, "/dht_port"),
+        field(status, "/contacts/total"),
+        field(status, "/contacts/live"),
+        field(status, "/stored/names"),
+        field(status, "/stored/peers"),
+        field(status, "/stored/items"),
+        field(status, "/api/open_connections"),
+    );
+    let empty = Vec::new();
+    let list = |pointer: &str| {
+        status
+            .pointer(pointer)
+            .and_then(Value::as_array)
+            .unwrap_or(&empty)
+    };
+    let mut names = Vec::new();
+    for stored in list("/stored/listed") {
+        let name = field(stored, "/name");
+        for peer in stored
+            .get("peers")
+            .and_then(Value::as_array)
+            .unwrap_or(&empty)
+        {
+            let ttl = peer.get("ttl_ms").and_then(Value::as_u64).map_or_else(
+                || "never expires".to_string(),
+                |ms| format!("{} s", ms / 1000),
+            );
+            names.push(vec![name.clone(), field(peer, "/addr"), ttl]);
+        }
+    }
+    text += "\n";
+    if names.is_empty() {
+        text += "no names stored\n";
+    } else {
+        text += &table(&["NAME", "WORKER", "EXPIRES IN"], &names);
+    }
+    let contacts: Vec<Vec<String>> = list("/contacts/list")
+        .iter()
+        .map(|c| {
+            let live = match c.get("live").and_then(Value::as_bool) {
+                Some(true) => "live",
+                Some(false) => "unverified",
+                None => "-",
+            };
+            let seen = c
+                .get("seen_ago_ms")
+                .and_then(Value::as_u64)
+                .map_or_else(|| "-".to_string(), |ms| format!("{} s ago", ms / 1000));
+            vec![
+                field(c, "/addr"),
+                field(c, "/bucket"),
+                live.to_string(),
+                seen,
+            ]
+        })
+        .collect();
+    text += "\n";
+    if contacts.is_empty() {
+        text += "no contacts\n";
+    } else {
+        text += &table(&["CONTACT", "BUCKET", "STATE", "LAST SEEN"], &contacts);
+    }
+    text
+}
+
+/// `grenache status`.
+async fn status(grape: &str, json: bool) -> Result<(), Failure> {
+    let document = fetch_status(grape).await?;
+    let text = if json {
+        format!("{document}\n")
+    } else {
+        render_status(&document)
+    };
+    // A closed stdout (`grenache status | head -1`) is not a failure.
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    Ok(())
 }
 
 /// fib(0) = fib(1) = 1 as in the tutorial; `None` past u64.
@@ -613,7 +953,7 @@ async fn demo(keep_running: bool) -> Result<(), Failure> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -779,6 +779,8 @@ impl PeerRpcClient {
         deadline: Option<Instant>,
     ) -> Result<RpcStream, RpcError> {
         let rid = new_rid();
+        // Fills the `rid` of the caller's `rpc_client_request` span (rpc/metrics.rs), if any.
+        tracing::Span::current().record("rid", rid.as_str());
         let headers = super::stream::stream_headers(&rid, name, &options.headers)?;
         let scheme = if self.config.tls.is_some() {
             "https"
@@ -903,6 +905,8 @@ impl PeerRpcClient {
     ) -> Result<Value, RpcError> {
         let max = self.config.max_response_size;
         let rid = new_rid();
+        // Fills the `rid` of the caller's `rpc_client_request` span (rpc/metrics.rs), if any.
+        tracing::Span::current().record("rid", rid.as_str());
         let frame = encode_request(&rid, name, &payload);
         let scheme = if self.config.tls.is_some() {
             "https"

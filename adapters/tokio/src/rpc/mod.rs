@@ -34,6 +34,7 @@ mod frame;
 mod gzip;
 mod handler;
 pub mod http;
+pub mod metrics;
 mod server;
 pub mod stream;
 pub mod ws;

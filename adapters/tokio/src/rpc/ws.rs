@@ -940,6 +940,8 @@ impl PeerRpcClient {
         deadline: Instant,
     ) -> Result<Value, RpcError> {
         let rid = new_rid();
+        // Fills the `rid` of the caller's `rpc_client_request` span (rpc/metrics.rs), if any.
+        tracing::Span::current().record("rid", rid.as_str());
         let mut frame = encode_request(&rid, name, &payload);
         if frame.len() > self.inner.config.max_message_size {
             return Err(RpcError::Request(format!(
