@@ -21,6 +21,7 @@ use tokio::time::Sleep;
 use crate::limits::{client_key, ConnectionLimits, ConnectionTable, MemoryBudget, Refused};
 use crate::link::{Link, LinkError};
 use crate::lock;
+use crate::loops::Loops;
 use crate::tls::{CertInfo, TlsServerConfig};
 
 /// Settings of a worker (both transports).
@@ -79,6 +80,14 @@ pub struct ServerConfig {
     /// Serve over TLS (`wss://` or `https://`) with mutual authentication. Default `None`
     /// (plain `ws://` or `http://`, as Node without `secure`).
     pub tls: Option<TlsServerConfig>,
+    /// Event loops serving the connections: current-thread runtimes on threads of their own,
+    /// none stealing work from another (`crate::loops`); each connection stays on the loop
+    /// serving the fewest when it arrived, and the caps above hold across loops. 0 serves on
+    /// the runtime that called `listen`. Default: one per core
+    /// ([`crate::loops::default_threads`]). Handlers run on these loops: one that blocks its
+    /// thread holds up the other connections of its loop (as it would hold up a worker thread
+    /// of a multi-thread runtime), and `tokio::task::block_in_place` is not available there.
+    pub threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +102,7 @@ impl Default for ServerConfig {
             memory_budget: 64 << 20,
             idle_timeout: Duration::from_secs(30),
             tls: None,
+            threads: crate::loops::default_threads(),
         }
     }
 }
@@ -410,16 +420,31 @@ impl<R: Send + Sync + 'static> ServerCore<R> {
                 };
                 let what = format!("grenache {transport} server");
                 let closed = shared.closed();
-                accept_bounded(listener, limits, &what, closed, |stream, peer, activity| {
-                    accept_one(
-                        stream,
-                        peer,
-                        activity,
-                        Arc::clone(&shared),
-                        serve,
-                        transport,
-                    )
-                })
+                let loops = Loops::start(shared.config.threads, &format!("grenache-{transport}"))
+                    .unwrap_or_else(|err| {
+                        tracing::warn!(
+                            "{what}: cannot start {} serving threads ({err}): serving here",
+                            shared.config.threads
+                        );
+                        Loops::current()
+                    });
+                accept_bounded(
+                    listener,
+                    loops,
+                    limits,
+                    &what,
+                    closed,
+                    move |stream, peer, activity| {
+                        accept_one(
+                            stream,
+                            peer,
+                            activity,
+                            Arc::clone(&shared),
+                            serve,
+                            transport,
+                        )
+                    },
+                )
                 .await
             })
             .await?;
@@ -571,40 +596,56 @@ fn make_room(waiting: &mut VecDeque<(TcpStream, SocketAddr)>, ip: IpAddr) -> boo
 /// place of the oldest waiting connection of the IP with the most waiting if it would still
 /// have fewer, else it is closed. `what` names the listener in log lines.
 ///
+/// The limits and the waiting list live here, in the accepting task; each connection is served
+/// by `serve` on one of `loops`, the one serving the fewest connections when it starts.
+///
 /// When `closed` resolves (with a grace period), the listener and the waiting connections are
 /// closed, and the served connections, told by their own closing signal, get the grace period
-/// to finish; those still open then are aborted, and this returns. Aborting this task drops
-/// the `JoinSet`, which aborts every connection at once.
-pub(crate) async fn accept_bounded<F>(
+/// to finish; those still open then are aborted, the loops are stopped, and this returns once
+/// every loop has ended. Aborting this task drops the `JoinSet`, which aborts every connection
+/// at once, and the loops, which stop.
+pub(crate) async fn accept_bounded<S, F>(
     listener: TcpListener,
+    loops: Loops,
     limits: ConnectionLimits,
     what: &str,
     closed: impl Future<Output = Duration>,
-    mut serve: impl FnMut(TcpStream, SocketAddr, Activity) -> F,
+    serve: S,
 ) where
+    S: Fn(TcpStream, SocketAddr, Activity) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
+    let serve = Arc::new(serve);
     let mut closed = std::pin::pin!(closed);
     let table = ConnectionTable::new(limits);
     let mut connections = JoinSet::new();
     let mut open = OpenConnections::default();
     let mut waiting: VecDeque<(TcpStream, SocketAddr)> = VecDeque::new();
     // Serves `stream` if a slot is free; gives it back if the server is full.
-    let mut start = |stream: TcpStream,
-                     peer: SocketAddr,
-                     connections: &mut JoinSet<()>,
-                     open: &mut OpenConnections|
+    let start = |stream: TcpStream,
+                 peer: SocketAddr,
+                 connections: &mut JoinSet<()>,
+                 open: &mut OpenConnections|
      -> Option<(TcpStream, SocketAddr)> {
         match table.try_acquire(peer.ip()) {
             Ok(permit) => {
                 let _ = stream.set_nodelay(true);
                 let activity = Activity::default();
-                let serving = serve(stream, peer, activity.clone());
-                let abort = connections.spawn(async move {
-                    serving.await;
+                let serve = Arc::clone(&serve);
+                let theirs = activity.clone();
+                let placed = loops.place(stream, move |stream| async move {
+                    serve(stream, peer, theirs).await;
                     drop(permit);
                 });
-                open.add(client_key(peer.ip()), activity, abort);
+                match placed {
+                    Ok((serving_loop, task)) => {
+                        let abort = connections.spawn_on(task, &serving_loop);
+                        open.add(client_key(peer.ip()), activity, abort);
+                    }
+                    Err(e) => {
+                        tracing::debug!("{what}: cannot hand the connection from {peer} over: {e}");
+                    }
+                }
                 None
             }
             Err(Refused::PerIp) => {
@@ -669,6 +710,8 @@ pub(crate) async fn accept_bounded<F>(
             connections.len()
         );
     }
+    connections.abort_all();
+    loops.shutdown().await;
 }
 
 /// A server connection's stream whose writes fail once the client has taken no byte for
@@ -830,6 +873,7 @@ mod tests {
             let closed = std::future::pending();
             accept_bounded(
                 listener,
+                Loops::current(),
                 limits,
                 "test server",
                 closed,
