@@ -917,6 +917,97 @@ mod tests {
         );
     }
 
+    /// A connection from `from` to `addr`.
+    async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        socket.connect(addr).await.unwrap()
+    }
+
+    /// Reads what the server wrote before closing, or `None` if it wrote nothing in `wait`.
+    async fn read_line(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            match tokio::time::timeout(wait, stream.read(&mut byte)).await {
+                Ok(Ok(1)) if byte[0] == b'\n' => break,
+                Ok(Ok(1)) => line.push(byte[0]),
+                Ok(_) => break,
+                Err(_) => return None,
+            }
+        }
+        Some(String::from_utf8(line).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_per_ip_cap_holds_across_loops_and_closing_waits_for_every_loop() {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel::<Duration>();
+        let accept = tokio::spawn(async move {
+            let limits = ConnectionLimits {
+                total: 8,
+                per_ip: 2,
+            };
+            let closed = async move { close_rx.await.unwrap_or_default() };
+            let loops = Loops::start(2, "test-cap").unwrap();
+            accept_bounded(
+                listener,
+                loops,
+                limits,
+                "test server",
+                closed,
+                |mut stream, _, _| async move {
+                    // Says which loop serves it, then is served until the client closes
+                    // (it never finishes by itself: closing must abort it).
+                    let name = std::thread::current().name().unwrap_or("").to_owned();
+                    stream
+                        .write_all(format!("{name}\n").as_bytes())
+                        .await
+                        .unwrap();
+                    let mut byte = [0u8; 1];
+                    let _ = stream.read(&mut byte).await;
+                },
+            )
+            .await
+        });
+        let wait = Duration::from_secs(5);
+        let mut a1 = connect_from("127.0.0.2", addr).await;
+        let mut a2 = connect_from("127.0.0.2", addr).await;
+        let first = read_line(&mut a1, wait).await.unwrap();
+        let second = read_line(&mut a2, wait).await.unwrap();
+        assert_ne!(
+            first, second,
+            "one client's two connections are on the two loops"
+        );
+        let mut a3 = connect_from("127.0.0.2", addr).await;
+        assert_eq!(
+            read_line(&mut a3, wait).await.as_deref(),
+            Some(""),
+            "a third connection of 127.0.0.2 is closed unserved, though each loop serves only one"
+        );
+        let mut b = connect_from("127.0.0.3", addr).await;
+        assert!(read_line(&mut b, wait)
+            .await
+            .unwrap()
+            .starts_with("test-cap-"));
+
+        close_tx.send(Duration::from_millis(100)).unwrap();
+        tokio::time::timeout(wait, accept)
+            .await
+            .expect("closing ends after the grace period")
+            .unwrap();
+        // Returned only once every loop ended: every connection, on either loop, is closed.
+        for client in [&mut a1, &mut a2, &mut b] {
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_millis(500), client.read(&mut byte))
+                .await
+                .expect("the connection is closed by the time close returns");
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        }
+    }
+
     #[tokio::test]
     async fn a_full_waiting_list_makes_room_for_the_least_represented_ip() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
