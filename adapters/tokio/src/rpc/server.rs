@@ -86,7 +86,10 @@ pub struct ServerConfig {
     /// the runtime that called `listen`. Default: one per core
     /// ([`crate::loops::default_threads`]). Handlers run on these loops: one that blocks its
     /// thread holds up the other connections of its loop (as it would hold up a worker thread
-    /// of a multi-thread runtime), and `tokio::task::block_in_place` is not available there.
+    /// of a multi-thread runtime), `tokio::task::block_in_place` is not available there, and
+    /// a task a handler spawns with `tokio::spawn` runs on the loop and ends when the worker
+    /// closes (spawn on a `tokio::runtime::Handle` of your own for work that must outlive
+    /// it). With 0 everything runs on the caller's runtime, as before this setting existed.
     pub threads: usize,
 }
 
