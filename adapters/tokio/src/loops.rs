@@ -117,8 +117,8 @@ impl Loops {
 
     /// Chooses the loop serving the fewest connections for `stream` and returns that loop's
     /// handle with the task to spawn there: it registers the stream with that loop's reactor
-    /// and runs `serve` on it, counted in the loop's load until it ends. A stream that cannot
-    /// be moved (its socket failed) is returned as the error, and the connection is lost.
+    /// and runs `serve` on it, counted in the loop's load until it ends. Fails, dropping the
+    /// connection, when the stream cannot be taken out of the accepting runtime's reactor.
     pub(crate) fn place<S, F>(
         &self,
         stream: TcpStream,
