@@ -23,7 +23,9 @@
 #   PIN=1 CONNECTIONS=8 ci/bench-grape.sh   measured servers on CPU 1 with one runtime thread,
 #                                           wrk (-t1) and the peer grapes on CPU 0 (needs
 #                                           taskset and 2 CPUs): the tail latency without the
-#                                           servers and wrk preempting each other
+#                                           servers and wrk preempting each other (the
+#                                           Rust grape's loops all share CPU 1 then; add
+#                                           GRAPE_THREADS=0 for a row on one thread)
 #
 # At each connection count, the wrk runs alternate between the servers, ROUNDS times, so that a
 # change of machine load hits all of them alike; every round is printed, with the load average,
