@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Grape benchmark (issue #3, "Speed and memory"): the Rust grape against the Node grape
-# (grenache-grape 1.0.0 from tests/interop) and against a fixed-body HTTP server (the loopback
-# limit of this machine), in one run, on 127.0.0.1:
+# Grape benchmark (issue #3, "Speed and memory"; issue #17, "Serve like nginx"): the Rust grape
+# against nginx answering the same /lookup with a fixed body (the reference: Debian's nginx-light
+# with ci/nginx-lookup.conf, `worker_processes auto`), the Node grape (grenache-grape 1.0.0 from
+# tests/interop) and a naive fixed-body tokio server, in one run, on 127.0.0.1:
 #
 #   1. /lookup of one announced name: requests/s, p50, p99 (wrk, keep-alive). Each grape runs in
 #      a pair with a second grape of its own kind, so a lookup is a real DHT traversal (get_peers
@@ -11,18 +12,24 @@
 #   2. RSS of each grape idle, then after NAMES distinct names were announced through it (and of
 #      its peer, which stores them).
 #
-# Needs: wrk (Debian: `apt-get install -y wrk`), python3, curl, node, and
+# Needs: wrk and nginx (Debian: `apt-get install -y wrk nginx-light`), python3, curl, node, and
 # `npm ci --prefix tests/interop`. Fails loudly when one is missing.
 #
-#   ci/bench-grape.sh          defaults: 3 rounds of 10 s wrk runs, 32 connections, 10000 names
-#   DURATION=5s ROUNDS=5 CONNECTIONS=64 NAMES=1000 ci/bench-grape.sh
+#   ci/bench-grape.sh          defaults: 3 rounds of 10 s wrk -t1 runs at 4, 16 and 64
+#                              connections, 10000 names
+#   DURATION=5s ROUNDS=5 CONNECTIONS="16 64" NAMES=1000 ci/bench-grape.sh
+#   TARGETS="nginx rust" ci/bench-grape.sh   only these servers (of nginx fixed rust rust0 node)
+#   GRAPE_THREADS="0 1" ci/bench-grape.sh    also Rust grapes started with --threads 0 and 1
 #   PIN=1 CONNECTIONS=8 ci/bench-grape.sh   measured servers on CPU 1 with one runtime thread,
 #                                           wrk (-t1) and the peer grapes on CPU 0 (needs
 #                                           taskset and 2 CPUs): the tail latency without the
-#                                           servers and wrk preempting each other
+#                                           servers and wrk preempting each other (the
+#                                           Rust grape's loops all share CPU 1 then; add
+#                                           GRAPE_THREADS=0 for a row on one thread)
 #
-# The wrk runs alternate between the three servers, ROUNDS times, so that a change of machine
-# load hits all of them alike; every round is printed, with the load average.
+# At each connection count, the wrk runs alternate between the servers, ROUNDS times, so that a
+# change of machine load hits all of them alike; every round is printed, with the load average,
+# then the medians with each server's ratio to nginx's.
 #
 # No thresholds: it prints numbers (a markdown table at the end), it does not judge them.
 set -euo pipefail
@@ -31,8 +38,10 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grenache-rs/target}"
 DURATION="${DURATION:-10s}"
-CONNECTIONS="${CONNECTIONS:-32}"
-THREADS="${THREADS:-2}"
+CONNECTIONS="${CONNECTIONS:-4 16 64}"
+THREADS="${THREADS:-1}"
+TARGETS="${TARGETS:-nginx fixed rust rust0 node}"
+GRAPE_THREADS="${GRAPE_THREADS:-}"
 NAMES="${NAMES:-10000}"
 ROUNDS="${ROUNDS:-3}"
 BASE_PORT="${BASE_PORT:-47000}"
@@ -41,6 +50,8 @@ command -v wrk >/dev/null || fail "wrk is not installed (Debian: apt-get install
 command -v python3 >/dev/null || fail "python3 is not installed"
 command -v curl >/dev/null || fail "curl is not installed"
 command -v node >/dev/null || fail "node is not installed"
+NGINX="${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}"
+[ -x "$NGINX" ] || fail "nginx is not installed (Debian: apt-get install -y nginx-light)"
 PIN="${PIN:-0}"
 # Prefixes of the measured servers and of everything else (wrk, the peer grapes).
 server_cmd=()
@@ -109,12 +120,29 @@ start_pair() {
     fail "$kind grape pair does not connect"
 }
 
+# The memory rows need the default Rust grape and the Node grape.
 start_pair rust "$RUST_GRAPE" 0
-# The same without reusing answers: every request a traversal (or a share of a concurrent one).
-start_pair rust0 "$RUST_GRAPE" 20 --lookup_reuse 0
 start_pair node "$NODE_GRAPE" 10
-"${server_cmd[@]}" "$FIXED" "$((BASE_PORT + 199))" 2>/dev/null &
-pids+=($!)
+case " $TARGETS " in *" rust0 "*)
+    # Without reusing answers: every request a traversal (or a share of a concurrent one).
+    start_pair rust0 "$RUST_GRAPE" 20 --lookup_reuse 0 ;;
+esac
+off=30
+for n in $GRAPE_THREADS; do
+    start_pair "rust_t$n" "$RUST_GRAPE" "$off" --threads "$n"
+    TARGETS="$TARGETS rust_t$n"
+    off=$((off + 2))
+done
+case " $TARGETS " in *" fixed "*)
+    "${server_cmd[@]}" "$FIXED" "$((BASE_PORT + 199))" 2>/dev/null &
+    pids+=($!) ;;
+esac
+case " $TARGETS " in *" nginx "*)
+    mkdir -p "$work/nginx"
+    sed "s/__PORT__/$((BASE_PORT + 198))/" ci/nginx-lookup.conf >"$work/nginx/nginx.conf"
+    "${server_cmd[@]}" "$NGINX" -p "$work/nginx/" -c "$work/nginx/nginx.conf" &
+    pids+=($!) ;;
+esac
 sleep 0.5
 
 cat >"$work/lookup.lua" <<'EOF'
@@ -132,24 +160,25 @@ end
 EOF
 
 declare -A rps p50 p99 reqs errs load
+for conns in $CONNECTIONS; do
 for round in $(seq "$ROUNDS"); do
-  for target in fixed rust rust0 node; do
+  for target in $TARGETS; do
     case $target in
+        nginx) port=$((BASE_PORT + 198)) ;;
         fixed) port=$((BASE_PORT + 199)) ;;
-        rust) port=$rust_aph ;;
-        rust0) port=$rust0_aph ;;
-        node) port=$node_aph ;;
+        *) aph_var="${target}_aph"; port=${!aph_var} ;;
     esac
     # Every target must give the same answer.
     answer=$(post "$port" lookup '"bench_svc"')
     [ "$answer" = '["127.0.0.1:1337"]' ] || fail "$target answers $answer to the lookup"
-    key="$target.$round"
+    key="$target.$conns.$round"
     load[$key]=$(cut -d' ' -f1 /proc/loadavg)
-    "${other_cmd[@]}" wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" -s "$work/lookup.lua" \
+    "${other_cmd[@]}" wrk -t "$THREADS" -c "$conns" -d "$DURATION" -s "$work/lookup.lua" \
         "http://127.0.0.1:$port/lookup" >"$work/wrk-$key.txt"
     read -r _ rps[$key] p50[$key] p99[$key] reqs[$key] errs[$key] \
         < <(grep '^RESULT' "$work/wrk-$key.txt")
   done
+done
 done
 
 # Memory: idle, then after NAMES announces through the measured grape (4 keep-alive clients).
@@ -187,21 +216,57 @@ done
 echo
 pinned=""
 [ "$PIN" = 1 ] && pinned=", PIN=1: servers on CPU 1 with one thread, wrk and peers on CPU 0"
-echo "## Grape benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION$pinned)"
+echo "## Grape benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$THREADS -d$DURATION$pinned)"
 echo
-echo "| /lookup of one announced name | round | requests/s | p50 ms | p99 ms | requests | errors | load avg |"
-echo "|---|---|---|---|---|---|---|---|"
-for target in fixed rust rust0 node; do
-    label=$target
-    [ "$target" = fixed ] && label="fixed-body server (baseline)"
-    [ "$target" = rust ] && label="Rust grape (release)"
-    [ "$target" = rust0 ] && label="Rust grape, --lookup_reuse 0"
-    [ "$target" = node ] && label="Node grape 1.0.0 ($(node --version))"
-    for round in $(seq "$ROUNDS"); do
-        key="$target.$round"
-        echo "| $label | $round | ${rps[$key]} | ${p50[$key]} | ${p99[$key]} | ${reqs[$key]} | ${errs[$key]} | ${load[$key]} |"
+label() {
+    case $1 in
+        nginx) echo "nginx $("$NGINX" -v 2>&1 | sed 's|.*/||'), fixed body (reference)" ;;
+        fixed) echo "fixed-body tokio server" ;;
+        rust) echo "Rust grape (release, defaults)" ;;
+        rust0) echo "Rust grape, --lookup_reuse 0" ;;
+        rust_t*) echo "Rust grape, --threads ${1#rust_t}" ;;
+        node) echo "Node grape 1.0.0 ($(node --version))" ;;
+    esac
+}
+summary=$(mktemp -p "$work")
+echo "| /lookup of one announced name | connections | round | requests/s | p50 ms | p99 ms | requests | errors | load avg |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for conns in $CONNECTIONS; do
+    for target in $TARGETS; do
+        for round in $(seq "$ROUNDS"); do
+            key="$target.$conns.$round"
+            echo "| $(label "$target") | $conns | $round | ${rps[$key]} | ${p50[$key]} | ${p99[$key]} | ${reqs[$key]} | ${errs[$key]} | ${load[$key]} |"
+            echo "$conns|$target|$(label "$target")|${rps[$key]}|${p99[$key]}" >>"$summary"
+        done
     done
 done
+echo
+echo "Medians over the rounds (ratios to nginx at the same connection count):"
+echo
+python3 - "$summary" <<'EOF'
+import statistics, sys
+rows = {}
+order = []
+for line in open(sys.argv[1]):
+    conns, target, label, rps, p99 = line.rstrip("\n").split("|")
+    key = (int(conns), target)
+    if key not in rows:
+        order.append(key)
+        rows[key] = (label, [], [])
+    rows[key][1].append(float(rps))
+    rows[key][2].append(float(p99))
+print("| server | connections | median req/s | median p99 ms | req/s vs nginx | p99 vs nginx |")
+print("|---|---:|---:|---:|---:|---:|")
+for conns, target in order:
+    label, rps, p99 = rows[(conns, target)]
+    r, p = statistics.median(rps), statistics.median(p99)
+    ref = rows.get((conns, "nginx"))
+    if ref:
+        vs = "%.2fx | %.2fx" % (r / statistics.median(ref[1]), p / statistics.median(ref[2]))
+    else:
+        vs = "- | -"
+    print("| %s | %d | %.0f | %.3f | %s |" % (label, conns, r, p, vs))
+EOF
 echo
 echo "| memory (VmRSS) | idle | after $NAMES announces | its peer idle | peer after | announce time | failed |"
 echo "|---|---|---|---|---|---|---|"

@@ -8,7 +8,7 @@
 #   QEMU_TESTS=0 ci/test.sh      everything but the QEMU firmware integration (ci/qemu-test.sh,
 #                                ci/qemu-riscv-test.sh)
 #   BOARD_BUILDS=0 ci/test.sh    everything but the board firmware builds (ci/firmware-*.sh)
-#   BENCH=1 ci/test.sh           also the grape benchmark (ci/bench-grape.sh; needs wrk)
+#   BENCH=1 ci/test.sh           also the grape benchmark (ci/bench-grape.sh; needs wrk, nginx)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -192,6 +192,9 @@ if [ "${BENCH:-0}" != "0" ]; then
     step "grape benchmark (ci/bench-grape.sh, docs/BENCHMARKS.md section Grape)"
     command -v wrk >/dev/null 2>&1 || apt_install wrk \
         || fail "wrk is missing and 'apt-get install -y wrk' failed"
+    # nginx is the reference row (ci/nginx-lookup.conf).
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt-get install -y nginx-light \
+        || fail "nginx is missing and 'apt-get install -y nginx-light' failed"
     ci/bench-grape.sh
 fi
 

@@ -99,6 +99,32 @@ fn bad_values_are_refused_with_the_reason() {
 }
 
 #[test]
+fn bad_thread_counts_are_refused_with_the_reason() {
+    for (bad, reason) in [
+        ("x", "invalid digit found in string"),
+        ("-1", "unexpected argument '-1' found"),
+        ("1025", "1025 is not in 0..=1024"),
+        ("", "cannot parse integer from empty string"),
+    ] {
+        let out = grape(&["--dp", "0", "--aph", "30001", "--bn", "", "--threads", bad]);
+        assert_eq!(out.status.code(), Some(2), "--threads {bad:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("--threads") || bad == "-1",
+            "--threads {bad:?}: {err}"
+        );
+        assert!(err.contains(reason), "--threads {bad:?}: {err}");
+    }
+    let help = stdout(&grape(&["--help"]));
+    assert!(help.contains("--threads <N>"), "{help}");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        help.contains(&format!("one per core [default: {cores}]")),
+        "the default is one loop per core: {help}"
+    );
+}
+
+#[test]
 fn a_busy_api_port_fails_fast_with_a_clear_message() {
     let busy = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = busy.local_addr().unwrap().port().to_string();

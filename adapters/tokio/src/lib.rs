@@ -13,6 +13,8 @@
 //!   `grenache-nodejs-ws`, with subscribers that reconnect.
 //! * [`limits`]: what every server here shares against hostile hosts: connection caps per
 //!   client IP, client allow-lists, one memory budget across connections, minimum progress.
+//! * [`loops`]: the event loops the grape API and the RPC workers serve connections on, one
+//!   current-thread runtime per thread, none stealing work from another.
 //! * [`testnet`]: a network of real grapes on loopback for the tests of your own workers.
 //! * [`tls`]: mutual TLS for both RPC transports (`wss://`, `https://`), with Node-formatted
 //!   certificate fingerprints and a `verify_client` hook.
@@ -27,6 +29,7 @@ mod http_client;
 mod js;
 pub mod limits;
 pub mod link;
+pub mod loops;
 mod os_rng;
 pub mod pubsub;
 pub mod rpc;

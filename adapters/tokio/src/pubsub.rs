@@ -41,6 +41,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::limits::ConnectionLimits;
 use crate::link::{Link, LinkError};
+use crate::loops::Loops;
 use crate::rpc::ws::ws_config;
 use crate::rpc::{accept_bounded, Listening};
 
@@ -160,11 +161,13 @@ impl PeerPub {
                 };
                 accept_bounded(
                     listener,
+                    // Subscribers get broadcasts, not requests: served where the publisher is.
+                    Loops::current(),
                     limits,
                     "grenache publisher",
                     // Subscribers have no requests to finish: `stop` ends the publisher.
                     std::future::pending(),
-                    |stream, peer, activity| {
+                    move |stream, peer, activity| {
                         // A subscriber is never idle: it is never closed to make room.
                         let busy = activity.busy();
                         let serving =

@@ -7,6 +7,10 @@
 //!
 //! Start-up order: parse and validate the flags, bind the HTTP port (a busy port fails at once,
 //! exit code 1), start the DHT, serve the API until SIGINT/SIGTERM.
+//!
+//! Threads: the main one accepts API connections and hands them to `--threads` event loops
+//! (one per core by default), each a current-thread runtime on its own thread; the DHT node
+//! runs on a thread of its own (`grenache_tokio::loops`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -101,6 +105,12 @@ struct Cli {
     )]
     api_allow: Option<String>,
 
+    /// Extension: event loops serving the HTTP API, each on its own thread, none stealing work
+    /// from another (0 = serve on the accepting thread). Default: one per core
+    #[arg(long = "threads", value_name = "N", default_value_t = default_threads(),
+          value_parser = clap::value_parser!(u16).range(..=MAX_THREADS as i64))]
+    threads: u16,
+
     /// More log output on stderr (-v info, -vv debug, -vvv trace); quiet by default
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     verbose: u8,
@@ -108,6 +118,16 @@ struct Cli {
     /// How log lines are written on stderr: text, or one JSON object per line
     #[arg(long = "log-format", value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+/// The most `--threads` takes: far above any core count a grape runs on, low enough that a
+/// typo (`--threads 80000`) is an error rather than 80000 threads.
+const MAX_THREADS: u16 = 1024;
+
+fn default_threads() -> u16 {
+    u16::try_from(grenache_tokio::loops::default_threads())
+        .unwrap_or(MAX_THREADS)
+        .min(MAX_THREADS)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -150,6 +170,7 @@ impl Cli {
             cache_max_age: self.cache_max_age,
             lookup_reuse: Duration::from_millis(self.lookup_reuse),
             api_allow,
+            threads: usize::from(self.threads),
         })
     }
 }
@@ -201,7 +222,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // This thread accepts the API's connections and waits for signals; the connections are
+    // served on `--threads` loops of their own, and the DHT on its own thread.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -21,6 +21,7 @@ use super::fair::Connections;
 use super::shared::Shared;
 use super::stats::ApiStats;
 use crate::limits::{client_ip, client_key, ConnectionLimits, ConnectionTable};
+use crate::loops::Loops;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -96,7 +97,10 @@ fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Serves the grape HTTP API (docs/protocol.md §3) on `listener` until `shutdown` resolves, then
 /// stops accepting, lets in-flight requests finish for up to [`ApiConfig::shutdown_grace`], and
-/// returns.
+/// returns once every serving loop has ended.
+///
+/// This task accepts; the connections are served on [`ApiConfig::threads`] event loops of their
+/// own (`crate::loops`), or on the caller's runtime with 0.
 ///
 /// Accept errors are logged and retried; nothing here ends the server except `shutdown`.
 pub async fn serve_api<D: GrapeDht>(
@@ -132,6 +136,15 @@ pub async fn serve_api<D: GrapeDht>(
     let connections = Arc::new(Connections::default());
     // Flipped when the grace period is over: every connection task drops its connection.
     let (abort_tx, abort_rx) = watch::channel(false);
+    // Accepting and admission stay here, so that the caps and displacement above hold across
+    // loops; each admitted connection is served on one of the loops (`crate::loops`).
+    let loops = Loops::start(config.threads, "grape-api").unwrap_or_else(|err| {
+        warn!(
+            "grape api: cannot start {} serving threads ({err}): serving here",
+            config.threads
+        );
+        Loops::current()
+    });
 
     tokio::pin!(shutdown);
     loop {
@@ -186,7 +199,8 @@ pub async fn serve_api<D: GrapeDht>(
         let mut abort = abort_rx.clone();
         let permits = Arc::clone(&permits);
         let connections = Arc::clone(&connections);
-        tokio::spawn(async move {
+        // Served on the loop with the fewest connections, for the connection's whole life.
+        let placed = loops.place(stream, move |stream| async move {
             let permit = match admission {
                 Admission::Now(permit) => permit,
                 Admission::Displacing(handoff) => {
@@ -223,6 +237,12 @@ pub async fn serve_api<D: GrapeDht>(
             drop(ip_permit);
             slot.release(permit);
         });
+        match placed {
+            Ok((serving_loop, task)) => {
+                serving_loop.spawn(task);
+            }
+            Err(err) => debug!("grape api: {peer}: cannot hand the connection over: {err}"),
+        }
     }
     drop(listener);
     let _ = closing_tx.send(true);
@@ -239,4 +259,6 @@ pub async fn serve_api<D: GrapeDht>(
         }
     }
     let _ = abort_tx.send(true);
+    // Ends the loop threads, which drop whatever the abort has not ended yet.
+    loops.shutdown().await;
 }

@@ -33,7 +33,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV4;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -80,7 +80,9 @@ enum Entry {
 /// The lookups running now and the answers that may be reused, by name. See the module
 /// documentation.
 pub(crate) struct LookupCoalescer {
-    entries: Mutex<HashMap<Vec<u8>, Entry>>,
+    /// Read-mostly: the API's serving loops (`crate::loops`) read a reusable answer under the
+    /// shared lock, so they do not wait for each other; only a new traversal and its end write.
+    entries: RwLock<HashMap<Vec<u8>, Entry>>,
     reuse: Duration,
     /// Reusable answers kept at most; when full, expired ones are dropped, and if none has
     /// expired a new answer is simply not kept.
@@ -99,7 +101,7 @@ impl LookupCoalescer {
     /// (either zero: only concurrent requests share a traversal).
     pub(crate) fn new(reuse: Duration, max_reused: usize) -> Self {
         LookupCoalescer {
-            entries: Mutex::new(HashMap::new()),
+            entries: RwLock::new(HashMap::new()),
             reuse,
             max_reused,
         }
@@ -132,33 +134,56 @@ impl LookupCoalescer {
         self.entries().remove(name);
     }
 
-    /// The map; a poisoned lock only means a panic elsewhere while it was held, and the map is
-    /// always consistent (single inserts and removes), so keep using it.
-    fn entries(&self) -> MutexGuard<'_, HashMap<Vec<u8>, Entry>> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The map to change; a poisoned lock only means a panic elsewhere while it was held, and
+    /// the map is always consistent (single inserts and removes), so keep using it.
+    fn entries(&self) -> RwLockWriteGuard<'_, HashMap<Vec<u8>, Entry>> {
+        self.entries.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The map to read (see [`LookupCoalescer::entries`] about poisoning).
+    fn read_entries(&self) -> RwLockReadGuard<'_, HashMap<Vec<u8>, Entry>> {
+        self.entries.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Joins the running lookup of `name`, reuses its recent answer, or registers a new lookup
     /// led by the caller.
     fn role(&self, name: &[u8], store: u64) -> Role {
+        // The common case, a reusable answer or a running traversal, only reads.
+        if let Some(role) = self.existing_role(&self.read_entries(), name, store) {
+            return role;
+        }
         let mut entries = self.entries();
+        // Another request may have registered a traversal between the two locks.
+        if let Some(role) = self.existing_role(&entries, name, store) {
+            return role;
+        }
+        let (sender, receiver) = watch::channel(None);
+        entries.insert(name.to_vec(), Entry::Running(receiver));
+        Role::Leader(sender)
+    }
+
+    /// The role `entries` gives a request for `name` without changing it: reuse or follow;
+    /// `None` when the request must lead a traversal.
+    fn existing_role(
+        &self,
+        entries: &HashMap<Vec<u8>, Entry>,
+        name: &[u8],
+        store: u64,
+    ) -> Option<Role> {
         match entries.get(name) {
             Some(Entry::Done {
                 at,
                 store: kept,
                 answer,
             }) if at.elapsed() < self.reuse && *kept == store => {
-                return Role::Reuse(Arc::clone(answer));
+                Some(Role::Reuse(Arc::clone(answer)))
             }
             // A receiver whose sender is gone belongs to a cancelled leader: replace it.
             Some(Entry::Running(receiver)) if receiver.has_changed().is_ok() => {
-                return Role::Follower(receiver.clone());
+                Some(Role::Follower(receiver.clone()))
             }
-            _ => {}
+            _ => None,
         }
-        let (sender, receiver) = watch::channel(None);
-        entries.insert(name.to_vec(), Entry::Running(receiver));
-        Role::Leader(sender)
     }
 
     /// Runs the traversal, hands the answer to the followers and keeps it for reuse.
@@ -256,6 +281,7 @@ mod tests {
     use super::*;
     use crate::grape::dht::{DhtError, GetQuery, GotItem, PutItem};
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Mutex;
     use tokio::sync::Notify;
 
     /// A DHT that counts traversals. A gated one blocks every lookup until released and

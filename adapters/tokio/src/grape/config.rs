@@ -97,6 +97,11 @@ pub struct ApiConfig {
     /// `/unannounce` it (see `grape::announcers`). The peer TTL (`--dht_peer_maxAge`, 120 s by
     /// default), renewed by every announce; zero: no expiry.
     pub announce_ttl: Duration,
+    /// Event loops serving the connections (`grape --threads`): current-thread runtimes on
+    /// threads of their own, none stealing work from another (`crate::loops`); the caps above
+    /// hold across them. 0 serves on the runtime that runs [`super::serve_api`]. Default:
+    /// one per core ([`crate::loops::default_threads`]).
+    pub threads: usize,
 }
 
 impl Default for ApiConfig {
@@ -113,6 +118,7 @@ impl Default for ApiConfig {
             lookup_reuse: DEFAULT_LOOKUP_REUSE,
             max_reused_lookups: DEFAULT_MAX_TABLES,
             announce_ttl: DEFAULT_PEER_MAX_AGE,
+            threads: crate::loops::default_threads(),
         }
     }
 }
@@ -160,6 +166,8 @@ pub struct GrapeConfig {
     /// `--api-allow` (an extension): the client networks that may connect to the HTTP API
     /// ([`ApiConfig::allow`]; empty: everyone).
     pub api_allow: AllowList,
+    /// `--threads` (an extension): event loops serving the HTTP API ([`ApiConfig::threads`]).
+    pub threads: usize,
 }
 
 impl GrapeConfig {
@@ -179,6 +187,7 @@ impl GrapeConfig {
             cache_max_age: None,
             lookup_reuse: DEFAULT_LOOKUP_REUSE,
             api_allow: AllowList::any(),
+            threads: crate::loops::default_threads(),
         }
     }
 
@@ -192,6 +201,7 @@ impl GrapeConfig {
             max_reused_lookups: self.dht_max_tables,
             announce_ttl: self.dht_peer_max_age,
             allow: self.api_allow.clone(),
+            threads: self.threads,
             ..ApiConfig::default()
         }
     }

@@ -21,6 +21,7 @@ use tokio::time::Sleep;
 use crate::limits::{client_key, ConnectionLimits, ConnectionTable, MemoryBudget, Refused};
 use crate::link::{Link, LinkError};
 use crate::lock;
+use crate::loops::Loops;
 use crate::tls::{CertInfo, TlsServerConfig};
 
 /// Settings of a worker (both transports).
@@ -79,6 +80,17 @@ pub struct ServerConfig {
     /// Serve over TLS (`wss://` or `https://`) with mutual authentication. Default `None`
     /// (plain `ws://` or `http://`, as Node without `secure`).
     pub tls: Option<TlsServerConfig>,
+    /// Event loops serving the connections: current-thread runtimes on threads of their own,
+    /// none stealing work from another (`crate::loops`); each connection stays on the loop
+    /// serving the fewest when it arrived, and the caps above hold across loops. 0 serves on
+    /// the runtime that called `listen`. Default: one per core
+    /// ([`crate::loops::default_threads`]). Handlers run on these loops: one that blocks its
+    /// thread holds up the other connections of its loop (as it would hold up a worker thread
+    /// of a multi-thread runtime), `tokio::task::block_in_place` is not available there, and
+    /// a task a handler spawns with `tokio::spawn` runs on the loop and ends when the worker
+    /// closes (spawn on a `tokio::runtime::Handle` of your own for work that must outlive
+    /// it). With 0 everything runs on the caller's runtime, as before this setting existed.
+    pub threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +105,7 @@ impl Default for ServerConfig {
             memory_budget: 64 << 20,
             idle_timeout: Duration::from_secs(30),
             tls: None,
+            threads: crate::loops::default_threads(),
         }
     }
 }
@@ -410,16 +423,31 @@ impl<R: Send + Sync + 'static> ServerCore<R> {
                 };
                 let what = format!("grenache {transport} server");
                 let closed = shared.closed();
-                accept_bounded(listener, limits, &what, closed, |stream, peer, activity| {
-                    accept_one(
-                        stream,
-                        peer,
-                        activity,
-                        Arc::clone(&shared),
-                        serve,
-                        transport,
-                    )
-                })
+                let loops = Loops::start(shared.config.threads, &format!("grenache-{transport}"))
+                    .unwrap_or_else(|err| {
+                        tracing::warn!(
+                            "{what}: cannot start {} serving threads ({err}): serving here",
+                            shared.config.threads
+                        );
+                        Loops::current()
+                    });
+                accept_bounded(
+                    listener,
+                    loops,
+                    limits,
+                    &what,
+                    closed,
+                    move |stream, peer, activity| {
+                        accept_one(
+                            stream,
+                            peer,
+                            activity,
+                            Arc::clone(&shared),
+                            serve,
+                            transport,
+                        )
+                    },
+                )
                 .await
             })
             .await?;
@@ -571,40 +599,56 @@ fn make_room(waiting: &mut VecDeque<(TcpStream, SocketAddr)>, ip: IpAddr) -> boo
 /// place of the oldest waiting connection of the IP with the most waiting if it would still
 /// have fewer, else it is closed. `what` names the listener in log lines.
 ///
+/// The limits and the waiting list live here, in the accepting task; each connection is served
+/// by `serve` on one of `loops`, the one serving the fewest connections when it starts.
+///
 /// When `closed` resolves (with a grace period), the listener and the waiting connections are
 /// closed, and the served connections, told by their own closing signal, get the grace period
-/// to finish; those still open then are aborted, and this returns. Aborting this task drops
-/// the `JoinSet`, which aborts every connection at once.
-pub(crate) async fn accept_bounded<F>(
+/// to finish; those still open then are aborted, the loops are stopped, and this returns once
+/// every loop has ended. Aborting this task drops the `JoinSet`, which aborts every connection
+/// at once, and the loops, which stop.
+pub(crate) async fn accept_bounded<S, F>(
     listener: TcpListener,
+    loops: Loops,
     limits: ConnectionLimits,
     what: &str,
     closed: impl Future<Output = Duration>,
-    mut serve: impl FnMut(TcpStream, SocketAddr, Activity) -> F,
+    serve: S,
 ) where
+    S: Fn(TcpStream, SocketAddr, Activity) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
+    let serve = Arc::new(serve);
     let mut closed = std::pin::pin!(closed);
     let table = ConnectionTable::new(limits);
     let mut connections = JoinSet::new();
     let mut open = OpenConnections::default();
     let mut waiting: VecDeque<(TcpStream, SocketAddr)> = VecDeque::new();
     // Serves `stream` if a slot is free; gives it back if the server is full.
-    let mut start = |stream: TcpStream,
-                     peer: SocketAddr,
-                     connections: &mut JoinSet<()>,
-                     open: &mut OpenConnections|
+    let start = |stream: TcpStream,
+                 peer: SocketAddr,
+                 connections: &mut JoinSet<()>,
+                 open: &mut OpenConnections|
      -> Option<(TcpStream, SocketAddr)> {
         match table.try_acquire(peer.ip()) {
             Ok(permit) => {
                 let _ = stream.set_nodelay(true);
                 let activity = Activity::default();
-                let serving = serve(stream, peer, activity.clone());
-                let abort = connections.spawn(async move {
-                    serving.await;
+                let serve = Arc::clone(&serve);
+                let theirs = activity.clone();
+                let placed = loops.place(stream, move |stream| async move {
+                    serve(stream, peer, theirs).await;
                     drop(permit);
                 });
-                open.add(client_key(peer.ip()), activity, abort);
+                match placed {
+                    Ok((serving_loop, task)) => {
+                        let abort = connections.spawn_on(task, &serving_loop);
+                        open.add(client_key(peer.ip()), activity, abort);
+                    }
+                    Err(e) => {
+                        tracing::debug!("{what}: cannot hand the connection from {peer} over: {e}");
+                    }
+                }
                 None
             }
             Err(Refused::PerIp) => {
@@ -669,6 +713,8 @@ pub(crate) async fn accept_bounded<F>(
             connections.len()
         );
     }
+    connections.abort_all();
+    loops.shutdown().await;
 }
 
 /// A server connection's stream whose writes fail once the client has taken no byte for
@@ -830,6 +876,7 @@ mod tests {
             let closed = std::future::pending();
             accept_bounded(
                 listener,
+                Loops::current(),
                 limits,
                 "test server",
                 closed,
@@ -871,6 +918,97 @@ mod tests {
             matches!(read, Ok(0) | Err(_)),
             "stopping the accept task closes the served connections: {read:?}"
         );
+    }
+
+    /// A connection from `from` to `addr`.
+    async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        socket.connect(addr).await.unwrap()
+    }
+
+    /// Reads what the server wrote before closing, or `None` if it wrote nothing in `wait`.
+    async fn read_line(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            match tokio::time::timeout(wait, stream.read(&mut byte)).await {
+                Ok(Ok(1)) if byte[0] == b'\n' => break,
+                Ok(Ok(1)) => line.push(byte[0]),
+                Ok(_) => break,
+                Err(_) => return None,
+            }
+        }
+        Some(String::from_utf8(line).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_per_ip_cap_holds_across_loops_and_closing_waits_for_every_loop() {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel::<Duration>();
+        let accept = tokio::spawn(async move {
+            let limits = ConnectionLimits {
+                total: 8,
+                per_ip: 2,
+            };
+            let closed = async move { close_rx.await.unwrap_or_default() };
+            let loops = Loops::start(2, "test-cap").unwrap();
+            accept_bounded(
+                listener,
+                loops,
+                limits,
+                "test server",
+                closed,
+                |mut stream, _, _| async move {
+                    // Says which loop serves it, then is served until the client closes
+                    // (it never finishes by itself: closing must abort it).
+                    let name = std::thread::current().name().unwrap_or("").to_owned();
+                    stream
+                        .write_all(format!("{name}\n").as_bytes())
+                        .await
+                        .unwrap();
+                    let mut byte = [0u8; 1];
+                    let _ = stream.read(&mut byte).await;
+                },
+            )
+            .await
+        });
+        let wait = Duration::from_secs(5);
+        let mut a1 = connect_from("127.0.0.2", addr).await;
+        let mut a2 = connect_from("127.0.0.2", addr).await;
+        let first = read_line(&mut a1, wait).await.unwrap();
+        let second = read_line(&mut a2, wait).await.unwrap();
+        assert_ne!(
+            first, second,
+            "one client's two connections are on the two loops"
+        );
+        let mut a3 = connect_from("127.0.0.2", addr).await;
+        assert_eq!(
+            read_line(&mut a3, wait).await.as_deref(),
+            Some(""),
+            "a third connection of 127.0.0.2 is closed unserved, though each loop serves only one"
+        );
+        let mut b = connect_from("127.0.0.3", addr).await;
+        assert!(read_line(&mut b, wait)
+            .await
+            .unwrap()
+            .starts_with("test-cap-"));
+
+        close_tx.send(Duration::from_millis(100)).unwrap();
+        tokio::time::timeout(wait, accept)
+            .await
+            .expect("closing ends after the grace period")
+            .unwrap();
+        // Returned only once every loop ended: every connection, on either loop, is closed.
+        for client in [&mut a1, &mut a2, &mut b] {
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_millis(500), client.read(&mut byte))
+                .await
+                .expect("the connection is closed by the time close returns");
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        }
     }
 
     #[tokio::test]
