@@ -118,8 +118,15 @@ fn bad_thread_counts_are_refused_with_the_reason() {
     let help = stdout(&grape(&["--help"]));
     assert!(help.contains("--threads <N>"), "{help}");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // clap prints the default after the text, on the same line or (long help) the next.
+    let threads_help = help
+        .split("--threads <N>")
+        .nth(1)
+        .and_then(|rest| rest.split("\n  -").next())
+        .unwrap_or_default();
     assert!(
-        help.contains(&format!("one per core [default: {cores}]")),
+        threads_help.contains("one per core")
+            && threads_help.contains(&format!("[default: {cores}]")),
         "the default is one loop per core: {help}"
     );
 }
