@@ -74,6 +74,8 @@ const HEALTH_SAMPLE: usize = 50;
 const SAMPLE_US: u64 = 10_000_000;
 /// Simulated time after the measured window in which started operations may still end, µs.
 const DRAIN_US: u64 = 5_000_000;
+/// When announce probes start after a worker's first announce starts, ms.
+pub use crate::report::VISIBLE_AFTER_MS;
 /// Port every simulated grape's DHT listens on.
 const DHT_PORT: u16 = 20_000;
 /// First worker port (each worker announces its own).
@@ -93,7 +95,7 @@ enum Role {
 enum Op {
     Bootstrap,
     Lookup(usize),
-    Announce { worker: usize, first: bool, start: u64 },
+    Announce { worker: usize },
     Unannounce,
     Put { value: usize },
     Get { value: usize },
@@ -126,6 +128,7 @@ struct Worker {
 struct LookupRec {
     name: usize,
     start: u64,
+    /// For an announce probe: the index into `VISIBLE_AFTER_MS` and the worker.
     probe: Option<(usize, usize)>,
     measured: bool,
     phase: usize,
@@ -137,13 +140,6 @@ struct LookupRec {
     found_at: Option<u8>,
     /// The deepest round trip any query of this lookup belonged to.
     rounds: u8,
-}
-
-struct Visibility {
-    announce_us: u64,
-    remaining: usize,
-    all_found: bool,
-    slowest_us: u64,
 }
 
 enum Ev {
@@ -170,6 +166,13 @@ enum Ev {
     Announce {
         worker: usize,
         life: u32,
+    },
+    /// Lookups of a worker's name from random nodes, `VISIBLE_AFTER_MS[at]` after the
+    /// worker's first announce started.
+    Probe {
+        worker: usize,
+        life: u32,
+        at: usize,
     },
     WarmupEnd,
     NextLookup,
@@ -231,7 +234,6 @@ pub struct Engine<'p, const I: usize> {
     names: Vec<Vec<u8>>,
     workers: Vec<Worker>,
     lookups: Vec<Option<LookupRec>>,
-    visibility: Vec<Visibility>,
     values: Vec<Vec<u8>>,
     measuring: bool,
     end: u64,
@@ -241,8 +243,7 @@ pub struct Engine<'p, const I: usize> {
     hops: Vec<f64>,
     rounds: Vec<f64>,
     queries: Vec<f64>,
-    visible: Vec<f64>,
-    visible_count: (u64, u64),
+    visible_at: [(u64, u64); VISIBLE_AFTER_MS.len()],
     lookups_ok: (u64, u64),
     target: (u64, u64),
     phases: [(u64, u64); 3],
@@ -275,6 +276,7 @@ impl<'p, const I: usize> Engine<'p, I> {
         let mut config = NodeConfig::DEFAULT;
         if sc.variant == Variant::NodeLike {
             config.lookup.stall_timeout = config.lookup.query_timeout;
+            config.lookup.adaptive_stall = false;
         }
         let names: Vec<Vec<u8>> = (0..sc.names.max(1)).map(name).collect();
         let count = |share: f64| ((share * n as f64).round() as usize).min(n - BOOTSTRAP_NODES);
@@ -297,8 +299,8 @@ impl<'p, const I: usize> Engine<'p, I> {
                 id.0[..k].copy_from_slice(&target[..k]);
                 sybil_nodes.push((id, node_addr(i)));
             }
-            let far_side = role != Role::Bootstrap
-                && sc.partition.is_some_and(|p| rng.chance(p.share));
+            let far_side =
+                role != Role::Bootstrap && sc.partition.is_some_and(|p| rng.chance(p.share));
             slots.push(Slot {
                 node: None,
                 addr: node_addr(i),
@@ -348,7 +350,6 @@ impl<'p, const I: usize> Engine<'p, I> {
             names,
             workers,
             lookups: Vec::new(),
-            visibility: Vec::new(),
             values: Vec::new(),
             measuring: false,
             end,
@@ -357,8 +358,7 @@ impl<'p, const I: usize> Engine<'p, I> {
             hops: Vec::new(),
             rounds: Vec::new(),
             queries: Vec::new(),
-            visible: Vec::new(),
-            visible_count: (0, 0),
+            visible_at: [(0, 0); VISIBLE_AFTER_MS.len()],
             lookups_ok: (0, 0),
             target: (0, 0),
             phases: [(0, 0); 3],
@@ -453,6 +453,18 @@ impl<'p, const I: usize> Engine<'p, I> {
                 }
             }
             Ev::Announce { worker, life } => self.announce(worker, life),
+            Ev::Probe { worker, life, at } => {
+                let node = self.workers[worker].node;
+                if self.slots[node].life != life || self.now >= self.end {
+                    return;
+                }
+                let name = self.workers[worker].name;
+                for _ in 0..self.sc.probes_per_announce {
+                    if let Some(from) = self.random_up_honest(Some(node), Some(name)) {
+                        self.start_lookup(from, name, Some((at, worker)));
+                    }
+                }
+            }
             Ev::WarmupEnd => self.warmup_end(),
             Ev::NextLookup => {
                 if self.now < self.end {
@@ -460,7 +472,9 @@ impl<'p, const I: usize> Engine<'p, I> {
                     if let Some(node) = self.random_up_honest(None, Some(name)) {
                         self.start_lookup(node, name, None);
                     }
-                    let gap = self.rng.exponential(US_PER_S / self.sc.lookups_per_s * 0.693);
+                    let gap = self
+                        .rng
+                        .exponential(US_PER_S / self.sc.lookups_per_s * 0.693);
                     self.push(self.now + gap as u64 + 1, Ev::NextLookup);
                 }
             }
@@ -491,8 +505,16 @@ impl<'p, const I: usize> Engine<'p, I> {
     fn join(&mut self, i: usize) {
         let now = self.now_ms();
         let rng = self.rng.fork();
-        let mut node = Box::new(SimNode::<I>::with_id(self.slots[i].id, rng, self.config, now));
-        let boot: Vec<PeerAddr> = (0..BOOTSTRAP_NODES).filter(|&b| b != i).map(node_addr).collect();
+        let mut node = Box::new(SimNode::<I>::with_id(
+            self.slots[i].id,
+            rng,
+            self.config,
+            now,
+        ));
+        let boot: Vec<PeerAddr> = (0..BOOTSTRAP_NODES)
+            .filter(|&b| b != i)
+            .map(node_addr)
+            .collect();
         for b in boot {
             node.add_bootstrap(b);
         }
@@ -521,7 +543,10 @@ impl<'p, const I: usize> Engine<'p, I> {
             } else {
                 self.now + 3_000_000
             };
-            self.push(at.max(self.now + 3_000_000), Ev::Announce { worker: w, life });
+            self.push(
+                at.max(self.now + 3_000_000),
+                Ev::Announce { worker: w, life },
+            );
         }
         if let Some(c) = self.sc.churn {
             if self.slots[i].role == Role::Honest {
@@ -604,10 +629,19 @@ impl<'p, const I: usize> Engine<'p, I> {
         let name = self.names[nm].clone();
         if let Some(n) = self.slots[node].node.as_mut() {
             if let Ok(op) = n.announce(now, &name, port) {
-                let start = self.now;
-                self.slots[node]
-                    .ops
-                    .push((op, Op::Announce { worker: w, first, start }));
+                self.slots[node].ops.push((op, Op::Announce { worker: w }));
+            }
+        }
+        if first && self.measuring && self.now < self.end {
+            for (at, ms) in VISIBLE_AFTER_MS.iter().enumerate() {
+                self.push(
+                    self.now + ms * 1000,
+                    Ev::Probe {
+                        worker: w,
+                        life,
+                        at,
+                    },
+                );
             }
         }
         let period = (self.sc.reannounce_s * US_PER_S) as u64;
@@ -787,7 +821,12 @@ impl<'p, const I: usize> Engine<'p, I> {
         let answer = match (self.slots[i].role, query) {
             (_, Query::Ping) => return None,
             (Role::Dropper, _) => return Some(None),
-            (Role::Sybil, Query::GetPeers { info_hash: Some(key) })
+            (
+                Role::Sybil,
+                Query::GetPeers {
+                    info_hash: Some(key),
+                },
+            )
             | (Role::Sybil, Query::Get { target: Some(key) })
             | (Role::Sybil, Query::FindNode { target: Some(key) }) => {
                 // The Sybils closest to the key, i.e. each other.
@@ -797,7 +836,13 @@ impl<'p, const I: usize> Engine<'p, I> {
                 if k < near.len() {
                     near.select_nth_unstable_by(k, |a, b| tk.cmp(&a.0, &b.0));
                 }
-                krpc::encode_response_nodes_token(&mut buf, t, &me, near[..k].iter().copied(), token)
+                krpc::encode_response_nodes_token(
+                    &mut buf,
+                    t,
+                    &me,
+                    near[..k].iter().copied(),
+                    token,
+                )
             }
             (Role::Liar, Query::GetPeers { .. }) => {
                 let made_up: Vec<PeerAddr> = (0..16)
@@ -932,7 +977,14 @@ impl<'p, const I: usize> Engine<'p, I> {
         if let Some(at_ms) = next {
             if self.slots[i].timer_at != Some(at_ms) {
                 self.slots[i].timer_at = Some(at_ms);
-                self.push(at_ms * 1000, Ev::Timer { node: i, life, at_ms });
+                self.push(
+                    at_ms * 1000,
+                    Ev::Timer {
+                        node: i,
+                        life,
+                        at_ms,
+                    },
+                );
             }
         }
     }
@@ -960,29 +1012,10 @@ impl<'p, const I: usize> Engine<'p, I> {
                     self.lookup_done(rec, &peers);
                 }
             }
-            (Op::Announce { worker, first, start }, Done::Announce(_, result)) => {
-                if !matches!(result, Ok(n) if n > 0) {
-                    return;
-                }
-                if self.workers[worker].visible_since.is_none() {
+            (Op::Announce { worker }, Done::Announce(_, result)) => {
+                if matches!(result, Ok(n) if n > 0) && self.workers[worker].visible_since.is_none()
+                {
                     self.workers[worker].visible_since = Some(self.now);
-                }
-                if first && self.measuring && self.now < self.end {
-                    let v = self.visibility.len();
-                    self.visibility.push(Visibility {
-                        announce_us: self.now - start,
-                        remaining: self.sc.probes_per_announce,
-                        all_found: true,
-                        slowest_us: 0,
-                    });
-                    self.visible_count.1 += 1;
-                    let name = self.workers[worker].name;
-                    for _ in 0..self.sc.probes_per_announce {
-                        match self.random_up_honest(Some(self.workers[worker].node), Some(name)) {
-                            Some(from) => self.start_lookup(from, name, Some((v, worker))),
-                            None => self.visibility[v].remaining -= 1,
-                        }
-                    }
                 }
             }
             (Op::Put { value }, Done::Put(_, Ok(key))) => {
@@ -1004,18 +1037,11 @@ impl<'p, const I: usize> Engine<'p, I> {
 
     fn lookup_done(&mut self, rec: LookupRec, peers: &[PeerAddr]) {
         let took_ms = (self.now - rec.start) as f64 / 1000.0;
-        if let Some((v, worker)) = rec.probe {
+        if let Some((at, worker)) = rec.probe {
             let w = &self.workers[worker];
             let addr = PeerAddr::new(self.slots[w.node].addr.ip, w.port);
-            let vis = &mut self.visibility[v];
-            vis.all_found &= peers.contains(&addr);
-            vis.slowest_us = vis.slowest_us.max(self.now - rec.start);
-            vis.remaining -= 1;
-            if vis.remaining == 0 && vis.all_found {
-                self.visible_count.0 += 1;
-                self.visible
-                    .push((vis.announce_us + vis.slowest_us) as f64 / 1000.0);
-            }
+            self.visible_at[at].1 += 1;
+            self.visible_at[at].0 += u64::from(peers.contains(&addr));
             return;
         }
         if !rec.measured {
@@ -1095,8 +1121,7 @@ impl<'p, const I: usize> Engine<'p, I> {
             hops: Percentiles::of(&mut self.hops),
             rounds: Percentiles::of(&mut self.rounds),
             queries: Percentiles::of(&mut self.queries),
-            visible: Percentiles::of(&mut self.visible),
-            visible_count: self.visible_count,
+            visible_at: self.visible_at,
             gets: self.gets,
             bytes_per_node_s: div(self.bytes as f64, self.node_seconds),
             packets_per_node_s: div(self.packets as f64, self.node_seconds),

@@ -12,7 +12,10 @@ use grenache_sim::scenario::{Churn, Scenario, Variant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
-#[command(name = "grenache-sim", about = "The grenache-core DHT on a simulated network")]
+#[command(
+    name = "grenache-sim",
+    about = "The grenache-core DHT on a simulated network"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,6 +32,13 @@ enum Command {
         scenarios: Vec<String>,
         #[command(flatten)]
         flags: Flags,
+    },
+    /// Runs the scenario of ci/test.sh and asserts its thresholds (exit status 1 and the seed
+    /// on failure).
+    Check {
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Runs a sweep and plots it.
     Sweep {
@@ -243,9 +253,9 @@ fn main() {
             };
             let mut all = Vec::new();
             for name in &names {
-                let Some(mut sc) = Scenario::preset(name).or_else(|| {
-                    (name == "base").then(|| Scenario::base("base"))
-                }) else {
+                let Some(mut sc) = Scenario::preset(name)
+                    .or_else(|| (name == "base").then(|| Scenario::base("base")))
+                else {
                     eprintln!("unknown scenario {name}; see `grenache-sim list`");
                     std::process::exit(2);
                 };
@@ -267,6 +277,19 @@ fn main() {
             print_rows(&all);
         }
         Command::Sweep { kind, flags } => sweep(kind, &flags),
+        Command::Check { seed } => {
+            let r = run_one(&Scenario::ci(seed), true);
+            print_rows(std::slice::from_ref(&r));
+            let failed = grenache_sim::ci_failures(&r);
+            if !failed.is_empty() {
+                for f in &failed {
+                    eprintln!("FAILED: {f}");
+                }
+                eprintln!("seed {seed}: rerun with `grenache-sim check --seed {seed}`");
+                std::process::exit(1);
+            }
+            println!("all thresholds hold (seed {seed})");
+        }
     }
 }
 
@@ -278,7 +301,8 @@ fn sweep(kind: SweepKind, flags: &Flags) {
             for v in flags.variants() {
                 let mut points = Vec::new();
                 for minutes in [120.0, 60.0, 30.0, 15.0, 5.0] {
-                    let mut sc = Scenario::preset("churn").unwrap_or_else(|| Scenario::base("churn"));
+                    let mut sc =
+                        Scenario::preset("churn").unwrap_or_else(|| Scenario::base("churn"));
                     flags.apply(&mut sc);
                     sc.name = format!("churn-{minutes}min");
                     if let Some(c) = sc.churn.as_mut() {
@@ -288,7 +312,10 @@ fn sweep(kind: SweepKind, flags: &Flags) {
                     let r = run_one(&sc, flags.quiet);
                     eprintln!("{}", r.row());
                     // x: sessions ending per node per hour.
-                    points.push((60.0 / minutes * core::f64::consts::LN_2, 100.0 * r.success()));
+                    points.push((
+                        60.0 / minutes * core::f64::consts::LN_2,
+                        100.0 * r.success(),
+                    ));
                     all.push(r);
                 }
                 series.push(Series {

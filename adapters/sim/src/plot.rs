@@ -25,7 +25,10 @@ macro_rules! draw_lines {
         for (i, s) in $series.iter().enumerate() {
             let colour = COLOURS[i % COLOURS.len()];
             $chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), colour.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    s.points.iter().copied(),
+                    colour.stroke_width(2),
+                ))
                 .map_err(|e| e.to_string())?
                 .label(s.label.clone())
                 .legend(move |(x, y)| {
@@ -132,5 +135,12 @@ pub fn latency_cdf(path: &Path, title: &str, reports: &[Report]) -> Result<(), P
             }
         })
         .collect();
-    lines(path, title, "lookup latency (ms)", "share of lookups", &series, true)
+    lines(
+        path,
+        title,
+        "lookup latency (ms)",
+        "share of lookups",
+        &series,
+        true,
+    )
 }

@@ -2,6 +2,9 @@
 
 use core::fmt::Write as _;
 
+/// When the probe lookups of a worker's first announce start, ms after the announce started.
+pub const VISIBLE_AFTER_MS: [u64; 4] = [250, 500, 1_000, 2_000];
+
 /// Percentiles of a sample, in the sample's unit.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Percentiles {
@@ -64,11 +67,10 @@ pub struct Report {
     pub rounds: Percentiles,
     /// Queries sent per lookup.
     pub queries: Percentiles,
-    /// Announce-to-visible time, ms: the first announce of a worker until every probe lookup
-    /// from random nodes has returned it.
-    pub visible: Percentiles,
-    /// First announces whose probes all returned the worker, and all first announces.
-    pub visible_count: (u64, u64),
+    /// Announce to visible: for each delay of [`VISIBLE_AFTER_MS`] after a worker's first
+    /// announce started, the probe lookups from random nodes started then that returned the
+    /// worker, and all of them.
+    pub visible_at: [(u64, u64); VISIBLE_AFTER_MS.len()],
     /// BEP44 gets that returned the value put, and all gets.
     pub gets: (u64, u64),
     /// Bytes sent per honest node per second.
@@ -90,7 +92,8 @@ pub struct Report {
     pub datagrams: u64,
 }
 
-fn ratio(ok: u64, all: u64) -> f64 {
+/// `ok / all`, 0 when `all` is 0.
+pub fn ratio(ok: u64, all: u64) -> f64 {
     if all == 0 {
         return 0.0;
     }
@@ -106,7 +109,7 @@ impl Report {
     /// The header of [`Report::row`].
     pub fn header() -> String {
         "| scenario | rules | nodes | lookups | success | p50 ms | p90 ms | p99 ms | max ms | \
-         worker at round p50/p99 | rounds p50/p99 | queries p50/p99 | visible p50/p99 ms (all) | gets ok | B/node/s | \
+         worker at round p50/p99 | rounds p50/p99 | queries p50/p99 | visible after 0.25/0.5/1/2 s (%) | gets ok | B/node/s | \
          pkt/node/s | table live | wall s |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|---:|---:|---:|---:|"
             .to_owned()
@@ -118,7 +121,7 @@ impl Report {
         let _ = write!(
             s,
             "| {} | {} | {} | {} | {:.3} % | {:.1} | {:.1} | {:.1} | {:.0} | {:.0}/{:.0} | {:.0}/{:.0} \
-             | {:.0}/{:.0} | {:.0}/{:.0} ({:.1} %) | {:.1} % | {:.0} | {:.2} | {:.1} % | {:.0} |",
+             | {:.0}/{:.0} | {} | {:.1} % | {:.0} | {:.2} | {:.1} % | {:.0} |",
             self.scenario,
             self.variant,
             self.nodes,
@@ -134,9 +137,11 @@ impl Report {
             self.rounds.p99,
             self.queries.p50,
             self.queries.p99,
-            self.visible.p50,
-            self.visible.p99,
-            100.0 * ratio(self.visible_count.0, self.visible_count.1),
+            self.visible_at
+                .iter()
+                .map(|&(ok, all)| format!("{:.0}", 100.0 * ratio(ok, all)))
+                .collect::<Vec<_>>()
+                .join("/"),
             100.0 * ratio(self.gets.0, self.gets.1),
             self.bytes_per_node_s,
             self.packets_per_node_s,
@@ -174,7 +179,12 @@ impl Report {
         let _ = writeln!(
             s,
             "  {} {}: seed {}, {} datagrams, node state {} B, mean table {:.0} contacts",
-            self.scenario, self.variant, self.seed, self.datagrams, self.node_bytes, self.table_size
+            self.scenario,
+            self.variant,
+            self.seed,
+            self.datagrams,
+            self.node_bytes,
+            self.table_size
         );
         s
     }

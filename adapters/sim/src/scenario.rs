@@ -10,8 +10,8 @@ pub enum Variant {
     /// lookup.
     Ours,
     /// Node Grenache's rules as a configuration of the same core: stall timeout = query
-    /// timeout (every dead contact costs the full 2 s) and 16 queries in flight for the whole
-    /// node, shared by every traversal.
+    /// timeout, not adaptive (every dead contact costs the full 2 s), and 16 queries in
+    /// flight for the whole node, shared by every traversal.
     NodeLike,
 }
 
@@ -177,6 +177,24 @@ impl Scenario {
             _ => return None,
         }
         Some(s)
+    }
+
+    /// The scenario `ci/test.sh` runs (`grenache-sim check`): 1,000 nodes for 10 simulated
+    /// minutes on a data-centre network with crash churn (30-minute median sessions, half the
+    /// rejoins with a new id), 2 % loss, some duplication and reordering.
+    pub fn ci(seed: u64) -> Scenario {
+        let mut s = Scenario::base("ci");
+        s.seed = seed;
+        s.link.loss = 0.02;
+        s.link.duplicate = 0.005;
+        s.link.reorder = 0.01;
+        s.churn = Some(Churn {
+            median_session_s: 1800.0,
+            median_down_s: 60.0,
+            graceful: 0.2,
+            same_id: 0.5,
+        });
+        s
     }
 
     /// Names of the presets, in the order docs/SCALE.md shows them.
