@@ -1012,17 +1012,15 @@ impl<'p, const I: usize> Engine<'p, I> {
                     self.lookup_done(rec, &peers);
                 }
             }
-            (Op::Announce { worker }, Done::Announce(_, result)) => {
-                if matches!(result, Ok(n) if n > 0) && self.workers[worker].visible_since.is_none()
-                {
-                    self.workers[worker].visible_since = Some(self.now);
-                }
+            // The first acknowledged announce of this life makes the worker visible.
+            (Op::Announce { worker }, Done::Announce(_, Ok(n)))
+                if n > 0 && self.workers[worker].visible_since.is_none() =>
+            {
+                self.workers[worker].visible_since = Some(self.now);
             }
-            (Op::Put { value }, Done::Put(_, Ok(key))) => {
-                if self.measuring && self.now < self.end {
-                    for _ in 0..3 {
-                        self.push(self.now + 1_000_000, Ev::Get { key, value });
-                    }
+            (Op::Put { value }, Done::Put(_, Ok(key))) if self.measuring && self.now < self.end => {
+                for _ in 0..3 {
+                    self.push(self.now + 1_000_000, Ev::Get { key, value });
                 }
             }
             (Op::Get { value }, Done::Get(_, item)) => {

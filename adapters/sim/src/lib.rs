@@ -51,9 +51,11 @@ pub fn ci_failures(r: &Report) -> Vec<String> {
         r.success() >= 0.99,
         format!("lookup success >= 99 %, got {:.3} %", 100.0 * r.success()),
     );
+    // Below one fixed 250 ms stall: a dead contact must cost round trips, not a timeout
+    // (LookupConfig::adaptive_stall; with the fixed rule this run's p99 is about 750 ms).
     want(
-        r.latency.p99 <= 1_000.0,
-        format!("lookup p99 <= 1 s, got {:.0} ms", r.latency.p99),
+        r.latency.p99 <= 250.0,
+        format!("lookup p99 <= 250 ms, got {:.0} ms", r.latency.p99),
     );
     // Lookups started 1 s after a worker's first announce started.
     let (ok, all) = r.visible_at[2];
