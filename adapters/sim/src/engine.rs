@@ -511,10 +511,20 @@ impl<'p, const I: usize> Engine<'p, I> {
             self.config,
             now,
         ));
-        let boot: Vec<PeerAddr> = (0..BOOTSTRAP_NODES)
+        let mut boot: Vec<PeerAddr> = (0..BOOTSTRAP_NODES)
             .filter(|&b| b != i)
             .map(node_addr)
             .collect();
+        if self.sc.bootstrap_down && self.measuring {
+            // The bootstrap grapes are gone: a grape that (re)joins now is configured with
+            // three running ones instead, as an operator would.
+            boot.clear();
+            for _ in 0..BOOTSTRAP_NODES {
+                if let Some(j) = self.random_up_honest(Some(i), None) {
+                    boot.push(node_addr(j));
+                }
+            }
+        }
         for b in boot {
             node.add_bootstrap(b);
         }
@@ -651,6 +661,11 @@ impl<'p, const I: usize> Engine<'p, I> {
 
     fn warmup_end(&mut self) {
         self.measuring = true;
+        if self.sc.bootstrap_down {
+            for i in 0..BOOTSTRAP_NODES {
+                self.down(i, true);
+            }
+        }
         if self.sc.dead_share > 0.0 {
             let count = (self.sc.dead_share * self.slots.len() as f64).round() as usize;
             let mut pool: Vec<usize> = self

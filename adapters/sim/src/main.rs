@@ -117,6 +117,9 @@ struct Flags {
     /// Lookups per second in the whole network.
     #[arg(long)]
     lookups_per_s: Option<f64>,
+    /// The bootstrap grapes stop when measuring starts (the DHT alone must find workers).
+    #[arg(long)]
+    bootstrap_down: bool,
     /// Lookup rules to run.
     #[arg(long, value_enum, default_value_t = Rules::Both)]
     rules: Rules,
@@ -183,6 +186,9 @@ impl Flags {
         }
         if let Some(v) = self.lookups_per_s {
             s.lookups_per_s = v;
+        }
+        if self.bootstrap_down {
+            s.bootstrap_down = true;
         }
     }
 

@@ -73,6 +73,11 @@ pub struct Scenario {
     pub dead_share: f64,
     /// A partition, if any.
     pub partition: Option<Partition>,
+    /// Whether the bootstrap grapes stop for good at the end of the warm-up. Every lookup and
+    /// announce also goes to them (the pinned `--bn` grapes), so while they run they answer
+    /// every lookup themselves; without them the DHT alone must find the workers. Grapes
+    /// that (re)join after that bootstrap from three random running grapes.
+    pub bootstrap_down: bool,
     /// Share of nodes that answer pings and drop every other query.
     pub droppers: f64,
     /// Share of nodes with ids next to the first name that hide it: they answer every
@@ -117,6 +122,7 @@ impl Scenario {
             churn: None,
             dead_share: 0.0,
             partition: None,
+            bootstrap_down: false,
             droppers: 0.0,
             sybils: 0.0,
             liars: 0.0,
@@ -174,6 +180,17 @@ impl Scenario {
                 s.link.reorder = 0.05;
             }
             "lan" => s.link.latency = Latency::Lan,
+            // The DHT alone: the bootstrap grapes stop, with churn and loss.
+            "no-bootstrap" => {
+                s.bootstrap_down = true;
+                s.link.loss = 0.02;
+                s.churn = Some(Churn {
+                    median_session_s: 1800.0,
+                    median_down_s: 60.0,
+                    graceful: 0.0,
+                    same_id: 0.5,
+                });
+            }
             _ => return None,
         }
         Some(s)
@@ -198,7 +215,7 @@ impl Scenario {
     }
 
     /// Names of the presets, in the order docs/SCALE.md shows them.
-    pub const PRESETS: [&'static str; 10] = [
+    pub const PRESETS: [&'static str; 11] = [
         "loss",
         "churn",
         "wan-dead",
@@ -209,5 +226,6 @@ impl Scenario {
         "partition",
         "messy",
         "lan",
+        "no-bootstrap",
     ];
 }
