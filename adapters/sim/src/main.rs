@@ -416,6 +416,12 @@ fn sweep(kind: SweepKind, flags: &Flags) {
     };
     print_rows(&all);
     if let Some(dir) = &flags.plot_dir {
+        // A sweep without the bootstrap grapes gets its own file.
+        let file = if flags.bootstrap_down {
+            file.replace(".svg", "-no-bootstrap.svg")
+        } else {
+            file.to_owned()
+        };
         plot_or_warn(plot::lines(
             &dir.join(file),
             title,
