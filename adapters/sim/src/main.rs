@@ -393,7 +393,7 @@ fn sweep(kind: SweepKind, flags: &Flags) {
                     let r = run_one(&sc, flags.quiet);
                     eprintln!("{}", r.row());
                     q.push((n as f64, r.queries.p50));
-                    h.push((n as f64, r.hops.p50));
+                    h.push((n as f64, r.rounds.p50));
                     all.push(r);
                 }
                 series.push(Series {
@@ -401,7 +401,7 @@ fn sweep(kind: SweepKind, flags: &Flags) {
                     points: q,
                 });
                 series.push(Series {
-                    label: format!("round trips to the worker, median ({})", v.label()),
+                    label: format!("rounds per lookup, median ({})", v.label()),
                     points: h,
                 });
             }
