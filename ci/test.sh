@@ -69,6 +69,12 @@ step "systemd unit: contrib/systemd/grape.service verified, its sandbox rated, i
 # The grape binary the workspace tests just built is the one ExecStart is checked against.
 bash contrib/systemd/check.sh "$CARGO_TARGET_DIR/debug/grape"
 
+step "simulation: 1,000 grapes for 10 simulated minutes with churn and loss, thresholds asserted (grenache-sim check)"
+# docs/SCALE.md has the scenario and the thresholds; a failure prints its seed. SIM_SEED picks
+# another one.
+cargo run --release -p grenache-sim -- check --seed "${SIM_SEED:-1}" \
+    || fail "the simulated network missed a threshold (the seed is printed above)"
+
 step "tests: grenache-core with every feature combination that runs on the host"
 # Alone, so that the workspace's feature unification (grenache-tokio enables ed25519) does not
 # hide the paths without it.

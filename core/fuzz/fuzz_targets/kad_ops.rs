@@ -34,6 +34,8 @@ fuzz_target!(|data: &[u8]| {
         concurrency: usize::from(head % 4),
         query_timeout: Duration::from_millis(u64::from(head) * 10),
         stall_timeout: Duration::from_millis(u64::from(head.rotate_left(4)) * 10),
+        // Both stall rules: fixed, and shrinking to the measured round trips.
+        adaptive_stall: head & 0x40 != 0,
     };
     let mut table = RoutingTable::<32>::new(own);
     let seeds = rest.iter().take(4).map(|b| {

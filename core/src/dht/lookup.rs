@@ -38,8 +38,11 @@
 //!    bootstrap node is not given up after `stall_timeout`.
 //!
 //!    The price: a node slower than `stall_timeout` that is among the k closest may be
-//!    missed (its late answer is used only if the lookup is still running). Keep
-//!    `stall_timeout` above the network's round trip (250 ms by default, for LAN grapes).
+//!    missed (its late answer is used only if the lookup is still running). So the stall
+//!    timeout shrinks to the round trips the lookup measures ([`LookupConfig::adaptive_stall`],
+//!    TCP's RTO `srtt + 4·rttvar`, at least [`MIN_STALL_TIMEOUT`]), with
+//!    [`LookupConfig::stall_timeout`] (250 ms) as the starting value and the ceiling. A dead
+//!    contact then costs a few round trips in a data centre, not 250 ms.
 //! 3. Otherwise the closest `NotContacted` node of the window is queried if fewer than
 //!    `concurrency` queries are in flight; else the caller waits until the next deadline.
 //!
@@ -104,17 +107,32 @@ pub struct LookupConfig {
     /// A query not answered after this is failed (2 s, `sock:22`).
     pub query_timeout: Duration,
     /// A query not answered after this stops counting against `concurrency` and stops
-    /// holding the lookup (see the module docs).
+    /// holding the lookup (see the module docs). With `adaptive_stall`, this is the value
+    /// until the lookup has measured its first round trip.
     pub stall_timeout: Duration,
+    /// Whether the stall timeout shrinks to the round trips this lookup measures, with TCP's
+    /// retransmission timeout (RFC 6298: `srtt + 4·rttvar`), at least [`MIN_STALL_TIMEOUT`]
+    /// and at most `stall_timeout`. A fixed 250 ms makes a dead contact cost a hundred round
+    /// trips in a data centre: grenache-sim found lookups under churn there taking 250–750 ms
+    /// (docs/SCALE.md). `stall_timeout` stays the ceiling because on a WAN a longer stall was
+    /// slower and no cheaper: a stalled query is not lost, only no longer waited for.
+    pub adaptive_stall: bool,
 }
 
+/// The least stall timeout [`LookupConfig::adaptive_stall`] sets: a busy host's scheduling
+/// delay, well above a data centre's round trip, so that a live node answering a few
+/// milliseconds late is not stalled on every lookup.
+pub const MIN_STALL_TIMEOUT: Duration = Duration::from_millis(20);
+
 impl LookupConfig {
-    /// Node's values, plus a 250 ms stall timeout (a LAN round trip is well below it).
+    /// Node's values, plus a stall timeout that starts at 250 ms and then follows the
+    /// measured round trips.
     pub const DEFAULT: LookupConfig = LookupConfig {
         k: 20,
         concurrency: 16,
         query_timeout: Duration::from_secs(2),
         stall_timeout: Duration::from_millis(250),
+        adaptive_stall: true,
     };
 }
 
@@ -287,6 +305,9 @@ pub struct Lookup<const N: usize> {
     started: Instant,
     finished: bool,
     queries: usize,
+    /// Round-trip estimate of this lookup's answers (RFC 6298's SRTT and RTTVAR, ms); `None`
+    /// before the first answer.
+    rtt: Option<(u32, u32)>,
     /// Sorted by [`order`]; unique ids and unique addresses.
     candidates: heapless::Vec<Candidate, N>,
 }
@@ -309,6 +330,7 @@ impl<const N: usize> Lookup<N> {
             started: now,
             finished: false,
             queries: 0,
+            rtt: None,
             candidates: heapless::Vec::new(),
         };
         l.restart(target, seeds, now)?;
@@ -326,6 +348,7 @@ impl<const N: usize> Lookup<N> {
             started: now,
             finished: true,
             queries: 0,
+            rtt: None,
             candidates: heapless::Vec::new(),
         }
     }
@@ -341,6 +364,7 @@ impl<const N: usize> Lookup<N> {
     ) -> Result<(), LookupError> {
         self.candidates.clear();
         self.queries = 0;
+        self.rtt = None;
         self.started = now;
         self.target.clear();
         if self.target.extend_from_slice(target).is_err() {
@@ -476,9 +500,7 @@ impl<const N: usize> Lookup<N> {
         self.live()
             .iter()
             .filter_map(|c| match c.state {
-                CandidateState::Waiting(sent) => Some(
-                    sent.saturating_add(self.config.stall_timeout.min(self.config.query_timeout)),
-                ),
+                CandidateState::Waiting(sent) => Some(sent.saturating_add(self.stall_timeout())),
                 CandidateState::Stalled(sent) => {
                     Some(sent.saturating_add(self.config.query_timeout))
                 }
@@ -583,14 +605,19 @@ impl<const N: usize> Lookup<N> {
         let Some(c) = self.candidates.get_mut(i) else {
             return ResponseOutcome::Ignored;
         };
-        if !c.in_flight() {
-            return ResponseOutcome::Ignored;
-        }
+        let sent = match c.state {
+            CandidateState::Waiting(sent) | CandidateState::Stalled(sent) => sent,
+            _ => return ResponseOutcome::Ignored,
+        };
         if id == self.own || c.id.is_some_and(|known| known != id) {
             c.state = CandidateState::Failed;
             return ResponseOutcome::UnexpectedId;
         }
         let token = token.and_then(Token::new);
+        self.measure(now.saturating_duration_since(sent));
+        let Some(c) = self.candidates.get_mut(i) else {
+            return ResponseOutcome::Ignored;
+        };
         if c.id.is_some() {
             c.state = CandidateState::Succeeded;
             c.token = token;
@@ -627,6 +654,36 @@ impl<const N: usize> Lookup<N> {
         self.config.k.max(1)
     }
 
+    /// The stall timeout now: the configured one, or with
+    /// [`LookupConfig::adaptive_stall`] and a measured round trip, `srtt + 4·rttvar` within
+    /// [`MIN_STALL_TIMEOUT`]..=`stall_timeout` (and never above `query_timeout`).
+    pub fn stall_timeout(&self) -> Duration {
+        let ceiling = self.config.stall_timeout.min(self.config.query_timeout);
+        match (self.config.adaptive_stall, self.rtt) {
+            (true, Some((srtt, rttvar))) => {
+                let rto = Duration::from_millis(u64::from(srtt) + 4 * u64::from(rttvar));
+                rto.max(MIN_STALL_TIMEOUT).min(ceiling)
+            }
+            _ => ceiling,
+        }
+    }
+
+    /// Feeds one round trip into the estimate (RFC 6298 §2: gains 1/8 and 1/4).
+    fn measure(&mut self, rtt: Duration) {
+        let r = u32::try_from(rtt.as_millis()).unwrap_or(u32::MAX);
+        self.rtt = Some(match self.rtt {
+            None => (r, r / 2),
+            Some((srtt, rttvar)) => {
+                let rttvar = (3 * u64::from(rttvar) + u64::from(srtt.abs_diff(r))) / 4;
+                let srtt = (7 * u64::from(srtt) + u64::from(r)) / 8;
+                (
+                    u32::try_from(srtt).unwrap_or(u32::MAX),
+                    u32::try_from(rttvar).unwrap_or(u32::MAX),
+                )
+            }
+        });
+    }
+
     fn live(&self) -> &[Candidate] {
         &self.candidates
     }
@@ -637,11 +694,8 @@ impl<const N: usize> Lookup<N> {
 
     /// Applies the stall and hard timeouts at `now` (both inclusive).
     fn expire(&mut self, now: Instant) {
-        let LookupConfig {
-            query_timeout,
-            stall_timeout,
-            ..
-        } = self.config;
+        let query_timeout = self.config.query_timeout;
+        let stall_timeout = self.stall_timeout();
         for c in self.live_mut() {
             c.state = match c.state {
                 CandidateState::Waiting(sent) | CandidateState::Stalled(sent)
@@ -1014,8 +1068,13 @@ mod tests {
             net.nodes[n].alive = false;
         }
         let seeds = seeds_from(&net, 42, &target);
-        let mut l =
-            Lookup::<64>::new(OWN, &target, seeds.clone(), LookupConfig::DEFAULT, t(0)).unwrap();
+        // A fixed stall timeout: the rule this test is about (the adaptive one is tested by
+        // `the_stall_timeout_follows_the_measured_round_trips`).
+        let fixed = LookupConfig {
+            adaptive_stall: false,
+            ..LookupConfig::DEFAULT
+        };
+        let mut l = Lookup::<64>::new(OWN, &target, seeds.clone(), fixed, t(0)).unwrap();
         let run = drive(&net, &mut l);
         assert_eq!(responded_ids(&l), net.truth(&target, 20));
         assert!(
@@ -1028,6 +1087,7 @@ mod tests {
         // The same lookup without the stall rule (Node's behaviour) waits out the 2 s.
         let node_like = LookupConfig {
             stall_timeout: Duration::from_secs(2),
+            adaptive_stall: false,
             ..LookupConfig::DEFAULT
         };
         let mut l = Lookup::<64>::new(OWN, &target, seeds, node_like, t(0)).unwrap();
@@ -1038,6 +1098,75 @@ mod tests {
             "finished at {} ms",
             run.finished_at
         );
+    }
+
+    /// Sets every node's round trip to `rtt` ms.
+    fn with_rtt(mut net: Net, rtt: u64) -> Net {
+        for n in &mut net.nodes {
+            n.rtt = rtt;
+        }
+        net
+    }
+
+    #[test]
+    fn the_stall_timeout_follows_the_measured_round_trips() {
+        let target = *b"rest:util:net";
+        // A data centre (2 ms round trips) with 3 of the 20 closest nodes dead: a dead contact
+        // costs a few round trips, not a fixed 250 ms (grenache-sim found lookups under churn
+        // in a data centre taking 250-750 ms, one stall per round).
+        let mut net = with_rtt(Net::new(3, 200), 2);
+        net.answer = 128;
+        for i in [0, 7, 19] {
+            let n = net.rank(&target, i);
+            net.nodes[n].alive = false;
+        }
+        let seeds = seeds_from(&net, 42, &target);
+        let mut l = Lookup::<64>::new(OWN, &target, seeds, LookupConfig::DEFAULT, t(0)).unwrap();
+        let run = drive(&net, &mut l);
+        assert_eq!(responded_ids(&l), net.truth(&target, 20));
+        assert!(
+            run.finished_at < 2 * MIN_STALL_TIMEOUT.as_millis() as u64 + 20,
+            "finished at {} ms",
+            run.finished_at
+        );
+        assert_eq!(l.stall_timeout(), MIN_STALL_TIMEOUT);
+
+        // Slower round trips than the ceiling: the configured stall timeout holds.
+        let mut net = with_rtt(Net::new(5, 200), 400);
+        net.answer = 128;
+        let seeds = seeds_from(&net, 7, &target);
+        let mut l = Lookup::<64>::new(OWN, &target, seeds, LookupConfig::DEFAULT, t(0)).unwrap();
+        let _ = drive(&net, &mut l);
+        assert_eq!(l.stall_timeout(), LookupConfig::DEFAULT.stall_timeout);
+    }
+
+    #[test]
+    fn the_round_trip_estimate_is_rfc_6298s() {
+        let mut l = Lookup::<8>::idle(OWN, LookupConfig::DEFAULT, t(0));
+        assert_eq!(l.stall_timeout(), Duration::from_millis(250));
+        l.measure(Duration::from_millis(20));
+        // srtt 20, rttvar 10: 60.
+        assert_eq!(l.stall_timeout(), Duration::from_millis(60));
+        l.measure(Duration::from_millis(20));
+        // rttvar (3·10 + 0) / 4 = 7, srtt 20: 48.
+        assert_eq!(l.stall_timeout(), Duration::from_millis(48));
+        l.measure(Duration::from_millis(60));
+        // rttvar (3·7 + 40) / 4 = 15, srtt (7·20 + 60) / 8 = 25: 85.
+        assert_eq!(l.stall_timeout(), Duration::from_millis(85));
+        for _ in 0..20 {
+            l.measure(Duration::from_millis(1));
+        }
+        assert_eq!(l.stall_timeout(), MIN_STALL_TIMEOUT);
+        // The configured stall timeout is the ceiling.
+        l.measure(Duration::from_secs(60));
+        assert_eq!(l.stall_timeout(), Duration::from_millis(250));
+        let fixed = LookupConfig {
+            adaptive_stall: false,
+            ..LookupConfig::DEFAULT
+        };
+        let mut l = Lookup::<8>::idle(OWN, fixed, t(0));
+        l.measure(Duration::from_millis(1));
+        assert_eq!(l.stall_timeout(), Duration::from_millis(250));
     }
 
     #[test]
