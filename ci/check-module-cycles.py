@@ -29,7 +29,7 @@ import os
 import re
 import sys
 
-CRATES = ["core", "adapters/tokio", "adapters/embassy", "host"]
+CRATES = ["core", "adapters/tokio", "adapters/embassy", "adapters/sim", "host"]
 
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 
