@@ -20,6 +20,8 @@
 #   DURATION=5s ROUNDS=5 CONNECTIONS="16 64" NAMES=1000 ci/bench-grape.sh
 #   TARGETS="nginx rust" ci/bench-grape.sh   only these servers (of nginx fixed rust rust0 node)
 #   GRAPE_THREADS="0 1" ci/bench-grape.sh    also Rust grapes started with --threads 0 and 1
+#   EXTRA_GRAPES="base=/path/to/grape" ci/bench-grape.sh   also another build of the grape,
+#                                           a row labelled base (label=path, space-separated)
 #   PIN=1 CONNECTIONS=8 ci/bench-grape.sh   measured servers on CPU 1 with one runtime thread,
 #                                           wrk (-t1) and the peer grapes on CPU 0 (needs
 #                                           taskset and 2 CPUs): the tail latency without the
@@ -42,6 +44,7 @@ CONNECTIONS="${CONNECTIONS:-4 16 64}"
 THREADS="${THREADS:-1}"
 TARGETS="${TARGETS:-nginx fixed rust rust0 node}"
 GRAPE_THREADS="${GRAPE_THREADS:-}"
+EXTRA_GRAPES="${EXTRA_GRAPES:-}"
 NAMES="${NAMES:-10000}"
 ROUNDS="${ROUNDS:-3}"
 BASE_PORT="${BASE_PORT:-47000}"
@@ -131,6 +134,16 @@ off=30
 for n in $GRAPE_THREADS; do
     start_pair "rust_t$n" "$RUST_GRAPE" "$off" --threads "$n"
     TARGETS="$TARGETS rust_t$n"
+    off=$((off + 2))
+done
+# Other builds of the grape, each a row of its own in the same alternating run (e.g. a build
+# without a feature, to measure what the feature costs).
+for extra in $EXTRA_GRAPES; do
+    label=${extra%%=*}
+    [[ "$label" =~ ^[a-z][a-z0-9_]*$ ]] || fail "EXTRA_GRAPES: '$label' is not a label (a-z, 0-9, _)"
+    [ -x "${extra#*=}" ] || fail "EXTRA_GRAPES: ${extra#*=} is not an executable"
+    start_pair "$label" "${extra#*=}" "$off"
+    TARGETS="$TARGETS $label"
     off=$((off + 2))
 done
 case " $TARGETS " in *" fixed "*)
