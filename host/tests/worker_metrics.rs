@@ -248,7 +248,8 @@ fn the_client_and_the_worker_spans_carry_the_same_rid() {
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_writer(move || writer.clone())
         .finish();
-    // One thread: the worker's and the client's tasks all run where the subscriber is set.
+    // The subscriber is this thread's only: the worker's serving loops, on threads of their own,
+    // log through it because they take their starter's (adapters/tokio/src/loops.rs).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -73,9 +73,13 @@ impl Loops {
             let handle = runtime.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();
             let (ended_tx, ended) = oneshot::channel::<()>();
+            // The loops log where their starter logs: a subscriber set for the starting
+            // thread only (`tracing::subscriber::with_default`, as tests do) covers them too.
+            let dispatch = tracing::dispatcher::get_default(|d| d.clone());
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
+                    let _dispatch = tracing::dispatcher::set_default(&dispatch);
                     // Resolves on `stop` and when the `Loops` is dropped without it.
                     runtime.block_on(async move {
                         let _ = stopped.await;
