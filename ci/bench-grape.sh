@@ -239,6 +239,7 @@ label() {
         rust0) echo "Rust grape, --lookup_reuse 0" ;;
         rust_t*) echo "Rust grape, --threads ${1#rust_t}" ;;
         node) echo "Node grape 1.0.0 ($(node --version))" ;;
+        *) echo "Rust grape, $1 (EXTRA_GRAPES)" ;;
     esac
 }
 summary=$(mktemp -p "$work")
