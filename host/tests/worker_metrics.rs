@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use grenache_tokio::grape::{BootstrapNode, Grape, GrapeConfig};
-use grenache_tokio::rpc::metrics::{RpcMetrics, OTHER_SERVICE};
+use grenache_tokio::rpc::metrics::{RpcMetrics, METRICS_MAX_CONNECTIONS, OTHER_SERVICE};
 use grenache_tokio::rpc::{ws, RpcClient};
 use grenache_tokio::{Link, LinkConfig, Request, RpcError};
 use prometheus_parse::{Scrape, Value};
@@ -222,6 +222,60 @@ async fn the_listener_answers_only_get_metrics() {
             "{request}: {response}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_listener_serves_a_bounded_number_of_connections() {
+    let metrics = RpcMetrics::new();
+    let listener = metrics
+        .serve(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+        .await
+        .unwrap();
+    let port = listener.local_addr().port();
+    // Another host fills every slot with connections that send nothing.
+    let idle: Vec<_> = idle_connections(METRICS_MAX_CONNECTIONS, port).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(("127.0.0.2", port))
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(TIMEOUT, extra.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a connection over the cap is closed at once: {read:?}"
+    );
+    // Their slots come back when they go.
+    drop(idle);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let mut stream = tokio::net::TcpStream::connect(listener.local_addr())
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response).await;
+        if response.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slots never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `n` connections to `port` from 127.0.0.2, kept open.
+async fn idle_connections(n: usize, port: u16) -> Vec<tokio::net::TcpStream> {
+    let mut streams = Vec::with_capacity(n);
+    for _ in 0..n {
+        streams.push(
+            tokio::net::TcpStream::connect(("127.0.0.2", port))
+                .await
+                .unwrap(),
+        );
+    }
+    streams
 }
 
 /// A `Write` into a shared buffer, for a subscriber whose output the test reads.

@@ -62,6 +62,9 @@ pub const OTHER_SERVICE: &str = "_other";
 
 /// How long the `/metrics` listener waits for a request's head.
 const METRICS_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections the `/metrics` listener serves at once; more are closed at once. A scraper needs
+/// one: the cap keeps a host that opens connections and leaves them idle from growing memory.
+pub const METRICS_MAX_CONNECTIONS: usize = 16;
 
 /// Upper bounds of the latency histograms' buckets, in seconds: from half a millisecond (a
 /// loopback round trip) to 10 s (the default request timeout), roughly ×2.5 per step.
@@ -285,6 +288,7 @@ impl RpcMetrics {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let metrics = self.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_MAX_CONNECTIONS));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -292,8 +296,14 @@ impl RpcMetrics {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    // Full: closing the newcomer keeps the scrapers already connected.
+                    drop(stream);
+                    continue;
+                };
                 let metrics = metrics.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let service = service_fn(move |request: hyper::Request<_>| {
                         let response = metrics.respond(request.method(), request.uri().path());
                         async move { Ok::<_, std::convert::Infallible>(response) }
