@@ -8,6 +8,9 @@
 //! bench_rpc bare-server <ws|http> <port>                      echo without Grenache framing
 //! bench_rpc bare-client <ws|http> <ip:port> <count>           client of bare-server
 //! ```
+//!
+//! `WORKER_THREADS=N` sets the worker's serving loops (`ServerConfig::threads`; its default
+//! otherwise).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use grenache_tokio::rpc::{http, ws};
+use grenache_tokio::rpc::{http, ws, ServerConfig};
 use grenache_tokio::{Link, LinkConfig, Request, RpcError};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
@@ -121,17 +124,27 @@ async fn main() {
 
 async fn worker(transport: &str, grape: &str, name: &str) {
     let link = Link::new(LinkConfig::new(grape)).unwrap();
+    let mut config = ServerConfig::default();
+    if let Ok(threads) = std::env::var("WORKER_THREADS") {
+        config.threads = threads.parse().expect("WORKER_THREADS: a number");
+    }
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     // Keep the server alive until killed.
     let _server: Box<dyn std::any::Any> = match transport {
         "ws" => {
-            let server = ws::PeerRpcServer::builder(link).handler(echo).build();
+            let server = ws::PeerRpcServer::builder(link)
+                .handler(echo)
+                .config(config)
+                .build();
             server.listen_on(addr).await.unwrap();
             server.start_announcing(name);
             Box::new(server)
         }
         "http" => {
-            let server = http::PeerRpcServer::builder(link).handler(echo).build();
+            let server = http::PeerRpcServer::builder(link)
+                .handler(echo)
+                .config(config)
+                .build();
             server.listen_on(addr).await.unwrap();
             server.start_announcing(name);
             Box::new(server)

@@ -25,10 +25,20 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-/// The default number of serving loops: one per core the process may run on (as nginx's
-/// `worker_processes auto`), 1 if that cannot be read.
+/// The default number of serving loops: one per core the process may run on but one, and at
+/// least one (1 when the core count cannot be read).
+///
+/// Not one per core as nginx's `worker_processes auto`: a grape or a worker is never alone on
+/// its machine. Its DHT thread, its clients, a second grape or the Node processes next to it
+/// run too, and a loop that shares a core with them is preempted in the middle of its
+/// connections, which then wait a time slice. On 2 cores with the load generator on the same
+/// machine, one loop served `/lookup` 1.3× faster than two, with a lower tail
+/// (docs/BENCHMARKS.md, "Serving loops"); on many cores the one left out costs little.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+    std::thread::available_parallelism()
+        .map_or(1, NonZeroUsize::get)
+        .saturating_sub(1)
+        .max(1)
 }
 
 /// One serving loop: where to spawn onto it, how many connections it serves, and (for a loop

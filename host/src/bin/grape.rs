@@ -9,7 +9,7 @@
 //! exit code 1), start the DHT, serve the API until SIGINT/SIGTERM.
 //!
 //! Threads: the main one accepts API connections and hands them to `--threads` event loops
-//! (one per core by default), each a current-thread runtime on its own thread; the DHT node
+//! (one per core but one by default, at least one), each a current-thread runtime on its own thread; the DHT node
 //! runs on a thread of its own (`grenache_tokio::loops`).
 
 use std::process::ExitCode;
@@ -106,7 +106,8 @@ struct Cli {
     api_allow: Option<String>,
 
     /// Extension: event loops serving the HTTP API, each on its own thread, none stealing work
-    /// from another (0 = serve on the accepting thread). Default: one per core
+    /// from another (0 = serve on the accepting thread). Default: one per core but one, at
+    /// least one
     #[arg(long = "threads", value_name = "N", default_value_t = default_threads(),
           value_parser = clap::value_parser!(u16).range(..=MAX_THREADS as i64))]
     threads: u16,

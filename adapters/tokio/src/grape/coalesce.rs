@@ -53,13 +53,13 @@ type Answer = Arc<LookupAnswer>;
 pub(crate) struct LookupAnswer {
     /// The peers, in the DHT's order.
     pub(crate) peers: Vec<SocketAddrV4>,
-    /// `render_peers(peers)`: the JSON body of the answer.
-    pub(crate) json: String,
+    /// `render_peers(peers)`: the JSON body of the answer, shared by every request it answers.
+    pub(crate) json: bytes::Bytes,
 }
 
 impl LookupAnswer {
     fn new(peers: Vec<SocketAddrV4>) -> Answer {
-        let json = render_peers(&peers);
+        let json = render_peers(&peers).into();
         Arc::new(LookupAnswer { peers, json })
     }
 }

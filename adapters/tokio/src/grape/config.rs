@@ -100,7 +100,7 @@ pub struct ApiConfig {
     /// Event loops serving the connections (`grape --threads`): current-thread runtimes on
     /// threads of their own, none stealing work from another (`crate::loops`); the caps above
     /// hold across them. 0 serves on the runtime that runs [`super::serve_api`]. Default:
-    /// one per core ([`crate::loops::default_threads`]).
+    /// one per core but one, at least one ([`crate::loops::default_threads`]).
     pub threads: usize,
 }
 

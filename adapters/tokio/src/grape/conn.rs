@@ -29,7 +29,7 @@ use grenache_core::wire::http::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tracing::trace;
 
 use super::config::ApiConfig;
@@ -54,10 +54,12 @@ struct RequestHead {
     /// `HEAD`: the answer's head only (its `Content-Length` still that of the body), as
     /// Node's http server does.
     head_only: bool,
-    /// `GET` or `HEAD`: may reach an operator endpoint (`grape::status`).
-    get_or_head: bool,
-    /// The raw request-target, query included (the grape routes on it verbatim).
-    target: String,
+    /// The operator endpoint a `GET` or `HEAD` reaches (`grape::status`), if any.
+    page: Option<status::Page>,
+    /// The handler the raw request-target (query included: the grape routes on it verbatim)
+    /// reaches, if any. Worked out while the head borrows the read buffer, so that the target
+    /// is never copied.
+    endpoint: Option<Endpoint>,
     keep_alive: bool,
     expect_continue: bool,
     body: BodyKind,
@@ -82,13 +84,28 @@ pub(super) async fn serve_connection<D: GrapeDht>(
     slot: &Slot,
 ) -> io::Result<()> {
     let config = &shared.config;
-    let mut closing = shared.closing.clone();
+    let closing = shared.closing.clone();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut body: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::with_capacity(512);
+    // Made once per connection rather than per request: arming and clearing a timer and
+    // registering with a `Notify` and a `watch` for every request cost more than parsing it.
+    // The timer is lazy: each request only moves `deadline`; when the timer fires before it,
+    // it is set again to the deadline of that moment, so it fires at most once per head
+    // timeout however many requests come.
+    let mut deadline = Instant::now() + config.header_timeout;
+    let idle_timer = sleep_until(deadline);
+    tokio::pin!(idle_timer);
+    let mut shutdown = shared.closing.clone();
+    let shutdown = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(shutdown);
+    let displaced = slot.displaced();
+    tokio::pin!(displaced);
     loop {
         // The head, within the head timeout. An idle connection closes when shutdown starts,
         // and when it is displaced to make room for a lighter client (`grape::fair`).
-        let deadline = Instant::now() + config.header_timeout;
         slot.set_idle(true);
         let head = loop {
             match parse_head(&buf) {
@@ -106,14 +123,20 @@ pub(super) async fn serve_connection<D: GrapeDht>(
             }
             tokio::select! {
                 biased;
-                read = timeout_at(deadline, read_more(&mut stream, &mut buf)) => match read {
-                    // A slow or silent client: closed without an answer, as Node does.
-                    Err(_) | Ok(Ok(0)) => return Ok(()),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(err)) => return Err(err),
+                read = read_more(&mut stream, &mut buf) => match read {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(err) => return Err(err),
                 },
-                _ = closing.wait_for(|stop| *stop), if idle => return Ok(()),
-                () = slot.displaced() => return Ok(()),
+                () = &mut idle_timer => {
+                    // A slow or silent client: closed without an answer, as Node does.
+                    if Instant::now() >= deadline {
+                        return Ok(());
+                    }
+                    idle_timer.as_mut().reset(deadline);
+                }
+                () = &mut shutdown, if idle => return Ok(()),
+                () = &mut displaced => return Ok(()),
             }
         };
         slot.set_idle(false);
@@ -122,23 +145,24 @@ pub(super) async fn serve_connection<D: GrapeDht>(
             return Ok(());
         }
 
-        let body = match read_body(&mut stream, &mut buf, &head, shared).await? {
-            Ok(body) => body,
+        body.clear();
+        match read_body(&mut stream, &mut buf, &mut body, &head, shared).await? {
+            Ok(()) => {}
             Err(Abort::Close) => return Ok(()),
             Err(Abort::Answer(reply)) => {
                 return send_final(&mut stream, &mut out, &reply, config).await;
             }
-        };
+        }
 
         // The operator endpoints: `GET` of their exact paths only (a Node client always POSTs).
-        let plan = match status::page_for(head.get_or_head, &head.target) {
+        let plan = match head.page {
             Some(page) => Plan::Reply(status::serve(shared, page).await),
             None => {
-                let plan = handlers::handle(&head.target, &body);
+                let plan = handlers::handle(head.endpoint, &body);
                 if let Plan::Reply(_) = &plan {
                     shared
                         .stats
-                        .request(route_of(&head.target), Outcome::Invalid);
+                        .request(route_of(head.endpoint), Outcome::Invalid);
                 }
                 plan
             }
@@ -160,7 +184,12 @@ pub(super) async fn serve_connection<D: GrapeDht>(
                 },
             }
         };
-        trace!("grape api: {} -> {}", head.target, reply.status);
+        trace!(
+            "grape api: {:?} {:?} -> {}",
+            head.page,
+            head.endpoint,
+            reply.status
+        );
         let keep_alive = head.keep_alive && !*closing.borrow();
         encode_reply(
             &mut out,
@@ -175,13 +204,15 @@ pub(super) async fn serve_connection<D: GrapeDht>(
             let _ = stream.shutdown().await;
             return Ok(());
         }
+        // The next head is due within the head timeout of this answer.
+        deadline = Instant::now() + config.header_timeout;
     }
 }
 
 /// The route a request is counted under: its endpoint, or [`Route::Other`] for a path no
 /// handler serves.
-fn route_of(target: &str) -> Route {
-    match handlers::endpoint_for(target) {
+fn route_of(endpoint: Option<Endpoint>) -> Route {
+    match endpoint {
         Some(Endpoint::Lookup) => Route::Lookup,
         Some(Endpoint::Announce) => Route::Announce,
         Some(Endpoint::Unannounce) => Route::Unannounce,
@@ -198,8 +229,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
         Status::Complete((head, len)) => Ok(Some(RequestHead {
             connect: head.method == "CONNECT",
             head_only: head.method == "HEAD",
-            get_or_head: head.method == "GET" || head.method == "HEAD",
-            target: head.path.to_owned(),
+            page: status::page_for(head.method == "GET" || head.method == "HEAD", head.path),
+            endpoint: handlers::endpoint_for(head.path),
             keep_alive: head.keep_alive,
             expect_continue: head.expect_continue,
             body: head.body,
@@ -208,14 +239,16 @@ fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
     }
 }
 
-/// Reads the body of `head` from `buf` and the socket, leaving any pipelined bytes after it in
-/// `buf`. The outer `Err` is a socket error; the inner one says how the request ends.
+/// Reads the body of `head` from `buf` and the socket into `body`, leaving any pipelined bytes
+/// after it in `buf`. The outer `Err` is a socket error; the inner one says how the request
+/// ends.
 async fn read_body<D: GrapeDht>(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
+    body: &mut Vec<u8>,
     head: &RequestHead,
     shared: &Shared<D>,
-) -> io::Result<Result<Vec<u8>, Abort>> {
+) -> io::Result<Result<(), Abort>> {
     let config = &shared.config;
     let limit = u64::try_from(config.max_payload).unwrap_or(u64::MAX);
     let mut decoder = match BodyDecoder::new(head.body, limit) {
@@ -229,7 +262,6 @@ async fn read_body<D: GrapeDht>(
     let deadline = start + config.body_timeout;
     // Bytes of the body (framing included) received so far, for the minimum rate.
     let mut received = buf.len();
-    let mut body = Vec::new();
     loop {
         if !buf.is_empty() || decoder.is_done() {
             let step = match decoder.decode(buf) {
@@ -239,7 +271,7 @@ async fn read_body<D: GrapeDht>(
             body.extend_from_slice(step.data_in(buf));
             buf.drain(..step.consumed);
             if step.done {
-                return Ok(Ok(body));
+                return Ok(Ok(()));
             }
             if !buf.is_empty() {
                 continue;
@@ -274,7 +306,16 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usiz
 /// Writes `bytes`, giving up after the body timeout (a client that never reads must not hold
 /// its connection slot forever).
 async fn write_answer(stream: &mut TcpStream, bytes: &[u8], config: &ApiConfig) -> io::Result<()> {
-    match timeout(config.body_timeout, stream.write_all(bytes)).await {
+    // An answer usually fits the socket's send buffer at once: then no timer is armed.
+    let written = match stream.try_write(bytes) {
+        Ok(n) => n,
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(err) => return Err(err),
+    };
+    let Some(rest) = bytes.get(written..).filter(|rest| !rest.is_empty()) else {
+        return Ok(());
+    };
+    match timeout(config.body_timeout, stream.write_all(rest)).await {
         Ok(result) => result,
         Err(_elapsed) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -299,7 +340,31 @@ async fn send_final(
 /// The answer with exactly Node's headers (docs/protocol.md §3.1), in Node's order: `Date`,
 /// `Connection`, `Keep-Alive` (only when the connection stays open: `keep_alive` is the idle
 /// timeout then), `Content-Length`; no `Content-Type`.
+///
+/// The most frequent answer, a `200` on a connection that stays open, takes its head up to the
+/// length from a per-second cache ([`with_ok_head`]) rather than writing every field again.
 fn encode_reply(out: &mut Vec<u8>, reply: &Reply, keep_alive: Option<std::time::Duration>) {
+    if let (200, None, Some(idle)) = (reply.status, reply.content_type, keep_alive) {
+        let cached = with_ok_head(idle, |prefix| {
+            out.clear();
+            out.extend_from_slice(prefix);
+            !prefix.is_empty()
+        });
+        if cached {
+            let mut digits = [0u8; 32];
+            let len = write_decimal(&mut digits, b"", reply.body.len() as u64);
+            out.extend_from_slice(digits.get(..len).unwrap_or(&[]));
+            out.extend_from_slice(b"\r\n\r\n");
+            out.extend_from_slice(&reply.body);
+            return;
+        }
+    }
+    encode_reply_head(out, reply, keep_alive);
+    out.extend_from_slice(&reply.body);
+}
+
+/// The head of [`encode_reply`], written field by field into `out` (cleared first).
+fn encode_reply_head(out: &mut Vec<u8>, reply: &Reply, keep_alive: Option<std::time::Duration>) {
     let mut timeout_text = [0u8; 32];
     let keep_alive_value = keep_alive.map(|idle| {
         let len = write_decimal(&mut timeout_text, b"timeout=", idle.as_secs());
@@ -347,7 +412,6 @@ fn encode_reply(out: &mut Vec<u8>, reply: &Reply, keep_alive: Option<std::time::
             Err(_) => out.extend_from_slice(b"HTTP/1.1 500 Internal Server Error\r\n"),
         }
     });
-    out.extend_from_slice(&reply.body);
 }
 
 /// Writes `prefix` and `value` in decimal into `out`; returns the length.
@@ -375,6 +439,35 @@ thread_local! {
     /// The `Date` value of the current second, per runtime thread: formatting it for every
     /// answer cost more than the rest of the head.
     static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    /// The head of a `200` keep-alive answer up to the value of its `Content-Length`, for the
+    /// second and the idle timeout it was written for: (second, idle, head).
+    static OK_HEAD: RefCell<(u64, std::time::Duration, Vec<u8>)> =
+        const { RefCell::new((u64::MAX, std::time::Duration::ZERO, Vec::new())) };
+}
+
+/// Calls `f` with the head of a `200` answer on a connection kept open for `idle`, up to the
+/// value of `Content-Length` (empty if it could not be made). Made by [`encode_reply_head`]
+/// itself, once per second, so that both ways give the same bytes.
+fn with_ok_head<T>(idle: std::time::Duration, f: impl FnOnce(&[u8]) -> T) -> T {
+    let second = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    OK_HEAD.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != second || cached.1 != idle {
+            let mut head = Vec::with_capacity(160);
+            let empty = Reply {
+                status: 200,
+                body: bytes::Bytes::new(),
+                content_type: None,
+            };
+            encode_reply_head(&mut head, &empty, Some(idle));
+            let prefix_len = head.strip_suffix(b"0\r\n\r\n").map_or(0, <[u8]>::len);
+            head.truncate(prefix_len);
+            *cached = (second, idle, head);
+        }
+        f(&cached.2)
+    })
 }
 
 /// Calls `f` with the `Date` header value of this second.
@@ -464,6 +557,30 @@ mod tests {
         );
         assert!(date.ends_with(" GMT"), "{date}");
 
+        // The cached head of a 200 keep-alive answer and the one written field by field agree.
+        for body in ["", "[]", &"x".repeat(12_345)] {
+            let reply = Reply::raw(200, body);
+            let mut fields = Vec::new();
+            encode_reply_head(&mut fields, &reply, Some(Duration::from_secs(5)));
+            fields.extend_from_slice(body.as_bytes());
+            encode_reply(&mut out, &reply, Some(Duration::from_secs(5)));
+            // Unless the second turned between the two.
+            if out != fields {
+                encode_reply_head(&mut fields, &reply, Some(Duration::from_secs(5)));
+                fields.extend_from_slice(body.as_bytes());
+            }
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&fields)
+            );
+        }
+        encode_reply(
+            &mut out,
+            &Reply::raw(200, "[]"),
+            Some(Duration::from_secs(7)),
+        );
+        assert!(String::from_utf8_lossy(&out).contains("\r\nKeep-Alive: timeout=7\r\n"));
+
         encode_reply(&mut out, &Reply::raw(413, "ERR_GRAPE_PAYLOAD_SIZE"), None);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 413 Payload Too Large\r\nDate: "));
@@ -480,7 +597,8 @@ mod tests {
         let head = parse_head(b"POST /lookup?x=1 HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}")
             .unwrap()
             .unwrap();
-        assert_eq!(head.target, "/lookup?x=1");
+        assert_eq!(head.endpoint, None, "a query string reaches no handler");
+        assert_eq!(head.page, None);
         assert!(!head.keep_alive && !head.connect && !head.head_only);
         assert_eq!(head.body, BodyKind::Length(2));
         assert_eq!(head.len, 48);

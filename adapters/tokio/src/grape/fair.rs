@@ -18,7 +18,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
+use futures_util::task::AtomicWaker;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 /// One open connection, as the displacement rule sees it.
 pub(super) struct Slot {
@@ -26,9 +27,12 @@ pub(super) struct Slot {
     key: IpAddr,
     /// Waiting for a request head (nothing being served): may be displaced.
     idle: AtomicBool,
-    /// Asks the connection to close (a stored notification if it is busy: it closes when it
-    /// next waits for a head).
-    evict: Notify,
+    /// Asks the connection to close (if it is busy, it closes when it next waits for a head).
+    /// A flag and a waker rather than a `Notify`: the connection polls it on every request,
+    /// and registering with a `Notify` takes its lock each time.
+    evicted: AtomicBool,
+    /// Wakes the connection waiting for a head when [`Slot::evicted`] is set.
+    evict_waker: AtomicWaker,
     /// Where the connection's slot goes when it closes after being displaced.
     handoff: Mutex<Handoff>,
 }
@@ -51,8 +55,19 @@ impl Slot {
     }
 
     /// Resolves when the connection was chosen to make room for a lighter client.
-    pub(super) async fn displaced(&self) {
-        self.evict.notified().await;
+    pub(super) fn displaced(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.evicted.load(Ordering::Acquire) {
+                return std::task::Poll::Ready(());
+            }
+            self.evict_waker.register(cx.waker());
+            // Set between the check and the registration: seen here, or the wake-up comes.
+            if self.evicted.load(Ordering::Acquire) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
     }
 
     /// Gives the connection's slot permit to the client that displaced it, if any (when the
@@ -117,7 +132,8 @@ impl Connections {
         let slot = Arc::new(Slot {
             key,
             idle: AtomicBool::new(true),
-            evict: Notify::new(),
+            evicted: AtomicBool::new(false),
+            evict_waker: AtomicWaker::new(),
             handoff: Mutex::new(Handoff::Open),
         });
         self.slots().insert(id, Arc::clone(&slot));
@@ -158,7 +174,8 @@ impl Connections {
         slot.set_idle(false);
         let (sender, receiver) = oneshot::channel();
         *handoff = Handoff::Asked(sender);
-        slot.evict.notify_one();
+        slot.evicted.store(true, Ordering::Release);
+        slot.evict_waker.wake();
         Some(receiver)
     }
 }

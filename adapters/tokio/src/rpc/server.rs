@@ -83,7 +83,7 @@ pub struct ServerConfig {
     /// Event loops serving the connections: current-thread runtimes on threads of their own,
     /// none stealing work from another (`crate::loops`); each connection stays on the loop
     /// serving the fewest when it arrived, and the caps above hold across loops. 0 serves on
-    /// the runtime that called `listen`. Default: one per core
+    /// the runtime that called `listen`. Default: one per core but one, at least one
     /// ([`crate::loops::default_threads`]). Handlers run on these loops: one that blocks its
     /// thread holds up the other connections of its loop (as it would hold up a worker thread
     /// of a multi-thread runtime), `tokio::task::block_in_place` is not available there, and
