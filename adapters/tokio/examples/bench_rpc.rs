@@ -9,8 +9,12 @@
 //! bench_rpc bare-client <ws|http> <ip:port> <count>           client of bare-server
 //! ```
 //!
-//! `WORKER_THREADS=N` sets the worker's serving loops (`ServerConfig::threads`; its default
-//! otherwise).
+//! Every mode runs on a current-thread runtime, as the worker's serving loops are (so the bare
+//! echo and the Grenache pair are served and driven alike): a process with 64 requests in
+//! flight on 2 cores loses more to a multi-thread runtime's work stealing and cross-thread
+//! wake-ups than it gains (docs/BENCHMARKS.md, "Serving loops"). `BENCH_RUNTIME=multi_thread`
+//! runs a mode on tokio's default multi-thread runtime instead. `WORKER_THREADS=N` sets the
+//! worker's serving loops (`ServerConfig::threads`; its default otherwise).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -103,8 +107,16 @@ where
     (started.elapsed(), latencies)
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    let mut runtime = if std::env::var("BENCH_RUNTIME").as_deref() == Ok("multi_thread") {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    runtime.enable_all().build().unwrap().block_on(run());
+}
+
+async fn run() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| {
         args.get(i).cloned().unwrap_or_else(|| {
