@@ -986,15 +986,19 @@ impl PeerRpcClient {
     fn connection(&self, dest: &str) -> Arc<Connection> {
         let config = &self.inner.config;
         let mut pool = lock(&self.inner.pool);
-        let list = pool.entry(dest.to_string()).or_default();
-        list.retain(|c| c.is_alive());
-        if list.len() >= config.max_connections_per_dest.max(1) {
-            if let Some(existing) = list.get(rand::random_range(0..list.len())) {
-                return Arc::clone(existing);
+        // Looked up by `&str`: the name is copied only when a connection is opened.
+        if let Some(list) = pool.get_mut(dest) {
+            list.retain(|c| c.is_alive());
+            if list.len() >= config.max_connections_per_dest.max(1) {
+                if let Some(existing) = list.get(rand::random_range(0..list.len())) {
+                    return Arc::clone(existing);
+                }
             }
         }
         let connection = Arc::new(Connection::open(dest, config));
-        list.push(Arc::clone(&connection));
+        pool.entry(dest.to_string())
+            .or_default()
+            .push(Arc::clone(&connection));
         // A good moment to forget the dead connections of other workers.
         pool.retain(|_, list| {
             list.retain(|c| c.is_alive());
