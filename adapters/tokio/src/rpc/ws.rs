@@ -28,6 +28,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -939,9 +940,9 @@ impl PeerRpcClient {
         payload: Value,
         deadline: Instant,
     ) -> Result<Value, RpcError> {
-        let rid = new_rid();
+        let rid: Arc<str> = new_rid().into();
         // Fills the `rid` of the caller's `rpc_client_request` span (rpc/metrics.rs), if any.
-        tracing::Span::current().record("rid", rid.as_str());
+        tracing::Span::current().record("rid", &*rid);
         let mut frame = encode_request(&rid, name, &payload);
         if frame.len() > self.inner.config.max_message_size {
             return Err(RpcError::Request(format!(
@@ -958,13 +959,21 @@ impl PeerRpcClient {
             let Some(_registered) = connection.register(&rid, sender) else {
                 continue;
             };
-            match tokio::time::timeout_at(deadline, connection.outgoing.send(frame)).await {
-                Err(_) => return Err(RpcError::Timeout),
-                Ok(Err(mpsc::error::SendError(unsent))) => {
-                    frame = unsent;
-                    continue;
+            // Without a timer when the connection's queue has room, as it mostly has.
+            let queued = match connection.outgoing.try_send(frame) {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Closed(unsent)) => Err(unsent),
+                Err(mpsc::error::TrySendError::Full(unsent)) => {
+                    match tokio::time::timeout_at(deadline, connection.outgoing.send(unsent)).await
+                    {
+                        Err(_) => return Err(RpcError::Timeout),
+                        Ok(sent) => sent.map_err(|mpsc::error::SendError(unsent)| unsent),
+                    }
                 }
-                Ok(Ok(())) => {}
+            };
+            if let Err(unsent) = queued {
+                frame = unsent;
+                continue;
             }
             return match tokio::time::timeout_at(deadline, receiver).await {
                 Err(_) => Err(RpcError::Timeout),
@@ -1013,9 +1022,11 @@ type Waiter = oneshot::Sender<Result<Value, RpcError>>;
 /// Requests of one connection waiting for their answers.
 #[derive(Default)]
 struct Pending {
-    waiting: HashMap<String, Waiter>,
+    /// By rid; the key is shared with the request's [`Registration`].
+    waiting: Mutex<HashMap<Arc<str>, Waiter>>,
     /// Set when the connection task has ended (or failed to connect): no new registrations.
-    closed: bool,
+    /// An atomic, so that choosing a live connection for every request takes no lock.
+    closed: AtomicBool,
 }
 
 /// One pooled WebSocket connection, run by its own task. Dropping it drops `outgoing`: the
@@ -1024,27 +1035,27 @@ struct Pending {
 /// not aborted, so the worker sees a clean close instead of a reset connection.
 struct Connection {
     outgoing: mpsc::Sender<String>,
-    pending: Arc<Mutex<Pending>>,
+    pending: Arc<Pending>,
     /// Turns `true` when the connection's task has ended (its socket is closed).
     ended: watch::Receiver<bool>,
 }
 
 /// Removes a request from `Pending` when it ends in any way (answer, timeout, cancellation).
 struct Registration {
-    pending: Arc<Mutex<Pending>>,
-    rid: String,
+    pending: Arc<Pending>,
+    rid: Arc<str>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        lock(&self.pending).waiting.remove(&self.rid);
+        lock(&self.pending.waiting).remove(&*self.rid);
     }
 }
 
 impl Connection {
     fn open(dest: &str, config: &WsClientConfig) -> Connection {
         let (outgoing, frames) = mpsc::channel(64);
-        let pending = Arc::new(Mutex::new(Pending::default()));
+        let pending = Arc::new(Pending::default());
         let (ended_tx, ended) = watch::channel(false);
         let running = run_connection(
             dest.to_string(),
@@ -1064,29 +1075,28 @@ impl Connection {
     }
 
     fn is_alive(&self) -> bool {
-        !self.outgoing.is_closed() && !lock(&self.pending).closed
+        !self.outgoing.is_closed() && !self.pending.closed.load(Ordering::Acquire)
     }
 
-    fn register(&self, rid: &str, waiter: Waiter) -> Option<Registration> {
-        let mut pending = lock(&self.pending);
-        if pending.closed {
+    fn register(&self, rid: &Arc<str>, waiter: Waiter) -> Option<Registration> {
+        let mut waiting = lock(&self.pending.waiting);
+        // Read under the lock: `close_pending` sets the flag before it takes the map, so a
+        // request either sees the flag or is in the map it takes.
+        if self.pending.closed.load(Ordering::Acquire) {
             return None;
         }
-        pending.waiting.insert(rid.to_string(), waiter);
+        waiting.insert(Arc::clone(rid), waiter);
         Some(Registration {
             pending: Arc::clone(&self.pending),
-            rid: rid.to_string(),
+            rid: Arc::clone(rid),
         })
     }
 }
 
 /// Fails every waiting request with `error` and refuses new ones.
-fn close_pending(pending: &Mutex<Pending>, error: &RpcError) {
-    let waiting = {
-        let mut pending = lock(pending);
-        pending.closed = true;
-        std::mem::take(&mut pending.waiting)
-    };
+fn close_pending(pending: &Pending, error: &RpcError) {
+    pending.closed.store(true, Ordering::Release);
+    let waiting = std::mem::take(&mut *lock(&pending.waiting));
     for (_, waiter) in waiting {
         let _ = waiter.send(Err(error.clone()));
     }
@@ -1118,7 +1128,7 @@ async fn run_connection(
     dest: String,
     config: WsClientConfig,
     mut frames: mpsc::Receiver<String>,
-    pending: Arc<Mutex<Pending>>,
+    pending: Arc<Pending>,
 ) {
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     let url = format!("{scheme}://{dest}/ws");
@@ -1187,7 +1197,7 @@ async fn run_connection(
                     idle.as_mut().reset(deadline);
                     continue;
                 }
-                if lock(&pending).waiting.is_empty() {
+                if lock(&pending.waiting).is_empty() {
                     tracing::debug!("grenache ws client: closing idle connection to {dest}");
                     // Mark closed first so no request registers while the close frame goes.
                     close_pending(&pending, &RpcError::TransportClose);
@@ -1204,7 +1214,7 @@ async fn run_connection(
 }
 
 /// Hands an answer to the request it belongs to; answers nobody waits for are dropped.
-fn deliver(pending: &Mutex<Pending>, bytes: &[u8], dest: &str) {
+fn deliver(pending: &Pending, bytes: &[u8], dest: &str) {
     let Some((rid, outcome)) = decode_reply(bytes) else {
         tracing::debug!(
             "grenache ws client: ignoring a message from {dest} that is not [rid, err, result]"
@@ -1213,7 +1223,7 @@ fn deliver(pending: &Mutex<Pending>, bytes: &[u8], dest: &str) {
     };
     let waiter = rid
         .as_str()
-        .and_then(|rid| lock(pending).waiting.remove(rid));
+        .and_then(|rid| lock(&pending.waiting).remove(rid));
     match waiter {
         Some(waiter) => {
             let _ = waiter.send(outcome);
