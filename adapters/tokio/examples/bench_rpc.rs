@@ -176,7 +176,7 @@ async fn client(transport: &str, grape: &str, name: &str, count: usize) {
             for _ in 0..IN_FLIGHT {
                 client.request(name, payload(), timeout).await.unwrap();
             }
-            let name = name.to_string();
+            let name: Arc<str> = name.into();
             drive(count, move || {
                 let (client, name) = (client.clone(), name.clone());
                 async move {
@@ -191,7 +191,7 @@ async fn client(transport: &str, grape: &str, name: &str, count: usize) {
             for _ in 0..IN_FLIGHT {
                 client.request(name, payload(), timeout).await.unwrap();
             }
-            let name = name.to_string();
+            let name: Arc<str> = name.into();
             drive(count, move || {
                 let (client, name) = (client.clone(), name.clone());
                 async move {

@@ -1,8 +1,11 @@
 //! The JSON frames of grenache-nodejs-base: requests `[rid, key, payload]` and replies
 //! `[rid, err, result]`, read with the core's rules (core/src/wire/frame.rs).
 
+use std::borrow::Cow;
 use std::fmt;
 
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::RpcError;
@@ -109,16 +112,17 @@ pub(crate) fn encode_reply(rid: &Value, outcome: &Result<Value, RpcError>) -> St
 }
 
 /// Reads a reply frame: `None` when it is not a JSON array (WS ignores those, HTTP turns them
-/// into `ERR_REPLY_EMPTY`), else the rid and the outcome. A truthy error slot is an error
-/// whose message is its JavaScript string form; the result slot comes along as its data.
-pub(crate) fn decode_reply(bytes: &[u8]) -> Option<(Value, Result<Value, RpcError>)> {
-    let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(bytes) else {
-        return None;
-    };
-    let mut items = items.into_iter();
-    let rid = items.next().unwrap_or(Value::Null);
-    let error = items.next().unwrap_or(Value::Null);
-    let result = items.next().unwrap_or(Value::Null);
+/// into `ERR_REPLY_EMPTY`), else the rid (`None` unless it is a string: a client's rids are)
+/// and the outcome. A truthy error slot is an error whose message is its JavaScript string
+/// form; the result slot comes along as its data. Missing slots are `null`, slots past the
+/// third are read and ignored.
+///
+/// Read with a visitor rather than through a `Value` array: a busy client reads a reply per
+/// request, and the array and the rid's copy were a measurable part of it.
+pub(crate) fn decode_reply(
+    bytes: &[u8],
+) -> Option<(Option<Cow<'_, str>>, Result<Value, RpcError>)> {
+    let ReplyFrame { rid, error, result } = serde_json::from_slice::<ReplyFrame<'_>>(bytes).ok()?;
     if js_truthy(&error) {
         Some((
             rid,
@@ -129,6 +133,99 @@ pub(crate) fn decode_reply(bytes: &[u8]) -> Option<(Value, Result<Value, RpcErro
         ))
     } else {
         Some((rid, Ok(result)))
+    }
+}
+
+/// `[rid, err, result]` as [`decode_reply`] reads it.
+struct ReplyFrame<'a> {
+    rid: Option<Cow<'a, str>>,
+    error: Value,
+    result: Value,
+}
+
+impl<'de> Deserialize<'de> for ReplyFrame<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Slots;
+        impl<'de> Visitor<'de> for Slots {
+            type Value = ReplyFrame<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON array [rid, err, result]")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut frame = ReplyFrame {
+                    rid: None,
+                    error: Value::Null,
+                    result: Value::Null,
+                };
+                let Some(RidSlot(rid)) = seq.next_element()? else {
+                    return Ok(frame);
+                };
+                frame.rid = rid;
+                let Some(error) = seq.next_element()? else {
+                    return Ok(frame);
+                };
+                frame.error = error;
+                let Some(result) = seq.next_element()? else {
+                    return Ok(frame);
+                };
+                frame.result = result;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(frame)
+            }
+        }
+        deserializer.deserialize_seq(Slots)
+    }
+}
+
+/// The rid slot of a reply: its text, borrowed from the frame unless it has escapes, or
+/// `None` for any other JSON value (which is read through and dropped).
+struct RidSlot<'a>(Option<Cow<'a, str>>);
+
+impl<'de> Deserialize<'de> for RidSlot<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Rid;
+        impl<'de> Visitor<'de> for Rid {
+            type Value = RidSlot<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(RidSlot(Some(Cow::Borrowed(text))))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(RidSlot(Some(Cow::Owned(text.to_owned()))))
+            }
+            fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
+                Ok(RidSlot(Some(Cow::Owned(text))))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(RidSlot(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(RidSlot(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(RidSlot(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(RidSlot(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(RidSlot(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(RidSlot(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(RidSlot(None))
+            }
+        }
+        deserializer.deserialize_any(Rid)
     }
 }
 
@@ -224,12 +321,29 @@ mod tests {
     fn decode_reply_follows_node_truthiness() {
         assert_eq!(
             decode_reply(br#"["r",null,{"ok":1}]"#),
-            Some((json!("r"), Ok(json!({"ok": 1}))))
+            Some((Some("r".into()), Ok(json!({"ok": 1}))))
         );
         assert_eq!(
             decode_reply(br#"["r","",1]"#),
-            Some((json!("r"), Ok(json!(1))))
+            Some((Some("r".into()), Ok(json!(1))))
         );
+        // Slots missing are null, slots past the third ignored, a rid that is not a string
+        // none; escapes in the rid are decoded.
+        assert_eq!(decode_reply(b"[]"), Some((None, Ok(Value::Null))));
+        assert_eq!(
+            decode_reply(br#"["r\u0031"]"#),
+            Some((Some("r1".into()), Ok(Value::Null)))
+        );
+        assert_eq!(
+            decode_reply(br#"[5,null,2,{"x":[1]},"more"]"#),
+            Some((None, Ok(json!(2))))
+        );
+        assert_eq!(
+            decode_reply(br#"[{"a":[1,{"b":2}]},0,[3]]"#),
+            Some((None, Ok(json!([3]))))
+        );
+        assert_eq!(decode_reply(br#"["r",null,1"#), None, "truncated");
+        assert_eq!(decode_reply(br#"["r",null,1] x"#), None, "trailing bytes");
         let (_, outcome) = decode_reply(br#"["r","boom","partial"]"#).expect("array");
         let error = outcome.expect_err("error");
         assert_eq!(error.message(), "boom");

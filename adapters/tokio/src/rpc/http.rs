@@ -965,7 +965,7 @@ impl PeerRpcClient {
             bytes
         };
         let (reply_rid, outcome) = decode_reply(&bytes).ok_or(RpcError::ReplyEmpty)?;
-        if reply_rid.as_str() != Some(rid.as_str()) {
+        if reply_rid.as_deref() != Some(rid.as_str()) {
             return Err(RpcError::ReplyRidMismatch);
         }
         outcome

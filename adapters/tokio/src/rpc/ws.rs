@@ -56,7 +56,7 @@ use super::server::{
 use crate::limits::{MemoryBudget, MinProgress, Reservation};
 use crate::link::{Link, LinkError};
 use crate::tls::{CertInfo, TlsClientConfig};
-use crate::{lock, new_rid};
+use crate::{lock, new_shared_rid};
 use tokio_tungstenite::tungstenite::handshake::server::{
     ErrorResponse, Request as WsRequest, Response as WsResponse,
 };
@@ -940,7 +940,7 @@ impl PeerRpcClient {
         payload: Value,
         deadline: Instant,
     ) -> Result<Value, RpcError> {
-        let rid: Arc<str> = new_rid().into();
+        let rid = new_shared_rid();
         // Fills the `rid` of the caller's `rpc_client_request` span (rpc/metrics.rs), if any.
         tracing::Span::current().record("rid", &*rid);
         let mut frame = encode_request(&rid, name, &payload);
@@ -1222,14 +1222,14 @@ fn deliver(pending: &Pending, bytes: &[u8], dest: &str) {
         return;
     };
     let waiter = rid
-        .as_str()
+        .as_deref()
         .and_then(|rid| lock(&pending.waiting).remove(rid));
     match waiter {
         Some(waiter) => {
             let _ = waiter.send(outcome);
         }
         None => tracing::debug!(
-            "grenache ws client: ignoring an answer from {dest} for unknown request {rid}"
+            "grenache ws client: ignoring an answer from {dest} for unknown request {rid:?}"
         ),
     }
 }
