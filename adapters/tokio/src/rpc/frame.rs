@@ -119,9 +119,7 @@ pub(crate) fn encode_reply(rid: &Value, outcome: &Result<Value, RpcError>) -> St
 ///
 /// Read with a visitor rather than through a `Value` array: a busy client reads a reply per
 /// request, and the array and the rid's copy were a measurable part of it.
-pub(crate) fn decode_reply(
-    bytes: &[u8],
-) -> Option<(Option<Cow<'_, str>>, Result<Value, RpcError>)> {
+pub(crate) fn decode_reply(bytes: &[u8]) -> Option<(ReplyRid<'_>, Result<Value, RpcError>)> {
     let ReplyFrame { rid, error, result } = serde_json::from_slice::<ReplyFrame<'_>>(bytes).ok()?;
     if js_truthy(&error) {
         Some((
@@ -136,9 +134,13 @@ pub(crate) fn decode_reply(
     }
 }
 
+/// The rid of a reply: its text when it is a JSON string, borrowed from the frame unless it has
+/// escapes; `None` for any other value.
+pub(crate) type ReplyRid<'a> = Option<Cow<'a, str>>;
+
 /// `[rid, err, result]` as [`decode_reply`] reads it.
 struct ReplyFrame<'a> {
-    rid: Option<Cow<'a, str>>,
+    rid: ReplyRid<'a>,
     error: Value,
     result: Value,
 }
@@ -181,7 +183,7 @@ impl<'de> Deserialize<'de> for ReplyFrame<'de> {
 
 /// The rid slot of a reply: its text, borrowed from the frame unless it has escapes, or
 /// `None` for any other JSON value (which is read through and dropped).
-struct RidSlot<'a>(Option<Cow<'a, str>>);
+struct RidSlot<'a>(ReplyRid<'a>);
 
 impl<'de> Deserialize<'de> for RidSlot<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
