@@ -62,6 +62,13 @@ grape="$interop/node_modules/grenache-grape/bin/grape.js"
 "${server_cmd[@]}" node "$grape" --dp "$dp1" --aph "$aph1" --bn "127.0.0.1:$dp2" >/dev/null 2>&1 & pids+=($!)
 "${server_cmd[@]}" node "$grape" --dp "$dp2" --aph "$aph2" --bn "127.0.0.1:$dp1" >/dev/null 2>&1 & pids+=($!)
 GA="http://127.0.0.1:$aph1"; GB="http://127.0.0.1:$aph2"
+# The workers start once both grapes answer.
+for g in "$GA" "$GB"; do
+  for _ in $(seq 1 200); do
+    curl -s -X POST -d '{"rid":"w","data":"probe"}' "$g/lookup" 2>/dev/null | grep -q '^\[' && break
+    sleep 0.1
+  done
+done
 
 # Waits until `name` is visible through grape B.
 wait_visible() {

@@ -46,6 +46,8 @@ pub use grenache_core::dht::bep44::SigningKey;
 /// below even the 40 s lookup-cache bound, so an announced service never disappears while it
 /// is alive, and the load on the grape stays one small POST per service per 20 s.
 pub const DEFAULT_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(20);
+/// The first wait before a failed announce is tried again ([`Link::start_announcing`]).
+pub const ANNOUNCE_RETRY_MIN: Duration = Duration::from_secs(1);
 
 /// Settings of a [`Link`]; the defaults are Node's where Node has one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -307,9 +309,12 @@ impl Link {
 
     /// Announces `name` at `port` now and then again and again, each gap uniform in
     /// [0.5, 1.5] × `interval` (default [`LinkConfig::announce_interval`]), until
-    /// [`Link::stop_announcing`], [`Link::stop`] or the drop of the last clone. Failed
-    /// announces are logged and retried at the next tick. Returns `false` if `name` at `port`
-    /// is already being announced or if there is no tokio runtime to run on.
+    /// [`Link::stop_announcing`], [`Link::stop`] or the drop of the last clone. A failed
+    /// announce is logged and tried again sooner than the interval: after about
+    /// [`ANNOUNCE_RETRY_MIN`], twice that after a second failure, and so on up to the interval,
+    /// so that a worker started before its grape is visible about a second after the grape
+    /// is up (Node waits for the next tick, up to the whole interval). Returns `false` if
+    /// `name` at `port` is already being announced or if there is no tokio runtime to run on.
     pub fn start_announcing(&self, name: &str, port: u16, interval: Option<Duration>) -> bool {
         let mut announcers = lock(&self.inner.announcers);
         let key = (port, name.to_string());
@@ -325,11 +330,23 @@ impl Link {
         let interval = interval.unwrap_or(self.inner.config.announce_interval);
         let name = name.to_string();
         let task = runtime.spawn(async move {
+            let mut retry = ANNOUNCE_RETRY_MIN;
             loop {
-                if let Err(e) = api.announce(&name, port, attempts).await {
-                    tracing::warn!("grenache link: announce of {name} at port {port} failed: {e}");
-                }
-                tokio::time::sleep(jittered(interval)).await;
+                let gap = match api.announce(&name, port, attempts).await {
+                    Ok(()) => {
+                        retry = ANNOUNCE_RETRY_MIN;
+                        interval
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "grenache link: announce of {name} at port {port} failed: {e}"
+                        );
+                        let gap = retry.min(interval);
+                        retry = retry.saturating_mul(2);
+                        gap
+                    }
+                };
+                tokio::time::sleep(jittered(gap)).await;
             }
         });
         announcers.insert(key, task.abort_handle());
@@ -1000,6 +1017,19 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(grape.hits(), seen, "no announce after stop_announcing");
         assert_eq!(body_of(&grape.request(0))["data"], json!(["svc", 1337]));
+    }
+
+    #[tokio::test]
+    async fn a_failed_announce_is_tried_again_before_the_interval() {
+        let grape = FakeGrape::start(Duration::ZERO, fixed(500, "ERR_DOWN")).await;
+        let link = grape.link(|c| c.retries = 1);
+        assert!(link.start_announcing("svc", 1337, Some(Duration::from_secs(20))));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(grape.hits(), 1, "the first announce is immediate");
+        // The retry comes 0.5-1.5 s later (ANNOUNCE_RETRY_MIN, jittered), not 10-30 s.
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        assert_eq!(grape.hits(), 2, "one retry after about a second");
+        link.stop();
     }
 
     #[tokio::test]
