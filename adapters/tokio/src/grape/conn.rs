@@ -206,6 +206,10 @@ pub(super) async fn serve_connection<D: GrapeDht>(
         }
         // The next head is due within the head timeout of this answer.
         deadline = Instant::now() + config.header_timeout;
+        // An idle connection keeps a small buffer, not the largest body it once carried.
+        if body.capacity() > READ_CHUNK {
+            body = Vec::new();
+        }
     }
 }
 
