@@ -106,6 +106,10 @@ pub const REPLY_BUF_LEN: usize = 1500;
 /// few queries at a time, and a node's buckets (about 10 in a network of 10,000 grapes) are
 /// all refreshed within a few maintenance rounds.
 pub const MAX_REFRESHES: usize = 2;
+/// Queries one bucket refresh has in flight at once (Kademlia's α), where a user's traversal
+/// has [`LookupConfig::concurrency`] (16): a refresh is background work, slower but lighter on
+/// the node's transaction slots and on the network.
+pub const REFRESH_CONCURRENCY: usize = 3;
 /// Peers written into one `get_peers` answer, so that it fits [`REPLY_BUF_LEN`] (Node sends
 /// every stored peer, docs/protocol.md §13.7).
 pub const MAX_VALUES_IN_ANSWER: usize = 100;
@@ -128,7 +132,8 @@ pub struct NodeConfig {
     /// in the bucket's range (a `find_node` traversal of the table's contacts), so that it
     /// learns nodes there that its own traffic never meets (BEP 5: 15 minutes, the default).
     /// Only buckets with room are refreshed, up to the one after the deepest non-empty one
-    /// (deeper ones cannot hold nodes a lookup could find), [`MAX_REFRESHES`] at once, never
+    /// (deeper ones cannot hold nodes a lookup could find); a refresh also counts for the
+    /// deeper buckets, whose nodes its traversal meets too; [`MAX_REFRESHES`] at once, never
     /// when the operation or transaction slots are short, and a refresh gives its slot up to a
     /// user's operation that finds none free. A refresh ends without an [`Event`]. `None`:
     /// never (the node then learns only the nodes its own traffic meets, as Node's grape does).
@@ -846,6 +851,14 @@ impl<
             .map(|e| (Some(e.id), e.addr))
             .chain(trusted.iter().map(|a| (None, *a)));
         let op = self.ops.get_mut(i).ok_or(StartError::Busy)?;
+        op.lookup.set_config(if kind == Kind::Refresh {
+            LookupConfig {
+                concurrency: REFRESH_CONCURRENCY,
+                ..self.config.lookup
+            }
+        } else {
+            self.config.lookup
+        });
         op.lookup
             .restart(target, seeds, now)
             .map_err(|_| StartError::BadTarget)?;
@@ -1736,8 +1749,13 @@ impl<
                 return;
             };
             // Counted as changed whether or not the refresh finds anyone: the next try of
-            // this bucket is one interval away.
-            self.table.touch_bucket(bucket, now);
+            // this bucket is one interval away. The deeper buckets too: the nodes closest to
+            // an id of this bucket are its own and then those of every deeper bucket (all
+            // closer to it than any other), so while this one has room, its refresh reaches
+            // theirs; once it is full, they are refreshed on their own.
+            for b in bucket..=last {
+                self.table.touch_bucket(b, now);
+            }
             let Some(target) = random_in_bucket(&self.id, bucket, &mut self.rng) else {
                 return;
             };
@@ -3029,16 +3047,18 @@ mod tests {
         let mut d = Driven::new();
         d.add_contact(0);
         // Bucket 0 holds the contact, bucket 1 is the one after the deepest non-empty one;
-        // both last changed at 0 and are due at 15 min, not a maintenance round earlier.
+        // both last changed at 0 and are due at 15 min, not a maintenance round earlier. The
+        // refresh of bucket 0 counts for bucket 1 too.
         assert_eq!(d.run_until(15 * MINUTE - 1), vec![]);
         let targets = d.run_until(15 * MINUTE);
-        assert_eq!(d.buckets(&targets), vec![0, 1]);
+        assert!(!targets.is_empty());
+        assert_eq!(d.buckets(&targets), vec![0]);
         // No event: the adapters never see a refresh.
         assert!(d.node.poll_event().is_none());
         assert_eq!(d.refreshes_running(), 0);
         // The next refresh of each is one interval later.
         assert_eq!(d.run_until(30 * MINUTE - 1), vec![]);
-        assert_eq!(d.buckets_until(30 * MINUTE), vec![0, 1]);
+        assert_eq!(d.buckets_until(30 * MINUTE), vec![0]);
     }
 
     #[test]
@@ -3067,24 +3087,27 @@ mod tests {
     #[test]
     fn at_most_max_refreshes_run_at_once() {
         let mut d = Driven::new();
-        for bucket in 0..5 {
+        // Deeper buckets first, a millisecond apart: bucket 4 changed at 0, bucket 0 at 4 ms.
+        for bucket in (0..5).rev() {
             d.add_contact(bucket);
+            d.run_until(d.now.as_millis() + 1);
         }
-        // Six buckets are due at 15 min; the refreshes get no answers and keep running.
+        // At 15 min only buckets 4 and 5 are due (one refresh, of 4, counts for 5).
+        assert_eq!(d.buckets_until(15 * MINUTE), vec![4]);
+        // At 16 min buckets 0 to 3 are: the stalest first (3, then 2), and no more at once;
+        // the refreshes get no answers and keep running, each asking REFRESH_CONCURRENCY of
+        // the five contacts at a time.
         d.answer_find_node = false;
-        let targets = d.run_until(15 * MINUTE);
+        let targets = d.run_until(16 * MINUTE);
         assert_eq!(d.refreshes_running(), MAX_REFRESHES);
-        // The stalest first, the lowest index among equals.
-        assert_eq!(d.buckets(&targets), (0..MAX_REFRESHES).collect::<Vec<_>>());
-        // The others wait for a later round, after these ended.
+        assert_eq!(d.buckets(&targets), vec![2, 3]);
+        assert_eq!(targets.len(), MAX_REFRESHES * REFRESH_CONCURRENCY);
+        // They end; the others wait for the next round.
         d.answer_held();
-        assert_eq!(d.run_until(15 * MINUTE + 1), vec![]);
+        let rest = d.run_until(16 * MINUTE + 1);
+        assert!(d.buckets(&rest).iter().all(|b| [2, 3].contains(b)));
         assert_eq!(d.refreshes_running(), 0);
-        let later = d.run_until(16 * MINUTE);
-        assert_eq!(
-            d.buckets(&later),
-            (MAX_REFRESHES..2 * MAX_REFRESHES).collect::<Vec<_>>()
-        );
+        assert_eq!(d.buckets_until(17 * MINUTE), vec![0, 1]);
     }
 
     #[test]
@@ -3095,7 +3118,7 @@ mod tests {
         }
         d.answer_find_node = false;
         d.run_until(15 * MINUTE);
-        assert_eq!(d.refreshes_running(), MAX_REFRESHES);
+        assert_eq!(d.refreshes_running(), 1);
         let now = d.now;
         // Every slot the refreshes leave, then theirs: users never get `Busy` while a
         // refresh holds a slot.
