@@ -38,6 +38,15 @@
 //!   ([`NodeConfig::answer_limit`], [`crate::dht::ratelimit`]) is tracked, about 32 bytes each; 0
 //!   turns the limit off (a board's light client).
 //!
+//! # Maintenance
+//! Every [`NodeConfig::maintenance_interval`] the node pings the contacts not heard from for
+//! [`NodeConfig::node_liveness`], bootstraps again if its table became empty, and refreshes
+//! the buckets whose members have not changed for [`NodeConfig::bucket_refresh`] (BEP 5):
+//! a `find_node` of a random id in the bucket's range, in an operation slot, ending without
+//! an event. Refreshes are background work: [`MAX_REFRESHES`] at once, [`REFRESH_CONCURRENCY`]
+//! queries each, only while at least half of the operation and transaction slots stay free,
+//! and a user's operation takes a refresh's slot when no other is free.
+//!
 //! # Differences from the Node grape, all interoperable
 //! * Expiry of announced peers is exact ([`NodeConfig::peer_ttl`], default 120 s, the
 //!   documented default; the 1.0.0 CLI never expires anything, docs/protocol.md §13.1).
@@ -136,7 +145,8 @@ pub struct NodeConfig {
     /// deeper buckets, whose nodes its traversal meets too; [`MAX_REFRESHES`] at once, never
     /// when the operation or transaction slots are short, and a refresh gives its slot up to a
     /// user's operation that finds none free. A refresh ends without an [`Event`]. `None`:
-    /// never (the node then learns only the nodes its own traffic meets, as Node's grape does).
+    /// never (the node then learns only the nodes its own traffic meets: grenache-sim measured
+    /// tables a third emptier, docs/SCALE.md).
     pub bucket_refresh: Option<Duration>,
     /// The address given with `-b`: when set, an announce also stores `host:port` in this
     /// node's own store, as bittorrent-dht does (`dht:406-413`).
