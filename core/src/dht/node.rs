@@ -2912,9 +2912,10 @@ mod tests {
         node: Box<TestNode>,
         contacts: Vec<(NodeId, PeerAddr)>,
         now: Instant,
-        /// Whether contacts answer `find_node` at once (else refreshes keep running).
-        answer_find_node: bool,
-        /// The `find_node` queries not answered yet: (transaction id, to).
+        /// Whether contacts answer traversal queries (all but pings) at once; else the
+        /// traversals (refreshes, lookups) keep running.
+        answer_traversals: bool,
+        /// The traversal queries not answered yet: (transaction id, to).
         held: Vec<(Vec<u8>, PeerAddr)>,
     }
 
@@ -2930,7 +2931,7 @@ mod tests {
                 node: Box::new(node),
                 contacts: Vec::new(),
                 now: Instant::ZERO,
-                answer_find_node: true,
+                answer_traversals: true,
                 held: Vec::new(),
             }
         }
@@ -2966,14 +2967,11 @@ mod tests {
                     panic!("not a query");
                 };
                 let t = t.to_vec();
-                let find_node = match query {
-                    Query::FindNode { target } => {
-                        targets.push(NodeId::from_slice(target.unwrap()).unwrap());
-                        true
-                    }
-                    _ => false,
-                };
-                if find_node && !self.answer_find_node {
+                if let Query::FindNode { target } = query {
+                    targets.push(NodeId::from_slice(target.unwrap()).unwrap());
+                }
+                let traversal = query != Query::Ping;
+                if traversal && !self.answer_traversals {
                     self.held.push((t, tx.to));
                 } else {
                     self.answer(&t, tx.to);
@@ -2996,9 +2994,9 @@ mod tests {
                 .is_none());
         }
 
-        /// The held `find_node` queries are answered now; later ones at once.
+        /// The held traversal queries are answered now; later ones at once.
         fn answer_held(&mut self) {
-            self.answer_find_node = true;
+            self.answer_traversals = true;
             for (t, to) in core::mem::take(&mut self.held) {
                 self.answer(&t, to);
             }
@@ -3107,7 +3105,7 @@ mod tests {
         // At 16 min buckets 0 to 3 are: the stalest first (3, then 2), and no more at once;
         // the refreshes get no answers and keep running, each asking REFRESH_CONCURRENCY of
         // the five contacts at a time.
-        d.answer_find_node = false;
+        d.answer_traversals = false;
         let targets = d.run_until(16 * MINUTE);
         assert_eq!(d.refreshes_running(), MAX_REFRESHES);
         assert_eq!(d.buckets(&targets), vec![2, 3]);
@@ -3126,7 +3124,7 @@ mod tests {
         for bucket in 0..5 {
             d.add_contact(bucket);
         }
-        d.answer_find_node = false;
+        d.answer_traversals = false;
         d.run_until(15 * MINUTE);
         assert_eq!(d.refreshes_running(), 1);
         let now = d.now;
@@ -3146,6 +3144,7 @@ mod tests {
         d.run_until(15 * MINUTE - 1_000);
         // Users' lookups (unanswered, so still running at 15 min) hold half of the slots.
         let half = d.node.ops.len() / 2;
+        d.answer_traversals = false;
         let now = d.now;
         for _ in 0..half {
             d.node.lookup(now, b"svc").unwrap();
@@ -3156,11 +3155,11 @@ mod tests {
         let mut d = Driven::new();
         d.add_contact(0);
         d.run_until(15 * MINUTE - 1_000);
+        d.answer_traversals = false;
         let now = d.now;
         for _ in 0..half - 1 {
             d.node.lookup(now, b"svc").unwrap();
         }
-        d.answer_find_node = false;
         d.run_until(15 * MINUTE);
         assert_eq!(d.refreshes_running(), 1);
     }
