@@ -224,52 +224,12 @@ pub fn bucket_index(own: &NodeId, other: &NodeId) -> Option<usize> {
     }
 }
 
-/// A random id of bucket `bucket` in a table centred on `own` ([`bucket_index`] of it is
-/// `bucket`): `own`'s first `bucket` bits, then the opposite of `own`'s next bit, then random
-/// bits. A bucket refresh looks it up. `None` when `bucket` is not below [`ID_BITS`].
-pub fn random_in_bucket<R: Rng + ?Sized>(
-    own: &NodeId,
-    bucket: usize,
-    rng: &mut R,
-) -> Option<NodeId> {
-    if bucket >= ID_BITS {
-        return None;
-    }
-    let mut id = NodeId::random(rng).0;
-    for (i, (b, o)) in id.iter_mut().zip(own.0.iter()).enumerate() {
-        let first = i * 8;
-        if first + 8 <= bucket {
-            *b = *o;
-        } else if first <= bucket {
-            // `bucket` falls in this byte, at bit `k` from the top (0..8).
-            let k = bucket - first;
-            let shared = !(0xffu8 >> k);
-            let flipped = 0x80u8 >> k;
-            *b = (*o & shared) | (!*o & flipped) | (*b & !(shared | flipped));
-        }
-    }
-    Some(NodeId(id))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rng::SplitMix64;
     use proptest::prelude::*;
     use std::vec::Vec;
-
-    #[test]
-    fn a_random_id_in_a_bucket_lies_in_that_bucket() {
-        let mut rng = SplitMix64::new(9);
-        for _ in 0..50 {
-            let own = NodeId::random(&mut rng);
-            for bucket in 0..ID_BITS {
-                let id = random_in_bucket(&own, bucket, &mut rng).unwrap();
-                assert_eq!(bucket_index(&own, &id), Some(bucket));
-            }
-            assert_eq!(random_in_bucket(&own, ID_BITS, &mut rng), None);
-        }
-    }
 
     /// The full k-bucket distance as a big-endian byte string, the reference definition.
     fn full_distance(target: &[u8], id: &NodeId) -> Vec<u8> {

@@ -353,12 +353,6 @@ impl<const N: usize> Lookup<N> {
         }
     }
 
-    /// Replaces the configuration, for the next [`restart`](Self::restart): a node gives a
-    /// background traversal (a bucket refresh) a smaller concurrency than its users' lookups.
-    pub fn set_config(&mut self, config: LookupConfig) {
-        self.config = config;
-    }
-
     /// Starts over in place with a new target and seeds, keeping the id and configuration
     /// (saves moving a large value on small stacks). On error the lookup is left finished and
     /// empty.

@@ -38,15 +38,6 @@
 //!   ([`NodeConfig::answer_limit`], [`crate::dht::ratelimit`]) is tracked, about 32 bytes each; 0
 //!   turns the limit off (a board's light client).
 //!
-//! # Maintenance
-//! Every [`NodeConfig::maintenance_interval`] the node pings the contacts not heard from for
-//! [`NodeConfig::node_liveness`], bootstraps again if its table became empty, and refreshes
-//! the buckets whose members have not changed for [`NodeConfig::bucket_refresh`] (BEP 5):
-//! a `find_node` of a random id in the bucket's range, in an operation slot, ending without
-//! an event. Refreshes are background work: [`MAX_REFRESHES`] at once, [`REFRESH_CONCURRENCY`]
-//! queries each, only while at least half of the operation and transaction slots stay free,
-//! and a user's operation takes a refresh's slot when no other is free.
-//!
 //! # Differences from the Node grape, all interoperable
 //! * Expiry of announced peers is exact ([`NodeConfig::peer_ttl`], default 120 s, the
 //!   documented default; the 1.0.0 CLI never expires anything, docs/protocol.md §13.1).
@@ -81,7 +72,7 @@
 
 use crate::addr::{PeerAddr, Transmit};
 use crate::dht::bep44::{self, ItemStore, Key, PutError};
-use crate::dht::id::{random_in_bucket, NodeId, ID_BITS, ID_LEN};
+use crate::dht::id::{NodeId, ID_LEN};
 use crate::dht::lookup::{
     Lookup, LookupAction, LookupConfig, ResponseOutcome, MAX_TARGET_LEN, MAX_TOKEN_LEN,
 };
@@ -110,15 +101,6 @@ pub const MAX_VERIFY_INFLIGHT: usize = 4;
 /// 1000-byte BEP44 value with its signature). Smaller buffers work: what does not fit is not
 /// answered.
 pub const REPLY_BUF_LEN: usize = 1500;
-/// Most bucket refreshes ([`NodeConfig::bucket_refresh`]) running at once. Each is a
-/// `find_node` traversal in an operation slot; two keep the background traffic of a node to a
-/// few queries at a time, and a node's buckets (about 10 in a network of 10,000 grapes) are
-/// all refreshed within a few maintenance rounds.
-pub const MAX_REFRESHES: usize = 2;
-/// Queries one bucket refresh has in flight at once (Kademlia's α), where a user's traversal
-/// has [`LookupConfig::concurrency`] (16): a refresh is background work, slower but lighter on
-/// the node's transaction slots and on the network.
-pub const REFRESH_CONCURRENCY: usize = 3;
 /// Peers written into one `get_peers` answer, so that it fits [`REPLY_BUF_LEN`] (Node sends
 /// every stored peer, docs/protocol.md §13.7).
 pub const MAX_VALUES_IN_ANSWER: usize = 100;
@@ -134,20 +116,8 @@ pub struct NodeConfig {
     /// A routing-table node not heard from for this long is pinged, and removed if it does not
     /// answer (`--dht_nodeLiveness`, 5 min).
     pub node_liveness: Duration,
-    /// How often the liveness sweep runs (and stale buckets are refreshed).
+    /// How often the liveness sweep runs.
     pub maintenance_interval: Duration,
-    /// A routing-table bucket whose members have not changed for this long (no node added or
-    /// replaced, [`RoutingTable::bucket_changed`]) is refreshed: the node looks up a random id
-    /// in the bucket's range (a `find_node` traversal of the table's contacts), so that it
-    /// learns nodes there that its own traffic never meets (BEP 5: 15 minutes, the default).
-    /// Only buckets with room are refreshed, up to the one after the deepest non-empty one
-    /// (deeper ones cannot hold nodes a lookup could find); a refresh also counts for the
-    /// deeper buckets, whose nodes its traversal meets too; [`MAX_REFRESHES`] at once, never
-    /// when the operation or transaction slots are short, and a refresh gives its slot up to a
-    /// user's operation that finds none free. A refresh ends without an [`Event`]. `None`:
-    /// never (the node then learns only the nodes its own traffic meets: grenache-sim measured
-    /// tables a third emptier, docs/SCALE.md).
-    pub bucket_refresh: Option<Duration>,
     /// The address given with `-b`: when set, an announce also stores `host:port` in this
     /// node's own store, as bittorrent-dht does (`dht:406-413`).
     pub host: Option<[u8; 4]>,
@@ -181,7 +151,6 @@ impl NodeConfig {
         peer_ttl: Duration::from_secs(120),
         node_liveness: Duration::from_secs(5 * 60),
         maintenance_interval: Duration::from_secs(60),
-        bucket_refresh: Some(Duration::from_secs(15 * 60)),
         host: None,
         answer_limit: RateLimit::DEFAULT,
         contact_answer_limit: RateLimit::CONTACT_DEFAULT,
@@ -356,8 +325,6 @@ enum Kind {
     Unannounce,
     Put,
     Get,
-    /// A bucket refresh ([`NodeConfig::bucket_refresh`]): ends without an event.
-    Refresh,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -574,9 +541,6 @@ impl<
         let limiter = SourceLimiter::new(seed);
         let mut table = RoutingTable::new(id);
         table.set_address_limits(config.max_per_ip_in_bucket, config.max_per_subnet_in_bucket);
-        for bucket in 0..ID_BITS {
-            table.touch_bucket(bucket, now);
-        }
         Node {
             id,
             config,
@@ -831,50 +795,23 @@ impl<
         if target.is_empty() || target.len() > MAX_TARGET_LEN {
             return Err(StartError::BadTarget);
         }
-        let i = match self.ops.iter().position(|o| !o.used) {
-            Some(i) => i,
-            // A user's operation takes the slot of a bucket refresh rather than fail: the
-            // refresh is background work, tried again at a later maintenance round.
-            None if kind != Kind::Refresh => {
-                let i = self
-                    .ops
-                    .iter()
-                    .position(|o| o.used && o.kind == Kind::Refresh)
-                    .ok_or(StartError::Busy)?;
-                self.release(i);
-                i
-            }
-            None => return Err(StartError::Busy),
+        let Some(i) = self.ops.iter().position(|o| !o.used) else {
+            return Err(StartError::Busy);
         };
         let mut closest = [Entry::EMPTY; K];
         let n = self.table.closest(target, &mut closest);
-        // A refresh explores the table's part of the DHT: the operator's bootstrap grapes,
-        // asked by every other traversal, are spared the background traffic of every grape.
-        let trusted: &[PeerAddr] = if kind == Kind::Refresh {
-            &[]
-        } else {
-            &self.bootstrap
-        };
         let seeds = closest
             .iter()
             .take(n)
             .map(|e| (Some(e.id), e.addr))
-            .chain(trusted.iter().map(|a| (None, *a)));
+            .chain(self.bootstrap.iter().map(|a| (None, *a)));
         let op = self.ops.get_mut(i).ok_or(StartError::Busy)?;
-        op.lookup.set_config(if kind == Kind::Refresh {
-            LookupConfig {
-                concurrency: REFRESH_CONCURRENCY,
-                ..self.config.lookup
-            }
-        } else {
-            self.config.lookup
-        });
         op.lookup
             .restart(target, seeds, now)
             .map_err(|_| StartError::BadTarget)?;
         // The bootstrap nodes are asked in every traversal, and announces and puts go to them
         // too: ids made up next to a name cannot hide what the trusted grapes hold.
-        for a in trusted {
+        for a in &self.bootstrap {
             op.lookup.pin(*a);
         }
         op.used = true;
@@ -1281,7 +1218,7 @@ impl<
                             o.offer_item(rid, token, v, &r);
                         }
                     }
-                    Kind::Bootstrap | Kind::Put | Kind::Refresh => {}
+                    Kind::Bootstrap | Kind::Put => {}
                 }
             }
             Owner::Send {
@@ -1395,9 +1332,6 @@ impl<
             match o.phase {
                 Phase::Done => return None,
                 Phase::Traverse => {
-                    if o.kind == Kind::Refresh && !self.refresh_may_send() {
-                        return None;
-                    }
                     let slot = self.free_inflight()?;
                     let own = self.id;
                     let o = self.ops.get_mut(i)?;
@@ -1411,9 +1345,7 @@ impl<
                             let o = self.ops.get(i)?;
                             let target = o.lookup.target();
                             let written = match o.kind {
-                                Kind::Bootstrap | Kind::Refresh => {
-                                    krpc::encode_find_node(buf, &t, &own, target)
-                                }
+                                Kind::Bootstrap => krpc::encode_find_node(buf, &t, &own, target),
                                 Kind::Lookup | Kind::Announce | Kind::Unannounce => {
                                     krpc::encode_get_peers(buf, &t, &own, target)
                                 }
@@ -1491,9 +1423,7 @@ impl<
                         Kind::Put => {
                             krpc::encode_put_immutable(buf, &t, &own, &target.token, o.value.v())
                         }
-                        Kind::Bootstrap | Kind::Lookup | Kind::Get | Kind::Refresh => {
-                            Err(crate::wire::BufferFull)
-                        }
+                        Kind::Bootstrap | Kind::Lookup | Kind::Get => Err(crate::wire::BufferFull),
                     };
                     let (to, id, generation) = (target.addr, target.id, o.generation);
                     let o = self.ops.get_mut(i)?;
@@ -1518,13 +1448,6 @@ impl<
 
     fn free_inflight(&self) -> Option<usize> {
         self.inflight.iter().position(Option::is_none)
-    }
-
-    /// Whether a bucket refresh may send a query now: only while more than half of the
-    /// transaction slots are free, so that refreshes together never hold more than half of
-    /// them, and none of those users' operations are already using.
-    fn refresh_may_send(&self) -> bool {
-        self.inflight.iter().filter(|f| f.is_none()).count() > INFLIGHT / 2
     }
 
     fn take_tid(&mut self) -> u32 {
@@ -1579,9 +1502,6 @@ impl<
         let o = self.ops.get(i)?;
         Some(match o.kind {
             Kind::Bootstrap => Event::Bootstrapped { op, nodes },
-            // Not reached: a refresh frees its slot when its traversal ends
-            // (`Op::finish_traversal`), so it is never `Done` and used.
-            Kind::Refresh => return None,
             Kind::Lookup => Event::LookupDone {
                 op,
                 peers: &o.peers,
@@ -1624,17 +1544,8 @@ impl<
         let Some(i) = self.slot_of(op) else {
             return false;
         };
-        self.release(i);
-        if self.bootstrap_op == Some(op) {
-            self.bootstrap_op = None;
-        }
-        true
-    }
-
-    /// Frees operation slot `i` and forgets its outstanding queries.
-    fn release(&mut self, i: usize) {
         let Some(o) = self.ops.get_mut(i) else {
-            return;
+            return false;
         };
         o.used = false;
         let generation = o.generation;
@@ -1655,6 +1566,10 @@ impl<
                 *slot = None;
             }
         }
+        if self.bootstrap_op == Some(op) {
+            self.bootstrap_op = None;
+        }
+        true
     }
 
     /// When [`Node::handle_timeout`] must be called next.
@@ -1670,14 +1585,11 @@ impl<
         // transaction slot taken, the next in-flight deadline wakes us instead (otherwise a
         // past stall deadline would have the caller spin).
         if self.free_inflight().is_some() {
-            // Likewise a refresh that may not send now (`refresh_may_send`): a freed
-            // transaction slot wakes the caller anyway.
-            let refresh_may_send = self.refresh_may_send();
-            for o in self.ops.iter().filter(|o| {
-                o.used
-                    && o.phase == Phase::Traverse
-                    && (o.kind != Kind::Refresh || refresh_may_send)
-            }) {
+            for o in self
+                .ops
+                .iter()
+                .filter(|o| o.used && o.phase == Phase::Traverse)
+            {
                 t = earliest(t, o.lookup.poll_timeout());
             }
         }
@@ -1717,62 +1629,6 @@ impl<
             if self.table.is_empty() && !self.bootstrap.is_empty() {
                 let _ = self.start_bootstrap(now);
             }
-            self.refresh_buckets(now);
-        }
-    }
-
-    /// Starts a refresh of the stalest buckets not changed for [`NodeConfig::bucket_refresh`]
-    /// (see there), while fewer than [`MAX_REFRESHES`] run and more than half of the
-    /// operation slots would stay free for users.
-    fn refresh_buckets(&mut self, now: Instant) {
-        let Some(interval) = self.config.bucket_refresh else {
-            return;
-        };
-        // An empty table is the bootstrap's business; a full one has no room to fill.
-        if self.table.is_empty() || self.table.len() >= TABLE {
-            return;
-        }
-        // Deeper buckets than the one after the deepest non-empty one hold nodes only if that
-        // one does: a lookup near our id fills them in turn.
-        let deepest = (0..ID_BITS)
-            .rev()
-            .find(|&b| self.table.bucket_len(b) > 0)
-            .unwrap_or(0);
-        let last = (deepest + 1).min(ID_BITS - 1);
-        let mut running = self
-            .ops
-            .iter()
-            .filter(|o| o.used && o.kind == Kind::Refresh)
-            .count();
-        while running < MAX_REFRESHES {
-            let free = self.ops.iter().filter(|o| !o.used).count();
-            // After this refresh, at least half of the slots (rounded up) stay free.
-            if free.saturating_sub(1) < OPS.div_ceil(2) {
-                return;
-            }
-            let stalest = (0..=last)
-                .filter(|&b| self.table.bucket_len(b) < K)
-                .filter_map(|b| Some((self.table.bucket_changed(b)?, b)))
-                .filter(|&(changed, _)| changed.saturating_add(interval) <= now)
-                .min();
-            let Some((_, bucket)) = stalest else {
-                return;
-            };
-            // Counted as changed whether or not the refresh finds anyone: the next try of
-            // this bucket is one interval away. The deeper buckets too: the nodes closest to
-            // an id of this bucket are its own and then those of every deeper bucket (all
-            // closer to it than any other), so while this one has room, its refresh reaches
-            // theirs; once it is full, they are refreshed on their own.
-            for b in bucket..=last {
-                self.table.touch_bucket(b, now);
-            }
-            let Some(target) = random_in_bucket(&self.id, bucket, &mut self.rng) else {
-                return;
-            };
-            if self.start(now, Kind::Refresh, target.as_bytes()).is_err() {
-                return;
-            }
-            running += 1;
         }
     }
 }
@@ -1867,12 +1723,6 @@ impl<const C: usize, const P: usize, const V: usize> Op<C, P, V> {
     fn finish_traversal(&mut self) {
         match self.kind {
             Kind::Bootstrap | Kind::Lookup | Kind::Get => self.phase = Phase::Done,
-            // Nobody waits for a refresh: what it found is in the routing table already
-            // (every answer is learned), so its slot is free at once.
-            Kind::Refresh => {
-                self.phase = Phase::Done;
-                self.used = false;
-            }
             Kind::Announce | Kind::Unannounce | Kind::Put => {
                 // Every token-bearing responder, as bittorrent-dht's queryAll
                 // (docs/protocol.md §13.9).
@@ -2904,263 +2754,5 @@ mod tests {
         assert!(net.announce(3, SYBIL_NAME, 4000).unwrap() >= 1);
         let (peers, _) = net.lookup(5, SYBIL_NAME);
         assert_eq!(peers, vec![PeerAddr::new(addr(3).ip, 4000)]);
-    }
-
-    /// The node `[0x16; 20]` driven by hand: its contacts answer its queries at once. Its
-    /// liveness sweep (2 h) stays out of the way of the refreshes these tests watch.
-    struct Driven {
-        node: Box<TestNode>,
-        contacts: Vec<(NodeId, PeerAddr)>,
-        now: Instant,
-        /// Whether contacts answer traversal queries (all but pings) at once; else the
-        /// traversals (refreshes, lookups) keep running.
-        answer_traversals: bool,
-        /// The traversal queries not answered yet: (transaction id, to).
-        held: Vec<(Vec<u8>, PeerAddr)>,
-    }
-
-    impl Driven {
-        fn new() -> Driven {
-            let config = NodeConfig {
-                node_liveness: Duration::from_secs(2 * 3600),
-                ..NodeConfig::DEFAULT
-            };
-            let id = NodeId([0x16; 20]);
-            let node = TestNode::with_id(id, SplitMix64::new(11), config, Instant::ZERO);
-            Driven {
-                node: Box::new(node),
-                contacts: Vec::new(),
-                now: Instant::ZERO,
-                answer_traversals: true,
-                held: Vec::new(),
-            }
-        }
-
-        /// A node of bucket `bucket` enters the table now: it queries us and answers the
-        /// verification ping. Each contact has its own /24, clear of the address limits.
-        fn add_contact(&mut self, bucket: usize) -> NodeId {
-            let n = self.contacts.len();
-            let mut rng = SplitMix64::new(100 + n as u64);
-            let id = random_in_bucket(self.node.id(), bucket, &mut rng).unwrap();
-            let from = PeerAddr::new([10, 7, n as u8, 1], 6881);
-            self.contacts.push((id, from));
-            let mut q = b"d1:ad2:id20:".to_vec();
-            q.extend_from_slice(&id.0);
-            q.extend_from_slice(b"e1:q4:ping1:t2:aa1:y1:qe");
-            let mut reply = [0u8; REPLY_BUF_LEN];
-            assert!(self
-                .node
-                .handle_datagram(self.now, from, &q, &mut reply)
-                .is_some());
-            assert!(self.pump().is_empty());
-            assert!(self.node.table().get(&id).is_some());
-            id
-        }
-
-        /// Sends what the node has to send now; contacts answer at once. Returns the targets
-        /// of the `find_node` queries sent.
-        fn pump(&mut self) -> Vec<NodeId> {
-            let mut buf = [0u8; REPLY_BUF_LEN];
-            let mut targets = Vec::new();
-            while let Some(tx) = self.node.poll_transmit(self.now, &mut buf) {
-                let Ok(Message::Query { t, query, .. }) = krpc::parse(&buf[..tx.len]) else {
-                    panic!("not a query");
-                };
-                let t = t.to_vec();
-                if let Query::FindNode { target } = query {
-                    targets.push(NodeId::from_slice(target.unwrap()).unwrap());
-                }
-                let traversal = query != Query::Ping;
-                if traversal && !self.answer_traversals {
-                    self.held.push((t, tx.to));
-                } else {
-                    self.answer(&t, tx.to);
-                }
-            }
-            targets
-        }
-
-        /// Contact `to` answers transaction `t` now.
-        fn answer(&mut self, t: &[u8], to: PeerAddr) {
-            let Some(&(id, from)) = self.contacts.iter().find(|c| c.1 == to) else {
-                return;
-            };
-            let mut reply = [0u8; REPLY_BUF_LEN];
-            let n = krpc::encode_response_id(&mut reply, t, &id).unwrap();
-            let answer = reply[..n].to_vec();
-            assert!(self
-                .node
-                .handle_datagram(self.now, from, &answer, &mut reply)
-                .is_none());
-        }
-
-        /// The held traversal queries are answered now; later ones at once.
-        fn answer_held(&mut self) {
-            self.answer_traversals = true;
-            for (t, to) in core::mem::take(&mut self.held) {
-                self.answer(&t, to);
-            }
-        }
-
-        /// Runs the node's timers up to `ms`; returns the `find_node` targets sent meanwhile.
-        fn run_until(&mut self, ms: u64) -> Vec<NodeId> {
-            let end = Instant::from_millis(ms);
-            let mut targets = self.pump();
-            for _ in 0..100_000 {
-                match self.node.poll_timeout() {
-                    Some(t) if t <= end => {
-                        self.now = self.now.max(t);
-                        self.node.handle_timeout(self.now);
-                        targets.extend(self.pump());
-                    }
-                    _ => {
-                        self.now = end;
-                        return targets;
-                    }
-                }
-            }
-            panic!("the node's timers never settled");
-        }
-
-        /// The buckets of `targets`, sorted, without repeats.
-        fn buckets(&self, targets: &[NodeId]) -> Vec<usize> {
-            let mut b: Vec<usize> = targets
-                .iter()
-                .map(|t| crate::dht::id::bucket_index(self.node.id(), t).unwrap())
-                .collect();
-            b.sort_unstable();
-            b.dedup();
-            b
-        }
-
-        /// The buckets of the `find_node` targets sent until `ms`.
-        fn buckets_until(&mut self, ms: u64) -> Vec<usize> {
-            let targets = self.run_until(ms);
-            self.buckets(&targets)
-        }
-
-        fn refreshes_running(&self) -> usize {
-            self.node
-                .ops
-                .iter()
-                .filter(|o| o.used && o.kind == Kind::Refresh)
-                .count()
-        }
-    }
-
-    const MINUTE: u64 = 60_000;
-
-    #[test]
-    fn a_bucket_unchanged_for_the_refresh_interval_is_looked_up_in_its_range() {
-        let mut d = Driven::new();
-        d.add_contact(0);
-        // Bucket 0 holds the contact, bucket 1 is the one after the deepest non-empty one;
-        // both last changed at 0 and are due at 15 min, not a maintenance round earlier. The
-        // refresh of bucket 0 counts for bucket 1 too.
-        assert_eq!(d.run_until(15 * MINUTE - 1), vec![]);
-        let targets = d.run_until(15 * MINUTE);
-        assert!(!targets.is_empty());
-        assert_eq!(d.buckets(&targets), vec![0]);
-        // No event: the adapters never see a refresh.
-        assert!(d.node.poll_event().is_none());
-        assert_eq!(d.refreshes_running(), 0);
-        // The next refresh of each is one interval later.
-        assert_eq!(d.run_until(30 * MINUTE - 1), vec![]);
-        assert_eq!(d.buckets_until(30 * MINUTE), vec![0]);
-    }
-
-    #[test]
-    fn a_bucket_that_gained_a_node_within_the_interval_is_refreshed_one_interval_later() {
-        let mut d = Driven::new();
-        d.add_contact(0);
-        d.run_until(10 * MINUTE);
-        d.add_contact(0);
-        // Bucket 1 is due at 15 min; bucket 0 changed at 10 min and is due at 25 min.
-        assert_eq!(d.buckets_until(15 * MINUTE), vec![1]);
-        assert_eq!(d.run_until(25 * MINUTE - 1), vec![]);
-        assert_eq!(d.buckets_until(25 * MINUTE), vec![0]);
-    }
-
-    #[test]
-    fn a_full_bucket_is_not_refreshed() {
-        let mut d = Driven::new();
-        for _ in 0..K {
-            d.add_contact(0);
-        }
-        assert_eq!(d.node.table().bucket_len(0), K);
-        // No room in bucket 0: only bucket 1 is looked up.
-        assert_eq!(d.buckets_until(15 * MINUTE), vec![1]);
-    }
-
-    #[test]
-    fn at_most_max_refreshes_run_at_once() {
-        let mut d = Driven::new();
-        // Deeper buckets first, a millisecond apart: bucket 4 changed at 0, bucket 0 at 4 ms.
-        for bucket in (0..5).rev() {
-            d.add_contact(bucket);
-            d.run_until(d.now.as_millis() + 1);
-        }
-        // At 15 min only buckets 4 and 5 are due (one refresh, of 4, counts for 5).
-        assert_eq!(d.buckets_until(15 * MINUTE), vec![4]);
-        // At 16 min buckets 0 to 3 are: the stalest first (3, then 2), and no more at once;
-        // the refreshes get no answers and keep running, each asking REFRESH_CONCURRENCY of
-        // the five contacts at a time.
-        d.answer_traversals = false;
-        let targets = d.run_until(16 * MINUTE);
-        assert_eq!(d.refreshes_running(), MAX_REFRESHES);
-        assert_eq!(d.buckets(&targets), vec![2, 3]);
-        assert_eq!(targets.len(), MAX_REFRESHES * REFRESH_CONCURRENCY);
-        // They end; the others wait for the next round.
-        d.answer_held();
-        let rest = d.run_until(16 * MINUTE + 1);
-        assert!(d.buckets(&rest).iter().all(|b| [2, 3].contains(b)));
-        assert_eq!(d.refreshes_running(), 0);
-        assert_eq!(d.buckets_until(17 * MINUTE), vec![0, 1]);
-    }
-
-    #[test]
-    fn a_refresh_gives_its_slot_to_a_users_operation() {
-        let mut d = Driven::new();
-        for bucket in 0..5 {
-            d.add_contact(bucket);
-        }
-        d.answer_traversals = false;
-        d.run_until(15 * MINUTE);
-        assert_eq!(d.refreshes_running(), 1);
-        let now = d.now;
-        // Every slot the refreshes leave, then theirs: users never get `Busy` while a
-        // refresh holds a slot.
-        for _ in 0..d.node.ops.len() {
-            assert!(d.node.lookup(now, b"svc").is_ok());
-        }
-        assert_eq!(d.refreshes_running(), 0);
-        assert_eq!(d.node.lookup(now, b"svc"), Err(StartError::Busy));
-    }
-
-    #[test]
-    fn no_refresh_starts_when_half_of_the_operation_slots_are_taken() {
-        let mut d = Driven::new();
-        d.add_contact(0);
-        d.run_until(15 * MINUTE - 1_000);
-        // Users' lookups (unanswered, so still running at 15 min) hold half of the slots.
-        let half = d.node.ops.len() / 2;
-        d.answer_traversals = false;
-        let now = d.now;
-        for _ in 0..half {
-            d.node.lookup(now, b"svc").unwrap();
-        }
-        d.run_until(15 * MINUTE);
-        assert_eq!(d.refreshes_running(), 0);
-        // With one lookup fewer, one refresh would leave half free: it starts.
-        let mut d = Driven::new();
-        d.add_contact(0);
-        d.run_until(15 * MINUTE - 1_000);
-        d.answer_traversals = false;
-        let now = d.now;
-        for _ in 0..half - 1 {
-            d.node.lookup(now, b"svc").unwrap();
-        }
-        d.run_until(15 * MINUTE);
-        assert_eq!(d.refreshes_running(), 1);
     }
 }

@@ -42,13 +42,6 @@
 //!   its own. [`RoutingTable::stale_before`] and [`RoutingTable::liveness_deadline`] tell the
 //!   node which contacts to ping and when (docs/protocol.md §6.9: every contact not seen for the
 //!   liveness period, 5 min by default, [`DEFAULT_LIVENESS`]).
-//! * **Freshness** ([`RoutingTable::bucket_changed`]): each bucket keeps the time its members
-//!   last changed, i.e. a node was added to it or replaced one of its nodes (an
-//!   [`InsertOutcome::Inserted`]), or the node refreshed it ([`RoutingTable::touch_bucket`]).
-//!   BEP 5 also counts a member answering a ping; here that would keep every non-empty bucket
-//!   fresh, since the liveness sweep pings every quiet contact every 5 minutes, and a bucket
-//!   refresh (a lookup of a random id in the bucket, [`crate::dht::node`]) is about finding
-//!   nodes the bucket lacks, which an answer of a known member does not do.
 
 use crate::addr::PeerAddr;
 use crate::dht::id::{bucket_index, NodeId, Target, ID_BITS};
@@ -137,9 +130,6 @@ pub struct RoutingTable<const N: usize> {
     per_ip: usize,
     /// Most entries of one bucket from one IPv4 /24.
     per_subnet: usize,
-    /// When each bucket's members last changed (see the module docs), [`Instant::ZERO`] until
-    /// then.
-    changed: [Instant; ID_BITS],
 }
 
 impl<const N: usize> RoutingTable<N> {
@@ -151,7 +141,6 @@ impl<const N: usize> RoutingTable<N> {
             counts: [0; ID_BITS],
             per_ip: K,
             per_subnet: K,
-            changed: [Instant::ZERO; ID_BITS],
         }
     }
 
@@ -190,23 +179,6 @@ impl<const N: usize> RoutingTable<N> {
     /// Number of nodes in bucket `i` (those sharing exactly `i` leading bits with us).
     pub fn bucket_len(&self, i: usize) -> usize {
         self.counts.get(i).map_or(0, |c| usize::from(*c))
-    }
-
-    /// When the members of bucket `i` last changed: a node was added to it or replaced one of
-    /// its nodes, or [`touch_bucket`](Self::touch_bucket) was called for it;
-    /// [`Instant::ZERO`] if never. `None` when `i` is not below [`ID_BITS`].
-    pub fn bucket_changed(&self, i: usize) -> Option<Instant> {
-        self.changed.get(i).copied()
-    }
-
-    /// Counts bucket `i` as changed at `now`: a node does so when it starts a refresh of the
-    /// bucket (so that a refresh that found nobody new is not repeated at once), and for every
-    /// bucket when it starts (so that a new table's buckets are not all stale). Out of range:
-    /// nothing.
-    pub fn touch_bucket(&mut self, i: usize, now: Instant) {
-        if let Some(c) = self.changed.get_mut(i) {
-            *c = (*c).max(now);
-        }
     }
 
     /// All nodes, in no particular order.
@@ -280,7 +252,6 @@ impl<const N: usize> RoutingTable<N> {
         if let Some(c) = self.counts.get_mut(bucket) {
             *c = c.saturating_add(1);
         }
-        self.touch_bucket(bucket, now);
         InsertOutcome::Inserted
     }
 
@@ -538,37 +509,6 @@ mod tests {
         }
         id[b / 8] |= 0x80 >> (b % 8);
         NodeId(id)
-    }
-
-    #[test]
-    fn a_bucket_changes_when_a_node_is_added_or_replaced_not_when_one_is_seen() {
-        let mut rng = SplitMix64::new(4);
-        let mut rt = RoutingTable::<64>::new(OWN);
-        assert_eq!(rt.bucket_changed(2), Some(Instant::ZERO));
-        assert_eq!(rt.bucket_changed(ID_BITS), None);
-        let ids: Vec<NodeId> = (0..K).map(|_| id_in_bucket(&mut rng, 2)).collect();
-        for (i, id) in ids.iter().enumerate() {
-            let _ = rt.insert(t(0), *id, addr(i as u32));
-        }
-        assert_eq!(rt.insert(t(5), ids[0], addr(0)), InsertOutcome::Refreshed);
-        assert!(rt.seen(t(6), &ids[1]));
-        assert_eq!(rt.bucket_changed(2), Some(t(0)));
-        // A newcomer replacing a silent node changes the bucket.
-        let newcomer = id_in_bucket(&mut rng, 2);
-        let InsertOutcome::PingToEvict { stale, .. } = rt.insert(t(20_000), newcomer, addr(99))
-        else {
-            panic!("no ping-before-evict");
-        };
-        assert_eq!(rt.bucket_changed(2), Some(t(0)));
-        let replaced = rt.evict_and_insert(t(22_000), &stale.0, newcomer, addr(99));
-        assert_eq!(replaced, InsertOutcome::Inserted);
-        assert_eq!(rt.bucket_changed(2), Some(t(22_000)));
-        assert_eq!(rt.bucket_changed(3), Some(Instant::ZERO));
-        // A touch (the node's refresh) never moves the time back.
-        rt.touch_bucket(2, t(1));
-        assert_eq!(rt.bucket_changed(2), Some(t(22_000)));
-        rt.touch_bucket(3, t(30_000));
-        assert_eq!(rt.bucket_changed(3), Some(t(30_000)));
     }
 
     #[test]
