@@ -17,7 +17,10 @@
 #
 # Who runs it: ci/firmware-stm32.sh and ci/firmware-esp32c3.sh, after each build, in write
 # mode; they say whether the README changed (commit it then). Sizes depend on the toolchain
-# (the repository pins none), so a stale table is not a CI failure by default; with
+# (the repository pins none) and, by a few bytes, on where the repository is checked out (the
+# paths themselves are remapped by ci/lib/firmware.sh, but cargo hashes a path dependency's
+# location into its symbol names, which can move code by an alignment), so a stale table is
+# not a CI failure by default; with
 # --check (MEMORY_TABLE=check for the firmware scripts) it is: the script then writes nothing,
 # prints the table it would write and fails if the README's block differs.
 #

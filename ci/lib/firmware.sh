@@ -17,19 +17,28 @@ fail() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
 # prebuilt std from rustup (installed or added now): cargo fmt --check, clippy -D warnings,
 # build. Without it: a nightly build with -Zbuild-std=BUILD_STD (e.g. core, or core,alloc) and
 # rust-src (no fmt or clippy there). Without either it fails loudly, never skips.
+#
+# The checkout's and the cargo home's paths are remapped in the image (panic locations name
+# source files, and the firmware's path dependencies are compiled with absolute paths): the same
+# sources give the same bytes wherever they are checked out, so the memory tables of the board
+# READMEs (ci/board-memory-table.sh) hold in any clone. The flags join the firmware's own
+# target rustflags (`--config` arrays are appended to those of .cargo/config.toml).
 firmware_build() {
-    local dir=$1 target=$2 build_std=$3 stale
+    local dir=$1 target=$2 build_std=$3 stale repo cargo_home
     stale="(if $dir/Cargo.lock is stale after a change of core or adapters/embassy: cd $dir && cargo update --workspace)"
+    repo=$(cd ../.. && pwd)
+    cargo_home=${CARGO_HOME:-$HOME/.cargo}
+    local remap=(--config "target.$target.rustflags=[\"--remap-path-prefix=$repo=/grenache-rs\", \"--remap-path-prefix=$cargo_home=/cargo\"]")
     if rustup target list --installed 2>/dev/null | grep -qx "$target" \
         || rustup target add "$target" >/dev/null 2>&1; then
         cargo fmt --check || fail "cargo fmt reports unformatted firmware code (cd $dir && cargo fmt)"
-        cargo clippy --release --locked -- -D warnings || fail "clippy rejects the firmware $stale"
-        cargo build --release --locked || fail "the firmware does not build $stale"
+        cargo clippy "${remap[@]}" --release --locked -- -D warnings || fail "clippy rejects the firmware $stale"
+        cargo build "${remap[@]}" --release --locked || fail "the firmware does not build $stale"
     elif cargo +nightly --version >/dev/null 2>&1 \
         && { rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src' \
              || rustup +nightly component add rust-src >/dev/null 2>&1; }; then
         echo "rustup cannot add $target: building ${build_std//,/ and } from source with nightly -Zbuild-std"
-        cargo +nightly build --release --locked -Zbuild-std="$build_std" \
+        cargo +nightly build "${remap[@]}" --release --locked -Zbuild-std="$build_std" \
             || fail "the firmware does not build with nightly -Zbuild-std $stale"
     else
         fail "no $target: 'rustup target add $target' failed and no nightly with rust-src for -Zbuild-std"
