@@ -438,3 +438,54 @@ async fn idle_connections_are_closed_and_reopened_on_demand() {
         "a new connection after the idle close"
     );
 }
+
+/// A worker that takes the upgrade and then never reads: the client's writes fill the
+/// socket buffers and its connection task blocks in a write, yet every request still fails
+/// with `ERR_TIMEOUT` at its deadline (the deadlines are checked by a task of their own).
+#[tokio::test]
+async fn requests_to_a_worker_that_stops_reading_time_out_on_time() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (upgraded_tx, upgraded_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+        let _ = upgraded_tx.send(());
+        // Holds the connection open without reading a byte.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(ws);
+    });
+    let client = PeerRpcClient::new(unused_link());
+    let dest = addr.to_string();
+    // 48 requests of 512 KiB: far more than loopback's socket buffers hold.
+    let payload = json!("x".repeat(512 * 1024));
+    let timeout = Duration::from_secs(1);
+    let requests: Vec<_> = (0..48)
+        .map(|_| {
+            let (client, dest, payload) = (client.clone(), dest.clone(), payload.clone());
+            tokio::spawn(async move {
+                // Each request's own clock: encoding 512 KiB takes a while in a debug build,
+                // and the requests encode one after the other.
+                let started = Instant::now();
+                let outcome = client.request_to(&dest, "svc", payload, timeout).await;
+                (outcome, started.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(5), upgraded_rx)
+        .await
+        .expect("the client connects")
+        .unwrap();
+    for request in requests {
+        let (outcome, took) = tokio::time::timeout(Duration::from_secs(10), request)
+            .await
+            .expect("a request outlived its timeout by seconds")
+            .unwrap();
+        assert_eq!(outcome, Err(RpcError::Timeout));
+        assert!(
+            took >= timeout && took < timeout + Duration::from_millis(300),
+            "a request timed out after {took:?}, expected just over {timeout:?}"
+        );
+    }
+    worker.abort();
+}

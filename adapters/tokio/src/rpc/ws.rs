@@ -39,7 +39,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -956,7 +956,7 @@ impl PeerRpcClient {
         for _ in 0..2 {
             let connection = self.connection(dest);
             let (sender, receiver) = oneshot::channel();
-            let Some(_registered) = connection.register(&rid, sender) else {
+            let Some(_registered) = connection.register(&rid, sender, deadline) else {
                 continue;
             };
             // Without a timer when the connection's queue has room, as it mostly has.
@@ -975,10 +975,10 @@ impl PeerRpcClient {
                 frame = unsent;
                 continue;
             }
-            return match tokio::time::timeout_at(deadline, receiver).await {
-                Err(_) => Err(RpcError::Timeout),
-                Ok(Err(_)) => Err(RpcError::TransportClose),
-                Ok(Ok(outcome)) => outcome,
+            // The connection's deadline check answers `ERR_TIMEOUT` (`expire_requests`).
+            return match receiver.await {
+                Err(_) => Err(RpcError::TransportClose),
+                Ok(outcome) => outcome,
             };
         }
         Err(RpcError::TransportClose)
@@ -1022,8 +1022,11 @@ type Waiter = oneshot::Sender<Result<Value, RpcError>>;
 /// Requests of one connection waiting for their answers.
 #[derive(Default)]
 struct Pending {
-    /// By rid; the key is shared with the request's [`Registration`].
-    waiting: Mutex<HashMap<Arc<str>, Waiter>>,
+    /// By rid (the key is shared with the request's [`Registration`]), with its deadline.
+    waiting: Mutex<HashMap<Arc<str>, (Waiter, Instant)>>,
+    /// Wakes [`expire_requests`] when the first request registers after none waited, and
+    /// when the connection closes.
+    first_or_closed: Notify,
     /// Set when the connection task has ended (or failed to connect): no new registrations.
     /// An atomic, so that choosing a live connection for every request takes no lock.
     closed: AtomicBool,
@@ -1067,6 +1070,7 @@ impl Connection {
             running.await;
             ended_tx.send_replace(true);
         });
+        tokio::spawn(expire_requests(Arc::clone(&pending)));
         Connection {
             outgoing,
             pending,
@@ -1078,14 +1082,17 @@ impl Connection {
         !self.outgoing.is_closed() && !self.pending.closed.load(Ordering::Acquire)
     }
 
-    fn register(&self, rid: &Arc<str>, waiter: Waiter) -> Option<Registration> {
+    fn register(&self, rid: &Arc<str>, waiter: Waiter, deadline: Instant) -> Option<Registration> {
         let mut waiting = lock(&self.pending.waiting);
         // Read under the lock: `close_pending` sets the flag before it takes the map, so a
         // request either sees the flag or is in the map it takes.
         if self.pending.closed.load(Ordering::Acquire) {
             return None;
         }
-        waiting.insert(Arc::clone(rid), waiter);
+        if waiting.is_empty() {
+            self.pending.first_or_closed.notify_one();
+        }
+        waiting.insert(Arc::clone(rid), (waiter, deadline));
         Some(Registration {
             pending: Arc::clone(&self.pending),
             rid: Arc::clone(rid),
@@ -1093,11 +1100,52 @@ impl Connection {
     }
 }
 
+/// How often a connection's waiting requests are checked against their deadlines: a request
+/// times out at most this late. One check per connection replaces a timer per request, which
+/// cost a busy client about a fifteenth of its throughput.
+const DEADLINE_CHECK: Duration = Duration::from_millis(5);
+
+/// Answers `ERR_TIMEOUT` to the requests of a connection whose deadline has passed, checking
+/// every [`DEADLINE_CHECK`] while any wait and sleeping while none does; ends when the
+/// connection closes. A task of its own, so that a connection stuck writing to a worker that
+/// does not read still times its requests out.
+async fn expire_requests(pending: Arc<Pending>) {
+    let mut check = tokio::time::interval(DEADLINE_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if pending.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if lock(&pending.waiting).is_empty() {
+            pending.first_or_closed.notified().await;
+            continue;
+        }
+        check.tick().await;
+        let now = Instant::now();
+        let expired: Vec<Waiter> = {
+            let mut waiting = lock(&pending.waiting);
+            let rids: Vec<Arc<str>> = waiting
+                .iter()
+                .filter(|(_, (_, deadline))| *deadline <= now)
+                .map(|(rid, _)| Arc::clone(rid))
+                .collect();
+            rids.iter()
+                .filter_map(|rid| waiting.remove(rid))
+                .map(|(waiter, _)| waiter)
+                .collect()
+        };
+        for waiter in expired {
+            let _ = waiter.send(Err(RpcError::Timeout));
+        }
+    }
+}
+
 /// Fails every waiting request with `error` and refuses new ones.
 fn close_pending(pending: &Pending, error: &RpcError) {
     pending.closed.store(true, Ordering::Release);
+    pending.first_or_closed.notify_one();
     let waiting = std::mem::take(&mut *lock(&pending.waiting));
-    for (_, waiter) in waiting {
+    for (_, (waiter, _)) in waiting {
         let _ = waiter.send(Err(error.clone()));
     }
 }
@@ -1223,7 +1271,8 @@ fn deliver(pending: &Pending, bytes: &[u8], dest: &str) {
     };
     let waiter = rid
         .as_deref()
-        .and_then(|rid| lock(&pending.waiting).remove(rid));
+        .and_then(|rid| lock(&pending.waiting).remove(rid))
+        .map(|(waiter, _)| waiter);
     match waiter {
         Some(waiter) => {
             let _ = waiter.send(outcome);
