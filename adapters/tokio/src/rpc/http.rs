@@ -35,6 +35,7 @@
 //! go inactive, so its "prefer active destinations" rule has no effect either); stream
 //! timeouts are enforced (see [`super::stream`] for the other stream differences).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -656,7 +657,13 @@ pub struct PeerRpcClient {
     config: HttpClientConfig,
     http: HttpClient,
     in_flight: Arc<InFlight>,
+    /// Each destination's URI, parsed once rather than formatted and parsed per request; at
+    /// most [`MAX_CACHED_URIS`], forgotten all at once when full.
+    uris: Arc<std::sync::Mutex<HashMap<String, Uri>>>,
 }
+
+/// Destinations whose URI a client keeps parsed (more are parsed again after a reset).
+const MAX_CACHED_URIS: usize = 256;
 
 impl PeerRpcClient {
     /// A client looking workers up through `link`, with the default [`HttpClientConfig`].
@@ -672,6 +679,7 @@ impl PeerRpcClient {
             config,
             http,
             in_flight: Arc::default(),
+            uris: Arc::default(),
         }
     }
 
@@ -913,10 +921,22 @@ impl PeerRpcClient {
         } else {
             "http"
         };
-        let url = format!("{scheme}://{dest}/");
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| RpcError::Request(format!("invalid destination {dest:?}: {e}")))?;
+        let url = || format!("{scheme}://{dest}/");
+        let cached = crate::lock(&self.uris).get(dest).cloned();
+        let uri = match cached {
+            Some(uri) => uri,
+            None => {
+                let uri: Uri = url()
+                    .parse()
+                    .map_err(|e| RpcError::Request(format!("invalid destination {dest:?}: {e}")))?;
+                let mut uris = crate::lock(&self.uris);
+                if uris.len() >= MAX_CACHED_URIS {
+                    uris.clear();
+                }
+                uris.insert(dest.to_string(), uri.clone());
+                uri
+            }
+        };
         let compress_name = HeaderName::from_static(GRC_COMPRESS);
         let gzip_headers;
         let plain_headers;
@@ -944,12 +964,14 @@ impl PeerRpcClient {
             Err(_) => return Err(RpcError::Timeout),
             Ok(Err(HttpFailure::Transport(reason))) => {
                 return Err(RpcError::Request(format!(
-                    "request to {url} failed, reason: {reason}"
+                    "request to {} failed, reason: {reason}",
+                    url()
                 )))
             }
             Ok(Err(HttpFailure::TooLarge)) => {
                 return Err(RpcError::Request(format!(
-                    "content size at {url} over limit: {max}"
+                    "content size at {} over limit: {max}",
+                    url()
                 )))
             }
             Ok(Ok(answer)) => answer,
