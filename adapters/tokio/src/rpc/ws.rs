@@ -18,7 +18,8 @@
 //!   frame headers arrive, and closes the connection (1009) when the budget cannot hold it; a
 //!   message arriving slower than `min_body_rate` after `read_timeout` closes it (1008).
 //!
-//! Differences from Node, on purpose: timeouts are exact (Node checks every 10 s); requests
+//! Differences from Node, on purpose: timeouts are exact, to within 5 ms (Node checks every
+//! 10 s); requests
 //! in flight when a connection closes fail at once with `ERR_TRANSPORT_CLOSE` (Node lets them
 //! time out); an unreachable worker is an `ERR_REQUEST_GENERIC` error (it crashes Node).
 
