@@ -2541,9 +2541,10 @@ mod tests {
         assert!(pinged >= MAX_VERIFY_INFLIGHT, "{pinged} pings");
     }
 
-    #[test]
-    fn one_host_with_many_ports_cannot_crowd_other_hosts_out_of_a_lookup() {
-        let mut o: Op<4, 8, 0> = Op {
+    /// A lookup operation in its traversal, with room for 8 peers: what the peer-collection
+    /// rules ([`Op::add_peer`], [`Op::add_peer_from`]) run on.
+    fn lookup_op() -> Op<4, 8, 0> {
+        Op {
             used: true,
             generation: 0,
             kind: Kind::Lookup,
@@ -2556,7 +2557,12 @@ mod tests {
             value: Value::EMPTY,
             key: [0; 20],
             krpc_error: None,
-        };
+        }
+    }
+
+    #[test]
+    fn one_host_with_many_ports_cannot_crowd_other_hosts_out_of_a_lookup() {
+        let mut o = lookup_op();
         for port in 1..=20 {
             o.add_peer(PeerAddr::new([10, 0, 0, 2], port));
         }
@@ -2582,20 +2588,7 @@ mod tests {
 
     #[test]
     fn answers_full_of_made_up_peers_cannot_crowd_out_the_worker_another_answer_carries() {
-        let mut o: Op<4, 8, 0> = Op {
-            used: true,
-            generation: 0,
-            kind: Kind::Lookup,
-            phase: Phase::Traverse,
-            lookup: Lookup::idle(NodeId([1; 20]), LookupConfig::DEFAULT, Instant::ZERO),
-            port: 0,
-            peers: heapless::Vec::new(),
-            sources: heapless::Vec::new(),
-            targets: heapless::Vec::new(),
-            value: Value::EMPTY,
-            key: [0; 20],
-            krpc_error: None,
-        };
+        let mut o = lookup_op();
         // Four liars answer first, each with 8 made-up peers on 8 different IPs.
         for liar in 0..4u8 {
             let source = source_tag(PeerAddr::new([10, 9, 0, liar], 20_000));
