@@ -5,28 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod local_grape;
+use local_grape::grape;
+
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use grenache_tokio::grape::{BootstrapNode, Grape, GrapeConfig};
+use grenache_tokio::grape::Grape;
 use prometheus_parse::{Sample, Scrape, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A grape on 127.0.0.1 with free ports (or the given DHT port), bootstrapping from `bootstrap`.
-async fn grape(dht_port: u16, bootstrap: Option<u16>) -> Grape {
-    let mut config = GrapeConfig::new(dht_port, 0);
-    config.bind = Some(Ipv4Addr::LOCALHOST.to_string());
-    config.bootstrap = bootstrap
-        .map(|port| BootstrapNode {
-            host: Ipv4Addr::LOCALHOST.to_string(),
-            port,
-        })
-        .into_iter()
-        .collect();
-    Grape::start(config).await.expect("grape starts")
-}
 
 /// One HTTP/1.1 request with `Connection: close`: (status, body).
 async fn http(grape: &Grape, method: &str, path: &str, body: &str) -> (u16, String) {

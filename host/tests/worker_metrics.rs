@@ -3,10 +3,12 @@
 //! parser.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod local_grape;
+use local_grape::grape;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use grenache_tokio::grape::{BootstrapNode, Grape, GrapeConfig};
 use grenache_tokio::rpc::metrics::{RpcMetrics, METRICS_MAX_CONNECTIONS, OTHER_SERVICE};
 use grenache_tokio::rpc::{ws, RpcClient};
 use grenache_tokio::{Link, LinkConfig, Request, RpcError};
@@ -16,19 +18,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SERVICE: &str = "metrics_test_service";
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn grape(bootstrap: Option<u16>) -> Grape {
-    let mut config = GrapeConfig::new(0, 0);
-    config.bind = Some(Ipv4Addr::LOCALHOST.to_string());
-    config.bootstrap = bootstrap
-        .map(|port| BootstrapNode {
-            host: Ipv4Addr::LOCALHOST.to_string(),
-            port,
-        })
-        .into_iter()
-        .collect();
-    Grape::start(config).await.unwrap()
-}
 
 /// `GET /metrics` over a plain TCP connection: the body, after checking status and type.
 async fn scrape(addr: SocketAddr) -> Scrape {
@@ -80,8 +69,8 @@ fn buckets(scrape: &Scrape, name: &str, service: &str) -> Vec<(f64, f64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_and_client_metrics_count_known_traffic() {
-    let grape1 = grape(None).await;
-    let grape2 = grape(Some(grape1.dht_port())).await;
+    let grape1 = grape(0, None).await;
+    let grape2 = grape(0, Some(grape1.dht_port())).await;
     let metrics = RpcMetrics::new();
 
     let worker = ws::PeerRpcServer::builder(Link::new(LinkConfig::new(grape1.url())).unwrap())
