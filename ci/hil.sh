@@ -158,13 +158,7 @@ flasher=$!
 # 4. The announce.
 step "waiting up to ${HIL_TIMEOUT}s for the board to announce fibonacci_worker"
 started=$(date +%s)
-announced=""
-while [ $(($(date +%s) - started)) -lt "$HIL_TIMEOUT" ]; do
-    if grep -q 'dht: announced to [1-9]' "$log"; then announced=yes; break; fi
-    kill -0 "$flasher" 2>/dev/null || break
-    sleep 0.5
-done
-if [ -z "$announced" ]; then
+if ! wait_announced "$log" "$flasher" "$HIL_TIMEOUT"; then
     show_log
     fail "the board did not announce fibonacci_worker within ${HIL_TIMEOUT}s (no 'dht: announced to N' with N > 0 in its log; the last line it printed tells how far it got: docs/BOARDS.md)"
 fi

@@ -121,6 +121,19 @@ cleanup() {
     rm -rf "$logdir"
 }
 trap cleanup EXIT
+# wait_announced LOG PID SECONDS: succeeds once LOG shows the board's DHT announce
+# ('dht: announced to N', N > 0), fails when PID (the emulator or flasher) has ended or
+# SECONDS have passed.
+wait_announced() {
+    local log=$1 pid=$2 deadline=$(($(date +%s) + $3))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        grep -q 'dht: announced to [1-9]' "$log" && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    grep -q 'dht: announced to [1-9]' "$log"
+}
+
 show_log() {
     echo "--- board log (${board_log_source:-semihosting}) ---" >&2; cat "$log" >&2; echo "--- end of board log ---" >&2
     for g in a b; do echo "--- grape $g log (tail) ---" >&2; tail -n 20 "$logdir/grape_$g.log" >&2 || true; done
@@ -190,13 +203,7 @@ run_board() {
     : >"$log"
     bg_net timeout "$QEMU_TIMEOUT" "${qemu_cmd[@]}" >"$log" 2>&1 &
     qemu_pid=$!
-    local announced=""
-    for _ in $(seq 1 300); do
-        if grep -q 'dht: announced to [1-9]' "$log"; then announced=yes; break; fi
-        kill -0 "$qemu_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if [ -z "$announced" ]; then
+    if ! wait_announced "$log" "$qemu_pid" 30; then
         show_log
         fail "[$tag] the board did not announce fibonacci_worker to a grape within 30 s (no 'dht: announced to N' in its log)"
     fi
