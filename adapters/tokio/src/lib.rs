@@ -26,6 +26,7 @@
 
 pub mod grape;
 mod http_client;
+mod http_server;
 mod js;
 pub mod limits;
 pub mod link;

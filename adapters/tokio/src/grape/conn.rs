@@ -8,26 +8,21 @@
 //! watching for the client to hang up, and write the answer in one `write` call. Pipelined
 //! requests are answered in order.
 //!
-//! Why not hyper: the grape answers tiny JSON bodies, and its cost per request was mostly HTTP
-//! machinery (header maps, boxed bodies, a `Date` formatted per answer). The core's parser
-//! borrows the read buffer and the answer is written by hand, which halves the CPU time of a
-//! `/lookup` (docs/BENCHMARKS.md, "Grape").
+//! Why not hyper: see [`crate::http_server`] (here it halved the CPU time of a `/lookup`,
+//! docs/BENCHMARKS.md, "Grape").
 //!
 //! [`ApiConfig::header_timeout`]: super::ApiConfig::header_timeout
 //! [`ApiConfig::max_payload`]: super::ApiConfig::max_payload
 //! [`ApiConfig::body_timeout`]: super::ApiConfig::body_timeout
 //! [`ApiConfig::body_progress`]: super::ApiConfig::body_progress
 
-use std::cell::RefCell;
 use std::io;
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use grenache_core::wire::http::{
-    parse_request_limited, write_response_head, BodyDecoder, BodyKind, Header, HttpError, Status,
-    CONTINUE_RESPONSE,
+    parse_request_limited, BodyDecoder, BodyKind, HttpError, Status, CONTINUE_RESPONSE,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tracing::trace;
@@ -39,13 +34,12 @@ use super::handlers::{self, Endpoint, Plan, Reply};
 use super::shared::Shared;
 use super::stats::{Outcome, Route};
 use super::status;
+use crate::http_server::{encode_answer, read_more, Answer, READ_CHUNK};
 
 /// The largest request head: Node's default `--max-http-header-size` (16 KiB). Larger → 431.
 const MAX_HEAD: usize = 16 * 1024;
 /// Header fields per request (hyper's and many servers' default); more → 431.
 const MAX_HEADERS: usize = 100;
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 4096;
 
 /// What the loop keeps of a parsed head (which borrows the read buffer).
 struct RequestHead {
@@ -301,12 +295,6 @@ fn body_error(err: HttpError) -> Reply {
     }
 }
 
-/// Appends up to [`READ_CHUNK`] bytes from the socket to `buf`; 0 means end of stream.
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    buf.reserve(READ_CHUNK);
-    stream.read_buf(buf).await
-}
-
 /// Writes `bytes`, giving up after the body timeout (a client that never reads must not hold
 /// its connection slot forever).
 async fn write_answer(stream: &mut TcpStream, bytes: &[u8], config: &ApiConfig) -> io::Result<()> {
@@ -341,257 +329,19 @@ async fn send_final(
     Ok(())
 }
 
-/// The answer with exactly Node's headers (docs/protocol.md §3.1), in Node's order: `Date`,
-/// `Connection`, `Keep-Alive` (only when the connection stays open: `keep_alive` is the idle
-/// timeout then), `Content-Length`; no `Content-Type`.
-///
-/// The most frequent answer, a `200` on a connection that stays open, takes its head up to the
-/// length from a per-second cache ([`with_ok_head`]) rather than writing every field again.
+/// The answer with exactly Node's headers, in Node's order (docs/protocol.md §3.1).
 fn encode_reply(out: &mut Vec<u8>, reply: &Reply, keep_alive: Option<std::time::Duration>) {
-    if let (200, None, Some(idle)) = (reply.status, reply.content_type, keep_alive) {
-        let cached = with_ok_head(idle, |prefix| {
-            out.clear();
-            out.extend_from_slice(prefix);
-            !prefix.is_empty()
-        });
-        if cached {
-            let mut digits = [0u8; 32];
-            let len = write_decimal(&mut digits, b"", reply.body.len() as u64);
-            out.extend_from_slice(digits.get(..len).unwrap_or(&[]));
-            out.extend_from_slice(b"\r\n\r\n");
-            out.extend_from_slice(&reply.body);
-            return;
-        }
-    }
-    encode_reply_head(out, reply, keep_alive);
-    out.extend_from_slice(&reply.body);
-}
-
-/// The head of [`encode_reply`], written field by field into `out` (cleared first).
-fn encode_reply_head(out: &mut Vec<u8>, reply: &Reply, keep_alive: Option<std::time::Duration>) {
-    let mut timeout_text = [0u8; 32];
-    let keep_alive_value = keep_alive.map(|idle| {
-        let len = write_decimal(&mut timeout_text, b"timeout=", idle.as_secs());
-        &timeout_text[..len]
-    });
-    let length = BodyKind::Length(u64::try_from(reply.body.len()).unwrap_or(u64::MAX));
-    with_date(|date| {
-        let connection: &[u8] = if keep_alive.is_some() {
-            b"keep-alive"
-        } else {
-            b"close"
-        };
-        let date_header = Header::new("Date", date.as_bytes());
-        let connection_header = Header::new("Connection", connection);
-        let mut headers = [Header::new("", b""); 4];
-        let mut count = 0;
-        // Node's order; the operator endpoints' `Content-Type` (Node's answers have none) first.
-        let fields = [
-            reply
-                .content_type
-                .map(|ct| Header::new("Content-Type", ct.as_bytes())),
-            Some(date_header),
-            Some(connection_header),
-            keep_alive_value.map(|value| Header::new("Keep-Alive", value)),
-        ];
-        for field in fields.into_iter().flatten() {
-            if let Some(slot) = headers.get_mut(count) {
-                *slot = field;
-                count += 1;
-            }
-        }
-        let mut head = [0u8; 256];
-        let written = write_response_head(
-            &mut head,
-            reply.status,
-            None,
-            headers.get(..count).unwrap_or(&[]),
-            length,
-        );
-        out.clear();
-        // The head is a few fixed fields and a status from 100..=999: it always fits and is
-        // always valid; a 500 head is the fallback all the same.
-        match written {
-            Ok(len) => out.extend_from_slice(head.get(..len).unwrap_or(&[])),
-            Err(_) => out.extend_from_slice(b"HTTP/1.1 500 Internal Server Error\r\n"),
-        }
-    });
-}
-
-/// Writes `prefix` and `value` in decimal into `out`; returns the length.
-fn write_decimal(out: &mut [u8; 32], prefix: &[u8], value: u64) -> usize {
-    let mut digits = [0u8; 20];
-    let mut n = value;
-    let mut count = 0;
-    loop {
-        digits[count] = b'0' + (n % 10) as u8;
-        count += 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let mut len = 0;
-    for &byte in prefix.iter().chain(digits[..count].iter().rev()) {
-        out[len] = byte;
-        len += 1;
-    }
-    len
-}
-
-thread_local! {
-    /// The `Date` value of the current second, per runtime thread: formatting it for every
-    /// answer cost more than the rest of the head.
-    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-    /// The head of a `200` keep-alive answer up to the value of its `Content-Length`, for the
-    /// second and the idle timeout it was written for: (second, idle, head).
-    static OK_HEAD: RefCell<(u64, std::time::Duration, Vec<u8>)> =
-        const { RefCell::new((u64::MAX, std::time::Duration::ZERO, Vec::new())) };
-}
-
-/// Calls `f` with the head of a `200` answer on a connection kept open for `idle`, up to the
-/// value of `Content-Length` (empty if it could not be made). Made by [`encode_reply_head`]
-/// itself, once per second, so that both ways give the same bytes.
-fn with_ok_head<T>(idle: std::time::Duration, f: impl FnOnce(&[u8]) -> T) -> T {
-    let second = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    OK_HEAD.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        if cached.0 != second || cached.1 != idle {
-            let mut head = Vec::with_capacity(160);
-            let empty = Reply {
-                status: 200,
-                body: bytes::Bytes::new(),
-                content_type: None,
-            };
-            encode_reply_head(&mut head, &empty, Some(idle));
-            let prefix_len = head.strip_suffix(b"0\r\n\r\n").map_or(0, <[u8]>::len);
-            head.truncate(prefix_len);
-            *cached = (second, idle, head);
-        }
-        f(&cached.2)
-    })
-}
-
-/// Calls `f` with the `Date` header value of this second.
-fn with_date(f: impl FnOnce(&str)) {
-    let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    DATE.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        if cached.0 != second {
-            *cached = (second, http_date(now));
-        }
-        f(&cached.1);
-    });
-}
-
-/// An IMF-fixdate (`Tue, 25 Nov 2026 18:43:00 GMT`), the format of Node's `Date` header.
-pub(crate) fn http_date(now: SystemTime) -> String {
-    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    let days = secs / 86_400;
-    let of_day = secs % 86_400;
-    // 1970-01-01 was a Thursday.
-    let weekday = WEEKDAYS.get((days % 7) as usize).copied().unwrap_or("Thu");
-    let (year, month, day) = civil_from_days(days);
-    let month = MONTHS
-        .get(month.saturating_sub(1) as usize)
-        .copied()
-        .unwrap_or("Jan");
-    format!(
-        "{weekday}, {day:02} {month} {year} {:02}:{:02}:{:02} GMT",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    )
-}
-
-/// Days since 1970-01-01 → (year, month 1..=12, day 1..=31), proleptic Gregorian
-/// (H. Hinnant's `civil_from_days`, for non-negative day counts).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    let answer = Answer {
+        status: reply.status,
+        content_type: reply.content_type,
+        body: &reply.body,
+    };
+    encode_answer(out, &answer, keep_alive);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn dates_format_like_node() {
-        assert_eq!(http_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
-        let t = UNIX_EPOCH + Duration::from_secs(1_795_632_180);
-        assert_eq!(http_date(t), "Wed, 25 Nov 2026 18:43:00 GMT");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(http_date(leap), "Tue, 29 Feb 2000 00:00:00 GMT");
-    }
-
-    #[test]
-    fn answers_carry_nodes_headers_in_nodes_order() {
-        let mut out = Vec::new();
-        encode_reply(
-            &mut out,
-            &Reply::raw(200, "[\"127.0.0.1:1337\"]"),
-            Some(Duration::from_secs(5)),
-        );
-        let text = String::from_utf8(out.clone()).unwrap();
-        let date = &text["HTTP/1.1 200 OK\r\nDate: ".len()..][..29];
-        assert_eq!(
-            text,
-            format!(
-                "HTTP/1.1 200 OK\r\nDate: {date}\r\nConnection: keep-alive\r\n\
-                 Keep-Alive: timeout=5\r\nContent-Length: 18\r\n\r\n[\"127.0.0.1:1337\"]"
-            )
-        );
-        assert!(date.ends_with(" GMT"), "{date}");
-
-        // The cached head of a 200 keep-alive answer and the one written field by field agree.
-        for body in ["", "[]", &"x".repeat(12_345)] {
-            let reply = Reply::raw(200, body);
-            let mut fields = Vec::new();
-            encode_reply_head(&mut fields, &reply, Some(Duration::from_secs(5)));
-            fields.extend_from_slice(body.as_bytes());
-            encode_reply(&mut out, &reply, Some(Duration::from_secs(5)));
-            // Unless the second turned between the two.
-            if out != fields {
-                encode_reply_head(&mut fields, &reply, Some(Duration::from_secs(5)));
-                fields.extend_from_slice(body.as_bytes());
-            }
-            assert_eq!(
-                String::from_utf8_lossy(&out),
-                String::from_utf8_lossy(&fields)
-            );
-        }
-        encode_reply(
-            &mut out,
-            &Reply::raw(200, "[]"),
-            Some(Duration::from_secs(7)),
-        );
-        assert!(String::from_utf8_lossy(&out).contains("\r\nKeep-Alive: timeout=7\r\n"));
-
-        encode_reply(&mut out, &Reply::raw(413, "ERR_GRAPE_PAYLOAD_SIZE"), None);
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("HTTP/1.1 413 Payload Too Large\r\nDate: "));
-        assert!(text.ends_with(
-            "\r\nConnection: close\r\nContent-Length: 22\r\n\r\nERR_GRAPE_PAYLOAD_SIZE"
-        ));
-    }
 
     #[test]
     fn heads_keep_what_the_loop_needs() {
@@ -611,14 +361,5 @@ mod tests {
             parse_head(huge.as_bytes()).err(),
             Some(HttpError::HeadTooLarge)
         );
-    }
-
-    #[test]
-    fn decimals() {
-        let mut out = [0u8; 32];
-        let len = write_decimal(&mut out, b"timeout=", 0);
-        assert_eq!(&out[..len], b"timeout=0");
-        let len = write_decimal(&mut out, b"", u64::MAX);
-        assert_eq!(&out[..len], b"18446744073709551615");
     }
 }

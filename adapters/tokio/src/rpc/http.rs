@@ -44,11 +44,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::FutureExt;
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Response, StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -58,23 +58,20 @@ use tokio::time::Instant;
 
 use super::client::{lookup_before, pick_dest, InFlight};
 use super::error::RpcError;
-use super::frame::{
-    decode_reply, decode_request, encode_reply, encode_request, key_text, BadRequest,
-};
-use super::gzip::{gunzip, gzip, inflate, Gunzip};
-use super::handler::{Handler, Request};
-use super::server::{Accepted, Busy, Io, ServerConfig, ServerCore, Shared, SMALL_MESSAGE};
+use super::frame::{decode_reply, encode_request};
+use super::gzip::{gunzip, gzip};
+use super::handler::Handler;
+use super::server::{Accepted, Busy, Io, ServerConfig, ServerCore, Shared};
 use super::stream::{
     AbortOnDrop, BodyStream, ChannelBody, PendingResponse, RpcStream, StreamHandler, StreamMeta,
     StreamOptions, StreamRequest, StreamResponder, StreamResponse, TimedOut,
 };
 use crate::http_client::{HttpClient, HttpFailure};
-use crate::js::truthy as js_truthy;
-use crate::limits::{MemoryBudget, MinProgress, Reservation};
 use crate::link::{Link, LinkError};
 use crate::new_rid;
 use crate::tls::{CertInfo, TlsClientConfig};
-use grenache_core::wire::frame::ERR_REQUEST_MALFORMED;
+
+mod conn;
 
 /// The header naming the body encoding (`none` or `gzip`).
 const GRC_COMPRESS: &str = "grc-compress";
@@ -229,10 +226,79 @@ fn serve(
     accepted: Accepted,
     shared: Arc<Shared<Routes>>,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(serve_connection(accepted, shared))
+    Box::pin(conn::serve_connection(accepted, shared))
 }
 
-async fn serve_connection(accepted: Accepted, shared: Arc<Shared<Routes>>) {
+impl Routes {
+    /// The buffered handler, if the worker has one.
+    fn buffered(&self) -> Option<&Arc<dyn Handler>> {
+        match self {
+            Routes::Buffered(handler)
+            | Routes::Split {
+                buffered: handler, ..
+            } => Some(handler),
+            Routes::Streamed(_) => None,
+        }
+    }
+
+    /// The stream handler, if the worker has one.
+    fn stream(&self) -> Option<&Arc<dyn StreamHandler>> {
+        match self {
+            Routes::Buffered(_) => None,
+            Routes::Split { stream, .. } | Routes::Streamed(stream) => Some(stream),
+        }
+    }
+}
+
+/// What Node's HTTP worker reads from a request's headers besides framing: the `meta` its
+/// handlers see.
+struct HeaderMeta {
+    /// `_gr` parsed as JSON (Node `meta.infoHeaders`).
+    info: Option<Value>,
+    /// `_a` (Node `meta.action`).
+    action: Option<String>,
+    /// `_ar` parsed as JSON, `{}` when absent or invalid (Node `meta.args`).
+    args: Value,
+    /// `grc-compress` contains `gzip`: the body and the answer are gzip bytes.
+    compress: bool,
+    /// `transfer-encoding` is exactly `chunked` (Node `meta.isStream`).
+    is_stream: bool,
+}
+
+impl HeaderMeta {
+    /// Reads the fields through `header` (a header's value by name, case-insensitive). `Err`
+    /// when `_gr` is there but not JSON: Node answers it 500 [`ERR_HEADER_PARSE_GR`].
+    fn from_headers<'a>(header: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Self, ()> {
+        let text = |name: &str| header(name).and_then(|v| std::str::from_utf8(v).ok());
+        let info = match header("_gr") {
+            None => None,
+            Some(value) => Some(
+                std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<Value>(text).ok())
+                    .ok_or(())?,
+            ),
+        };
+        Ok(HeaderMeta {
+            info,
+            action: text("_a").map(str::to_string),
+            args: text("_ar")
+                .and_then(|text| serde_json::from_str::<Value>(text).ok())
+                .unwrap_or_else(|| json!({})),
+            compress: text(GRC_COMPRESS).is_some_and(|v| v.contains("gzip")),
+            is_stream: text("transfer-encoding") == Some("chunked"),
+        })
+    }
+}
+
+/// Serves a connection's stream requests with hyper, `prefix` being bytes already read from
+/// it (see [`conn`]); with `keep_alive` false, hyper closes after one request.
+async fn serve_streams(
+    accepted: Accepted,
+    prefix: Vec<u8>,
+    shared: Arc<Shared<Routes>>,
+    keep_alive: bool,
+) {
     let Accepted {
         io,
         peer,
@@ -245,7 +311,7 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared<Routes>>) {
     let service = service_fn(move |request| {
         // Busy from a request's head to its answer's head (or its stream handler's end).
         let busy = activity.busy();
-        handle(
+        handle_stream(
             request,
             peer,
             cert.clone(),
@@ -257,7 +323,8 @@ async fn serve_connection(accepted: Accepted, shared: Arc<Shared<Routes>>) {
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(read_timeout)
-        .serve_connection(TokioIo::new(io), service);
+        .keep_alive(keep_alive)
+        .serve_connection(TokioIo::new(conn::Prefixed::new(prefix, io)), service);
     let mut connection = std::pin::pin!(connection);
     let outcome = tokio::select! {
         outcome = connection.as_mut() => outcome,
@@ -297,11 +364,7 @@ fn plain(status: StatusCode, body: &'static str) -> Response<ReplyBody> {
     response
 }
 
-fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-async fn handle(
+async fn handle_stream(
     request: hyper::Request<Incoming>,
     peer: SocketAddr,
     cert: Option<Arc<CertInfo>>,
@@ -313,262 +376,33 @@ async fn handle(
         // The TLS `verify_client` hook rejected this client.
         return Ok(plain(StatusCode::UNAUTHORIZED, "Forbidden"));
     }
-    let config = &shared.config;
     let (parts, body) = request.into_parts();
-    let headers = &parts.headers;
-    // Node: `req.headers['transfer-encoding'] === 'chunked'`.
-    let is_stream = header_text(headers, "transfer-encoding") == Some("chunked");
-    let compress = header_text(headers, GRC_COMPRESS).is_some_and(|v| v.contains("gzip"));
-    let info = match headers.get("_gr") {
-        None => None,
-        Some(value) => {
-            match value
-                .to_str()
-                .ok()
-                .and_then(|text| serde_json::from_str::<Value>(text).ok())
-            {
-                Some(info) => Some(info),
-                None => {
-                    tracing::warn!("grenache http server: bad _gr header from {peer}");
-                    return Ok(plain(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        ERR_HEADER_PARSE_GR,
-                    ));
-                }
-            }
-        }
+    let Ok(meta) = HeaderMeta::from_headers(|name| parts.headers.get(name).map(|v| v.as_bytes()))
+    else {
+        tracing::warn!("grenache http server: bad _gr header from {peer}");
+        return Ok(plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ERR_HEADER_PARSE_GR,
+        ));
     };
-    let action = header_text(headers, "_a").map(str::to_string);
-    let args = header_text(headers, "_ar")
-        .and_then(|text| serde_json::from_str::<Value>(text).ok())
-        .unwrap_or_else(|| json!({}));
-
-    let handler = match &shared.routes {
-        Routes::Buffered(handler) => handler,
-        Routes::Split { buffered, .. } if !is_stream => buffered,
-        Routes::Split { stream, .. } | Routes::Streamed(stream) => {
-            let meta = StreamMeta {
-                info_headers: info,
-                action,
-                args,
-                is_stream,
-                compress,
-                remote: peer,
-                cert,
-            };
-            let request = StreamRequest {
-                meta,
-                headers: parts.headers,
-                body: BodyStream::new(body, Some(config.read_timeout), None),
-            };
-            return serve_stream(request, Arc::clone(stream), busy).await;
-        }
+    let Some(stream) = shared.routes.stream() else {
+        return Err(NoAnswer("no stream handler".to_string()));
     };
-
-    let progress = MinProgress {
-        grace: config.read_timeout,
-        min_rate: config.min_body_rate,
-    };
-    let max = config.max_message_size;
-    let (body, body_charge) = match read_body(body, max, &shared.budget, progress).await {
-        Ok(read) => read,
-        Err(BodyError::TooLarge) => {
-            tracing::warn!("grenache http server: body from {peer} over the size limit");
-            return Ok(too_large(ERR_PAYLOAD_TOO_LARGE));
-        }
-        Err(BodyError::OverBudget) => {
-            tracing::warn!("grenache http server: body from {peer} over the memory budget");
-            return Ok(too_large(ERR_MEMORY_BUDGET));
-        }
-        Err(BodyError::TooSlow) => {
-            return Err(NoAnswer("the body came too slowly".to_string()));
-        }
-        // Node's server answers a body it cannot parse (bad chunk framing) with 400, as it
-        // does a bad head; a connection that just ended gets nothing.
-        Err(BodyError::Failed(e)) if is_malformed_body(&e) => {
-            tracing::warn!("grenache http server: malformed body from {peer}: {e}");
-            let mut response = plain(StatusCode::BAD_REQUEST, "");
-            response
-                .headers_mut()
-                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
-            return Ok(response);
-        }
-        Err(BodyError::Failed(e)) => {
-            return Err(NoAnswer(format!("reading the body failed: {e}")));
-        }
-    };
-    let mut inflated_charge = None;
-    let body = if compress {
-        // Off the async runtime: inflating a bomb up to the size limit takes a while.
-        let (compressed, budget) = (body.clone(), shared.budget.clone());
-        let inflating = tokio::task::spawn_blocking(move || {
-            let mut charge = budget.reservation();
-            inflate(&compressed, max, Some(&mut charge)).map(|plain| (plain, charge))
-        });
-        match inflating.await {
-            Ok(Ok((plain_body, charge))) => {
-                inflated_charge = Some(charge);
-                Bytes::from(plain_body)
-            }
-            Ok(Err(Gunzip::TooLarge)) => {
-                tracing::warn!("grenache http server: gzip body from {peer} over the size limit");
-                return Ok(too_large(ERR_PAYLOAD_TOO_LARGE));
-            }
-            Ok(Err(Gunzip::OverBudget)) => {
-                tracing::warn!(
-                    "grenache http server: gzip body from {peer} over the memory budget"
-                );
-                return Ok(too_large(ERR_MEMORY_BUDGET));
-            }
-            // Node keeps the raw body when gunzip fails.
-            Ok(Err(Gunzip::Invalid)) => body,
-            Err(e) => return Err(NoAnswer(format!("gunzip failed: {e}"))),
-        }
-    } else {
-        body
-    };
-    let (rid, key, payload) = match decode_request(&body) {
-        Ok(parts) => parts,
-        Err(BadRequest::Reply(frame)) => {
-            tracing::warn!(
-                "grenache http server: malformed request from {peer}: {ERR_REQUEST_MALFORMED}"
-            );
-            let reply = if compress {
-                gzip(frame.as_bytes()).map_err(|e| NoAnswer(format!("gzip failed: {e}")))?
-            } else {
-                frame.into_bytes()
-            };
-            return Ok(full(Bytes::from(reply)));
-        }
-        Err(why) => {
-            tracing::warn!("grenache http server: malformed request from {peer}: {why}");
-            return Err(NoAnswer(format!("bad request body: {why}")));
-        }
-    };
-    // The bytes are parsed: what they held is given back to the budget.
-    drop((body, body_charge, inflated_charge));
-    // `_gr` overrides the rid and key when its elements are truthy (Node `getRidKey`).
-    let pick = |index: usize, fallback: Value| match info.as_ref().and_then(|i| i.get(index)) {
-        Some(v) if js_truthy(v) => v.clone(),
-        _ => fallback,
-    };
-    let rid = pick(0, rid);
-    let key = match info.as_ref().and_then(|i| i.get(1)) {
-        Some(v) if js_truthy(v) => key_text(v),
-        _ => key,
-    };
-    let request = Request {
-        rid: rid.clone(),
-        key,
-        payload,
-        action,
-        args,
+    let meta = StreamMeta {
+        info_headers: meta.info,
+        action: meta.action,
+        args: meta.args,
+        is_stream: meta.is_stream,
+        compress: meta.compress,
         remote: peer,
         cert,
     };
-    let outcome = match AssertUnwindSafe(handler.handle(request))
-        .catch_unwind()
-        .await
-    {
-        Ok(outcome) => outcome,
-        Err(_) => {
-            tracing::error!(
-                "grenache http server: the handler of request {rid} from {peer} panicked"
-            );
-            Err(RpcError::new("ERR_HANDLER_PANIC"))
-        }
+    let request = StreamRequest {
+        meta,
+        headers: parts.headers,
+        body: BodyStream::new(body, Some(shared.config.read_timeout), None),
     };
-    let reply = encode_reply(&rid, &outcome);
-    let reply = if compress {
-        gzip(reply.as_bytes()).map_err(|e| NoAnswer(format!("gzip failed: {e}")))?
-    } else {
-        reply.into_bytes()
-    };
-    Ok(full(Bytes::from(reply)))
-}
-
-/// The 413 answer with this body.
-fn too_large(body: &'static str) -> Response<ReplyBody> {
-    plain(StatusCode::PAYLOAD_TOO_LARGE, body)
-}
-
-/// Whether a body error is the peer's bad framing (hyper reports chunked-encoding errors as
-/// `InvalidInput`/`InvalidData` I/O errors), not a connection that failed.
-fn is_malformed_body(e: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
-            );
-        }
-        source = s.source();
-    }
-    false
-}
-
-/// Why a buffered body was not read whole.
-enum BodyError {
-    /// Over [`ServerConfig::max_message_size`].
-    TooLarge,
-    /// Over what [`ServerConfig::memory_budget`] has left.
-    OverBudget,
-    /// Below [`ServerConfig::min_body_rate`] after the grace period.
-    TooSlow,
-    /// The connection failed (closed, malformed chunking…).
-    Failed(hyper::Error),
-}
-
-/// Reads a whole body of at most `max` bytes under the minimum-progress rule, charging it
-/// to `budget` as it arrives once it is larger than [`SMALL_MESSAGE`] (not from its
-/// `content-length`: a client must send the bytes it holds the budget with).
-async fn read_body(
-    mut body: Incoming,
-    max: usize,
-    budget: &MemoryBudget,
-    progress: MinProgress,
-) -> Result<(Bytes, Reservation), BodyError> {
-    use hyper::body::Body as _;
-    if body.size_hint().lower() > u64::try_from(max).unwrap_or(u64::MAX) {
-        return Err(BodyError::TooLarge);
-    }
-    let started = Instant::now();
-    let mut charge = budget.reservation();
-    // A body in one piece (the usual case) is kept as it came; more pieces are copied into
-    // one buffer (kept as a list, tiny chunks would cost far more than their bytes).
-    let mut single: Option<Bytes> = None;
-    let mut joined = BytesMut::new();
-    let mut received = 0usize;
-    loop {
-        let deadline = progress.deadline(started, received);
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => return Err(BodyError::TooSlow),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(BodyError::Failed(e)),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        // Anything but data is trailers, which Node ignores too.
-        let Ok(chunk) = frame.into_data() else {
-            continue;
-        };
-        received = received.saturating_add(chunk.len());
-        if received > max {
-            return Err(BodyError::TooLarge);
-        }
-        if received > SMALL_MESSAGE && !charge.try_grow_to(received) {
-            return Err(BodyError::OverBudget);
-        }
-        if received == chunk.len() {
-            single = Some(chunk);
-        } else {
-            if let Some(first) = single.take() {
-                joined.extend_from_slice(&first);
-            }
-            joined.extend_from_slice(&chunk);
-        }
-    }
-    Ok((single.unwrap_or_else(|| joined.freeze()), charge))
+    serve_stream(request, Arc::clone(stream), busy).await
 }
 
 /// Runs a stream handler in its own task (it keeps reading the request body while hyper
