@@ -372,3 +372,144 @@ async fn silent_and_idle_connections_are_closed_after_the_read_timeout() {
         assert!(closed.is_ok(), "the server must close the connection");
     }
 }
+
+/// Reads from `socket` until `needle` has arrived (at most 3 s); returns all that came.
+async fn read_until(socket: &mut TcpStream, needle: &str) -> String {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !String::from_utf8_lossy(&got).contains(needle) {
+        let n = tokio::time::timeout_at(deadline, socket.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no {needle:?} within 3 s: {:?}",
+                    String::from_utf8_lossy(&got)
+                )
+            })
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before {needle:?}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8(got).unwrap()
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_before_the_body() {
+    let (_server, addr) = server(ServerConfig::default()).await;
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(
+            b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let interim = read_until(&mut socket, "\r\n\r\n").await;
+    assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+    socket.write_all(br#"["e","k",7]"#).await.unwrap();
+    let answer = read_until(&mut socket, r#"["e",null"#).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    // The connection stays open for the next request, and says for how long.
+    assert!(
+        answer.contains("\r\nConnection: keep-alive\r\nKeep-Alive: timeout=30\r\n"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_at_once_while_it_still_comes() {
+    let (_server, addr) = server(ServerConfig {
+        max_message_size: 1000,
+        ..ServerConfig::default()
+    })
+    .await;
+    for _ in 0..5 {
+        let socket = TcpStream::connect(addr).await.unwrap();
+        let (mut reader, mut writer) = socket.into_split();
+        // Refused at the head (its length is over the limit), not after the body: the
+        // client, still sending, reads the 413 long before it would have sent 4 MB.
+        writer
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n")
+            .await
+            .unwrap();
+        let sending = tokio::spawn(async move {
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..30 {
+                if writer.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(3), reader.read_to_end(&mut answer))
+            .await
+            .expect("the worker closes within 3 s");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+            "{read:?}: {text:?}"
+        );
+        assert!(text.ends_with("\r\n\r\nERR_PAYLOAD_TOO_LARGE"), "{text}");
+        sending.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_stream_after_a_buffered_request_on_one_connection() {
+    use grenache_tokio::rpc::stream::{StreamRequest, StreamResponder};
+    let server = PeerRpcServer::builder(unused_link())
+        .handler(handler)
+        .stream_handler(
+            |req: StreamRequest, responder: StreamResponder| async move {
+                let mut body = req.body;
+                let mut out = responder.start();
+                out.send(bytes::Bytes::from_static(b"echo:")).await?;
+                while let Some(chunk) = body.chunk().await {
+                    out.send(chunk?).await?;
+                }
+                Ok(())
+            },
+        )
+        .build();
+    let addr = server
+        .listen_on("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    // A buffered request, then (in the same write, so the worker reads both at once) a
+    // chunked one: the second goes to the stream handler with the bytes already read.
+    let mut two =
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n[\"b\",\"k\",1]".to_vec();
+    two.extend_from_slice(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    );
+    socket.write_all(&two).await.unwrap();
+    let first = read_until(&mut socket, r#"["b",null"#).await;
+    assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
+    socket.write_all(b"6\r\n world\r\n0\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), socket.read_to_end(&mut rest))
+        .await
+        .expect("the worker closes after the stream")
+        .unwrap();
+    // The stream's answer head may have come with the first answer.
+    let all = first + &String::from_utf8_lossy(&rest);
+    let second = all.rfind("HTTP/1.1 200 OK\r\n").unwrap();
+    assert!(second > 0, "{all}");
+    let rest = &all[second..];
+    // hyper streams the answer chunked; the handler's bytes arrive in order.
+    let body: String = rest
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap()
+        .split("\r\n")
+        .skip(1)
+        .step_by(2)
+        .collect();
+    assert_eq!(body, "echo:hello world", "{rest}");
+}

@@ -6,9 +6,7 @@
 //! [`BodyDecoder`] (never past `max_message_size`, charged to the memory budget once larger
 //! than [`SMALL_MESSAGE`], at `min_body_rate` once `read_timeout` has passed), answer it as
 //! the parent module's docs say, and write the answer in one piece. Pipelined requests are
-//! answered in order. An answer that ends the connection early (a bad head, a body over a
-//! limit) is followed by a short lingering close, so that the client reads it rather than a
-//! reset.
+//! answered in order.
 //!
 //! A chunked request to a worker with a stream handler (Node's `meta.isStream`) is handed,
 //! with the bytes already read, to hyper ([`super::serve_streams`]), which serves that one
@@ -23,7 +21,6 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures_util::FutureExt;
 use grenache_core::wire::frame::ERR_REQUEST_MALFORMED;
@@ -51,10 +48,6 @@ const MAX_HEADERS: usize = 100;
 /// Bytes asked of the socket per read while a large body arrives: fewer system calls than
 /// [`READ_CHUNK`], and the buffer shrinks back once the request is answered.
 const BODY_READ_CHUNK: usize = 64 * 1024;
-/// How long, and for how many bytes, a connection closed after an early answer is still
-/// read (and what arrives dropped) so that the client gets the answer, not a reset.
-const LINGER: Duration = Duration::from_millis(500);
-const LINGER_BYTES: usize = 256 * 1024;
 
 /// What the loop keeps of a parsed head (which borrows the read buffer).
 struct RequestHead {
@@ -415,8 +408,7 @@ impl Connection {
         encoded(encode_reply(&rid, &outcome).into_bytes(), meta.compress)
     }
 
-    /// Answers `status` with `body` and `Connection: close`, then closes, reading (and
-    /// dropping) what the client still sends for a moment so that it gets the answer.
+    /// Answers `status` with `body` and `Connection: close`, then closes.
     async fn finish(mut self, status: u16, body: &str) {
         let answer = Answer {
             status,
@@ -424,20 +416,8 @@ impl Connection {
             body: body.as_bytes(),
         };
         encode_answer(&mut self.out, &answer, None);
-        if write_all(&mut self.io, &self.out).await.is_err() {
-            return;
-        }
-        if self.io.shutdown().await.is_err() {
-            return;
-        }
-        let until = Instant::now() + LINGER;
-        let mut drained = 0;
-        let mut scratch = [0u8; 4096];
-        while drained < LINGER_BYTES {
-            match timeout_at(until, self.io.read(&mut scratch)).await {
-                Ok(Ok(n)) if n > 0 => drained += n,
-                _ => return,
-            }
+        if write_all(&mut self.io, &self.out).await.is_ok() {
+            let _ = self.io.shutdown().await;
         }
     }
 }
