@@ -45,8 +45,8 @@ use crate::tls::CertInfo;
 const MAX_HEAD: usize = 16 * 1024;
 /// Header fields per request (hyper's and many servers' default); more → 431.
 const MAX_HEADERS: usize = 100;
-/// Bytes asked of the socket per read while a large body arrives: fewer system calls than
-/// [`READ_CHUNK`], and the buffer shrinks back once the request is answered.
+/// Bytes asked of the socket per read of a large `Content-Length` body, which is read straight
+/// into the body buffer: fewer system calls than [`READ_CHUNK`].
 const BODY_READ_CHUNK: usize = 64 * 1024;
 
 /// What the loop keeps of a parsed head (which borrows the read buffer).
@@ -279,14 +279,7 @@ impl Connection {
                 let step = decoder.decode(&self.buf).map_err(body_error)?;
                 self.body.extend_from_slice(step.data_in(&self.buf));
                 self.buf.drain(..step.consumed);
-                let size = self.body.len();
-                if size > SMALL_MESSAGE && !charge.try_grow_to(size) {
-                    tracing::warn!(
-                        "grenache http server: body from {} over the memory budget",
-                        self.peer
-                    );
-                    return Err(Abort::Answer(413, ERR_MEMORY_BUDGET));
-                }
+                self.charge_body(&mut charge)?;
                 if step.done {
                     return Ok(charge);
                 }
@@ -294,19 +287,58 @@ impl Connection {
                     continue;
                 }
             }
-            let large = decoder
+            // The read buffer is empty here. The rest of a large `Content-Length` body is read
+            // straight into `body`: no copy, and the read buffer stays small.
+            let direct = decoder
                 .remaining()
-                .is_none_or(|left| left > READ_CHUNK as u64);
-            self.buf
-                .reserve(if large { BODY_READ_CHUNK } else { READ_CHUNK });
+                .and_then(|left| usize::try_from(left).ok())
+                .filter(|&left| left > READ_CHUNK);
             let due = progress.deadline(started, received);
-            match timeout_at(due, self.io.read_buf(&mut self.buf)).await {
+            let read = match direct {
+                Some(left) => {
+                    let want = left.min(BODY_READ_CHUNK);
+                    self.body.reserve(want);
+                    let mut limited = (&mut self.io).take(want as u64);
+                    timeout_at(due, limited.read_buf(&mut self.body)).await
+                }
+                None => {
+                    self.buf.reserve(READ_CHUNK);
+                    timeout_at(due, self.io.read_buf(&mut self.buf)).await
+                }
+            };
+            let n = match read {
                 Err(_elapsed) => return Err(Abort::Close("the body came too slowly")),
                 Ok(Ok(0)) => return Err(Abort::Close("the client closed mid-body")),
-                Ok(Ok(n)) => received = received.saturating_add(n),
+                Ok(Ok(n)) => n,
                 Ok(Err(_)) => return Err(Abort::Close("reading the body failed")),
+            };
+            received = received.saturating_add(n);
+            if direct.is_some() {
+                // All body bytes (at most what the length left): the decoder only counts them.
+                let start = self.body.len().saturating_sub(n);
+                let step = decoder
+                    .decode(self.body.get(start..).unwrap_or(&[]))
+                    .map_err(body_error)?;
+                self.charge_body(&mut charge)?;
+                if step.done {
+                    return Ok(charge);
+                }
             }
         }
+    }
+
+    /// Charges the body read so far to the memory budget once it is larger than
+    /// [`SMALL_MESSAGE`]: 413 `ERR_MEMORY_BUDGET` when the budget cannot hold it.
+    fn charge_body(&self, charge: &mut Reservation) -> Result<(), Abort> {
+        let size = self.body.len();
+        if size > SMALL_MESSAGE && !charge.try_grow_to(size) {
+            tracing::warn!(
+                "grenache http server: body from {} over the memory budget",
+                self.peer
+            );
+            return Err(Abort::Answer(413, ERR_MEMORY_BUDGET));
+        }
+        Ok(())
     }
 
     /// The answer body (`[rid, err, result]`, gzipped when asked) to the request whose body
