@@ -28,6 +28,11 @@
 //!   Without a stream handler, a chunked body is buffered and parsed as `[rid, key, payload]`,
 //!   as Node does.
 //!
+//! The server's connections are served by `conn` on grenache-core's HTTP/1.1 codec (answers
+//! carry Node's `Date`, `Connection` and `Keep-Alive` headers and a `Content-Length`); stream
+//! requests by hyper. The client's buffered requests go through `crate::http_client`, also on
+//! the core's codec; its streams through hyper.
+//!
 //! Differences from Node, on purpose: timeouts are exact and always `ERR_TIMEOUT` (Node
 //! prints `ERR_REQUEST_GENERIC: network timeout at: …` when node-fetch's timer wins); an
 //! answer with another rid is `ERR_REPLY_RID_MISMATCH` at once (Node waits for its timeout);
