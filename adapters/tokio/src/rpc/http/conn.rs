@@ -27,7 +27,7 @@ use grenache_core::wire::frame::ERR_REQUEST_MALFORMED;
 use grenache_core::wire::http::{
     parse_request_limited, BodyDecoder, BodyKind, HttpError, Status, CONTINUE_RESPONSE,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::time::{sleep_until, timeout_at, Instant};
 
 use super::{HeaderMeta, Routes, ERR_HEADER_PARSE_GR, ERR_MEMORY_BUDGET, ERR_PAYLOAD_TOO_LARGE};
@@ -472,15 +472,15 @@ async fn write_all(io: &mut Box<dyn Io>, bytes: &[u8]) -> io::Result<()> {
 
 /// A stream whose first reads return bytes already read from it: how the loop hands a
 /// connection to hyper in the middle of a request.
-pub(super) struct Prefixed<S> {
+pub(super) struct Prefixed {
     prefix: Vec<u8>,
     /// Bytes of `prefix` already returned.
     taken: usize,
-    io: S,
+    io: Box<dyn Io>,
 }
 
-impl<S> Prefixed<S> {
-    pub(super) fn new(prefix: Vec<u8>, io: S) -> Self {
+impl Prefixed {
+    pub(super) fn new(prefix: Vec<u8>, io: Box<dyn Io>) -> Self {
         Prefixed {
             prefix,
             taken: 0,
@@ -489,7 +489,7 @@ impl<S> Prefixed<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+impl AsyncRead for Prefixed {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -510,35 +510,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
+crate::rpc::server::write_through!(Prefixed);
 
 #[cfg(test)]
 mod tests {
@@ -547,7 +519,7 @@ mod tests {
     #[tokio::test]
     async fn a_prefixed_stream_reads_its_prefix_then_the_stream() {
         let (mut near, far) = tokio::io::duplex(64);
-        let mut stream = Prefixed::new(b"head ".to_vec(), far);
+        let mut stream = Prefixed::new(b"head ".to_vec(), Box::new(far));
         near.write_all(b"body").await.unwrap();
         drop(near);
         let mut got = Vec::new();
