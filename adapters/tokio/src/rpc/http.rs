@@ -17,7 +17,7 @@
 //!   connections per client IP; a request head must arrive within `read_timeout` (also the
 //!   idle time of a keep-alive connection); a body must arrive at `min_body_rate` on average
 //!   once `read_timeout` has passed, else the connection is closed; a body larger than
-//!   [`SMALL_MESSAGE`] is charged to the worker's `memory_budget` as it arrives, and so is its
+//!   [`SMALL_MESSAGE`](super::SMALL_MESSAGE) is charged to the worker's `memory_budget` as it arrives, and so is its
 //!   gunzipped form (inflated on a blocking thread, off the async runtime), and a body the
 //!   budget cannot hold is answered 413 `ERR_MEMORY_BUDGET`. Streamed bodies (see
 //!   [`super::stream`]) are not charged: they flow with backpressure.
@@ -42,23 +42,15 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::FutureExt;
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use hyper::service::service_fn;
-use hyper::{Response, StatusCode, Uri};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::{json, Value};
-use tokio::sync::oneshot;
+use hyper::Uri;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::client::{lookup_before, pick_dest, InFlight};
@@ -66,29 +58,21 @@ use super::error::RpcError;
 use super::frame::{decode_reply, encode_request};
 use super::gzip::{gunzip, gzip};
 use super::handler::Handler;
-use super::server::{Accepted, Busy, Io, ServerConfig, ServerCore, Shared};
+use super::server::{Accepted, Io, ServerConfig, ServerCore, Shared};
 use super::stream::{
-    AbortOnDrop, BodyStream, ChannelBody, PendingResponse, RpcStream, StreamHandler, StreamMeta,
-    StreamOptions, StreamRequest, StreamResponder, StreamResponse, TimedOut,
+    BodyStream, ChannelBody, PendingResponse, RpcStream, StreamHandler, StreamOptions,
+    StreamResponse, TimedOut,
 };
 use crate::http_client::{HttpClient, HttpFailure};
 use crate::link::{Link, LinkError};
 use crate::new_rid;
-use crate::tls::{CertInfo, TlsClientConfig};
+use crate::tls::TlsClientConfig;
 
 mod conn;
+mod routes;
+mod streams;
 
-/// The header naming the body encoding (`none` or `gzip`).
-const GRC_COMPRESS: &str = "grc-compress";
-
-/// The 413 body of a request over [`ServerConfig::max_message_size`].
-const ERR_PAYLOAD_TOO_LARGE: &str = "ERR_PAYLOAD_TOO_LARGE";
-
-/// The 413 body of a large request refused because [`ServerConfig::memory_budget`] is spent.
-const ERR_MEMORY_BUDGET: &str = "ERR_MEMORY_BUDGET";
-
-/// The exact 500 body Node sends for a `_gr` header that is not JSON (spaces included).
-const ERR_HEADER_PARSE_GR: &str = "[null, \"ERR_HEADER_PARSE_GR\", null]";
+use routes::{Routes, GRC_COMPRESS};
 
 // ---------------------------------------------------------------------------------------
 // Server
@@ -97,22 +81,6 @@ const ERR_HEADER_PARSE_GR: &str = "[null, \"ERR_HEADER_PARSE_GR\", null]";
 /// with its `transport('server')`). Made by [`PeerRpcServer::builder`].
 pub struct PeerRpcServer {
     core: ServerCore<Routes>,
-}
-
-/// Where a worker's requests go.
-#[derive(Clone)]
-pub(crate) enum Routes {
-    /// Every request is parsed as `[rid, key, payload]` and given to the handler.
-    Buffered(Arc<dyn Handler>),
-    /// Chunked requests (Node's `meta.isStream`) go to the stream handler raw, the others to
-    /// the buffered handler.
-    Split {
-        buffered: Arc<dyn Handler>,
-        stream: Arc<dyn StreamHandler>,
-    },
-    /// Every request goes to the stream handler raw, chunked or not (Node's
-    /// `disableBuffered: true` with a `'stream'` listener).
-    Streamed(Arc<dyn StreamHandler>),
 }
 
 /// A worker's settings before it exists ([`PeerRpcServer::builder`]): at least one handler
@@ -151,9 +119,9 @@ impl ServerBuilder<NoHandler> {
     /// The handler of raw byte streams. With a buffered handler too, it gets the chunked
     /// requests (`transfer-encoding: chunked`, Node's `meta.isStream`, e.g. from
     /// [`PeerRpcClient::stream`]) and the handler the others; alone, it gets every request,
-    /// chunked or not (Node's `disableBuffered: true`; [`StreamMeta::is_stream`] tells them
+    /// chunked or not (Node's `disableBuffered: true`; [`StreamMeta::is_stream`](super::stream::StreamMeta::is_stream) tells them
     /// apart), and nothing is parsed as `[rid, key, payload]`: it may answer a buffered
-    /// client with [`StreamResponder::reply`]. The size limit of
+    /// client with [`StreamResponder::reply`](super::stream::StreamResponder::reply). The size limit of
     /// [`ServerConfig::max_message_size`] does not apply to streamed bodies, which flow with
     /// backpressure.
     pub fn stream_handler(self, stream: impl StreamHandler) -> ServerBuilder<Routed> {
@@ -232,229 +200,6 @@ fn serve(
     shared: Arc<Shared<Routes>>,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(conn::serve_connection(accepted, shared))
-}
-
-impl Routes {
-    /// The buffered handler, if the worker has one.
-    fn buffered(&self) -> Option<&Arc<dyn Handler>> {
-        match self {
-            Routes::Buffered(handler)
-            | Routes::Split {
-                buffered: handler, ..
-            } => Some(handler),
-            Routes::Streamed(_) => None,
-        }
-    }
-
-    /// The stream handler, if the worker has one.
-    fn stream(&self) -> Option<&Arc<dyn StreamHandler>> {
-        match self {
-            Routes::Buffered(_) => None,
-            Routes::Split { stream, .. } | Routes::Streamed(stream) => Some(stream),
-        }
-    }
-}
-
-/// What Node's HTTP worker reads from a request's headers besides framing: the `meta` its
-/// handlers see.
-struct HeaderMeta {
-    /// `_gr` parsed as JSON (Node `meta.infoHeaders`).
-    info: Option<Value>,
-    /// `_a` (Node `meta.action`).
-    action: Option<String>,
-    /// `_ar` parsed as JSON, `{}` when absent or invalid (Node `meta.args`).
-    args: Value,
-    /// `grc-compress` contains `gzip`: the body and the answer are gzip bytes.
-    compress: bool,
-    /// `transfer-encoding` is exactly `chunked` (Node `meta.isStream`).
-    is_stream: bool,
-}
-
-impl HeaderMeta {
-    /// Reads the fields through `header` (a header's value by name, case-insensitive). `Err`
-    /// when `_gr` is there but not JSON: Node answers it 500 [`ERR_HEADER_PARSE_GR`].
-    fn from_headers<'a>(header: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Self, ()> {
-        let text = |name: &str| header(name).and_then(|v| std::str::from_utf8(v).ok());
-        let info = match header("_gr") {
-            None => None,
-            Some(value) => Some(
-                std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|text| serde_json::from_str::<Value>(text).ok())
-                    .ok_or(())?,
-            ),
-        };
-        Ok(HeaderMeta {
-            info,
-            action: text("_a").map(str::to_string),
-            args: text("_ar")
-                .and_then(|text| serde_json::from_str::<Value>(text).ok())
-                .unwrap_or_else(|| json!({})),
-            compress: text(GRC_COMPRESS).is_some_and(|v| v.contains("gzip")),
-            is_stream: text("transfer-encoding") == Some("chunked"),
-        })
-    }
-}
-
-/// Serves a connection's stream requests with hyper, `prefix` being bytes already read from
-/// it (see [`conn`]); with `keep_alive` false, hyper closes after one request.
-async fn serve_streams(
-    accepted: Accepted,
-    prefix: Vec<u8>,
-    shared: Arc<Shared<Routes>>,
-    keep_alive: bool,
-) {
-    let Accepted {
-        io,
-        peer,
-        cert,
-        allowed,
-        activity,
-    } = accepted;
-    let read_timeout = shared.config.read_timeout;
-    let closed = shared.closed();
-    let service = service_fn(move |request| {
-        // Busy from a request's head to its answer's head (or its stream handler's end).
-        let busy = activity.busy();
-        handle_stream(
-            request,
-            peer,
-            cert.clone(),
-            allowed,
-            Arc::clone(&shared),
-            busy,
-        )
-    });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(read_timeout)
-        .keep_alive(keep_alive)
-        .serve_connection(TokioIo::new(conn::Prefixed::new(prefix, io)), service);
-    let mut connection = std::pin::pin!(connection);
-    let outcome = tokio::select! {
-        outcome = connection.as_mut() => outcome,
-        _ = closed => {
-            // The request being handled (if any) is answered, then the connection closes.
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(e) = outcome {
-        tracing::debug!("grenache http server: connection from {peer} ended: {e}");
-    }
-}
-
-/// A request that gets no answer: hyper closes the connection.
-#[derive(Debug)]
-struct NoAnswer(String);
-
-impl std::fmt::Display for NoAnswer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NoAnswer {}
-
-/// A buffered answer, or a stream handler's body.
-type ReplyBody = Either<Full<Bytes>, ChannelBody>;
-
-fn full(body: Bytes) -> Response<ReplyBody> {
-    Response::new(Either::Left(Full::new(body)))
-}
-
-fn plain(status: StatusCode, body: &'static str) -> Response<ReplyBody> {
-    let mut response = full(Bytes::from_static(body.as_bytes()));
-    *response.status_mut() = status;
-    response
-}
-
-async fn handle_stream(
-    request: hyper::Request<Incoming>,
-    peer: SocketAddr,
-    cert: Option<Arc<CertInfo>>,
-    allowed: bool,
-    shared: Arc<Shared<Routes>>,
-    busy: Busy,
-) -> Result<Response<ReplyBody>, NoAnswer> {
-    if !allowed {
-        // The TLS `verify_client` hook rejected this client.
-        return Ok(plain(StatusCode::UNAUTHORIZED, "Forbidden"));
-    }
-    let (parts, body) = request.into_parts();
-    let Ok(meta) = HeaderMeta::from_headers(|name| parts.headers.get(name).map(|v| v.as_bytes()))
-    else {
-        tracing::warn!("grenache http server: bad _gr header from {peer}");
-        return Ok(plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ERR_HEADER_PARSE_GR,
-        ));
-    };
-    let Some(stream) = shared.routes.stream() else {
-        return Err(NoAnswer("no stream handler".to_string()));
-    };
-    let meta = StreamMeta {
-        info_headers: meta.info,
-        action: meta.action,
-        args: meta.args,
-        is_stream: meta.is_stream,
-        compress: meta.compress,
-        remote: peer,
-        cert,
-    };
-    let request = StreamRequest {
-        meta,
-        headers: parts.headers,
-        body: BodyStream::new(body, Some(shared.config.read_timeout), None),
-    };
-    serve_stream(request, Arc::clone(stream), busy).await
-}
-
-/// Runs a stream handler in its own task (it keeps reading the request body while hyper
-/// writes its response) and answers with the response head it starts.
-async fn serve_stream(
-    request: StreamRequest,
-    handler: Arc<dyn StreamHandler>,
-    busy: Busy,
-) -> Result<Response<ReplyBody>, NoAnswer> {
-    let peer = request.meta.remote;
-    let (head_tx, head_rx) = oneshot::channel();
-    let (done_tx, done_rx) = oneshot::channel();
-    let responder = StreamResponder::new(head_tx, done_rx, request.meta.compress);
-    let task = tokio::spawn(async move {
-        let _busy = busy;
-        let ok = match AssertUnwindSafe(handler.handle(request, responder))
-            .catch_unwind()
-            .await
-        {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                tracing::warn!("grenache http server: the stream handler for {peer} failed: {e}");
-                false
-            }
-            Err(_) => {
-                tracing::error!("grenache http server: the stream handler for {peer} panicked");
-                false
-            }
-        };
-        let _ = done_tx.send(ok);
-        ok
-    });
-    // Until the response body owns it, the handler dies with this request's service future.
-    let guard = AbortOnDrop(task.abort_handle());
-    match head_rx.await {
-        Ok(mut response) => {
-            response.body_mut().own_task(guard);
-            Ok(response.map(Either::Right))
-        }
-        // The responder was dropped unused: an empty 200 if the handler succeeded.
-        Err(_) => match task.await {
-            Ok(true) => Ok(full(Bytes::new())),
-            _ => Err(NoAnswer(
-                "the stream handler failed before answering".to_string(),
-            )),
-        },
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 //! answered in order.
 //!
 //! A chunked request to a worker with a stream handler (Node's `meta.isStream`) is handed,
-//! with the bytes already read, to hyper ([`super::serve_streams`]), which serves that one
+//! with the bytes already read, to hyper ([`serve_streams`]), which serves that one
 //! request and closes the connection: a streamed body flows while its answer goes back, which
 //! this loop does not do. Node's stream clients close after each stream too
 //! (`connection: close`). A worker whose every request goes to the stream handler is served by
@@ -18,19 +18,20 @@
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
 use grenache_core::wire::frame::ERR_REQUEST_MALFORMED;
 use grenache_core::wire::http::{
     parse_request_limited, BodyDecoder, BodyKind, HttpError, Status, CONTINUE_RESPONSE,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep_until, timeout_at, Instant};
 
-use super::{HeaderMeta, Routes, ERR_HEADER_PARSE_GR, ERR_MEMORY_BUDGET, ERR_PAYLOAD_TOO_LARGE};
+use super::routes::{
+    HeaderMeta, Routes, ERR_HEADER_PARSE_GR, ERR_MEMORY_BUDGET, ERR_PAYLOAD_TOO_LARGE,
+};
+use super::streams::serve_streams;
 use crate::http_server::{encode_answer, read_more, Answer, READ_CHUNK};
 use crate::js::truthy as js_truthy;
 use crate::limits::{MinProgress, Reservation};
@@ -87,7 +88,7 @@ struct Connection {
 /// is idle.
 pub(super) async fn serve_connection(accepted: Accepted, shared: Arc<Shared<Routes>>) {
     let Some(handler) = shared.routes.buffered().map(Arc::clone) else {
-        return super::serve_streams(accepted, Vec::new(), shared, true).await;
+        return serve_streams(accepted, Vec::new(), shared, true).await;
     };
     let Accepted {
         io,
@@ -171,7 +172,7 @@ pub(super) async fn serve_connection(accepted: Accepted, shared: Arc<Shared<Rout
                 allowed,
                 activity,
             };
-            return super::serve_streams(accepted, conn.buf, shared, false).await;
+            return serve_streams(accepted, conn.buf, shared, false).await;
         }
         conn.buf.drain(..head.len);
 
@@ -470,62 +471,9 @@ async fn write_all(io: &mut Box<dyn Io>, bytes: &[u8]) -> io::Result<()> {
     io.flush().await
 }
 
-/// A stream whose first reads return bytes already read from it: how the loop hands a
-/// connection to hyper in the middle of a request.
-pub(super) struct Prefixed {
-    prefix: Vec<u8>,
-    /// Bytes of `prefix` already returned.
-    taken: usize,
-    io: Box<dyn Io>,
-}
-
-impl Prefixed {
-    pub(super) fn new(prefix: Vec<u8>, io: Box<dyn Io>) -> Self {
-        Prefixed {
-            prefix,
-            taken: 0,
-            io,
-        }
-    }
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if let Some(rest) = this.prefix.get(this.taken..).filter(|r| !r.is_empty()) {
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(rest.get(..n).unwrap_or(&[]));
-            this.taken += n;
-            if this.taken == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.taken = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-crate::rpc::server::write_through!(Prefixed);
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn a_prefixed_stream_reads_its_prefix_then_the_stream() {
-        let (mut near, far) = tokio::io::duplex(64);
-        let mut stream = Prefixed::new(b"head ".to_vec(), Box::new(far));
-        near.write_all(b"body").await.unwrap();
-        drop(near);
-        let mut got = Vec::new();
-        stream.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"head body");
-    }
 
     #[test]
     fn heads_keep_what_the_loop_needs() {
