@@ -17,8 +17,8 @@
 //!   connections per client IP; a request head must arrive within `read_timeout` (also the
 //!   idle time of a keep-alive connection); a body must arrive at `min_body_rate` on average
 //!   once `read_timeout` has passed, else the connection is closed; a body larger than
-//!   [`SMALL_MESSAGE`](super::SMALL_MESSAGE) is charged to the worker's `memory_budget` as it arrives, and so is its
-//!   gunzipped form (inflated on a blocking thread, off the async runtime), and a body the
+//!   [`SMALL_MESSAGE`](super::SMALL_MESSAGE) is charged to the worker's `memory_budget` as
+//!   it arrives, and so is its gunzipped form (inflated on a blocking thread, off the async runtime), and a body the
 //!   budget cannot hold is answered 413 `ERR_MEMORY_BUDGET`. Streamed bodies (see
 //!   [`super::stream`]) are not charged: they flow with backpressure.
 //! * Raw streams (Node's `peer.stream` and `'stream'` event) are in [`super::stream`]:
@@ -119,9 +119,10 @@ impl ServerBuilder<NoHandler> {
     /// The handler of raw byte streams. With a buffered handler too, it gets the chunked
     /// requests (`transfer-encoding: chunked`, Node's `meta.isStream`, e.g. from
     /// [`PeerRpcClient::stream`]) and the handler the others; alone, it gets every request,
-    /// chunked or not (Node's `disableBuffered: true`; [`StreamMeta::is_stream`](super::stream::StreamMeta::is_stream) tells them
-    /// apart), and nothing is parsed as `[rid, key, payload]`: it may answer a buffered
-    /// client with [`StreamResponder::reply`](super::stream::StreamResponder::reply). The size limit of
+    /// chunked or not (Node's `disableBuffered: true`;
+    /// [`StreamMeta::is_stream`](super::stream::StreamMeta::is_stream) tells them apart), and
+    /// nothing is parsed as `[rid, key, payload]`: it may answer a buffered client with
+    /// [`StreamResponder::reply`](super::stream::StreamResponder::reply). The size limit of
     /// [`ServerConfig::max_message_size`] does not apply to streamed bodies, which flow with
     /// backpressure.
     pub fn stream_handler(self, stream: impl StreamHandler) -> ServerBuilder<Routed> {

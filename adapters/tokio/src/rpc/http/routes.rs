@@ -10,10 +10,12 @@ use crate::rpc::stream::StreamHandler;
 /// The header naming the body encoding (`none` or `gzip`).
 pub(super) const GRC_COMPRESS: &str = "grc-compress";
 
-/// The 413 body of a request over [`ServerConfig::max_message_size`](crate::rpc::ServerConfig::max_message_size).
+/// The 413 body of a request over
+/// [`ServerConfig::max_message_size`](crate::rpc::ServerConfig::max_message_size).
 pub(super) const ERR_PAYLOAD_TOO_LARGE: &str = "ERR_PAYLOAD_TOO_LARGE";
 
-/// The 413 body of a large request refused because [`ServerConfig::memory_budget`](crate::rpc::ServerConfig::memory_budget) is spent.
+/// The 413 body of a large request refused because
+/// [`ServerConfig::memory_budget`](crate::rpc::ServerConfig::memory_budget) is spent.
 pub(super) const ERR_MEMORY_BUDGET: &str = "ERR_MEMORY_BUDGET";
 
 /// The exact 500 body Node sends for a `_gr` header that is not JSON (spaces included).

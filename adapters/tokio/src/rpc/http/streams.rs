@@ -26,7 +26,7 @@ use crate::rpc::stream::{
 use crate::tls::CertInfo;
 
 /// Serves a connection's stream requests with hyper, `prefix` being bytes already read from
-/// it (see [`conn`]); with `keep_alive` false, hyper closes after one request.
+/// it (see [`super::conn`]); with `keep_alive` false, hyper closes after one request.
 pub(super) async fn serve_streams(
     accepted: Accepted,
     prefix: Vec<u8>,
