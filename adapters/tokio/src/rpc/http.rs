@@ -18,9 +18,9 @@
 //!   idle time of a keep-alive connection); a body must arrive at `min_body_rate` on average
 //!   once `read_timeout` has passed, else the connection is closed; a body larger than
 //!   [`SMALL_MESSAGE`](super::SMALL_MESSAGE) is charged to the worker's `memory_budget` as
-//!   it arrives, and so is its gunzipped form (inflated on a blocking thread, off the async runtime), and a body the
-//!   budget cannot hold is answered 413 `ERR_MEMORY_BUDGET`. Streamed bodies (see
-//!   [`super::stream`]) are not charged: they flow with backpressure.
+//!   it arrives, and so is its gunzipped form (inflated on a blocking thread, off the async
+//!   runtime), and a body the budget cannot hold is answered 413 `ERR_MEMORY_BUDGET`.
+//!   Streamed bodies (see [`super::stream`]) are not charged: they flow with backpressure.
 //! * Raw streams (Node's `peer.stream` and `'stream'` event) are in [`super::stream`]:
 //!   [`PeerRpcClient::stream`] opens one, and a server built with a stream handler
 //!   ([`ServerBuilder::stream_handler`]) hands chunked requests to that [`StreamHandler`]
