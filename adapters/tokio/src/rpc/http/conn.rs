@@ -216,9 +216,13 @@ pub(super) async fn serve_connection(accepted: Accepted, shared: Arc<Shared<Rout
         }
         // The next head is due within the read timeout of this answer.
         deadline = Instant::now() + config.read_timeout;
-        // An idle connection keeps small buffers, not the largest request it once carried.
+        // An idle connection keeps small buffers, not the largest request or answer it once
+        // carried.
         if conn.buf.capacity() > 2 * READ_CHUNK && conn.buf.len() <= READ_CHUNK {
             conn.buf.shrink_to(READ_CHUNK);
+        }
+        if conn.out.capacity() > SMALL_MESSAGE {
+            conn.out = Vec::new();
         }
     }
 }
