@@ -16,6 +16,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Bytes asked of the socket per read.
 pub(crate) const READ_CHUNK: usize = 4096;
+/// The largest request head: Node's default `--max-http-header-size` (16 KiB). Larger → 431.
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
+/// Header fields per request (hyper's and many servers' default); more → 431.
+pub(crate) const MAX_HEADERS: usize = 100;
 
 /// Appends up to [`READ_CHUNK`] bytes from `stream` to `buf`; 0 means end of stream.
 pub(crate) async fn read_more<S: AsyncRead + Unpin + ?Sized>(

@@ -34,12 +34,7 @@ use super::handlers::{self, Endpoint, Plan, Reply};
 use super::shared::Shared;
 use super::stats::{Outcome, Route};
 use super::status;
-use crate::http_server::{encode_answer, read_more, Answer, READ_CHUNK};
-
-/// The largest request head: Node's default `--max-http-header-size` (16 KiB). Larger → 431.
-const MAX_HEAD: usize = 16 * 1024;
-/// Header fields per request (hyper's and many servers' default); more → 431.
-const MAX_HEADERS: usize = 100;
+use crate::http_server::{encode_answer, read_more, Answer, MAX_HEAD, MAX_HEADERS, READ_CHUNK};
 
 /// What the loop keeps of a parsed head (which borrows the read buffer).
 struct RequestHead {

@@ -32,7 +32,7 @@ use super::routes::{
     HeaderMeta, Routes, ERR_HEADER_PARSE_GR, ERR_MEMORY_BUDGET, ERR_PAYLOAD_TOO_LARGE,
 };
 use super::streams::serve_streams;
-use crate::http_server::{encode_answer, read_more, Answer, READ_CHUNK};
+use crate::http_server::{encode_answer, read_more, Answer, MAX_HEAD, MAX_HEADERS, READ_CHUNK};
 use crate::js::truthy as js_truthy;
 use crate::limits::{MinProgress, Reservation};
 use crate::rpc::error::RpcError;
@@ -42,10 +42,6 @@ use crate::rpc::handler::{Handler, Request};
 use crate::rpc::server::{Accepted, Io, Shared, SMALL_MESSAGE};
 use crate::tls::CertInfo;
 
-/// The largest request head: Node's default `--max-http-header-size` (16 KiB). Larger → 431.
-const MAX_HEAD: usize = 16 * 1024;
-/// Header fields per request (hyper's and many servers' default); more → 431.
-const MAX_HEADERS: usize = 100;
 /// Bytes asked of the socket per read of a large `Content-Length` body, which is read straight
 /// into the body buffer: fewer system calls than [`READ_CHUNK`].
 const BODY_READ_CHUNK: usize = 64 * 1024;
